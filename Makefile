@@ -1,0 +1,49 @@
+# Tollgate: `make serve` runs the platform on its embedded default, `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+HOST ?= 127.0.0.1
+export DJANGO_SETTINGS_MODULE := apps.platform.settings
+
+.PHONY: install serve worker beat test lint format bench migrate
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(BIN)/python manage.py migrate --noinput
+
+# Embedded default: SQLite and in-process Redis stand-ins unless DATABASE_URL/REDIS_URL are set.
+serve: migrate
+	DEMO_UPSTREAM=1 $(BIN)/python manage.py demo_setup --port $(PORT)
+	DEMO_UPSTREAM=1 $(BIN)/uvicorn apps.platform.asgi:application --host $(HOST) --port $(PORT) \
+		--loop uvloop --http httptools --no-access-log
+
+worker: install
+	$(BIN)/celery -A apps.platform.celery_app worker --loglevel=INFO
+
+beat: install
+	$(BIN)/celery -A apps.platform.celery_app beat --loglevel=INFO
+
+# The suite runs against the local PostgreSQL and Redis.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tollgate
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+bench: install
+	$(BIN)/python bench/gateway_bench.py

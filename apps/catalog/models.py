@@ -1,0 +1,80 @@
+from decimal import Decimal
+
+from django.db import models
+
+from apps.catalog.crypto import credential_decrypt, credential_encrypt
+
+
+class Backend(models.Model):
+    class Kind(models.TextChoices):
+        OPENAI = "openai", "OpenAI-compatible"
+        ANTHROPIC = "anthropic", "Anthropic Messages"
+
+    name = models.SlugField(max_length=64, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.OPENAI)
+    base_url = models.URLField(max_length=500)
+    # Fernet token of the upstream API key; never stored or logged in clear.
+    credential_encrypted = models.TextField(blank=True, default="")
+    timeout_s = models.FloatField(default=60.0)
+    connect_timeout_s = models.FloatField(default=5.0)
+    extra_headers = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def credential(self) -> str:
+        return credential_decrypt(self.credential_encrypted)
+
+    @credential.setter
+    def credential(self, value: str) -> None:
+        self.credential_encrypted = credential_encrypt(value) if value else ""
+
+
+class Model(models.Model):
+    name = models.CharField(max_length=128, unique=True)
+    aliases = models.JSONField(default=list, blank=True)
+    display_name = models.CharField(max_length=200, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Deployment(models.Model):
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="deployments")
+    backend = models.ForeignKey(Backend, on_delete=models.PROTECT, related_name="deployments")
+    upstream_model = models.CharField(max_length=200)
+    weight = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model", "backend", "upstream_model"], name="deployment_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} → {self.backend}/{self.upstream_model}"
+
+
+class Price(models.Model):
+    """Price per million tokens, in force from effective_from until the next version."""
+
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="prices")
+    effective_from = models.DateTimeField()
+    input_per_mtok = models.DecimalField(max_digits=14, decimal_places=6)
+    cached_input_per_mtok = models.DecimalField(max_digits=14, decimal_places=6)
+    output_per_mtok = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model", "effective_from"], name="price_version")
+        ]
+        ordering = ["model", "effective_from"]
+
+    def __str__(self) -> str:
+        return f"{self.model} from {self.effective_from:%Y-%m-%d}"

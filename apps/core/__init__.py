@@ -1,0 +1,1 @@
+"""Shared infrastructure (not a Django app): Redis clients and channel names."""

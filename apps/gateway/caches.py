@@ -1,0 +1,208 @@
+"""In-process caches of keys and the model catalog for the hot path.
+
+Entries live at most a short TTL; Redis pub/sub invalidation makes revocations, expiry
+and edits visible in every process well within a second. Misses go to the database
+through Django's async ORM bridge: never on the warm path.
+"""
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+
+from apps.catalog.models import Backend, Model, Price
+from apps.keys.models import ApiKey
+from apps.keys.selectors import api_key_get_by_hash
+
+MAX_NEGATIVE_ENTRIES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    id: int
+    tenant_id: int
+    tenant_name: str
+    prefix: str
+    allowed_models: frozenset[str]
+    expires_at: float | None
+    revoked: bool
+    limits: dict = field(default_factory=dict)
+
+    def may_use(self, model_name: str) -> bool:
+        return "*" in self.allowed_models or model_name in self.allowed_models
+
+
+def _key_info(api_key: ApiKey) -> KeyInfo:
+    return KeyInfo(
+        id=api_key.id,
+        tenant_id=api_key.tenant_id,
+        tenant_name=api_key.tenant.name,
+        prefix=api_key.prefix,
+        allowed_models=frozenset(api_key.allowed_models or ()),
+        expires_at=api_key.expires_at.timestamp() if api_key.expires_at else None,
+        revoked=api_key.revoked_at is not None,
+    )
+
+
+def _load_key(key_hash: str) -> KeyInfo | None:
+    api_key = api_key_get_by_hash(key_hash)
+    return _key_info(api_key) if api_key else None
+
+
+class KeyCache:
+    def __init__(self, ttl_s: float) -> None:
+        self._ttl = ttl_s
+        self._entries: dict[str, tuple[KeyInfo | None, float]] = {}
+        self._negative = 0
+
+    async def get(self, key_hash: str) -> KeyInfo | None:
+        entry = self._entries.get(key_hash)
+        now = time.monotonic()
+        if entry is not None and now - entry[1] < self._ttl:
+            return entry[0]
+        info = await sync_to_async(_load_key)(key_hash)
+        if info is None:
+            # Bound memory against floods of random keys.
+            self._negative += 1
+            if self._negative > MAX_NEGATIVE_ENTRIES:
+                self.clear()
+        self._entries[key_hash] = (info, now)
+        return info
+
+    def invalidate(self, key_hash: str) -> None:
+        self._entries.pop(key_hash, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._negative = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentInfo:
+    id: int
+    backend: str
+    kind: str
+    base_url: str
+    headers: dict[str, str]
+    upstream_model: str
+    weight: int
+    timeout_s: float
+    connect_timeout_s: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}/{self.upstream_model}"
+
+
+@dataclass(frozen=True, slots=True)
+class PriceInfo:
+    input_per_mtok: Decimal
+    cached_input_per_mtok: Decimal
+    output_per_mtok: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    name: str
+    display_name: str
+    created: int
+    deployments: tuple[DeploymentInfo, ...]
+    price: PriceInfo | None
+
+    def deployment_order(self) -> list[DeploymentInfo]:
+        """Weighted random order: weight shares the load, the rest are fallbacks."""
+        pool = list(self.deployments)
+        if len(pool) < 2:
+            return pool
+        ordered = []
+        while pool:
+            chosen = random.choices(pool, weights=[max(d.weight, 0) + 1e-9 for d in pool])[0]
+            ordered.append(chosen)
+            pool.remove(chosen)
+        return ordered
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    by_name: dict[str, ModelInfo]
+    models: tuple[ModelInfo, ...]
+
+
+def _backend_headers(backend: Backend) -> dict[str, str]:
+    headers = {str(k): str(v) for k, v in (backend.extra_headers or {}).items()}
+    credential = backend.credential
+    if credential:
+        if backend.kind == Backend.Kind.ANTHROPIC:
+            headers["x-api-key"] = credential
+        else:
+            headers["Authorization"] = f"Bearer {credential}"
+    if backend.kind == Backend.Kind.ANTHROPIC:
+        headers.setdefault("anthropic-version", "2023-06-01")
+    return headers
+
+
+def _load_catalog() -> Catalog:
+    now = timezone.now()
+    prices: dict[int, PriceInfo] = {}
+    for price in Price.objects.filter(effective_from__lte=now).order_by("model_id", "effective_from"):
+        prices[price.model_id] = PriceInfo(
+            price.input_per_mtok, price.cached_input_per_mtok, price.output_per_mtok
+        )
+    by_name: dict[str, ModelInfo] = {}
+    models = []
+    aliases: list[tuple[str, ModelInfo]] = []
+    queryset = Model.objects.filter(enabled=True).prefetch_related("deployments__backend")
+    for model in queryset.order_by("name"):
+        deployments = tuple(
+            DeploymentInfo(
+                id=d.id,
+                backend=d.backend.name,
+                kind=d.backend.kind,
+                base_url=d.backend.base_url.rstrip("/"),
+                headers=_backend_headers(d.backend),
+                upstream_model=d.upstream_model,
+                weight=d.weight,
+                timeout_s=d.backend.timeout_s,
+                connect_timeout_s=d.backend.connect_timeout_s,
+            )
+            for d in model.deployments.all()
+            if d.backend.enabled
+        )
+        info = ModelInfo(
+            name=model.name,
+            display_name=model.display_name or model.name,
+            created=int(model.created_at.timestamp()),
+            deployments=deployments,
+            price=prices.get(model.id),
+        )
+        models.append(info)
+        by_name[model.name] = info
+        aliases.extend((alias, info) for alias in model.aliases or ())
+    for alias, info in aliases:
+        by_name.setdefault(alias, info)  # a real name always wins over an alias
+    return Catalog(by_name=by_name, models=tuple(models))
+
+
+class CatalogCache:
+    def __init__(self, ttl_s: float) -> None:
+        self._ttl = ttl_s
+        self._catalog: Catalog | None = None
+        self._loaded_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Catalog:
+        catalog = self._catalog
+        if catalog is not None and time.monotonic() - self._loaded_at < self._ttl:
+            return catalog
+        async with self._lock:
+            if self._catalog is None or time.monotonic() - self._loaded_at >= self._ttl:
+                self._catalog = await sync_to_async(_load_catalog)()
+                self._loaded_at = time.monotonic()
+            return self._catalog
+
+    def clear(self) -> None:
+        self._loaded_at = 0.0

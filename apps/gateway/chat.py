@@ -1,0 +1,190 @@
+"""POST /v1/chat/completions."""
+
+import asyncio
+import time
+
+import aiohttp
+import orjson
+
+from apps.gateway.app import MeteredCall, authenticate, parse_json_body, resolve_model
+from apps.gateway.caches import ModelInfo
+from apps.gateway.forward import open_upstream, rewrite_model
+from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError
+from apps.gateway.protocol.openai import (
+    ChatStreamRelay,
+    RequestInvalid,
+    data_chunk,
+    estimate_prompt_tokens,
+    estimate_text_tokens,
+    usage_counts,
+    validate_chat_request,
+)
+from apps.gateway.protocol.sse import DONE_EVENT, SSEParser
+from apps.gateway.state import GatewayState
+
+STREAM_ERROR_MESSAGE = "The upstream failed while streaming the response."
+
+
+async def handle_chat_completions(state: GatewayState, exchange: Exchange) -> None:
+    key = await authenticate(state, exchange)
+    await MeteredCall(state, exchange, key, "chat.completions").run(chat_completion)
+
+
+async def chat_completion(call: MeteredCall) -> None:
+    body = parse_json_body(call.raw_body)
+    if isinstance(body, dict) and isinstance(body.get("model"), str):
+        call.event.model = body["model"]
+    try:
+        validate_chat_request(body)
+    except RequestInvalid as exc:
+        raise GatewayError(400, exc.message, param=exc.param, outcome="invalid_request") from None
+    model = await resolve_model(call.state, call.key, body["model"])
+    call.event.model = model.name
+    stream = body.get("stream") is True
+    call.event.stream = stream
+    call.admission = await call.state.limiter.admit(request_id=call.exchange.request_id)
+    if stream:
+        await _relay_stream(call, body, model)
+    else:
+        await _relay_once(call, body, model)
+
+
+def _record_deployment(call: MeteredCall):
+    def record(deployment) -> None:
+        call.event.deployment = deployment.label
+
+    return record
+
+
+def _settle_usage(call: MeteredCall, body: dict, usage, completion_estimate: int) -> None:
+    counts = usage_counts(usage)
+    event = call.event
+    if counts is None:
+        event.prompt_tokens = estimate_prompt_tokens(body)
+        event.completion_tokens = completion_estimate
+        event.tokens_estimated = True
+    else:
+        event.prompt_tokens, event.completion_tokens, event.cached_tokens = counts
+
+
+async def _relay_once(call: MeteredCall, body: dict, model: ModelInfo) -> None:
+    async with open_upstream(
+        call.state.upstream, model, "/chat/completions",
+        lambda d: rewrite_model(body, d.upstream_model), stream=False,
+        on_deployment=_record_deployment(call),
+    ) as (response, _deployment):
+        try:
+            raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError):
+            raise GatewayError(
+                502, "The upstream failed while sending the response.", error_type="server_error",
+                outcome="upstream_error", anthropic_type="api_error",
+            ) from None
+    try:
+        answer = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        answer = None
+    if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+        raise GatewayError(
+            502, "The upstream sent a response that is not a chat completion.",
+            error_type="server_error", outcome="upstream_bad_response", anthropic_type="api_error",
+        )
+    answer["model"] = model.name
+    text = "".join(
+        c.get("message", {}).get("content") or ""
+        for c in answer["choices"]
+        if isinstance(c, dict) and isinstance(c.get("message"), dict)
+    )
+    _settle_usage(call, body, answer.get("usage"), estimate_text_tokens(text))
+    call.reply = (200, orjson.dumps(answer), (JSON_CONTENT_TYPE,))
+
+
+async def _relay_stream(call: MeteredCall, body: dict, model: ModelInfo) -> None:
+    options = body.get("stream_options")
+    client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+    body["stream_options"] = {**(options or {}), "include_usage": True}
+    relay = ChatStreamRelay(model.name, client_wants_usage)
+    exchange = call.exchange
+    failed = False
+    try:
+        async with open_upstream(
+            call.state.upstream, model, "/chat/completions",
+            lambda d: rewrite_model(body, d.upstream_model), stream=True,
+            on_deployment=_record_deployment(call),
+        ) as (response, _deployment):
+            if "text/event-stream" not in response.headers.get("Content-Type", ""):
+                # Some servers answer a stream request with a plain completion.
+                await _replay_as_stream(call, body, relay, await response.read())
+                return
+            await exchange.start_stream()
+            parser = SSEParser()
+            try:
+                async for data in response.content.iter_any():
+                    out = [
+                        piece
+                        for _event, payload in parser.feed(data)
+                        if (piece := relay.feed(payload)) is not None
+                    ]
+                    if out:
+                        await exchange.stream_send(b"".join(out))
+                    if relay.done or relay.error:
+                        break
+                for _event, payload in parser.flush():
+                    if (piece := relay.feed(payload)) is not None:
+                        await exchange.stream_send(piece)
+            except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError):
+                failed = True
+    finally:
+        if exchange.response_started:  # nothing reached the client: nothing to bill
+            _settle_usage(call, body, relay.usage, relay.content_chunks)
+    ended_cleanly = relay.done or (relay.finish_reasons and not relay.error and not failed)
+    if relay.error or not ended_cleanly:
+        message = (relay.error or {}).get("message") or STREAM_ERROR_MESSAGE
+        call.event.outcome = "upstream_stream_error"
+        call.event.status = 502
+        call.tail = data_chunk(
+            {"error": {"message": str(message), "type": "server_error", "param": None,
+                       "code": None}}
+        )
+        return
+    tail = b""
+    if client_wants_usage and relay.usage is None:
+        event = call.event
+        tail = relay.usage_chunk(
+            "chatcmpl-" + exchange.request_id, int(time.time()),
+            {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens,
+             "total_tokens": event.prompt_tokens + event.completion_tokens},
+        )
+    call.tail = tail + DONE_EVENT
+
+
+async def _replay_as_stream(call: MeteredCall, body: dict, relay: ChatStreamRelay, raw: bytes):
+    try:
+        answer = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        answer = None
+    if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+        raise GatewayError(
+            502, "The upstream sent a response that is not a chat completion.",
+            error_type="server_error", outcome="upstream_bad_response", anthropic_type="api_error",
+        )
+    await call.exchange.start_stream()
+    base = {
+        "id": answer.get("id") or "chatcmpl-" + call.exchange.request_id,
+        "object": "chat.completion.chunk",
+        "created": answer.get("created") or int(time.time()),
+        "model": relay.public_model,
+    }
+    choices = []
+    for choice in answer["choices"]:
+        message = choice.get("message") or {}
+        delta = {k: v for k, v in message.items() if v is not None}
+        for i, tool_call in enumerate(delta.get("tool_calls") or ()):
+            tool_call.setdefault("index", i)
+        choices.append({"index": choice.get("index", 0), "delta": delta, "logprobs": None,
+                        "finish_reason": choice.get("finish_reason") or "stop"})
+    pieces = [relay.feed(orjson.dumps({**base, "choices": choices}))]
+    if answer.get("usage"):
+        pieces.append(relay.feed(orjson.dumps({**base, "choices": [], "usage": answer["usage"]})))
+    relay.done = True
+    await call.exchange.stream_send(b"".join(p for p in pieces if p))

@@ -1,0 +1,128 @@
+"""Forwarding to deployments: ordered attempts, retries before the first byte, and the
+mapping of upstream failures to gateway errors."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+import orjson
+from django.conf import settings
+
+from apps.gateway.caches import DeploymentInfo, ModelInfo
+from apps.gateway.http import GatewayError
+from apps.gateway.protocol.openai import normalise_upstream_error
+from apps.gateway.upstream import UpstreamClient
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
+
+
+def upstream_error(status: int, raw: bytes, deployment: DeploymentInfo) -> GatewayError:
+    """A non-retryable upstream answer, as the client should see it."""
+    body = normalise_upstream_error(raw, status)["error"]
+    if status in (401, 403, 404, 407):
+        # Our credentials or catalog are wrong, not the client's request.
+        return GatewayError(
+            502,
+            f"The upstream for this model rejected the gateway (HTTP {status}).",
+            error_type="server_error",
+            code="upstream_error",
+            outcome=f"upstream_{status}",
+            anthropic_type="api_error",
+        )
+    return GatewayError(
+        status if 400 <= status < 500 else 502,
+        body["message"],
+        error_type=body["type"] if status < 500 else "server_error",
+        code=body["code"],
+        param=body["param"],
+        outcome=f"upstream_{status}",
+    )
+
+
+def exhausted_error(status: int | None, raw: bytes, reason: str) -> GatewayError:
+    if reason == "timeout":
+        return GatewayError(
+            504, "The upstream did not answer in time.", error_type="server_error",
+            code="upstream_timeout", outcome="upstream_timeout", anthropic_type="timeout_error",
+        )
+    if status == 429:
+        return GatewayError(
+            429, "The model's upstream is rate limited; retry shortly.", error_type="requests",
+            code="upstream_rate_limited", outcome="upstream_429", anthropic_type="rate_limit_error",
+            headers=[(b"retry-after", b"1")],
+        )
+    if status in (503, 529):
+        return GatewayError(
+            502, "The model's upstream is overloaded.", error_type="server_error",
+            code="upstream_overloaded", outcome=f"upstream_{status}",
+            anthropic_type="overloaded_error",
+        )
+    detail = f" (last answer HTTP {status})" if status else ""
+    return GatewayError(
+        502, f"The upstream for this model is unavailable{detail}.", error_type="server_error",
+        code="upstream_unavailable", outcome="upstream_unavailable", anthropic_type="api_error",
+    )
+
+
+def rewrite_model(body: dict, upstream_model: str) -> bytes:
+    body["model"] = upstream_model
+    return orjson.dumps(body)
+
+
+@asynccontextmanager
+async def open_upstream(
+    client: UpstreamClient,
+    model: ModelInfo,
+    path: str,
+    build_body,
+    *,
+    stream: bool,
+    on_deployment=None,
+) -> AsyncIterator[tuple[aiohttp.ClientResponse, DeploymentInfo]]:
+    """Yield the first successful (2xx) upstream response, trying deployments in order.
+
+    Connect errors, 429 and 5xx move on to the next deployment (at most
+    GATEWAY_MAX_ATTEMPTS); nothing has reached the client yet when they do.
+    """
+    deployments = model.deployment_order()
+    if not deployments:
+        raise GatewayError(
+            503, f"The model '{model.name}' has no deployment available.",
+            error_type="server_error", code="no_deployment", outcome="no_deployment",
+            anthropic_type="api_error",
+        )
+    last_status: int | None = None
+    last_raw = b""
+    reason = "unavailable"
+    for deployment in deployments[: settings.GATEWAY_MAX_ATTEMPTS]:
+        if on_deployment is not None:
+            on_deployment(deployment)
+        payload = build_body(deployment)
+        try:
+            request = client.post(deployment, path, payload, stream=stream)
+            response = await request.__aenter__()
+        except aiohttp.ConnectionTimeoutError:
+            reason = "unavailable"
+            continue
+        except (TimeoutError, asyncio.TimeoutError):
+            reason = "timeout"
+            break  # the upstream may be working on it: do not send the work twice
+        except (aiohttp.ClientError, OSError):
+            reason = "unavailable"
+            continue
+        try:
+            if response.status >= 300:
+                try:
+                    raw = await response.read()
+                except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError):
+                    raw = b""
+                if response.status in RETRYABLE_STATUSES:
+                    last_status, last_raw, reason = response.status, raw, "status"
+                    continue
+                raise upstream_error(response.status, raw, deployment)
+            yield response, deployment
+            return
+        finally:
+            await request.__aexit__(None, None, None)
+    raise exhausted_error(last_status, last_raw, reason)

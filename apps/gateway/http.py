@@ -1,0 +1,176 @@
+"""The gateway's minimal ASGI plumbing: one request/response exchange and its errors."""
+
+import asyncio
+import secrets
+import time
+from typing import Any
+
+import orjson
+
+from apps.gateway.protocol.openai import openai_error_body
+
+JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+SSE_HEADERS = (
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+)
+
+
+class GatewayError(Exception):
+    """An answer other than success, rendered in the caller's protocol."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        error_type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        outcome: str | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        anthropic_type: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_type = error_type
+        self.code = code
+        self.param = param
+        self.outcome = outcome or (code or error_type)
+        self.headers = headers or []
+        self.anthropic_type = anthropic_type
+
+
+class ClientGone(Exception):
+    pass
+
+
+class Exchange:
+    """One HTTP request on a /v1 route and the response we send for it."""
+
+    __slots__ = (
+        "scope",
+        "receive",
+        "send",
+        "request_id",
+        "headers",
+        "protocol",
+        "started_at",
+        "created_at",
+        "response_started",
+        "finished",
+        "disconnected",
+        "extra_headers",
+        "first_byte_at",
+    )
+
+    def __init__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.request_id = "req_" + secrets.token_hex(12)
+        self.headers: dict[bytes, bytes] = dict(scope["headers"])
+        self.protocol = "openai"
+        self.started_at = time.perf_counter()
+        self.created_at = time.time()
+        self.response_started = False
+        self.finished = False
+        self.disconnected = False
+        self.extra_headers: list[tuple[bytes, bytes]] = []
+        self.first_byte_at: float | None = None
+
+    def header(self, name: bytes) -> str | None:
+        value = self.headers.get(name)
+        return value.decode("latin-1") if value is not None else None
+
+    async def read_body(self, max_bytes: int) -> bytes:
+        declared = self.headers.get(b"content-length")
+        if declared is not None:
+            try:
+                too_large = int(declared) > max_bytes
+            except ValueError:
+                raise GatewayError(400, "Invalid Content-Length header.") from None
+            if too_large:
+                raise body_too_large(max_bytes)
+        parts = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone()
+            body = message.get("body", b"")
+            size += len(body)
+            if size > max_bytes:
+                raise body_too_large(max_bytes)
+            parts.append(body)
+            if not message.get("more_body", False):
+                return b"".join(parts)
+
+    def _response_headers(self, extra: tuple | list) -> list[tuple[bytes, bytes]]:
+        rid = self.request_id.encode()
+        headers = [(b"x-request-id", rid), *extra, *self.extra_headers]
+        if self.protocol == "anthropic":
+            headers.append((b"request-id", rid))
+        return headers
+
+    async def respond(
+        self, status: int, body: bytes, headers: tuple | list = (JSON_CONTENT_TYPE,)
+    ) -> None:
+        self.response_started = True
+        await self.send(
+            {"type": "http.response.start", "status": status,
+             "headers": self._response_headers(headers)}
+        )
+        await self.send({"type": "http.response.body", "body": body})
+        self.finished = True
+
+    async def start_stream(self) -> None:
+        self.response_started = True
+        await self.send(
+            {"type": "http.response.start", "status": 200,
+             "headers": self._response_headers(SSE_HEADERS)}
+        )
+
+    async def stream_send(self, data: bytes) -> None:
+        if self.first_byte_at is None:
+            self.first_byte_at = time.perf_counter()
+        await self.send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def stream_end(self, data: bytes = b"") -> None:
+        await self.send({"type": "http.response.body", "body": data})
+        self.finished = True
+
+    async def watch_disconnect(self, task: asyncio.Task) -> None:
+        """Cancel the request's task when the client goes away before we finished."""
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                if not self.finished:
+                    task.cancel()
+                return
+
+    def elapsed_ms(self) -> int:
+        return int((time.perf_counter() - self.started_at) * 1000)
+
+    def ttft_ms(self) -> int | None:
+        if self.first_byte_at is None:
+            return None
+        return int((self.first_byte_at - self.started_at) * 1000)
+
+
+def body_too_large(max_bytes: int) -> GatewayError:
+    return GatewayError(
+        413,
+        f"Request body too large: the limit is {max_bytes} bytes.",
+        code="request_too_large",
+        anthropic_type="request_too_large",
+    )
+
+
+def openai_error_bytes(error: GatewayError) -> bytes:
+    return orjson.dumps(
+        openai_error_body(error.message, error.error_type, code=error.code, param=error.param)
+    )

@@ -1,0 +1,39 @@
+import orjson
+from django.core.management.base import BaseCommand
+
+from apps.gateway.demo_upstream import DEMO_MODEL
+from apps.keys.models import ApiKey
+from apps.keys.services import api_key_revoke
+from apps.provisioning.services import config_apply
+
+
+class Command(BaseCommand):
+    help = "Create the demo tenant, the demo backend (a toy echo model) and a fresh demo key."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--port", type=int, default=8000)
+
+    def handle(self, *args, port: int, **options) -> None:
+        # A secret is shown once: each run replaces the demo key and prints the new one.
+        for key in ApiKey.objects.filter(tenant__name="demo", name="demo", revoked_at__isnull=True):
+            api_key_revoke(api_key=key)
+        result = config_apply(document={
+            "backends": [{"name": "demo-backend", "kind": "openai",
+                          "base_url": f"http://127.0.0.1:{port}/demo-upstream/v1"}],
+            "models": [{"name": DEMO_MODEL, "aliases": ["demo"],
+                        "display_name": "Tollgate demo (echo, not a real LLM)",
+                        "deployments": [{"backend": "demo-backend", "upstream_model": DEMO_MODEL}],
+                        "prices": [{"effective_from": "2026-01-01", "input_per_mtok": "0.10",
+                                    "cached_input_per_mtok": "0.05", "output_per_mtok": "0.40"}]}],
+            "tenants": [{"name": "demo", "keys": [{"name": "demo", "models": ["*"]}]}],
+        })
+        secret = result.keys_created[0]["secret"]
+        self.stdout.write(orjson.dumps(result.as_output()).decode())
+        self.stdout.write(
+            "\n  Tollgate is starting on http://127.0.0.1:%d\n"
+            "  Demo key (shown once): %s\n"
+            "  Demo model: %s (a toy echo backend, not a real LLM)\n"
+            "  Try: curl http://127.0.0.1:%d/v1/chat/completions -H 'Authorization: Bearer %s' "
+            "-H 'Content-Type: application/json' -d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\","
+            "\"content\":\"hi\"}]}'\n" % (port, secret, DEMO_MODEL, port, secret, DEMO_MODEL)
+        )

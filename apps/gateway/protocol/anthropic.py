@@ -1,0 +1,511 @@
+"""Anthropic Messages API shapes: errors, request validation, SSE framing, token estimate.
+
+Pure Python (no Django). See /work/shared/protocols.md §2.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "ANTHROPIC_ERROR_TYPES",
+    "IMAGE_TOKEN_ESTIMATE",
+    "TranslationError",
+    "anthropic_error_body",
+    "anthropic_error_type_for_status",
+    "estimate_message_tokens",
+    "messages_sse_event",
+    "parse_sse_events",
+    "status_for_anthropic_error_type",
+    "stream_invariant_violations",
+    "validate_messages_request",
+]
+
+
+class TranslationError(ValueError):
+    """A request cannot be translated; answer 400 ``invalid_request_error`` with ``.message``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# ---------------------------------------------------------------------------
+# Errors (§2.5)
+# ---------------------------------------------------------------------------
+
+status_for_anthropic_error_type: dict[str, int] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    # The SDK maps only 529 to OverloadedError, so overload is always sent as 529.
+    "overloaded_error": 529,
+}
+
+ANTHROPIC_ERROR_TYPES = frozenset(status_for_anthropic_error_type)
+
+_TYPE_FOR_STATUS: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_type_for_status(status: int) -> str:
+    """Anthropic ``error.type`` for an HTTP status (ours or a backend's).
+
+    Unlisted 4xx (408, 409, 422, …) become ``invalid_request_error``; unlisted 5xx and
+    anything else ``api_error``. Send the result with ``status_for_anthropic_error_type``
+    so that 503 goes out as 529.
+    """
+    if status in _TYPE_FOR_STATUS:
+        return _TYPE_FOR_STATUS[status]
+    if 400 <= status < 500:
+        return "invalid_request_error"
+    return "api_error"
+
+
+def anthropic_error_body(error_type: str, message: str, request_id: str | None = None) -> dict:
+    """``{"type":"error","error":{"type","message"},"request_id"}``."""
+    return {
+        "type": "error",
+        "error": {"type": error_type, "message": message},
+        "request_id": request_id,
+    }
+
+
+# ---------------------------------------------------------------------------
+# SSE framing (§2.4)
+# ---------------------------------------------------------------------------
+
+
+def messages_sse_event(event_type: str, data: dict) -> bytes:
+    """One Anthropic SSE event: ``event: <type>\\ndata: <compact json>\\n\\n``."""
+    return b"event: " + event_type.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def parse_sse_events(raw: bytes | str) -> list[tuple[str | None, str]]:
+    """Parse a complete SSE byte string into ``(event_name, data)`` pairs.
+
+    Handles LF/CR/CRLF, comments and multi-line data (§4). Meant for complete
+    buffers (tests, small upstream bodies), not incremental parsing.
+    """
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    out: list[tuple[str | None, str]] = []
+    event: str | None = None
+    data: list[str] = []
+    for line in text.split("\n"):
+        if line == "":
+            if data:
+                out.append((event, "\n".join(data)))
+            event, data = None, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+    if data:
+        out.append((event, "\n".join(data)))
+    return out
+
+
+def stream_invariant_violations(events: Iterable[tuple[str | None, dict]]) -> list[str]:
+    """Check an Anthropic event sequence against the SDK accumulator's invariants (§2.4).
+
+    Returns human-readable problems (empty list = valid). Used by tests; also handy
+    for debugging a live stream.
+    """
+    problems: list[str] = []
+    started = stopped = errored = False
+    next_index = 0
+    open_index: int | None = None
+    block_types: dict[int, str] = {}
+    json_parts: dict[int, list[str]] = {}
+    saw_message_delta = False
+    for pos, (name, data) in enumerate(events):
+        where = f"event {pos} ({name})"
+        if not isinstance(data, dict) or data.get("type") != name:
+            problems.append(f"{where}: data.type {data.get('type')!r} != event name")
+        if stopped or errored:
+            problems.append(f"{where}: event after message_stop/error")
+        if name == "error":
+            errored = True
+            continue
+        if name == "ping":
+            continue
+        if not started:
+            if name != "message_start":
+                problems.append(f"{where}: first event is not message_start")
+            started = True
+            if name == "message_start":
+                continue
+        if name == "message_start":
+            problems.append(f"{where}: duplicate message_start")
+        elif name == "content_block_start":
+            idx = data.get("index")
+            if open_index is not None:
+                problems.append(f"{where}: block {idx} started while {open_index} is open")
+            if idx != next_index:
+                problems.append(f"{where}: index {idx}, expected {next_index}")
+            next_index += 1
+            open_index = idx
+            block_types[idx] = data["content_block"]["type"]
+            json_parts[idx] = []
+        elif name == "content_block_delta":
+            idx = data.get("index")
+            if idx != open_index:
+                problems.append(f"{where}: delta for block {idx} but open is {open_index}")
+            delta = data.get("delta", {})
+            expected = {
+                "text_delta": "text",
+                "input_json_delta": "tool_use",
+                "thinking_delta": "thinking",
+                "signature_delta": "thinking",
+            }.get(delta.get("type"))
+            if expected != block_types.get(idx):
+                problems.append(f"{where}: {delta.get('type')} on a {block_types.get(idx)} block")
+            if delta.get("type") == "input_json_delta":
+                json_parts[idx].append(delta.get("partial_json", ""))
+            if delta.get("type") == "text_delta" and not delta.get("text"):
+                problems.append(f"{where}: empty text_delta")
+        elif name == "content_block_stop":
+            idx = data.get("index")
+            if idx != open_index:
+                problems.append(f"{where}: stop for block {idx} but open is {open_index}")
+            open_index = None
+            if block_types.get(idx) == "tool_use":
+                joined = "".join(json_parts[idx])
+                if joined:
+                    try:
+                        parsed = orjson.loads(joined)
+                    except orjson.JSONDecodeError:
+                        problems.append(f"{where}: partial_json does not join to JSON: {joined!r}")
+                    else:
+                        if not isinstance(parsed, dict):
+                            problems.append(f"{where}: tool input is not an object")
+        elif name == "message_delta":
+            if open_index is not None:
+                problems.append(f"{where}: message_delta while block {open_index} is open")
+            usage = data.get("usage")
+            if not isinstance(usage, dict) or not isinstance(usage.get("output_tokens"), int):
+                problems.append(f"{where}: message_delta.usage.output_tokens missing")
+            saw_message_delta = True
+        elif name == "message_stop":
+            if not saw_message_delta:
+                problems.append(f"{where}: message_stop without message_delta")
+            stopped = True
+        else:
+            problems.append(f"{where}: unknown event")
+    if started and not (stopped or errored):
+        problems.append("stream ended without message_stop or error")
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# Request validation (§2.2)
+# ---------------------------------------------------------------------------
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _validate_source(source: object, path: str) -> str | None:
+    if not isinstance(source, dict):
+        return f"{path}.source: Field required"
+    stype = source.get("type")
+    if stype == "base64":
+        if not isinstance(source.get("media_type"), str):
+            return f"{path}.source.media_type: Field required"
+        if not isinstance(source.get("data"), str):
+            return f"{path}.source.data: Field required"
+    elif stype == "url":
+        if not isinstance(source.get("url"), str):
+            return f"{path}.source.url: Field required"
+    elif not isinstance(stype, str):
+        return f"{path}.source.type: Field required"
+    return None
+
+
+def _validate_block(block: object, path: str, *, in_tool_result: bool = False) -> str | None:
+    if not isinstance(block, dict):
+        return f"{path}: Input should be an object"
+    btype = block.get("type")
+    if not isinstance(btype, str):
+        return f"{path}.type: Field required"
+    if btype == "text":
+        if not isinstance(block.get("text"), str):
+            return f"{path}.text: Field required"
+    elif btype in ("image", "document"):
+        return _validate_source(block.get("source"), path)
+    elif btype == "tool_use" and not in_tool_result:
+        if not isinstance(block.get("id"), str):
+            return f"{path}.id: Field required"
+        if not isinstance(block.get("name"), str):
+            return f"{path}.name: Field required"
+        if not isinstance(block.get("input"), dict):
+            return f"{path}.input: Input should be a valid dictionary"
+    elif btype == "tool_result" and not in_tool_result:
+        if not isinstance(block.get("tool_use_id"), str):
+            return f"{path}.tool_use_id: Field required"
+        content = block.get("content")
+        if content is not None and not isinstance(content, str):
+            if not isinstance(content, list):
+                return f"{path}.content: Input should be a valid string or list"
+            for i, inner in enumerate(content):
+                err = _validate_block(inner, f"{path}.content.{i}", in_tool_result=True)
+                if err:
+                    return err
+        if "is_error" in block and not isinstance(block["is_error"], bool | None):
+            return f"{path}.is_error: Input should be a valid boolean"
+    # Unknown block types pass validation; translation drops what it cannot map.
+    return None
+
+
+def _validate_tool_choice(tc: object) -> str | None:
+    if not isinstance(tc, dict):
+        return "tool_choice: Input should be an object"
+    ttype = tc.get("type")
+    if ttype not in ("auto", "any", "tool", "none"):
+        return "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'"
+    if ttype == "tool" and not isinstance(tc.get("name"), str):
+        return "tool_choice.name: Field required"
+    dpt = tc.get("disable_parallel_tool_use")
+    if dpt is not None and not isinstance(dpt, bool):
+        return "tool_choice.disable_parallel_tool_use: Input should be a valid boolean"
+    return None
+
+
+def validate_messages_request(body: object, *, require_max_tokens: bool = True) -> str | None:
+    """Return the first problem with a Messages request (``field.path: reason``) or None.
+
+    ``require_max_tokens=False`` validates a ``count_tokens`` body. Checks shapes the
+    translators rely on; semantic checks (model exists, limits) are the caller's job.
+    """
+    if not isinstance(body, dict):
+        return "Request body must be a JSON object"
+
+    model = body.get("model")
+    if model is None:
+        return "model: Field required"
+    if not isinstance(model, str) or not model:
+        return "model: Input should be a non-empty string"
+
+    if "max_tokens" not in body or body.get("max_tokens") is None:
+        if require_max_tokens:
+            return "max_tokens: Field required"
+    else:
+        mt = body["max_tokens"]
+        if not _is_int(mt):
+            return "max_tokens: Input should be a valid integer"
+        if mt < 1:
+            return "max_tokens: Input should be greater than or equal to 1"
+
+    messages = body.get("messages")
+    if messages is None:
+        return "messages: Field required"
+    if not isinstance(messages, list):
+        return "messages: Input should be a valid list"
+    if not messages:
+        return "messages: at least one message is required"
+    for i, msg in enumerate(messages):
+        path = f"messages.{i}"
+        if not isinstance(msg, dict):
+            return f"{path}: Input should be an object"
+        role = msg.get("role")
+        if role is None:
+            return f"{path}.role: Field required"
+        if role not in ("user", "assistant"):
+            return f"{path}.role: Input should be 'user' or 'assistant'"
+        if "content" not in msg:
+            return f"{path}.content: Field required"
+        content = msg["content"]
+        if isinstance(content, str):
+            continue
+        if not isinstance(content, list):
+            return f"{path}.content: Input should be a valid string or list of content blocks"
+        for j, block in enumerate(content):
+            err = _validate_block(block, f"{path}.content.{j}")
+            if err:
+                return err
+
+    system = body.get("system")
+    if system is not None and not isinstance(system, str):
+        if not isinstance(system, list):
+            return "system: Input should be a valid string or list of text blocks"
+        for j, block in enumerate(system):
+            if not isinstance(block, dict) or block.get("type") != "text":
+                return f"system.{j}.type: Input should be 'text'"
+            if not isinstance(block.get("text"), str):
+                return f"system.{j}.text: Field required"
+
+    stops = body.get("stop_sequences")
+    if stops is not None:
+        if not isinstance(stops, list):
+            return "stop_sequences: Input should be a valid list"
+        for j, s in enumerate(stops):
+            if not isinstance(s, str):
+                return f"stop_sequences.{j}: Input should be a valid string"
+
+    for field, hi in (("temperature", 1.0), ("top_p", 1.0)):
+        v = body.get(field)
+        if v is None:
+            continue
+        if not _is_number(v):
+            return f"{field}: Input should be a valid number"
+        if not 0.0 <= v <= hi:
+            return f"{field}: Input should be between 0 and {hi:g}"
+    top_k = body.get("top_k")
+    if top_k is not None:
+        if not _is_int(top_k):
+            return "top_k: Input should be a valid integer"
+        if top_k < 0:
+            return "top_k: Input should be greater than or equal to 0"
+
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            return "tools: Input should be a valid list"
+        for j, tool in enumerate(tools):
+            if not isinstance(tool, dict):
+                return f"tools.{j}: Input should be an object"
+            if not isinstance(tool.get("name"), str):
+                return f"tools.{j}.name: Field required"
+            ttype = tool.get("type")
+            if ttype is not None and not isinstance(ttype, str):
+                return f"tools.{j}.type: Input should be a valid string"
+            schema = tool.get("input_schema")
+            if ttype in (None, "custom") and not isinstance(schema, dict):
+                return f"tools.{j}.input_schema: Field required"
+
+    if body.get("tool_choice") is not None:
+        err = _validate_tool_choice(body["tool_choice"])
+        if err:
+            return err
+
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        return "stream: Input should be a valid boolean"
+
+    metadata = body.get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            return "metadata: Input should be an object"
+        uid = metadata.get("user_id")
+        if uid is not None and not isinstance(uid, str):
+            return "metadata.user_id: Input should be a valid string"
+
+    thinking = body.get("thinking")
+    if thinking is not None and not isinstance(thinking, dict):
+        return "thinking: Input should be an object"
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Token estimate (§2.6 fallback)
+# ---------------------------------------------------------------------------
+
+#: Fixed charge per image/document: Anthropic bills ~(w*h)/750, capped near 1600.
+IMAGE_TOKEN_ESTIMATE = 1600
+_PER_MESSAGE_OVERHEAD = 4
+_REQUEST_OVERHEAD = 3
+_PER_TOOL_OVERHEAD = 8
+
+
+def _text_bytes(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value.encode())
+    return len(orjson.dumps(value))
+
+
+def _block_cost(block: Any) -> tuple[int, int]:
+    """(text bytes, fixed tokens) for one content block."""
+    if isinstance(block, str):
+        return _text_bytes(block), 0
+    if not isinstance(block, dict):
+        return 0, 0
+    btype = block.get("type")
+    if btype == "text":
+        return _text_bytes(block.get("text") or ""), 0
+    if btype in ("image", "document"):
+        src = block.get("source") or {}
+        if btype == "document" and src.get("type") == "text":
+            return _text_bytes(src.get("data") or ""), 0
+        return 0, IMAGE_TOKEN_ESTIMATE
+    if btype == "tool_use":
+        return _text_bytes(block.get("name") or "") + _text_bytes(block.get("input") or {}), 0
+    if btype == "tool_result":
+        content = block.get("content")
+        if isinstance(content, list):
+            b = f = 0
+            for inner in content:
+                ib, fi = _block_cost(inner)
+                b, f = b + ib, f + fi
+            return b, f
+        return _text_bytes(content or ""), 0
+    if btype == "thinking":
+        return _text_bytes(block.get("thinking") or ""), 0
+    return 0, 0
+
+
+def estimate_message_tokens(body: dict) -> int:
+    """Rough input-token count for a Messages (or count_tokens) body.
+
+    Estimator: ceil(UTF-8 bytes of all text / 4) + 4 per message + 3 per request,
+    tools charged as their JSON definition + 8 each, images/binary documents a flat
+    ``IMAGE_TOKEN_ESTIMATE``. Used only when the backend cannot tokenize; over-
+    rather than under-counts for typical English/code.
+    """
+    text_bytes = 0
+    fixed = _REQUEST_OVERHEAD
+    system = body.get("system")
+    if isinstance(system, str):
+        text_bytes += _text_bytes(system)
+    elif isinstance(system, list):
+        for block in system:
+            b, f = _block_cost(block)
+            text_bytes, fixed = text_bytes + b, fixed + f
+    for msg in body.get("messages") or []:
+        if not isinstance(msg, dict):
+            continue
+        fixed += _PER_MESSAGE_OVERHEAD
+        content = msg.get("content")
+        blocks = [content] if isinstance(content, str) else content or []
+        for block in blocks:
+            b, f = _block_cost(block)
+            text_bytes, fixed = text_bytes + b, fixed + f
+    for tool in body.get("tools") or []:
+        if isinstance(tool, dict):
+            fixed += _PER_TOOL_OVERHEAD
+            text_bytes += _text_bytes(
+                {k: tool.get(k) for k in ("name", "description", "input_schema") if k in tool}
+            )
+    return math.ceil(text_bytes / 4) + fixed

@@ -1,0 +1,292 @@
+"""OpenAI Chat Completions shapes: errors, light request validation, token estimates."""
+
+from typing import Any
+
+import orjson
+
+
+def openai_error_body(
+    message: str, error_type: str, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def normalise_upstream_error(raw: bytes, status: int) -> dict[str, Any]:
+    """Re-wrap the error shapes real servers send as {"error": {...}} with a string code."""
+    try:
+        body = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        body = None
+    inner: Any = None
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, str):
+            inner = {"message": inner}
+    if not isinstance(inner, dict):
+        text = raw[:500].decode("utf-8", "replace").strip() if raw else ""
+        inner = {"message": text or f"upstream returned HTTP {status}"}
+    message = inner.get("message") or inner.get("detail") or f"upstream returned HTTP {status}"
+    code = inner.get("code")
+    error_type = inner.get("type")
+    return openai_error_body(
+        message=str(message),
+        error_type=error_type if isinstance(error_type, str) and error_type else
+        ("invalid_request_error" if status < 500 else "server_error"),
+        code=None if code is None or isinstance(code, int) else str(code),
+        param=inner.get("param") if isinstance(inner.get("param"), str) else None,
+    )
+
+
+class RequestInvalid(ValueError):
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+_OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
+    "stream": (bool,),
+    "n": (int,),
+    "max_tokens": (int,),
+    "max_completion_tokens": (int,),
+    "temperature": (int, float),
+    "top_p": (int, float),
+    "presence_penalty": (int, float),
+    "frequency_penalty": (int, float),
+    "logprobs": (bool,),
+    "top_logprobs": (int,),
+    "seed": (int,),
+    "user": (str,),
+    "tools": (list,),
+    "stop": (str, list),
+    "response_format": (dict,),
+    "stream_options": (dict,),
+    "tool_choice": (str, dict),
+    "parallel_tool_calls": (bool,),
+    "logit_bias": (dict,),
+}
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def _type_ok(value: Any, types: tuple[type, ...]) -> bool:
+    # bool is an int in Python but not a number in JSON Schema.
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
+
+
+def validate_chat_request(body: Any) -> None:
+    """Reject what every backend would reject anyway, with OpenAI's `param` naming the field.
+
+    Everything else is passed through untouched: backends differ in what they accept.
+    """
+    if not isinstance(body, dict):
+        raise RequestInvalid("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise RequestInvalid("'model' is required and must be a string.", "model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestInvalid("'messages' must be a non-empty array.", "messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise RequestInvalid(f"messages[{i}] must be an object.", f"messages.[{i}]")
+        role = message.get("role")
+        if role not in _ROLES:
+            raise RequestInvalid(
+                f"messages[{i}].role must be one of {sorted(_ROLES)}.", f"messages.[{i}].role"
+            )
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise RequestInvalid(
+                f"messages[{i}].content must be a string or an array of parts.",
+                f"messages.[{i}].content",
+            )
+    for field, types in _OPTIONAL_TYPES.items():
+        value = body.get(field)
+        if value is not None and not _type_ok(value, types):
+            raise RequestInvalid(f"'{field}' has the wrong type.", field)
+    for field in ("n", "max_tokens", "max_completion_tokens"):
+        value = body.get(field)
+        if value is not None and value < (1 if field != "max_tokens" else 0):
+            raise RequestInvalid(f"'{field}' must be positive.", field)
+    n = body.get("n")
+    if n is not None and n > 128:
+        raise RequestInvalid("'n' must be at most 128.", "n")
+    if body.get("stream_options") is not None and body.get("stream") is not True:
+        raise RequestInvalid(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "stream_options",
+        )
+
+
+def _text_bytes(content: Any) -> int:
+    if isinstance(content, str):
+        return len(content.encode())
+    if isinstance(content, list):
+        total = 0
+        for part in content:
+            if isinstance(part, dict):
+                if isinstance(part.get("text"), str):
+                    total += len(part["text"].encode())
+                elif part.get("type") in ("image_url", "input_audio", "file"):
+                    total += 85 * 4  # a low-detail image costs ~85 tokens
+        return total
+    return 0
+
+
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    """Documented estimator used when an upstream reports no usage:
+    ceil(UTF-8 bytes of text / 4) + 4 tokens per message + tool schema bytes / 4."""
+    total_bytes = 0
+    messages = body.get("messages") or []
+    for message in messages:
+        if isinstance(message, dict):
+            total_bytes += _text_bytes(message.get("content"))
+            for call in message.get("tool_calls") or ():
+                if isinstance(call, dict):
+                    total_bytes += len(orjson.dumps(call))
+    if body.get("tools"):
+        total_bytes += len(orjson.dumps(body["tools"]))
+    return -(-total_bytes // 4) + 4 * len(messages) + 3
+
+
+def estimate_text_tokens(text: str) -> int:
+    return -(-len(text.encode()) // 4)
+
+
+class ChatStreamRelay:
+    """Rewrites an upstream chat-completions stream for the client, event by event.
+
+    Shows the public model name, captures usage (forced upstream for metering) and hides
+    it when the client did not ask, strips repeated tool-call id/name/type that some
+    backends resend (the SDK helpers would concatenate them), and counts delivered
+    content chunks as the completion estimate should the upstream report no usage.
+    """
+
+    __slots__ = (
+        "public_model",
+        "client_wants_usage",
+        "usage",
+        "content_chunks",
+        "finish_reasons",
+        "done",
+        "error",
+        "text_parts",
+        "_seen_tool_calls",
+        "_first_role_sent",
+    )
+
+    def __init__(self, public_model: str, client_wants_usage: bool) -> None:
+        self.public_model = public_model
+        self.client_wants_usage = client_wants_usage
+        self.usage: dict[str, Any] | None = None
+        self.content_chunks = 0
+        self.finish_reasons: dict[int, str] = {}
+        self.done = False
+        self.error: dict[str, Any] | None = None
+        self.text_parts: list[str] = []
+        self._seen_tool_calls: set[tuple[int, int]] = set()
+        self._first_role_sent: set[int] = set()
+
+    def feed(self, data: bytes) -> bytes | None:
+        """One upstream SSE data payload in, the bytes to send to the client (or None)."""
+        if data.startswith(b"[DONE]"):
+            self.done = True
+            return None
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None  # keep-alives and junk some servers emit
+        if not isinstance(chunk, dict):
+            return None
+        if "error" in chunk and "choices" not in chunk:
+            error = chunk["error"]
+            self.error = error if isinstance(error, dict) else {"message": str(error)}
+            return None
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+        choices = chunk.get("choices")
+        if not isinstance(choices, list):
+            choices = []
+        if not self.client_wants_usage:
+            if not choices and usage is not None and "prompt_filter_results" not in chunk:
+                return None  # the usage-only chunk the client did not ask for
+            chunk.pop("usage", None)
+        elif "usage" not in chunk:
+            chunk["usage"] = None
+        if "model" in chunk:
+            chunk["model"] = self.public_model
+        for choice in choices:
+            if isinstance(choice, dict):
+                self._observe_choice(choice)
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def _observe_choice(self, choice: dict[str, Any]) -> None:
+        index = choice.get("index", 0)
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            content = delta.get("content")
+            counted = False
+            if isinstance(content, str) and content:
+                self.text_parts.append(content)
+                counted = True
+            tool_calls = delta.get("tool_calls")
+            if isinstance(tool_calls, list):
+                for call in tool_calls:
+                    if not isinstance(call, dict):
+                        continue
+                    slot = (index, call.get("index", 0))
+                    function = call.get("function")
+                    if not isinstance(function, dict):
+                        function = call["function"] = {}
+                    if slot in self._seen_tool_calls:
+                        call.pop("id", None)
+                        call.pop("type", None)
+                        function.pop("name", None)
+                    else:
+                        self._seen_tool_calls.add(slot)
+                    if function.get("arguments"):
+                        counted = True
+            if delta.get("reasoning_content"):
+                counted = True
+            if "role" in delta:
+                if index in self._first_role_sent:
+                    delta.pop("role")
+                else:
+                    self._first_role_sent.add(index)
+            if counted:
+                self.content_chunks += 1
+        reason = choice.get("finish_reason")
+        if isinstance(reason, str):
+            self.finish_reasons[index] = reason
+
+    def usage_chunk(self, chunk_id: str, created: int, usage: dict[str, Any]) -> bytes:
+        return data_chunk(
+            {
+                "id": chunk_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": self.public_model,
+                "choices": [],
+                "usage": usage,
+            }
+        )
+
+
+def data_chunk(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def usage_counts(usage: dict[str, Any] | None) -> tuple[int, int, int] | None:
+    """(prompt, completion, cached) from an OpenAI usage object, or None if unusable."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return prompt, completion, cached if isinstance(cached, int) else 0

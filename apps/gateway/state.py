@@ -1,0 +1,76 @@
+"""Per-process gateway state: caches, pooled clients, the invalidation listener."""
+
+import asyncio
+import logging
+
+import redis
+from django.conf import settings
+
+from apps.core.redis import (
+    CATALOG_INVALIDATE_CHANNEL,
+    KEYS_INVALIDATE_CHANNEL,
+    async_client,
+    is_embedded,
+)
+from apps.gateway.caches import CatalogCache, KeyCache
+from apps.gateway.upstream import UpstreamClient
+from apps.limits.limiter import Limiter
+
+log = logging.getLogger(__name__)
+
+
+class GatewayState:
+    def __init__(self) -> None:
+        self.redis = async_client()
+        self.keys = KeyCache(settings.GATEWAY_KEY_CACHE_TTL_S)
+        self.catalog = CatalogCache(settings.GATEWAY_KEY_CACHE_TTL_S)
+        self.upstream = UpstreamClient(settings.GATEWAY_UPSTREAM_POOL_SIZE)
+        self.limiter = Limiter(self.redis, settings.LEDGER_STREAM)
+        self._background: list[asyncio.Task] = []
+        self.listening = asyncio.Event()
+
+    def start(self) -> None:
+        self._background.append(asyncio.create_task(self._listen_invalidations()))
+        if is_embedded():
+            from apps.ledger.embedded import ingest_forever
+
+            self._background.append(asyncio.create_task(ingest_forever()))
+
+    async def _listen_invalidations(self) -> None:
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(KEYS_INVALIDATE_CHANNEL, CATALOG_INVALIDATE_CHANNEL)
+                # Messages may have been missed while we were not subscribed.
+                self.keys.clear()
+                self.catalog.clear()
+                self.listening.set()
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    channel = message["channel"]
+                    data = message["data"].decode()
+                    if channel == KEYS_INVALIDATE_CHANNEL.encode():
+                        if data == "*":
+                            self.keys.clear()
+                        else:
+                            self.keys.invalidate(data)
+                    else:
+                        self.catalog.clear()
+            except asyncio.CancelledError:
+                raise
+            except (redis.RedisError, OSError) as exc:
+                self.listening.clear()
+                log.warning("invalidation listener lost Redis (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:  # noqa: BLE001 - closing a broken connection
+                    pass
+
+    async def close(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await self.upstream.close()
+        await self.redis.aclose()

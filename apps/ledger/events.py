@@ -1,0 +1,35 @@
+"""The usage event: what the gateway appends to the durable stream for every request."""
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+
+@dataclass(slots=True)
+class UsageEvent:
+    request_id: str
+    tenant_id: int
+    api_key_id: int
+    model: str
+    protocol: str
+    endpoint: str
+    stream: bool
+    created_at: float  # epoch seconds when the request arrived
+    deployment: str = ""
+    status: int = 0
+    outcome: str = "ok"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    tokens_estimated: bool = False
+    latency_ms: int = 0
+    ttft_ms: int | None = None
+    content_filter: dict[str, Any] | None = field(default=None)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "UsageEvent":
+        return cls(**orjson.loads(raw))

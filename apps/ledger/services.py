@@ -1,0 +1,151 @@
+"""Usage ingest: Redis stream → Postgres, exactly once per request id.
+
+Entries are read through a consumer group, inserted with ON CONFLICT (request_id) DO
+NOTHING, and acknowledged (then deleted) only after the transaction commits. Entries a
+dead consumer left pending are reclaimed after LEDGER_RECLAIM_IDLE_MS. An entry that can
+never be inserted goes to a dead-letter stream instead of blocking the rest.
+"""
+
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import orjson
+import redis
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+
+from apps.core.redis import sync_client
+from apps.keys.models import ApiKey
+from apps.ledger.events import UsageEvent
+from apps.ledger.models import UsageRecord
+
+log = logging.getLogger(__name__)
+DEAD_LETTER_SUFFIX = ":dead"
+
+
+def usage_stream_ensure_group(client: redis.Redis | None = None) -> None:
+    client = client or sync_client()
+    try:
+        client.xgroup_create(settings.LEDGER_STREAM, settings.LEDGER_GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def _record(event: UsageEvent) -> UsageRecord:
+    return UsageRecord(
+        request_id=event.request_id,
+        tenant_id=event.tenant_id,
+        api_key_id=event.api_key_id,
+        model=event.model[:128],
+        deployment=event.deployment[:300],
+        protocol=event.protocol,
+        endpoint=event.endpoint[:64],
+        stream=event.stream,
+        status=event.status,
+        outcome=event.outcome[:40],
+        prompt_tokens=max(event.prompt_tokens, 0),
+        completion_tokens=max(event.completion_tokens, 0),
+        cached_tokens=max(event.cached_tokens, 0),
+        tokens_estimated=event.tokens_estimated,
+        latency_ms=max(event.latency_ms, 0),
+        ttft_ms=event.ttft_ms,
+        content_filter=event.content_filter,
+        created_at=datetime.fromtimestamp(event.created_at, tz=UTC),
+    )
+
+
+def _decode(entries: Sequence) -> tuple[list[bytes], list[UsageRecord], list[tuple[bytes, bytes]]]:
+    ids, records, poison = [], [], []
+    for entry_id, fields in entries:
+        ids.append(entry_id)
+        raw = fields.get(b"e", b"")
+        try:
+            records.append(_record(UsageEvent.from_bytes(raw)))
+        except (orjson.JSONDecodeError, TypeError, ValueError, OverflowError):
+            poison.append((entry_id, raw))
+    return ids, records, poison
+
+
+def _insert(records: list[UsageRecord]) -> list[UsageRecord]:
+    """Insert, skipping request ids already in the ledger; returns rows that cannot land."""
+    try:
+        with transaction.atomic():
+            UsageRecord.objects.bulk_create(records, ignore_conflicts=True)
+        return []
+    except IntegrityError:
+        # e.g. a key deleted before its usage landed: insert one by one, set aside the bad.
+        rejected = []
+        for record in records:
+            try:
+                with transaction.atomic():
+                    UsageRecord.objects.bulk_create([record], ignore_conflicts=True)
+            except IntegrityError:
+                rejected.append(record)
+        return rejected
+
+
+def _touch_keys(records: list[UsageRecord]) -> None:
+    latest: dict[int, datetime] = {}
+    for record in records:
+        if record.api_key_id not in latest or record.created_at > latest[record.api_key_id]:
+            latest[record.api_key_id] = record.created_at
+    for key_id, used_at in latest.items():
+        ApiKey.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=used_at), id=key_id).update(
+            last_used_at=used_at
+        )
+
+
+def usage_ingest_batch(*, consumer: str, count: int | None = None, client=None) -> int:
+    """Ingest one batch; returns the number of stream entries handled."""
+    client = client or sync_client()
+    count = count or settings.LEDGER_BATCH_SIZE
+    stream, group = settings.LEDGER_STREAM, settings.LEDGER_GROUP
+    usage_stream_ensure_group(client)
+    reclaimed = client.xautoclaim(
+        stream, group, consumer, min_idle_time=settings.LEDGER_RECLAIM_IDLE_MS,
+        start_id="0-0", count=count,
+    )[1]
+    entries = [e for e in reclaimed if e[1]]
+    if len(entries) < count:
+        fresh = client.xreadgroup(group, consumer, {stream: ">"}, count=count - len(entries))
+        for _name, stream_entries in fresh or ():
+            entries.extend(stream_entries)
+    # Entries deleted while pending come back from XAUTOCLAIM without fields: ack them.
+    gone = [e[0] for e in reclaimed if not e[1]]
+    if not entries:
+        if gone:
+            client.xack(stream, group, *gone)
+        return 0
+    ids, records, poison = _decode(entries)
+    rejected = _insert(records) if records else []
+    if records:
+        _touch_keys([r for r in records if r not in rejected])
+    dead = [(eid, raw) for eid, raw in poison] + [
+        (b"", orjson.dumps({"request_id": r.request_id})) for r in rejected
+    ]
+    pipe = client.pipeline(transaction=False)
+    for _eid, raw in dead:
+        pipe.xadd(stream + DEAD_LETTER_SUFFIX, {"e": raw})
+    pipe.xack(stream, group, *ids, *gone)
+    pipe.xdel(stream, *ids)
+    pipe.execute()
+    if dead:
+        log.error("usage ingest: %d entries could not be inserted; moved to %s", len(dead),
+                  stream + DEAD_LETTER_SUFFIX)
+    return len(ids)
+
+
+def usage_ingest(*, consumer: str, max_seconds: float = 5.0) -> int:
+    """Drain the stream in batches for up to max_seconds."""
+    deadline = time.monotonic() + max_seconds
+    total = 0
+    while time.monotonic() < deadline:
+        handled = usage_ingest_batch(consumer=consumer)
+        total += handled
+        if handled == 0:
+            break
+    return total

@@ -1,0 +1,325 @@
+"""Configuration as code: apply a YAML document of backends, models, prices, tenants, keys.
+
+Idempotent (a second run changes nothing) and all-or-nothing (one transaction; an
+invalid document changes nothing and the error names the field).
+"""
+
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.db import transaction
+from django.utils.dateparse import parse_date, parse_datetime
+
+from apps.catalog.models import Backend, Deployment, Model, Price
+from apps.keys.models import ApiKey
+from apps.keys.services import api_key_issue, api_key_update
+from apps.tenants.models import Tenant
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+def expand_env(value: Any, path: str = "") -> Any:
+    """Replace ${VAR} (or ${VAR:-default}) in every string with the environment's value."""
+    if isinstance(value, str):
+        def substitute(match: re.Match) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(path, f"environment variable {name} is not set")
+
+        return _ENV_PATTERN.sub(substitute, value)
+    if isinstance(value, list):
+        return [expand_env(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: expand_env(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    return value
+
+
+@dataclass
+class ApplyResult:
+    keys_created: list[dict[str, str]] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
+
+    def as_output(self) -> dict[str, Any]:
+        return {"keys_created": self.keys_created}
+
+
+class _Doc:
+    """Typed accessors that name the offending field."""
+
+    def __init__(self, data: Any, path: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(path or "(document)", "must be a mapping")
+        self.data = data
+        self.path = path
+
+    def sub(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def check_keys(self, allowed: set[str]) -> None:
+        for name in self.data:
+            if name not in allowed:
+                raise ConfigError(self.sub(str(name)), f"unknown field (allowed: {sorted(allowed)})")
+
+    def text(self, name: str, *, required: bool = True, default: str | None = None) -> str | None:
+        value = self.data.get(name, default)
+        if value is None:
+            if required:
+                raise ConfigError(self.sub(name), "is required")
+            return None
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(self.sub(name), "must be a string")
+        return str(value)
+
+    def number(self, name: str, default: float | None = None, *, integer: bool = False):
+        value = self.data.get(name, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(self.sub(name), "must be a number")
+        if integer and not float(value).is_integer():
+            raise ConfigError(self.sub(name), "must be an integer")
+        if value < 0:
+            raise ConfigError(self.sub(name), "must not be negative")
+        return int(value) if integer else float(value)
+
+    def decimal(self, name: str) -> Decimal:
+        value = self.data.get(name)
+        if value is None:
+            raise ConfigError(self.sub(name), "is required")
+        if isinstance(value, float):
+            raise ConfigError(self.sub(name), 'write money as a quoted string, e.g. "0.10"')
+        try:
+            result = Decimal(str(value))
+        except InvalidOperation:
+            raise ConfigError(self.sub(name), "must be a decimal number") from None
+        if not result.is_finite() or result < 0:
+            raise ConfigError(self.sub(name), "must be a non-negative decimal number")
+        return result
+
+    def seq(self, name: str) -> list[Any]:
+        value = self.data.get(name) or []
+        if not isinstance(value, list):
+            raise ConfigError(self.sub(name), "must be a list")
+        return value
+
+    def str_list(self, name: str) -> list[str]:
+        values = self.seq(name)
+        for i, v in enumerate(values):
+            if not isinstance(v, str) or not v:
+                raise ConfigError(f"{self.sub(name)}[{i}]", "must be a non-empty string")
+        return values
+
+    def mapping(self, name: str) -> dict[str, Any]:
+        value = self.data.get(name) or {}
+        if not isinstance(value, dict):
+            raise ConfigError(self.sub(name), "must be a mapping")
+        return value
+
+    def when(self, name: str, *, required: bool = True) -> datetime | None:
+        raw = self.data.get(name)
+        if raw is None:
+            if required:
+                raise ConfigError(self.sub(name), "is required")
+            return None
+        if isinstance(raw, datetime):
+            return raw if raw.tzinfo else raw.replace(tzinfo=UTC)
+        text = str(raw)
+        parsed = parse_datetime(text)
+        if parsed is None:
+            day = parse_date(text)
+            if day is None:
+                raise ConfigError(self.sub(name), "must be a date (YYYY-MM-DD) or datetime")
+            parsed = datetime(day.year, day.month, day.day)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _set_fields(instance, values: dict[str, Any]) -> bool:
+    changed = False
+    for name, value in values.items():
+        if getattr(instance, name) != value:
+            setattr(instance, name, value)
+            changed = True
+    return changed
+
+
+# Extension points: later features register extra fields for keys and tenants here.
+KEY_FIELD_HANDLERS: dict[str, Any] = {}
+TENANT_FIELD_HANDLERS: dict[str, Any] = {}
+
+
+def _apply_backends(items: list, result: ApplyResult) -> dict[str, Backend]:
+    backends = {b.name: b for b in Backend.objects.all()}
+    for i, raw in enumerate(items):
+        doc = _Doc(raw, f"backends[{i}]")
+        doc.check_keys({"name", "kind", "base_url", "api_key", "timeout_s", "connect_timeout_s",
+                        "extra_headers", "enabled"})
+        name = doc.text("name")
+        kind = doc.text("kind", default="openai")
+        if kind not in Backend.Kind.values:
+            raise ConfigError(doc.sub("kind"), f"must be one of {Backend.Kind.values}")
+        base_url = doc.text("base_url")
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(doc.sub("base_url"), "must be an http(s) URL")
+        headers = doc.mapping("extra_headers")
+        values = {
+            "kind": kind,
+            "base_url": base_url.rstrip("/"),
+            "timeout_s": doc.number("timeout_s", 60.0),
+            "connect_timeout_s": doc.number("connect_timeout_s", 5.0),
+            "extra_headers": {str(k): str(v) for k, v in headers.items()},
+            "enabled": bool(doc.data.get("enabled", True)),
+        }
+        api_key = doc.text("api_key", required=False) or ""
+        backend = backends.get(name)
+        if backend is None:
+            backend = Backend(name=name, **values)
+            backend.credential = api_key
+            backend.save()
+            result.changes.append(f"backend {name} created")
+        else:
+            changed = _set_fields(backend, values)
+            if backend.credential != api_key:
+                backend.credential = api_key
+                changed = True
+            if changed:
+                backend.save()
+                result.changes.append(f"backend {name} updated")
+        backends[name] = backend
+    return backends
+
+
+def _apply_models(items: list, backends: dict[str, Backend], result: ApplyResult) -> None:
+    for i, raw in enumerate(items):
+        doc = _Doc(raw, f"models[{i}]")
+        doc.check_keys({"name", "aliases", "display_name", "deployments", "prices", "enabled"})
+        name = doc.text("name")
+        values = {
+            "aliases": doc.str_list("aliases"),
+            "display_name": doc.text("display_name", required=False) or "",
+            "enabled": bool(doc.data.get("enabled", True)),
+        }
+        model, created = Model.objects.get_or_create(name=name, defaults=values)
+        if created:
+            result.changes.append(f"model {name} created")
+        elif _set_fields(model, values):
+            model.save()
+            result.changes.append(f"model {name} updated")
+        wanted = set()
+        for j, raw_dep in enumerate(doc.seq("deployments")):
+            dep = _Doc(raw_dep, f"{doc.path}.deployments[{j}]")
+            dep.check_keys({"backend", "upstream_model", "weight"})
+            backend_name = dep.text("backend")
+            if backend_name not in backends:
+                raise ConfigError(dep.sub("backend"), f"unknown backend '{backend_name}'")
+            upstream_model = dep.text("upstream_model")
+            weight = dep.number("weight", 1, integer=True)
+            deployment, created = Deployment.objects.get_or_create(
+                model=model, backend=backends[backend_name], upstream_model=upstream_model,
+                defaults={"weight": weight},
+            )
+            if not created and deployment.weight != weight:
+                deployment.weight = weight
+                deployment.save(update_fields=["weight"])
+                result.changes.append(f"deployment {deployment} updated")
+            elif created:
+                result.changes.append(f"deployment {deployment} created")
+            wanted.add(deployment.id)
+        stale = model.deployments.exclude(id__in=wanted)
+        if stale.exists():
+            result.changes.append(f"model {name}: {stale.count()} deployments removed")
+            stale.delete()
+        for j, raw_price in enumerate(doc.seq("prices")):
+            price_doc = _Doc(raw_price, f"{doc.path}.prices[{j}]")
+            price_doc.check_keys({"effective_from", "input_per_mtok", "cached_input_per_mtok",
+                                  "output_per_mtok"})
+            effective_from = price_doc.when("effective_from")
+            input_price = price_doc.decimal("input_per_mtok")
+            values = {
+                "input_per_mtok": input_price,
+                "cached_input_per_mtok": price_doc.decimal("cached_input_per_mtok")
+                if "cached_input_per_mtok" in price_doc.data else input_price,
+                "output_per_mtok": price_doc.decimal("output_per_mtok"),
+            }
+            price = Price.objects.filter(model=model, effective_from=effective_from).first()
+            if price is None:
+                Price.objects.create(model=model, effective_from=effective_from, **values)
+                result.changes.append(f"price of {name} from {effective_from:%Y-%m-%d} created")
+            elif _set_fields(price, values):
+                price.save()
+                result.changes.append(f"price of {name} from {effective_from:%Y-%m-%d} updated")
+
+
+def _apply_keys(tenant: Tenant, doc: _Doc, result: ApplyResult) -> None:
+    for j, raw_key in enumerate(doc.seq("keys")):
+        key_doc = _Doc(raw_key, f"{doc.path}.keys[{j}]")
+        key_doc.check_keys({"name", "models", "expires_at", *KEY_FIELD_HANDLERS})
+        name = key_doc.text("name")
+        allowed = key_doc.str_list("models")
+        for k, model_name in enumerate(allowed):
+            if model_name != "*" and not Model.objects.filter(name=model_name).exists():
+                raise ConfigError(f"{key_doc.sub('models')}[{k}]", f"unknown model '{model_name}'")
+        values: dict[str, Any] = {
+            "allowed_models": allowed,
+            "expires_at": key_doc.when("expires_at", required=False),
+        }
+        for field_name, handler in KEY_FIELD_HANDLERS.items():
+            values.update(handler(key_doc, field_name))
+        api_key = ApiKey.objects.filter(tenant=tenant, name=name, revoked_at__isnull=True).first()
+        if api_key is None:
+            api_key, secret = api_key_issue(tenant=tenant, name=name, **values)
+            result.keys_created.append({"tenant": tenant.name, "name": name, "secret": secret})
+            result.changes.append(f"key {tenant.name}/{name} created")
+        else:
+            changes = {k: v for k, v in values.items() if getattr(api_key, k) != v}
+            if changes:
+                api_key_update(api_key=api_key, **changes)
+                result.changes.append(f"key {tenant.name}/{name} updated")
+
+
+def _apply_tenants(items: list, result: ApplyResult) -> None:
+    for i, raw in enumerate(items):
+        doc = _Doc(raw, f"tenants[{i}]")
+        doc.check_keys({"name", "display_name", "keys", *TENANT_FIELD_HANDLERS})
+        name = doc.text("name")
+        if not re.fullmatch(r"[-a-zA-Z0-9_]+", name):
+            raise ConfigError(doc.sub("name"), "use letters, digits, '-' and '_' only")
+        values: dict[str, Any] = {"display_name": doc.text("display_name", required=False) or ""}
+        for field_name, handler in TENANT_FIELD_HANDLERS.items():
+            values.update(handler(doc, field_name))
+        tenant, created = Tenant.objects.get_or_create(name=name, defaults=values)
+        if created:
+            result.changes.append(f"tenant {name} created")
+        elif _set_fields(tenant, values):
+            tenant.save()
+            result.changes.append(f"tenant {name} updated")
+        _apply_keys(tenant, doc, result)
+
+
+@transaction.atomic
+def config_apply(*, document: Any) -> ApplyResult:
+    root = _Doc(document if document is not None else {}, "")
+    root.check_keys({"backends", "models", "tenants"})
+    data = expand_env(root.data)
+    root = _Doc(data, "")
+    result = ApplyResult()
+    backends = _apply_backends(root.seq("backends"), result)
+    _apply_models(root.seq("models"), backends, result)
+    _apply_tenants(root.seq("tenants"), result)
+    if result.changes:
+        from apps.catalog.services import catalog_invalidate
+
+        catalog_invalidate()
+    return result
