@@ -4,6 +4,7 @@ The stand-in (fakeredis, with Lua) serves the embedded default: every client in 
 process shares one in-memory server, so it is correct for a single process only.
 """
 
+import contextlib
 from functools import cache
 
 import redis
@@ -51,7 +52,5 @@ def async_client() -> aioredis.Redis:
 
 def publish(channel: str, message: str) -> None:
     """Best-effort fan-out; the caches' short TTL is the backstop when Redis is away."""
-    try:
+    with contextlib.suppress(redis.RedisError):
         sync_client().publish(channel, message)
-    except redis.RedisError:
-        pass

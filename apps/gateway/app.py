@@ -82,12 +82,16 @@ async def authenticate(state: GatewayState, exchange: Exchange) -> KeyInfo:
         )
     if info.revoked:
         raise GatewayError(
-            401, "This API key has been revoked.", code="invalid_api_key",
+            401,
+            "This API key has been revoked.",
+            code="invalid_api_key",
             anthropic_type="authentication_error",
         )
     if info.expires_at is not None and info.expires_at <= time.time():
         raise GatewayError(
-            401, "This API key has expired.", code="invalid_api_key",
+            401,
+            "This API key has expired.",
+            code="invalid_api_key",
             anthropic_type="authentication_error",
         )
     return info
@@ -96,6 +100,8 @@ async def authenticate(state: GatewayState, exchange: Exchange) -> KeyInfo:
 async def resolve_model(state: GatewayState, key: KeyInfo, name: Any) -> ModelInfo:
     catalog = await state.catalog.get()
     model = catalog.by_name.get(name) if isinstance(name, str) else None
+    if model is None and isinstance(name, str):
+        model = (await state.catalog.refresh(older_than_s=1.0)).by_name.get(name)
     if model is None:
         raise GatewayError(
             404,
@@ -173,7 +179,9 @@ class MeteredCall:
         except Exception:  # noqa: BLE001 - never a traceback to the client
             log.exception("gateway request %s failed", exchange.request_id)
             error = GatewayError(
-                500, "The gateway hit an internal error.", error_type="server_error",
+                500,
+                "The gateway hit an internal error.",
+                error_type="server_error",
                 outcome="internal_error",
             )
         finally:
@@ -215,21 +223,25 @@ async def handle_models(state: GatewayState, exchange: Exchange) -> None:
     catalog = await state.catalog.get()
     visible = [m for m in catalog.models if key.may_use(m.name)]
     path = exchange.scope["path"]
-    wanted = path[len("/v1/models/"):] if path.startswith("/v1/models/") else None
+    wanted = path[len("/v1/models/") :] if path.startswith("/v1/models/") else None
     if wanted is not None:
         visible = [m for m in visible if wanted in (m.name,)] or [
             m for m in visible if catalog.by_name.get(wanted) is m
         ]
         if not visible:
             raise GatewayError(
-                404, f"The model '{wanted}' does not exist or you do not have access to it.",
-                code="model_not_found", param="model",
+                404,
+                f"The model '{wanted}' does not exist or you do not have access to it.",
+                code="model_not_found",
+                param="model",
             )
     if exchange.protocol == "anthropic":
         from apps.gateway.protocol.anthropic import anthropic_model, anthropic_model_list
 
         objects = [anthropic_model(m.name, m.display_name, m.created) for m in visible]
-        payload = objects[0] if wanted is not None else anthropic_model_list(objects, exchange.scope)
+        payload = (
+            objects[0] if wanted is not None else anthropic_model_list(objects, exchange.scope)
+        )
     else:
         objects = [
             {"id": m.name, "object": "model", "created": m.created, "owned_by": "tollgate"}
@@ -296,8 +308,10 @@ class GatewayApp:
                 if scope["path"].rstrip("/") in self._known_paths:
                     raise GatewayError(405, f"Method {scope['method']} is not allowed here.")
                 raise GatewayError(
-                    404, f"Unknown route: {scope['method']} {scope['path']}",
-                    code="unknown_url", anthropic_type="not_found_error",
+                    404,
+                    f"Unknown route: {scope['method']} {scope['path']}",
+                    code="unknown_url",
+                    anthropic_type="not_found_error",
                 )
             await handler(state, exchange)
         except GatewayError as error:

@@ -148,7 +148,9 @@ def _backend_headers(backend: Backend) -> dict[str, str]:
 def _load_catalog() -> Catalog:
     now = timezone.now()
     prices: dict[int, PriceInfo] = {}
-    for price in Price.objects.filter(effective_from__lte=now).order_by("model_id", "effective_from"):
+    for price in Price.objects.filter(effective_from__lte=now).order_by(
+        "model_id", "effective_from"
+    ):
         prices[price.model_id] = PriceInfo(
             price.input_per_mtok, price.cached_input_per_mtok, price.output_per_mtok
         )
@@ -203,6 +205,13 @@ class CatalogCache:
                 self._catalog = await sync_to_async(_load_catalog)()
                 self._loaded_at = time.monotonic()
             return self._catalog
+
+    async def refresh(self, older_than_s: float) -> Catalog:
+        """Reload now unless the copy is fresher than older_than_s (used on a miss, so a
+        model added a moment ago is found even before its invalidation message arrives)."""
+        if time.monotonic() - self._loaded_at > older_than_s:
+            self.clear()
+        return await self.get()
 
     def clear(self) -> None:
         self._loaded_at = 0.0

@@ -1,6 +1,5 @@
 """POST /v1/chat/completions."""
 
-import asyncio
 import time
 
 import aiohttp
@@ -69,16 +68,22 @@ def _settle_usage(call: MeteredCall, body: dict, usage, completion_estimate: int
 
 async def _relay_once(call: MeteredCall, body: dict, model: ModelInfo) -> None:
     async with open_upstream(
-        call.state.upstream, model, "/chat/completions",
-        lambda d: rewrite_model(body, d.upstream_model), stream=False,
+        call.state.upstream,
+        model,
+        "/chat/completions",
+        lambda d: rewrite_model(body, d.upstream_model),
+        stream=False,
         on_deployment=_record_deployment(call),
     ) as (response, _deployment):
         try:
             raw = await response.read()
-        except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError):
+        except (aiohttp.ClientError, TimeoutError):
             raise GatewayError(
-                502, "The upstream failed while sending the response.", error_type="server_error",
-                outcome="upstream_error", anthropic_type="api_error",
+                502,
+                "The upstream failed while sending the response.",
+                error_type="server_error",
+                outcome="upstream_error",
+                anthropic_type="api_error",
             ) from None
     try:
         answer = orjson.loads(raw)
@@ -86,8 +91,11 @@ async def _relay_once(call: MeteredCall, body: dict, model: ModelInfo) -> None:
         answer = None
     if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
         raise GatewayError(
-            502, "The upstream sent a response that is not a chat completion.",
-            error_type="server_error", outcome="upstream_bad_response", anthropic_type="api_error",
+            502,
+            "The upstream sent a response that is not a chat completion.",
+            error_type="server_error",
+            outcome="upstream_bad_response",
+            anthropic_type="api_error",
         )
     answer["model"] = model.name
     text = "".join(
@@ -108,8 +116,11 @@ async def _relay_stream(call: MeteredCall, body: dict, model: ModelInfo) -> None
     failed = False
     try:
         async with open_upstream(
-            call.state.upstream, model, "/chat/completions",
-            lambda d: rewrite_model(body, d.upstream_model), stream=True,
+            call.state.upstream,
+            model,
+            "/chat/completions",
+            lambda d: rewrite_model(body, d.upstream_model),
+            stream=True,
             on_deployment=_record_deployment(call),
         ) as (response, _deployment):
             if "text/event-stream" not in response.headers.get("Content-Type", ""):
@@ -132,7 +143,7 @@ async def _relay_stream(call: MeteredCall, body: dict, model: ModelInfo) -> None
                 for _event, payload in parser.flush():
                     if (piece := relay.feed(payload)) is not None:
                         await exchange.stream_send(piece)
-            except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError):
+            except (aiohttp.ClientError, TimeoutError):
                 failed = True
     finally:
         if exchange.response_started:  # nothing reached the client: nothing to bill
@@ -143,17 +154,27 @@ async def _relay_stream(call: MeteredCall, body: dict, model: ModelInfo) -> None
         call.event.outcome = "upstream_stream_error"
         call.event.status = 502
         call.tail = data_chunk(
-            {"error": {"message": str(message), "type": "server_error", "param": None,
-                       "code": None}}
+            {
+                "error": {
+                    "message": str(message),
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
         )
         return
     tail = b""
     if client_wants_usage and relay.usage is None:
         event = call.event
         tail = relay.usage_chunk(
-            "chatcmpl-" + exchange.request_id, int(time.time()),
-            {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens,
-             "total_tokens": event.prompt_tokens + event.completion_tokens},
+            "chatcmpl-" + exchange.request_id,
+            int(time.time()),
+            {
+                "prompt_tokens": event.prompt_tokens,
+                "completion_tokens": event.completion_tokens,
+                "total_tokens": event.prompt_tokens + event.completion_tokens,
+            },
         )
     call.tail = tail + DONE_EVENT
 
@@ -165,8 +186,11 @@ async def _replay_as_stream(call: MeteredCall, body: dict, relay: ChatStreamRela
         answer = None
     if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
         raise GatewayError(
-            502, "The upstream sent a response that is not a chat completion.",
-            error_type="server_error", outcome="upstream_bad_response", anthropic_type="api_error",
+            502,
+            "The upstream sent a response that is not a chat completion.",
+            error_type="server_error",
+            outcome="upstream_bad_response",
+            anthropic_type="api_error",
         )
     await call.exchange.start_stream()
     base = {
@@ -181,8 +205,14 @@ async def _replay_as_stream(call: MeteredCall, body: dict, relay: ChatStreamRela
         delta = {k: v for k, v in message.items() if v is not None}
         for i, tool_call in enumerate(delta.get("tool_calls") or ()):
             tool_call.setdefault("index", i)
-        choices.append({"index": choice.get("index", 0), "delta": delta, "logprobs": None,
-                        "finish_reason": choice.get("finish_reason") or "stop"})
+        choices.append(
+            {
+                "index": choice.get("index", 0),
+                "delta": delta,
+                "logprobs": None,
+                "finish_reason": choice.get("finish_reason") or "stop",
+            }
+        )
     pieces = [relay.feed(orjson.dumps({**base, "choices": choices}))]
     if answer.get("usage"):
         pieces.append(relay.feed(orjson.dumps({**base, "choices": [], "usage": answer["usage"]})))

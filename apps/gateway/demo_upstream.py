@@ -39,35 +39,67 @@ async def demo_upstream(scope, receive, send) -> None:
         if not message.get("more_body"):
             break
     if path == "/v1/models":
-        payload = {"object": "list", "data": [{"id": DEMO_MODEL, "object": "model",
-                                               "created": 0, "owned_by": "demo"}]}
+        payload = {
+            "object": "list",
+            "data": [{"id": DEMO_MODEL, "object": "model", "created": 0, "owned_by": "demo"}],
+        }
         return await _json(send, 200, payload)
     if path != "/v1/chat/completions" or scope["method"] != "POST":
-        return await _json(send, 404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+        return await _json(
+            send, 404, {"error": {"message": "not found", "type": "invalid_request_error"}}
+        )
     try:
         body = orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError:
-        return await _json(send, 400, {"error": {"message": "bad json", "type": "invalid_request_error"}})
+        return await _json(
+            send, 400, {"error": {"message": "bad json", "type": "invalid_request_error"}}
+        )
     words = _reply_words(body)
     prompt_tokens = sum(len(_last_user_text(body).split()) for _ in [0]) + 5
-    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
-             "total_tokens": prompt_tokens + len(words)}
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": len(words),
+        "total_tokens": prompt_tokens + len(words),
+    }
     cid, created, model = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time()), body.get("model")
     if not body.get("stream"):
-        return await _json(send, 200, {
-            "id": cid, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                         "message": {"role": "assistant", "content": " ".join(words)}}],
-            "usage": usage,
-        })
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/event-stream")]})
+        return await _json(
+            send,
+            200,
+            {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                        "message": {"role": "assistant", "content": " ".join(words)},
+                    }
+                ],
+                "usage": usage,
+            },
+        )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/event-stream")],
+        }
+    )
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
     for i, word in enumerate(words):
         delta = {"role": "assistant", "content": word} if i == 0 else {"content": " " + word}
         chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
-        await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n",
-                    "more_body": True})
+        await send(
+            {
+                "type": "http.response.body",
+                "body": b"data: " + orjson.dumps(chunk) + b"\n\n",
+                "more_body": True,
+            }
+        )
         await asyncio.sleep(0.02)
     final = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
     tail = b"data: " + orjson.dumps(final) + b"\n\n"
@@ -77,6 +109,11 @@ async def demo_upstream(scope, receive, send) -> None:
 
 
 async def _json(send, status: int, payload: dict) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": orjson.dumps(payload)})

@@ -1,7 +1,6 @@
 """Forwarding to deployments: ordered attempts, retries before the first byte, and the
 mapping of upstream failures to gateway errors."""
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -43,25 +42,40 @@ def upstream_error(status: int, raw: bytes, deployment: DeploymentInfo) -> Gatew
 def exhausted_error(status: int | None, raw: bytes, reason: str) -> GatewayError:
     if reason == "timeout":
         return GatewayError(
-            504, "The upstream did not answer in time.", error_type="server_error",
-            code="upstream_timeout", outcome="upstream_timeout", anthropic_type="timeout_error",
+            504,
+            "The upstream did not answer in time.",
+            error_type="server_error",
+            code="upstream_timeout",
+            outcome="upstream_timeout",
+            anthropic_type="timeout_error",
         )
     if status == 429:
         return GatewayError(
-            429, "The model's upstream is rate limited; retry shortly.", error_type="requests",
-            code="upstream_rate_limited", outcome="upstream_429", anthropic_type="rate_limit_error",
+            429,
+            "The model's upstream is rate limited; retry shortly.",
+            error_type="requests",
+            code="upstream_rate_limited",
+            outcome="upstream_429",
+            anthropic_type="rate_limit_error",
             headers=[(b"retry-after", b"1")],
         )
     if status in (503, 529):
         return GatewayError(
-            502, "The model's upstream is overloaded.", error_type="server_error",
-            code="upstream_overloaded", outcome=f"upstream_{status}",
+            502,
+            "The model's upstream is overloaded.",
+            error_type="server_error",
+            code="upstream_overloaded",
+            outcome=f"upstream_{status}",
             anthropic_type="overloaded_error",
         )
     detail = f" (last answer HTTP {status})" if status else ""
     return GatewayError(
-        502, f"The upstream for this model is unavailable{detail}.", error_type="server_error",
-        code="upstream_unavailable", outcome="upstream_unavailable", anthropic_type="api_error",
+        502,
+        f"The upstream for this model is unavailable{detail}.",
+        error_type="server_error",
+        code="upstream_unavailable",
+        outcome="upstream_unavailable",
+        anthropic_type="api_error",
     )
 
 
@@ -88,8 +102,11 @@ async def open_upstream(
     deployments = model.deployment_order()
     if not deployments:
         raise GatewayError(
-            503, f"The model '{model.name}' has no deployment available.",
-            error_type="server_error", code="no_deployment", outcome="no_deployment",
+            503,
+            f"The model '{model.name}' has no deployment available.",
+            error_type="server_error",
+            code="no_deployment",
+            outcome="no_deployment",
             anthropic_type="api_error",
         )
     last_status: int | None = None
@@ -105,7 +122,7 @@ async def open_upstream(
         except aiohttp.ConnectionTimeoutError:
             reason = "unavailable"
             continue
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             reason = "timeout"
             break  # the upstream may be working on it: do not send the work twice
         except (aiohttp.ClientError, OSError):
@@ -115,7 +132,7 @@ async def open_upstream(
             if response.status >= 300:
                 try:
                     raw = await response.read()
-                except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError):
+                except (aiohttp.ClientError, TimeoutError):
                     raw = b""
                 if response.status in RETRYABLE_STATUSES:
                     last_status, last_raw, reason = response.status, raw, "status"

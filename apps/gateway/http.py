@@ -120,8 +120,11 @@ class Exchange:
     ) -> None:
         self.response_started = True
         await self.send(
-            {"type": "http.response.start", "status": status,
-             "headers": self._response_headers(headers)}
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": self._response_headers(headers),
+            }
         )
         await self.send({"type": "http.response.body", "body": body})
         self.finished = True
@@ -129,8 +132,11 @@ class Exchange:
     async def start_stream(self) -> None:
         self.response_started = True
         await self.send(
-            {"type": "http.response.start", "status": 200,
-             "headers": self._response_headers(SSE_HEADERS)}
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": self._response_headers(SSE_HEADERS),
+            }
         )
 
     async def stream_send(self, data: bytes) -> None:

@@ -1,6 +1,7 @@
 """Per-process gateway state: caches, pooled clients, the invalidation listener."""
 
 import asyncio
+import contextlib
 import logging
 
 import redis
@@ -64,10 +65,8 @@ class GatewayState:
                 log.warning("invalidation listener lost Redis (%s); retrying", exc)
                 await asyncio.sleep(0.5)
             finally:
-                try:
+                with contextlib.suppress(Exception):  # closing a broken connection
                     await pubsub.aclose()
-                except Exception:  # noqa: BLE001 - closing a broken connection
-                    pass
 
     async def close(self) -> None:
         for task in self._background:

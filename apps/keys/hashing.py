@@ -16,9 +16,7 @@ def secret_generate(prefix: str = INFERENCE_KEY_PREFIX) -> str:
 
 
 def secret_hash(secret: str) -> str:
-    return hmac.new(
-        settings.KEY_HASH_SECRET.encode(), secret.encode(), hashlib.sha256
-    ).hexdigest()
+    return hmac.new(settings.KEY_HASH_SECRET.encode(), secret.encode(), hashlib.sha256).hexdigest()
 
 
 def secret_visible_prefix(secret: str) -> str:

@@ -60,8 +60,19 @@ def api_key_rotate(*, api_key: ApiKey, created_by=None) -> tuple[ApiKey, str]:
         f.name: getattr(api_key, f.name)
         for f in ApiKey._meta.concrete_fields
         if f.name
-        not in {"id", "tenant", "name", "prefix", "key_hash", "allowed_models", "expires_at",
-                "revoked_at", "created_by", "created_at", "last_used_at"}
+        not in {
+            "id",
+            "tenant",
+            "name",
+            "prefix",
+            "key_hash",
+            "allowed_models",
+            "expires_at",
+            "revoked_at",
+            "created_by",
+            "created_at",
+            "last_used_at",
+        }
     }
     return api_key_issue(
         tenant=api_key.tenant,

@@ -94,9 +94,9 @@ def _touch_keys(records: list[UsageRecord]) -> None:
         if record.api_key_id not in latest or record.created_at > latest[record.api_key_id]:
             latest[record.api_key_id] = record.created_at
     for key_id, used_at in latest.items():
-        ApiKey.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=used_at), id=key_id).update(
-            last_used_at=used_at
-        )
+        ApiKey.objects.filter(
+            Q(last_used_at__isnull=True) | Q(last_used_at__lt=used_at), id=key_id
+        ).update(last_used_at=used_at)
 
 
 def usage_ingest_batch(*, consumer: str, count: int | None = None, client=None) -> int:
@@ -106,8 +106,12 @@ def usage_ingest_batch(*, consumer: str, count: int | None = None, client=None) 
     stream, group = settings.LEDGER_STREAM, settings.LEDGER_GROUP
     usage_stream_ensure_group(client)
     reclaimed = client.xautoclaim(
-        stream, group, consumer, min_idle_time=settings.LEDGER_RECLAIM_IDLE_MS,
-        start_id="0-0", count=count,
+        stream,
+        group,
+        consumer,
+        min_idle_time=settings.LEDGER_RECLAIM_IDLE_MS,
+        start_id="0-0",
+        count=count,
     )[1]
     entries = [e for e in reclaimed if e[1]]
     if len(entries) < count:
@@ -134,8 +138,11 @@ def usage_ingest_batch(*, consumer: str, count: int | None = None, client=None) 
     pipe.xdel(stream, *ids)
     pipe.execute()
     if dead:
-        log.error("usage ingest: %d entries could not be inserted; moved to %s", len(dead),
-                  stream + DEAD_LETTER_SUFFIX)
+        log.error(
+            "usage ingest: %d entries could not be inserted; moved to %s",
+            len(dead),
+            stream + DEAD_LETTER_SUFFIX,
+        )
     return len(ids)
 
 

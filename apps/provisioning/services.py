@@ -31,6 +31,7 @@ class ConfigError(ValueError):
 def expand_env(value: Any, path: str = "") -> Any:
     """Replace ${VAR} (or ${VAR:-default}) in every string with the environment's value."""
     if isinstance(value, str):
+
         def substitute(match: re.Match) -> str:
             name, default = match.group(1), match.group(2)
             if name in os.environ:
@@ -71,7 +72,9 @@ class _Doc:
     def check_keys(self, allowed: set[str]) -> None:
         for name in self.data:
             if name not in allowed:
-                raise ConfigError(self.sub(str(name)), f"unknown field (allowed: {sorted(allowed)})")
+                raise ConfigError(
+                    self.sub(str(name)), f"unknown field (allowed: {sorted(allowed)})"
+                )
 
     def text(self, name: str, *, required: bool = True, default: str | None = None) -> str | None:
         value = self.data.get(name, default)
@@ -164,8 +167,18 @@ def _apply_backends(items: list, result: ApplyResult) -> dict[str, Backend]:
     backends = {b.name: b for b in Backend.objects.all()}
     for i, raw in enumerate(items):
         doc = _Doc(raw, f"backends[{i}]")
-        doc.check_keys({"name", "kind", "base_url", "api_key", "timeout_s", "connect_timeout_s",
-                        "extra_headers", "enabled"})
+        doc.check_keys(
+            {
+                "name",
+                "kind",
+                "base_url",
+                "api_key",
+                "timeout_s",
+                "connect_timeout_s",
+                "extra_headers",
+                "enabled",
+            }
+        )
         name = doc.text("name")
         kind = doc.text("kind", default="openai")
         if kind not in Backend.Kind.values:
@@ -227,7 +240,9 @@ def _apply_models(items: list, backends: dict[str, Backend], result: ApplyResult
             upstream_model = dep.text("upstream_model")
             weight = dep.number("weight", 1, integer=True)
             deployment, created = Deployment.objects.get_or_create(
-                model=model, backend=backends[backend_name], upstream_model=upstream_model,
+                model=model,
+                backend=backends[backend_name],
+                upstream_model=upstream_model,
                 defaults={"weight": weight},
             )
             if not created and deployment.weight != weight:
@@ -243,14 +258,16 @@ def _apply_models(items: list, backends: dict[str, Backend], result: ApplyResult
             stale.delete()
         for j, raw_price in enumerate(doc.seq("prices")):
             price_doc = _Doc(raw_price, f"{doc.path}.prices[{j}]")
-            price_doc.check_keys({"effective_from", "input_per_mtok", "cached_input_per_mtok",
-                                  "output_per_mtok"})
+            price_doc.check_keys(
+                {"effective_from", "input_per_mtok", "cached_input_per_mtok", "output_per_mtok"}
+            )
             effective_from = price_doc.when("effective_from")
             input_price = price_doc.decimal("input_per_mtok")
             values = {
                 "input_per_mtok": input_price,
                 "cached_input_per_mtok": price_doc.decimal("cached_input_per_mtok")
-                if "cached_input_per_mtok" in price_doc.data else input_price,
+                if "cached_input_per_mtok" in price_doc.data
+                else input_price,
                 "output_per_mtok": price_doc.decimal("output_per_mtok"),
             }
             price = Price.objects.filter(model=model, effective_from=effective_from).first()

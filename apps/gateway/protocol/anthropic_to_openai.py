@@ -16,6 +16,10 @@ Design choices where the spec leaves room:
   a double-encoded JSON object string → the object; anything else (invalid JSON or
   a non-object) → ``{"_raw_arguments": "<text>"}`` so the client sees what the model
   produced instead of a silent ``{}``.
+* ``stop_reason`` follows what was emitted: any tool_use block → ``tool_use`` (Ollama
+  reports "stop"); ``finish_reason:"tool_calls"`` with no call → ``end_turn``. vLLM's
+  matched stop string becomes ``stop_sequence`` (only if the client asked for it, when
+  ``stop_sequences`` is passed). ``content_filter`` → ``refusal``.
 * Whitespace-only text is not worth a block: it is held back and only emitted once
   real text follows, or as the sole content of an otherwise empty response.
 * Streaming tool calls: the first call streams live; a call that starts while another
@@ -386,6 +390,9 @@ def finish_reason_to_stop_reason(
 ) -> tuple[str, str | None]:
     """(stop_reason, stop_sequence) for an OpenAI finish_reason.
 
+    ``tool_use`` is decided by what was emitted, not by the backend's claim: any
+    tool_use block forces it (Ollama says "stop"), none forbids it.
+
     ``matched_stop`` is vLLM's ``choices[].stop_reason`` (string = matched stop text,
     int = stop token id). When ``stop_sequences`` is given, only a string the client
     asked for is reported (server-side stop strings would confuse it).
@@ -393,6 +400,8 @@ def finish_reason_to_stop_reason(
     if saw_tool_use:
         return "tool_use", None
     reason = _STOP_REASON.get(finish_reason or "", "end_turn")
+    if reason == "tool_use":  # the backend claimed tool calls but sent none
+        reason = "end_turn"
     if (
         reason == "end_turn"
         and isinstance(matched_stop, str)
@@ -709,11 +718,25 @@ class ChatStreamToMessagesStream:
 
     # -- state machine -----------------------------------------------------
 
+    def _input_usage(self) -> tuple[int, int]:
+        """(input_tokens, cache_read_input_tokens): backend numbers if seen, else the estimate."""
+        cached = self._cached_tokens or 0
+        if self._prompt_tokens is None:
+            return self.input_tokens_estimate, cached
+        return max(self._prompt_tokens - cached, 0), cached
+
     def start(self) -> bytes:
-        """message_start (+ ping). Idempotent."""
+        """message_start (+ ping). Idempotent.
+
+        Calling ``feed()`` without ``start()`` emits message_start lazily, using the
+        first chunk's usage when the backend sends it early (vLLM
+        ``continuous_usage_stats``), so even clients that read cache tokens from
+        message_start only get real numbers.
+        """
         if self._started:
             return b""
         self._started = True
+        input_tokens, cache_read = self._input_usage()
         message = {
             "id": self.message_id,
             "type": "message",
@@ -723,10 +746,10 @@ class ChatStreamToMessagesStream:
             "stop_reason": None,
             "stop_sequence": None,
             "usage": {
-                "input_tokens": self.input_tokens_estimate,
+                "input_tokens": input_tokens,
                 "output_tokens": 0,
                 "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
+                "cache_read_input_tokens": cache_read,
             },
         }
         return self._ev("message_start", {"message": message}) + self._ev("ping", {})
@@ -735,8 +758,6 @@ class ChatStreamToMessagesStream:
         """Translate one parsed upstream chunk into zero or more Anthropic events."""
         if self._done or not isinstance(chunk, dict):
             return b""
-        out = self.start()
-
         usage = chunk.get("usage")
         if isinstance(usage, dict):  # cumulative when present on every chunk, so keep latest
             prompt, completion, cached = _usage_numbers(usage)
@@ -746,6 +767,7 @@ class ChatStreamToMessagesStream:
                 self._completion_tokens = completion
             if cached is not None:
                 self._cached_tokens = cached
+        out = self.start()
 
         choices = chunk.get("choices")
         if not isinstance(choices, list) or not choices:
@@ -866,11 +888,7 @@ class ChatStreamToMessagesStream:
             stop_sequences=self._stop_sequences,
         )
         self._stop_reason, self._stop_sequence = stop_reason, stop_sequence
-        cached = self._cached_tokens or 0
-        if self._prompt_tokens is not None:
-            input_tokens = max(self._prompt_tokens - cached, 0)
-        else:
-            input_tokens = self.input_tokens_estimate
+        input_tokens, cached = self._input_usage()
         usage = {
             "input_tokens": input_tokens,
             "output_tokens": self.output_tokens,

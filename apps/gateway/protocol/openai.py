@@ -30,9 +30,10 @@ def normalise_upstream_error(raw: bytes, status: int) -> dict[str, Any]:
     error_type = inner.get("type")
     return openai_error_body(
         message=str(message),
-        error_type=error_type if isinstance(error_type, str) and error_type else
-        ("invalid_request_error" if status < 500 else "server_error"),
-        code=None if code is None or isinstance(code, int) else str(code),
+        error_type=error_type
+        if isinstance(error_type, str) and error_type
+        else ("invalid_request_error" if status < 500 else "server_error"),
+        code=None if code is None or isinstance(code, bool) else str(code),
         param=inner.get("param") if isinstance(inner.get("param"), str) else None,
     )
 

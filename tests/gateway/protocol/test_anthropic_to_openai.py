@@ -58,7 +58,9 @@ def tc(index=0, id=None, name=None, args=None, type_="function"):
 
 
 def run(chunks, *, names=None, input_tokens=11, **kw):
-    conv = ChatStreamToMessagesStream("claude-x", names or ToolNameMap(), "msg_1", input_tokens, **kw)
+    conv = ChatStreamToMessagesStream(
+        "claude-x", names or ToolNameMap(), "msg_1", input_tokens, **kw
+    )
     raw = conv.start()
     for c in chunks:
         raw += conv.feed(c)
@@ -189,7 +191,12 @@ def test_user_images_become_image_url_parts():
 
 def test_multiple_user_text_blocks_become_one_string():
     req, _ = translate(
-        [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
+        [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            }
+        ]
     )
     assert req["messages"] == [{"role": "user", "content": "a\nb"}]
 
@@ -514,19 +521,20 @@ def test_response_tool_calls_reasoning_and_cached_usage():
      ("content_filter", "refusal"), (None, "end_turn"), ("weird", "end_turn")],
 )  # fmt: skip
 def test_response_stop_reason_mapping(finish, expected):
-    # tool_calls without any call: nothing to force, and no tool_use block to promise
+    # "tool_calls" without any call: no tool_use block, so promising tool_use would stall clients
     msg = chat_response_to_message(
-        response({"role": "assistant", "content": "x"}, finish=finish), model="m", names=ToolNameMap()
+        response({"role": "assistant", "content": "x"}, finish=finish),
+        model="m",
+        names=ToolNameMap(),
     )
-    if finish == "tool_calls":
-        assert msg["stop_reason"] == "tool_use"
-    else:
-        assert msg["stop_reason"] == expected
+    assert msg["stop_reason"] == expected
 
 
 def test_response_length_maps_to_max_tokens_and_token_id_stop_reason_ignored():
     msg = chat_response_to_message(
-        response({"role": "assistant", "content": "x"}, finish="length"), model="m", names=ToolNameMap()
+        response({"role": "assistant", "content": "x"}, finish="length"),
+        model="m",
+        names=ToolNameMap(),
     )
     assert msg["stop_reason"] == "max_tokens"
     msg = chat_response_to_message(
@@ -559,7 +567,9 @@ def test_response_duplicate_or_missing_tool_ids_are_regenerated():
         ]},
         finish="tool_calls",
     )  # fmt: skip
-    ids = [b["id"] for b in chat_response_to_message(resp, model="m", names=ToolNameMap())["content"]]
+    ids = [
+        b["id"] for b in chat_response_to_message(resp, model="m", names=ToolNameMap())["content"]
+    ]
     assert ids[0] == "same"
     assert len(set(ids)) == 3
     assert all(i.startswith("toolu_") for i in ids[1:])
@@ -715,7 +725,10 @@ def test_stream_tool_call_without_index_and_object_arguments():
         ]
     )
     blocks = blocks_of(events)
-    assert [(b["id"], b["name"], b["input"]) for b in blocks] == [("a", "f", {"x": 1}), ("b", "g", {})]
+    assert [(b["id"], b["name"], b["input"]) for b in blocks] == [
+        ("a", "f", {"x": 1}),
+        ("b", "g", {}),
+    ]
 
 
 def test_stream_missing_and_duplicate_tool_ids_generated():

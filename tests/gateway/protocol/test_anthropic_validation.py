@@ -216,7 +216,7 @@ def test_messages_sse_event_framing():
 
 
 def test_parse_sse_events_handles_crlf_comments_and_multiline():
-    raw = b": keep-alive\r\n\r\nevent: a\r\ndata: {\"x\":\r\ndata: 1}\r\n\r\ndata:[DONE]\n\n"
+    raw = b': keep-alive\r\n\r\nevent: a\r\ndata: {"x":\r\ndata: 1}\r\n\r\ndata:[DONE]\n\n'
     assert parse_sse_events(raw) == [("a", '{"x":\n1}'), (None, "[DONE]")]
 
 
@@ -252,7 +252,10 @@ def test_estimate_tokens_counts_text_messages_images_and_tools():
     assert with_system == one + 10
     img = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "A"}}
     with_image = estimate_message_tokens(
-        {**base, "messages": [{"role": "user", "content": [{"type": "text", "text": "x" * 400}, img]}]}
+        {
+            **base,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "x" * 400}, img]}],
+        }
     )
     assert with_image == one + IMAGE_TOKEN_ESTIMATE
     tools = [{"name": "f", "description": "d", "input_schema": {"type": "object"}}]

@@ -17,23 +17,42 @@ class Command(BaseCommand):
         # A secret is shown once: each run replaces the demo key and prints the new one.
         for key in ApiKey.objects.filter(tenant__name="demo", name="demo", revoked_at__isnull=True):
             api_key_revoke(api_key=key)
-        result = config_apply(document={
-            "backends": [{"name": "demo-backend", "kind": "openai",
-                          "base_url": f"http://127.0.0.1:{port}/demo-upstream/v1"}],
-            "models": [{"name": DEMO_MODEL, "aliases": ["demo"],
+        result = config_apply(
+            document={
+                "backends": [
+                    {
+                        "name": "demo-backend",
+                        "kind": "openai",
+                        "base_url": f"http://127.0.0.1:{port}/demo-upstream/v1",
+                    }
+                ],
+                "models": [
+                    {
+                        "name": DEMO_MODEL,
+                        "aliases": ["demo"],
                         "display_name": "Tollgate demo (echo, not a real LLM)",
                         "deployments": [{"backend": "demo-backend", "upstream_model": DEMO_MODEL}],
-                        "prices": [{"effective_from": "2026-01-01", "input_per_mtok": "0.10",
-                                    "cached_input_per_mtok": "0.05", "output_per_mtok": "0.40"}]}],
-            "tenants": [{"name": "demo", "keys": [{"name": "demo", "models": ["*"]}]}],
-        })
+                        "prices": [
+                            {
+                                "effective_from": "2026-01-01",
+                                "input_per_mtok": "0.10",
+                                "cached_input_per_mtok": "0.05",
+                                "output_per_mtok": "0.40",
+                            }
+                        ],
+                    }
+                ],
+                "tenants": [{"name": "demo", "keys": [{"name": "demo", "models": ["*"]}]}],
+            }
+        )
         secret = result.keys_created[0]["secret"]
         self.stdout.write(orjson.dumps(result.as_output()).decode())
+        body = '{"model":"%s","messages":[{"role":"user","content":"hi"}]}' % DEMO_MODEL  # noqa: UP031
         self.stdout.write(
-            "\n  Tollgate is starting on http://127.0.0.1:%d\n"
-            "  Demo key (shown once): %s\n"
-            "  Demo model: %s (a toy echo backend, not a real LLM)\n"
-            "  Try: curl http://127.0.0.1:%d/v1/chat/completions -H 'Authorization: Bearer %s' "
-            "-H 'Content-Type: application/json' -d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\","
-            "\"content\":\"hi\"}]}'\n" % (port, secret, DEMO_MODEL, port, secret, DEMO_MODEL)
+            f"\n  Tollgate is starting on http://127.0.0.1:{port}\n"
+            f"  Demo key (shown once): {secret}\n"
+            f"  Demo model: {DEMO_MODEL} (a toy echo backend, not a real LLM)\n"
+            f"  Try: curl http://127.0.0.1:{port}/v1/chat/completions "
+            f"-H 'Authorization: Bearer {secret}' -H 'Content-Type: application/json' "
+            f"-d '{body}'\n"
         )

@@ -1,4 +1,5 @@
 import sys
+from pathlib import Path
 
 import orjson
 import yaml
@@ -15,7 +16,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, file: str, **options) -> None:
         try:
-            text = sys.stdin.read() if file == "-" else open(file, encoding="utf-8").read()
+            text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
         except OSError as exc:
             raise CommandError(f"cannot read {file}: {exc}") from None
         try:

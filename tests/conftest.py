@@ -1,0 +1,302 @@
+"""Shared fixtures: real PostgreSQL and Redis, and real processes (gateway server, Celery
+worker, fake upstream) started by the tests."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+BIN = Path(PYTHON).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05):
+    """Poll until predicate() is truthy; returns its value. Not a sleep: it waits for a fact."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Process:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], port: int | None = None):
+        self.name = name
+        self.port = port
+        self.log_path = (
+            Path(os.environ.get("TMPDIR", "/tmp")) / f"tollgate-test-{name}-{os.getpid()}.log"
+        )
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if port is not None:
+            try:
+                wait_until(lambda: self.proc.poll() is not None or _port_open(port), timeout=30)
+            except AssertionError:
+                self.stop()
+                raise
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{name} exited at start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = settings.REDIS_URL
+    if not url:
+        pytest.skip("the suite needs REDIS_URL (make test sets it)")
+    import redis
+
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def server_env(django_db_setup, redis_url) -> dict[str, str]:
+    """Environment for processes that must see the test database and Redis."""
+    db = settings.DATABASES["default"]
+    database_url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        SECRET_KEY=settings.SECRET_KEY,
+        KEY_HASH_SECRET=settings.KEY_HASH_SECRET,
+        LEDGER_STREAM=settings.LEDGER_STREAM,
+        LEDGER_RECLAIM_IDLE_MS=str(settings.LEDGER_RECLAIM_IDLE_MS),
+        DJANGO_SETTINGS_MODULE="apps.platform.settings",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def fake_upstream() -> Iterator[str]:
+    port = free_port()
+    process = Process(
+        "upstream", [PYTHON, "tests/fakes/upstream.py", "--port", str(port)], dict(os.environ), port
+    )
+    yield f"http://127.0.0.1:{port}"
+    process.stop()
+
+
+@pytest.fixture
+def upstream(fake_upstream) -> "FakeUpstream":
+    httpx.post(fake_upstream + "/_reset")
+    return FakeUpstream(fake_upstream)
+
+
+@dataclass
+class FakeUpstream:
+    url: str
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def stats(self) -> dict:
+        return httpx.get(self.url + "/_stats").json()
+
+    def requests(self) -> list[dict]:
+        return self.stats()["requests"]
+
+
+def start_gateway(server_env: dict[str, str], name: str = "gateway", **extra_env) -> Process:
+    port = free_port()
+    env = {**server_env, **extra_env}
+    return Process(
+        name,
+        [
+            str(BIN / "uvicorn"),
+            "apps.platform.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+        ],
+        env,
+        port,
+    )
+
+
+@pytest.fixture(scope="session")
+def gateway_process(server_env) -> Iterator[Process]:
+    process = start_gateway(server_env)
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def gateway(gateway_process) -> str:
+    return f"http://127.0.0.1:{gateway_process.port}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker(server_env) -> Iterator[Process]:
+    process = start_celery_worker(server_env)
+    yield process
+    process.stop()
+
+
+def start_celery_worker(server_env: dict[str, str], name: str = "worker") -> Process:
+    process = Process(
+        name,
+        [
+            str(BIN / "celery"),
+            "-A",
+            "apps.platform.celery_app",
+            "worker",
+            "-B",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "INFO",
+            "-n",
+            f"{name}-{os.getpid()}@%h",
+            "-s",
+            f"/tmp/tollgate-beat-{name}-{os.getpid()}",
+        ],
+        server_env,
+    )
+    wait_until(
+        lambda: b"ready" in process.log_path.read_bytes() or process.proc.poll() is not None,
+        timeout=60,
+    )
+    if process.proc.poll() is not None:
+        raise RuntimeError(f"celery worker exited:\n{process.log()}")
+    return process
+
+
+@dataclass
+class Seed:
+    tenant_name: str
+    secret: str  # may call test-model (and its alias) and slow-model
+    restricted_secret: str  # may call other-model only
+    model: str = "test-model"
+
+
+def seed_document(upstream_base_url: str, tenant: str = "acme") -> dict:
+    price = {
+        "effective_from": "2026-01-01",
+        "input_per_mtok": "1.00",
+        "cached_input_per_mtok": "0.50",
+        "output_per_mtok": "2.00",
+    }
+    return {
+        "backends": [
+            {
+                "name": "fake",
+                "kind": "openai",
+                "base_url": upstream_base_url,
+                "api_key": "upstream-secret",
+                "timeout_s": 10,
+            },
+            {
+                "name": "fake-slow",
+                "kind": "openai",
+                "base_url": upstream_base_url,
+                "timeout_s": 0.5,
+            },
+            {
+                "name": "dead",
+                "kind": "openai",
+                "base_url": "http://127.0.0.1:9/v1",
+                "connect_timeout_s": 0.5,
+            },
+        ],
+        "models": [
+            {
+                "name": "test-model",
+                "aliases": ["tm"],
+                "prices": [price],
+                "deployments": [{"backend": "fake", "upstream_model": "fake-upstream-model"}],
+            },
+            {
+                "name": "other-model",
+                "prices": [price],
+                "deployments": [{"backend": "fake", "upstream_model": "fake-other"}],
+            },
+            {
+                "name": "slow-model",
+                "prices": [price],
+                "deployments": [{"backend": "fake-slow", "upstream_model": "fake-slow"}],
+            },
+            {
+                "name": "failover-model",
+                "prices": [price],
+                "deployments": [
+                    {"backend": "dead", "upstream_model": "x", "weight": 1000000},
+                    {"backend": "fake", "upstream_model": "fake-failover", "weight": 1},
+                ],
+            },
+        ],
+        "tenants": [
+            {
+                "name": tenant,
+                "keys": [
+                    {"name": "main", "models": ["test-model", "slow-model", "failover-model"]},
+                    {"name": "restricted", "models": ["other-model"]},
+                ],
+            },
+        ],
+    }
+
+
+@pytest.fixture
+def seed(transactional_db, upstream) -> Seed:
+    from apps.provisioning.services import config_apply
+
+    result = config_apply(document=seed_document(upstream.base_url))
+    secrets = {k["name"]: k["secret"] for k in result.keys_created}
+    return Seed(tenant_name="acme", secret=secrets["main"], restricted_secret=secrets["restricted"])

@@ -1,0 +1,115 @@
+"""The ledger lands each request exactly once: duplicates, crashes and poison included."""
+
+import os
+import signal
+from dataclasses import replace
+
+import pytest
+from django.conf import settings
+
+from apps.core.redis import sync_client
+from apps.keys.models import ApiKey
+from apps.ledger.events import UsageEvent
+from apps.ledger.models import UsageRecord
+from apps.ledger.services import usage_ingest, usage_ingest_batch, usage_stream_ensure_group
+from tests.conftest import start_celery_worker, wait_until
+
+
+@pytest.fixture
+def clean_stream(redis_url):
+    client = sync_client()
+    client.delete(settings.LEDGER_STREAM, settings.LEDGER_STREAM + ":dead")
+    usage_stream_ensure_group(client)
+    return client
+
+
+def event_for(key: ApiKey, request_id: str, **fields) -> UsageEvent:
+    return UsageEvent(
+        request_id=request_id,
+        tenant_id=key.tenant_id,
+        api_key_id=key.id,
+        model="test-model",
+        protocol="openai",
+        endpoint="chat.completions",
+        stream=False,
+        created_at=1_790_000_000.0,
+        status=200,
+        prompt_tokens=10,
+        completion_tokens=5,
+        **fields,
+    )
+
+
+def append(client, event: UsageEvent) -> None:
+    client.xadd(settings.LEDGER_STREAM, {"e": event.to_bytes()})
+
+
+def test_the_same_event_ingested_twice_yields_one_record(seed, clean_stream):
+    key = ApiKey.objects.get(name="main")
+    append(clean_stream, event_for(key, "req_dup"))
+    append(clean_stream, event_for(key, "req_dup"))
+    usage_ingest(consumer="t1")
+    append(clean_stream, event_for(key, "req_dup"))
+    usage_ingest(consumer="t2")
+    assert UsageRecord.objects.filter(request_id="req_dup").count() == 1
+    key.refresh_from_db()
+    assert key.last_used_at is not None
+    assert clean_stream.xlen(settings.LEDGER_STREAM) == 0
+
+
+def test_entries_of_a_dead_consumer_are_reclaimed(seed, clean_stream, settings):
+    key = ApiKey.objects.get(name="main")
+    for i in range(3):
+        append(clean_stream, event_for(key, f"req_dead_{i}"))
+    # A consumer reads the batch and dies before committing or acknowledging.
+    clean_stream.xreadgroup(
+        settings.LEDGER_GROUP, "dead-worker", {settings.LEDGER_STREAM: ">"}, count=10
+    )
+    settings.LEDGER_RECLAIM_IDLE_MS = 0
+    usage_ingest_batch(consumer="survivor")
+    assert UsageRecord.objects.filter(request_id__startswith="req_dead_").count() == 3
+    assert clean_stream.xpending(settings.LEDGER_STREAM, settings.LEDGER_GROUP)["pending"] == 0
+
+
+def test_poison_entries_go_to_the_dead_letter_stream(seed, clean_stream):
+    key = ApiKey.objects.get(name="main")
+    clean_stream.xadd(settings.LEDGER_STREAM, {"e": b"not json"})
+    append(clean_stream, event_for(key, "req_good"))
+    append(clean_stream, replace(event_for(key, "req_orphan"), api_key_id=10**9))
+    usage_ingest(consumer="t")
+    assert UsageRecord.objects.filter(request_id="req_good").exists()
+    assert not UsageRecord.objects.filter(request_id="req_orphan").exists()
+    assert clean_stream.xlen(settings.LEDGER_STREAM + ":dead") == 2
+
+
+@pytest.mark.e2e
+def test_a_worker_killed_mid_batch_loses_nothing(seed, clean_stream, server_env):
+    key = ApiKey.objects.get(name="main")
+    for i in range(2000):
+        append(clean_stream, event_for(key, f"req_kill_{i}"))
+    env = {**server_env, "LEDGER_RECLAIM_IDLE_MS": "500", "LEDGER_BATCH_SIZE": "100"}
+    victim = start_celery_worker(env, name="victim")
+    # Kill it hard as soon as it has taken entries but before the stream is drained.
+    wait_until(
+        lambda: (
+            clean_stream.xinfo_groups(settings.LEDGER_STREAM)[0]["pending"] > 0
+            or UsageRecord.objects.filter(request_id__startswith="req_kill_").exists()
+        ),
+        timeout=30,
+        interval=0.005,
+    )
+    os.killpg(victim.proc.pid, signal.SIGKILL)
+    victim.proc.wait()
+    victim.stop()
+    survivor = start_celery_worker(env, name="survivor")
+    try:
+        wait_until(
+            lambda: UsageRecord.objects.filter(request_id__startswith="req_kill_").count() == 2000,
+            timeout=60,
+        )
+        wait_until(
+            lambda: clean_stream.xinfo_groups(settings.LEDGER_STREAM)[0]["pending"] == 0, timeout=30
+        )
+    finally:
+        survivor.stop()
+    assert UsageRecord.objects.filter(request_id__startswith="req_kill_").count() == 2000
