@@ -199,6 +199,20 @@ class MeteredCall:
         elif exchange.response_started:
             await exchange.stream_end(self.tail or b"")
 
+    async def admit(
+        self, model: ModelInfo, prompt_tokens: int, max_output_tokens: int | None
+    ) -> None:
+        """Check and reserve the key's and tenant's limits (one Redis round trip).
+
+        Raises a 429 GatewayError in the caller's protocol when a limit refuses."""
+        self.admission = await self.state.limiter.admit(
+            request_id=self.exchange.request_id,
+            key=self.key,
+            model=model,
+            prompt_tokens=prompt_tokens,
+            max_output_tokens=max_output_tokens,
+        )
+
     def _mark(self, outcome: str, status: int) -> None:
         self.event.outcome = outcome
         self.event.status = status

@@ -41,7 +41,8 @@ async def chat_completion(call: MeteredCall) -> None:
     call.event.model = model.name
     stream = body.get("stream") is True
     call.event.stream = stream
-    call.admission = await call.state.limiter.admit(request_id=call.exchange.request_id)
+    max_output = body.get("max_completion_tokens") or body.get("max_tokens")
+    await call.admit(model, estimate_prompt_tokens(body), max_output)
     if stream:
         await _relay_stream(call, body, model)
     else:

@@ -19,7 +19,9 @@ class Limiter:
         self._redis = redis
         self._stream = stream
 
-    async def admit(self, *, request_id: str) -> Admission:
+    async def admit(
+        self, *, request_id: str, key, model, prompt_tokens: int, max_output_tokens: int | None
+    ) -> Admission:
         return Admission(request_id=request_id)
 
     async def settle(self, admission: Admission, event: UsageEvent) -> None:
