@@ -2,10 +2,11 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from apps.limits.fields import LimitFields
 from apps.tenants.models import Tenant
 
 
-class ApiKey(models.Model):
+class ApiKey(LimitFields):
     """An inference key. Only the keyed hash of the secret is stored."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")

@@ -1,8 +1,10 @@
 from django.conf import settings
 from django.db import models
 
+from apps.limits.fields import LimitFields
 
-class Tenant(models.Model):
+
+class Tenant(LimitFields):
     name = models.SlugField(max_length=64, unique=True)
     display_name = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
