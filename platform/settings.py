@@ -116,8 +116,13 @@ GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024)
 GATEWAY_MAX_ATTEMPTS = env_int("GATEWAY_MAX_ATTEMPTS", 3)
 GATEWAY_KEY_CACHE_TTL_S = float(os.environ.get("GATEWAY_KEY_CACHE_TTL_S", "30"))
 GATEWAY_UPSTREAM_POOL_SIZE = env_int("GATEWAY_UPSTREAM_POOL_SIZE", 512)
+# If Redis is unreachable, refuse (503) rather than admit unchecked. True admits requests
+# of keys without a budget unchecked; budgets always fail closed.
+LIMITS_FAIL_OPEN = env_bool("LIMITS_FAIL_OPEN", False)
 LEDGER_STREAM = os.environ.get("LEDGER_STREAM", "tollgate:usage")
 LEDGER_GROUP = "ingest"
+# Where a web process keeps usage events it could not append to Redis, until it can.
+LEDGER_SPOOL_DIR = os.environ.get("LEDGER_SPOOL_DIR", str(BASE_DIR / "var" / "spool"))
 # An entry pending this long belongs to a dead consumer and is reclaimed.
 LEDGER_RECLAIM_IDLE_MS = env_int("LEDGER_RECLAIM_IDLE_MS", 60_000)
 LEDGER_BATCH_SIZE = env_int("LEDGER_BATCH_SIZE", 500)

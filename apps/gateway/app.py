@@ -11,13 +11,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+import redis
 from django.conf import settings
 
 from apps.gateway.caches import KeyInfo, ModelInfo
 from apps.gateway.http import ClientGone, Exchange, GatewayError, openai_error_bytes
+from apps.gateway.limits import limit_error, limits_unavailable, rate_headers
 from apps.gateway.state import GatewayState
 from apps.keys.hashing import INFERENCE_KEY_PREFIX, secret_hash
 from apps.ledger.events import UsageEvent
+from apps.ledger.spool import spool_append
+from apps.limits.limiter import LimitExceeded, cost_nanos
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +154,7 @@ class MeteredCall:
             created_at=exchange.created_at,
         )
         self.admission = None
+        self.model: ModelInfo | None = None
         # Bytes held back until the event is durable (the last body part of the response).
         self.tail: bytes | None = None
         self.reply: tuple[int, bytes, tuple] | None = None
@@ -205,13 +210,26 @@ class MeteredCall:
         """Check and reserve the key's and tenant's limits (one Redis round trip).
 
         Raises a 429 GatewayError in the caller's protocol when a limit refuses."""
-        self.admission = await self.state.limiter.admit(
-            request_id=self.exchange.request_id,
-            key=self.key,
-            model=model,
-            prompt_tokens=prompt_tokens,
-            max_output_tokens=max_output_tokens,
-        )
+        self.model = model
+        protocol = self.exchange.protocol
+        try:
+            self.admission = await self.state.limiter.admit(
+                request_id=self.exchange.request_id,
+                key=self.key,
+                model=model,
+                prompt_tokens=prompt_tokens,
+                max_output_tokens=max_output_tokens,
+            )
+        except LimitExceeded as exc:
+            raise limit_error(exc, protocol) from None
+        except (redis.RedisError, OSError):
+            # Fail closed by default; fail-open may be chosen for rate limits, never budgets.
+            budgets = (self.key.limits, self.key.tenant_limits)
+            if not settings.LIMITS_FAIL_OPEN or any(s and s.budget_nanos for s in budgets):
+                raise limits_unavailable() from None
+            log.warning("limits unavailable; admitting %s without rate limits", self.key.prefix)
+            return
+        self.exchange.extra_headers.extend(rate_headers(self.admission.rate, protocol))
 
     def _mark(self, outcome: str, status: int) -> None:
         self.event.outcome = outcome
@@ -227,9 +245,16 @@ class MeteredCall:
         event.latency_ms = self.exchange.elapsed_ms()
         event.ttft_ms = self.exchange.ttft_ms()
         try:
-            await self.state.limiter.settle(self.admission, event)
-        except Exception:  # noqa: BLE001
-            log.exception("settling request %s failed", event.request_id)
+            cost = cost_nanos(
+                event.prompt_tokens,
+                event.completion_tokens,
+                event.cached_tokens,
+                self.model.price if self.model else None,
+            )
+            await self.state.limiter.settle(self.admission, event, cost)
+        except Exception:  # noqa: BLE001 - Redis away: keep the event on local disk
+            log.exception("settling %s failed; spooling its usage event", event.request_id)
+            spool_append(event.to_bytes())
 
 
 async def handle_models(state: GatewayState, exchange: Exchange) -> None:

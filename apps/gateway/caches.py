@@ -8,7 +8,7 @@ through Django's async ORM bridge: never on the warm path.
 import asyncio
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from asgiref.sync import sync_to_async
@@ -17,6 +17,7 @@ from django.utils import timezone
 from apps.catalog.models import Backend, Model, Price
 from apps.keys.models import ApiKey
 from apps.keys.selectors import api_key_get_by_hash
+from apps.limits.limiter import LimitSpec
 
 MAX_NEGATIVE_ENTRIES = 10_000
 
@@ -30,7 +31,8 @@ class KeyInfo:
     allowed_models: frozenset[str]
     expires_at: float | None
     revoked: bool
-    limits: dict = field(default_factory=dict)
+    limits: LimitSpec | None = None
+    tenant_limits: LimitSpec | None = None
 
     def may_use(self, model_name: str) -> bool:
         return "*" in self.allowed_models or model_name in self.allowed_models
@@ -45,6 +47,8 @@ def _key_info(api_key: ApiKey) -> KeyInfo:
         allowed_models=frozenset(api_key.allowed_models or ()),
         expires_at=api_key.expires_at.timestamp() if api_key.expires_at else None,
         revoked=api_key.revoked_at is not None,
+        limits=LimitSpec.from_fields(api_key),
+        tenant_limits=LimitSpec.from_fields(api_key.tenant),
     )
 
 

@@ -15,6 +15,7 @@ from apps.core.redis import (
 )
 from apps.gateway.caches import CatalogCache, KeyCache
 from apps.gateway.upstream import UpstreamClient
+from apps.ledger.spool import spool_replay_forever
 from apps.limits.limiter import Limiter
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ class GatewayState:
 
     def start(self) -> None:
         self._background.append(asyncio.create_task(self._listen_invalidations()))
+        self._background.append(
+            asyncio.create_task(spool_replay_forever(self.redis, settings.LEDGER_STREAM))
+        )
         if is_embedded():
             from apps.ledger.embedded import ingest_forever
 

@@ -1,29 +1,220 @@
-"""Admission and settlement against Redis: one round trip each."""
+"""Admission and settlement against Redis: one round trip each, atomic across every
+gateway process and host (see apps/limits/lua.py for the data layout)."""
 
-from dataclasses import dataclass
+import calendar
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_CEILING, Decimal
 
 import redis.asyncio as aioredis
 
 from apps.ledger.events import UsageEvent
+from apps.limits.lua import ADMIT, SETTLE
+
+# Budget money in Redis is integer nano-USD: exact for any price with up to 3 decimals
+# per million tokens, and still 9 million USD of headroom in a 64-bit counter.
+NANOS_PER_USD = Decimal(10**9)
+# TPM and worst-case cost reservations assume this many output tokens when the client
+# set no max_tokens; the real count replaces the reservation at settlement.
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+# How long a slot or reservation outlives a process that died holding it.
+LEASE_MS = 15 * 60 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSpec:
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+    budget_nanos: int | None = None
+    budget_period: str = "monthly"
+
+    @property
+    def active(self) -> bool:
+        return any(
+            v is not None for v in (self.rpm, self.tpm, self.max_concurrent, self.budget_nanos)
+        )
+
+    @classmethod
+    def from_fields(cls, obj) -> "LimitSpec":
+        budget = obj.budget_amount
+        return cls(
+            rpm=obj.rpm,
+            tpm=obj.tpm,
+            max_concurrent=obj.max_concurrent,
+            budget_nanos=int(budget * NANOS_PER_USD) if budget is not None else None,
+            budget_period=obj.budget_period,
+        )
+
+
+def budget_period_bounds(period: str, now: datetime) -> tuple[str, datetime | None]:
+    """(period id, end of period) in UTC; lifetime budgets never reset."""
+    if period == "daily":
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return start.strftime("d%Y%m%d"), start + timedelta(days=1)
+    if period == "monthly":
+        days = calendar.monthrange(now.year, now.month)[1]
+        start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        return start.strftime("m%Y%m"), start + timedelta(days=days)
+    return "life", None
+
+
+def cost_nanos(prompt: int, completion: int, cached: int, price) -> int:
+    """Cost in nano-USD, rounded up; prices are USD per million tokens."""
+    if price is None:
+        return 0
+    micro_usd = (
+        (prompt - cached) * price.input_per_mtok
+        + cached * price.cached_input_per_mtok
+        + completion * price.output_per_mtok
+    )
+    return int((micro_usd * 1000).to_integral_value(rounding=ROUND_CEILING))
+
+
+def scope_keys(scope: str, period_id: str) -> list[str]:
+    base = f"tg:lim:{scope}"
+    return [
+        f"{base}:rpm",
+        f"{base}:tpm",
+        f"{base}:tpmh",
+        f"{base}:tpms",
+        f"{base}:conc",
+        f"{base}:spent:{period_id}",
+        f"{base}:res",
+        f"{base}:resh",
+        f"{base}:ress",
+    ]
+
+
+@dataclass(slots=True)
+class RateState:
+    """What the response headers report: the most specific scope with that limit."""
+
+    rpm: int | None = None
+    rpm_remaining: int = 0
+    rpm_reset_ms: int = 0
+    tpm: int | None = None
+    tpm_remaining: int = 0
+    tpm_reset_ms: int = 0
 
 
 @dataclass(slots=True)
 class Admission:
     request_id: str
-    reserved_tokens: int = 0
-    reserved_cost_micros: int = 0
+    keys: list[str] = field(default_factory=list)
+    budget_expiries: list[int] = field(default_factory=list)
+    rate: RateState | None = None
+
+
+class LimitExceeded(Exception):
+    def __init__(self, reason: str, scope: str, retry_after_ms: int, rate: RateState | None):
+        super().__init__(reason)
+        self.reason = reason  # requests | tokens | concurrency | budget
+        self.scope = scope  # key | tenant
+        self.retry_after_ms = retry_after_ms  # -1: not before a manual change
+        self.rate = rate
 
 
 class Limiter:
     def __init__(self, redis: aioredis.Redis, stream: str) -> None:
         self._redis = redis
         self._stream = stream
+        self._admit = redis.register_script(ADMIT)
+        self._settle = redis.register_script(SETTLE)
 
     async def admit(
-        self, *, request_id: str, key, model, prompt_tokens: int, max_output_tokens: int | None
+        self,
+        *,
+        request_id: str,
+        key,
+        model,
+        prompt_tokens: int,
+        max_output_tokens: int | None,
     ) -> Admission:
-        return Admission(request_id=request_id)
+        scopes = [
+            (f"k:{key.id}", key.limits),
+            (f"t:{key.tenant_id}", key.tenant_limits),
+        ]
+        scopes = [(name, spec) for name, spec in scopes if spec is not None and spec.active]
+        admission = Admission(request_id=request_id)
+        if not scopes:
+            return admission  # nothing to enforce: no round trip
+        output = max_output_tokens if max_output_tokens is not None else DEFAULT_MAX_OUTPUT_TOKENS
+        tokens = prompt_tokens + output
+        worst_cost = cost_nanos(prompt_tokens, output, 0, model.price)
+        now = datetime.now(UTC)
+        args: list = [request_id, tokens, worst_cost, LEASE_MS]
+        for name, spec in scopes:
+            period_id, period_end = budget_period_bounds(spec.budget_period, now)
+            admission.keys.extend(scope_keys(name, period_id))
+            reset_ms = int(period_end.timestamp() * 1000) if period_end else -1
+            args.extend(
+                [
+                    _or_none(spec.rpm),
+                    _or_none(spec.tpm),
+                    _or_none(spec.max_concurrent),
+                    _or_none(spec.budget_nanos),
+                    reset_ms,
+                ]
+            )
+            if spec.budget_nanos is None:
+                admission.budget_expiries.append(-2)
+            else:
+                admission.budget_expiries.append(reset_ms + 86_400_000 if reset_ms >= 0 else -1)
+        result = await self._admit(keys=admission.keys, args=args)
+        rpm_at, tpm_at = _first(scopes, "rpm"), _first(scopes, "tpm")
+        rate = RateState(
+            rpm=scopes[rpm_at][1].rpm if rpm_at >= 0 else None,
+            tpm=scopes[tpm_at][1].tpm if tpm_at >= 0 else None,
+        )
+        if result[0] == 0:
+            reason = result[1].decode() if isinstance(result[1], bytes) else result[1]
+            scope = "key" if scopes[int(result[2]) - 1][0].startswith("k:") else "tenant"
+            raise LimitExceeded(reason, scope, int(result[3]), rate)
+        if rpm_at >= 0:
+            rate.rpm_remaining = max(int(result[1 + 4 * rpm_at]), 0)
+            rate.rpm_reset_ms = int(result[2 + 4 * rpm_at])
+        if tpm_at >= 0:
+            rate.tpm_remaining = max(int(result[3 + 4 * tpm_at]), 0)
+            rate.tpm_reset_ms = int(result[4 + 4 * tpm_at])
+        if rate.rpm is not None or rate.tpm is not None:
+            admission.rate = rate
+        return admission
 
-    async def settle(self, admission: Admission, event: UsageEvent) -> None:
-        """Release reservations and append the usage event to the durable stream."""
-        await self._redis.xadd(self._stream, {"e": event.to_bytes()})
+    async def settle(self, admission: Admission | None, event: UsageEvent, cost: int = 0) -> None:
+        """Replace reservations with the real counts, release the slot and append the
+        usage event to the durable stream, in one round trip."""
+        if admission is None or not admission.keys:
+            await self._redis.xadd(self._stream, {"e": event.to_bytes()})
+            return
+        tokens = event.prompt_tokens + event.completion_tokens
+        args = [
+            admission.request_id,
+            tokens,
+            cost,
+            event.to_bytes(),
+            *admission.budget_expiries,
+        ]
+        # The script object falls back from EVALSHA to EVAL if Redis forgot the script.
+        await self._settle(keys=[*admission.keys, self._stream], args=args)
+
+
+def _or_none(value: int | None) -> int:
+    return -1 if value is None else value
+
+
+def _first(scopes, attribute: str) -> int:
+    for index, (_name, spec) in enumerate(scopes):
+        if getattr(spec, attribute) is not None:
+            return index
+    return -1
+
+
+def reset_duration(ms: int) -> str:
+    """OpenAI's reset format: 1s, 6m0s, 12ms."""
+    if ms < 1000:
+        return f"{ms}ms"
+    seconds = math.ceil(ms / 1000)
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes}m{seconds}s" if minutes else f"{seconds}s"

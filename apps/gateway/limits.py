@@ -1,0 +1,99 @@
+"""Limits as clients see them: rate-limit headers and 429s in each protocol's shape."""
+
+import math
+import time
+from datetime import UTC, datetime
+
+from apps.gateway.http import GatewayError
+from apps.limits.limiter import LimitExceeded, RateState, reset_duration
+
+
+def _rfc3339_after(ms: int) -> bytes:
+    moment = datetime.fromtimestamp(time.time() + ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+
+
+def rate_headers(rate: RateState | None, protocol: str) -> list[tuple[bytes, bytes]]:
+    if rate is None:
+        return []
+    headers = []
+    for kind, limit, remaining, reset_ms in (
+        ("requests", rate.rpm, rate.rpm_remaining, rate.rpm_reset_ms),
+        ("tokens", rate.tpm, rate.tpm_remaining, rate.tpm_reset_ms),
+    ):
+        if limit is None:
+            continue
+        if protocol == "anthropic":
+            prefix = f"anthropic-ratelimit-{kind}-".encode()
+            reset = _rfc3339_after(reset_ms)
+        else:
+            prefix = f"x-ratelimit-{{}}-{kind}".encode()
+            reset = reset_duration(reset_ms).encode()
+        if protocol == "anthropic":
+            headers += [
+                (prefix + b"limit", str(limit).encode()),
+                (prefix + b"remaining", str(remaining).encode()),
+                (prefix + b"reset", reset),
+            ]
+        else:
+            headers += [
+                (prefix.replace(b"{}", b"limit"), str(limit).encode()),
+                (prefix.replace(b"{}", b"remaining"), str(remaining).encode()),
+                (prefix.replace(b"{}", b"reset"), reset),
+            ]
+    return headers
+
+
+_MESSAGES = {
+    "requests": "Rate limit reached for requests per minute on this {scope}.",
+    "tokens": "Rate limit reached for tokens per minute on this {scope}: the request's "
+    "prompt plus max_tokens would exceed it.",
+    "concurrency": "Too many concurrent requests on this {scope}.",
+    "budget": "This {scope} has used up its budget for the current period.",
+}
+
+
+def limit_error(exc: LimitExceeded, protocol: str) -> GatewayError:
+    scope = "API key" if exc.scope == "key" else "organization (tenant)"
+    message = _MESSAGES[exc.reason].format(scope=scope)
+    headers = rate_headers(exc.rate, protocol)
+    if exc.retry_after_ms >= 0:
+        seconds = max(1, math.ceil(exc.retry_after_ms / 1000))
+        message += f" Please retry after {seconds}s."
+        headers += [
+            (b"retry-after", str(seconds).encode()),
+            (b"retry-after-ms", str(max(exc.retry_after_ms, 1)).encode()),
+        ]
+    if exc.reason == "budget":
+        # Retrying cannot help until the period resets or the budget is raised.
+        headers.append((b"x-should-retry", b"false"))
+        return GatewayError(
+            429,
+            message,
+            error_type="insufficient_quota",
+            code="insufficient_quota",
+            outcome="budget_exceeded",
+            headers=headers,
+            anthropic_type="rate_limit_error",
+        )
+    return GatewayError(
+        429,
+        message,
+        error_type="tokens" if exc.reason == "tokens" else "requests",
+        code="rate_limit_exceeded",
+        outcome=f"limit_{exc.reason}",
+        headers=headers,
+        anthropic_type="rate_limit_error",
+    )
+
+
+def limits_unavailable() -> GatewayError:
+    return GatewayError(
+        503,
+        "Limits cannot be checked right now; the request was not sent. Please retry.",
+        error_type="server_error",
+        code="limits_unavailable",
+        outcome="limits_unavailable",
+        anthropic_type="api_error",
+        headers=[(b"retry-after", b"1")],
+    )
