@@ -15,8 +15,10 @@ from django.db import transaction
 from django.utils.dateparse import parse_date, parse_datetime
 
 from apps.catalog.models import Backend, Deployment, Model, Price
+from apps.core.redis import KEYS_INVALIDATE_CHANNEL, publish
 from apps.keys.models import ApiKey
 from apps.keys.services import api_key_issue, api_key_update
+from apps.limits.fields import BudgetPeriod
 from apps.tenants.models import Tenant
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -279,10 +281,31 @@ def _apply_models(items: list, backends: dict[str, Backend], result: ApplyResult
                 result.changes.append(f"price of {name} from {effective_from:%Y-%m-%d} updated")
 
 
+LIMIT_FIELDS = {"rpm", "tpm", "max_concurrent", "budget"}
+
+
+def _limit_values(doc: _Doc) -> dict[str, Any]:
+    """rpm, tpm, max_concurrent and budget: {amount: "5.00", period: monthly}; absent = none."""
+    values: dict[str, Any] = {
+        name: doc.number(name, integer=True) for name in ("rpm", "tpm", "max_concurrent")
+    }
+    budget = doc.data.get("budget")
+    if budget is None:
+        values.update(budget_amount=None, budget_period=BudgetPeriod.MONTHLY)
+        return values
+    budget_doc = _Doc(budget, doc.sub("budget"))
+    budget_doc.check_keys({"amount", "period"})
+    period = budget_doc.text("period", default=BudgetPeriod.MONTHLY)
+    if period not in BudgetPeriod.values:
+        raise ConfigError(budget_doc.sub("period"), f"must be one of {BudgetPeriod.values}")
+    values.update(budget_amount=budget_doc.decimal("amount"), budget_period=period)
+    return values
+
+
 def _apply_keys(tenant: Tenant, doc: _Doc, result: ApplyResult) -> None:
     for j, raw_key in enumerate(doc.seq("keys")):
         key_doc = _Doc(raw_key, f"{doc.path}.keys[{j}]")
-        key_doc.check_keys({"name", "models", "expires_at", *KEY_FIELD_HANDLERS})
+        key_doc.check_keys({"name", "models", "expires_at", *LIMIT_FIELDS, *KEY_FIELD_HANDLERS})
         name = key_doc.text("name")
         allowed = key_doc.str_list("models")
         for k, model_name in enumerate(allowed):
@@ -291,6 +314,7 @@ def _apply_keys(tenant: Tenant, doc: _Doc, result: ApplyResult) -> None:
         values: dict[str, Any] = {
             "allowed_models": allowed,
             "expires_at": key_doc.when("expires_at", required=False),
+            **_limit_values(key_doc),
         }
         for field_name, handler in KEY_FIELD_HANDLERS.items():
             values.update(handler(key_doc, field_name))
@@ -309,11 +333,14 @@ def _apply_keys(tenant: Tenant, doc: _Doc, result: ApplyResult) -> None:
 def _apply_tenants(items: list, result: ApplyResult) -> None:
     for i, raw in enumerate(items):
         doc = _Doc(raw, f"tenants[{i}]")
-        doc.check_keys({"name", "display_name", "keys", *TENANT_FIELD_HANDLERS})
+        doc.check_keys({"name", "display_name", "keys", *LIMIT_FIELDS, *TENANT_FIELD_HANDLERS})
         name = doc.text("name")
         if not re.fullmatch(r"[-a-zA-Z0-9_]+", name):
             raise ConfigError(doc.sub("name"), "use letters, digits, '-' and '_' only")
-        values: dict[str, Any] = {"display_name": doc.text("display_name", required=False) or ""}
+        values: dict[str, Any] = {
+            "display_name": doc.text("display_name", required=False) or "",
+            **_limit_values(doc),
+        }
         for field_name, handler in TENANT_FIELD_HANDLERS.items():
             values.update(handler(doc, field_name))
         tenant, created = Tenant.objects.get_or_create(name=name, defaults=values)
@@ -322,6 +349,8 @@ def _apply_tenants(items: list, result: ApplyResult) -> None:
         elif _set_fields(tenant, values):
             tenant.save()
             result.changes.append(f"tenant {name} updated")
+            # Keys carry their tenant's limits in every gateway's cache.
+            transaction.on_commit(lambda: publish(KEYS_INVALIDATE_CHANNEL, "*"))
         _apply_keys(tenant, doc, result)
 
 
