@@ -221,7 +221,7 @@ def start_celery_worker(server_env: dict[str, str], name: str = "worker") -> Pro
 @dataclass
 class Seed:
     tenant_name: str
-    secret: str  # may call test-model (and its alias) and slow-model
+    secret: str  # may call test-model (and its alias), slow-model, failover-model, claude-fake
     restricted_secret: str  # may call other-model only
     model: str = "test-model"
 
@@ -254,6 +254,13 @@ def seed_document(upstream_base_url: str, tenant: str = "acme") -> dict:
                 "base_url": "http://127.0.0.1:9/v1",
                 "connect_timeout_s": 0.5,
             },
+            {
+                "name": "fake-anthropic",
+                "kind": "anthropic",
+                "base_url": upstream_base_url,
+                "api_key": "anthropic-upstream-secret",
+                "timeout_s": 10,
+            },
         ],
         "models": [
             {
@@ -280,12 +287,20 @@ def seed_document(upstream_base_url: str, tenant: str = "acme") -> dict:
                     {"backend": "fake", "upstream_model": "fake-failover", "weight": 1},
                 ],
             },
+            {
+                "name": "claude-fake",
+                "prices": [price],
+                "deployments": [{"backend": "fake-anthropic", "upstream_model": "claude-upstream"}],
+            },
         ],
         "tenants": [
             {
                 "name": tenant,
                 "keys": [
-                    {"name": "main", "models": ["test-model", "slow-model", "failover-model"]},
+                    {
+                        "name": "main",
+                        "models": ["test-model", "slow-model", "failover-model", "claude-fake"],
+                    },
                     {"name": "restricted", "models": ["other-model"]},
                 ],
             },
@@ -300,3 +315,10 @@ def seed(transactional_db, upstream) -> Seed:
     result = config_apply(document=seed_document(upstream.base_url))
     secrets = {k["name"]: k["secret"] for k in result.keys_created}
     return Seed(tenant_name="acme", secret=secrets["main"], restricted_secret=secrets["restricted"])
+
+
+def pytest_configure(config) -> None:
+    import logging
+
+    for noisy in ("httpx", "httpx2", "httpcore", "openai", "anthropic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -7,6 +7,7 @@ import logging
 import redis
 from django.conf import settings
 
+from apps.core.fastredis import FastRedis
 from apps.core.redis import (
     CATALOG_INVALIDATE_CHANNEL,
     KEYS_INVALIDATE_CHANNEL,
@@ -27,7 +28,8 @@ class GatewayState:
         self.keys = KeyCache(settings.GATEWAY_KEY_CACHE_TTL_S)
         self.catalog = CatalogCache(settings.GATEWAY_KEY_CACHE_TTL_S)
         self.upstream = UpstreamClient(settings.GATEWAY_UPSTREAM_POOL_SIZE)
-        self.limiter = Limiter(self.redis, settings.LEDGER_STREAM)
+        self.fast_redis = None if is_embedded() else FastRedis(settings.REDIS_URL)
+        self.limiter = Limiter(self.redis, settings.LEDGER_STREAM, self.fast_redis)
         self._background: list[asyncio.Task] = []
         self.listening = asyncio.Event()
 
@@ -76,4 +78,6 @@ class GatewayState:
         for task in self._background:
             task.cancel()
         await self.upstream.close()
+        if self.fast_redis is not None:
+            await self.fast_redis.close()
         await self.redis.aclose()

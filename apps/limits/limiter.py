@@ -9,6 +9,7 @@ from decimal import ROUND_CEILING, Decimal
 
 import redis.asyncio as aioredis
 
+from apps.core.fastredis import FastRedis
 from apps.ledger.events import UsageEvent
 from apps.limits.lua import ADMIT, SETTLE
 
@@ -117,11 +118,22 @@ class LimitExceeded(Exception):
 
 
 class Limiter:
-    def __init__(self, redis: aioredis.Redis, stream: str) -> None:
+    def __init__(self, redis: aioredis.Redis, stream: str, fast: FastRedis | None = None) -> None:
         self._redis = redis
         self._stream = stream
-        self._admit = redis.register_script(ADMIT)
-        self._settle = redis.register_script(SETTLE)
+        self._fast = fast
+        self._scripts = {
+            "admit": redis.register_script(ADMIT),
+            "settle": redis.register_script(SETTLE),
+        }
+        self._shas = (
+            {"admit": fast.register(ADMIT), "settle": fast.register(SETTLE)} if fast else {}
+        )
+
+    async def _run(self, script: str, keys: list, args: list):
+        if self._fast is not None:
+            return await self._fast.evalsha(self._shas[script], keys, args)
+        return await self._scripts[script](keys=keys, args=args)
 
     async def admit(
         self,
@@ -162,7 +174,7 @@ class Limiter:
                 admission.budget_expiries.append(-2)
             else:
                 admission.budget_expiries.append(reset_ms + 86_400_000 if reset_ms >= 0 else -1)
-        result = await self._admit(keys=admission.keys, args=args)
+        result = await self._run("admit", admission.keys, args)
         rpm_at, tpm_at = _first(scopes, "rpm"), _first(scopes, "tpm")
         rate = RateState(
             rpm=scopes[rpm_at][1].rpm if rpm_at >= 0 else None,
@@ -186,7 +198,10 @@ class Limiter:
         """Replace reservations with the real counts, release the slot and append the
         usage event to the durable stream, in one round trip."""
         if admission is None or not admission.keys:
-            await self._redis.xadd(self._stream, {"e": event.to_bytes()})
+            if self._fast is not None:
+                await self._fast.execute("XADD", self._stream, "*", "e", event.to_bytes())
+            else:
+                await self._redis.xadd(self._stream, {"e": event.to_bytes()})
             return
         tokens = event.prompt_tokens + event.completion_tokens
         args = [
@@ -196,8 +211,7 @@ class Limiter:
             event.to_bytes(),
             *admission.budget_expiries,
         ]
-        # The script object falls back from EVALSHA to EVAL if Redis forgot the script.
-        await self._settle(keys=[*admission.keys, self._stream], args=args)
+        await self._run("settle", [*admission.keys, self._stream], args)
 
 
 def _or_none(value: int | None) -> int:
