@@ -195,8 +195,11 @@ def main() -> None:
     try:
         wait_port(upstream_port)
         secret = setup(env, upstream_port, limits=not args.no_limits)
+        server_cmd = os.environ.get("BENCH_SERVER_CMD")  # e.g. a profiling wrapper
         gateway = subprocess.Popen(
-            [
+            [*server_cmd.split(), str(gateway_port)]
+            if server_cmd
+            else [
                 str(BIN / "uvicorn"),
                 "apps.platform.asgi:application",
                 "--port",

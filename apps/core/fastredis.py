@@ -43,6 +43,14 @@ class _Connection(asyncio.Protocol):
                 waiter.set_exception(error)
 
 
+def _expire(conn: _Connection, waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(RedisTimeoutError("Redis did not answer in time"))
+        # A late reply would be matched to the wrong waiter: drop the connection.
+        if conn.transport is not None:
+            conn.transport.close()
+
+
 class FastRedis:
     def __init__(self, url: str, connections: int = 4, timeout_s: float = 5.0) -> None:
         parsed = urlparse(url)
@@ -84,23 +92,23 @@ class FastRedis:
                 if self._db:
                     setup.append(["SELECT", self._db])
                 for command in setup:
-                    reply = await self._send(conn, command)
+                    reply = await self._send(conn, tuple(command))
                     if isinstance(reply, hiredis.ReplyError):
                         raise ResponseError(str(reply))
                 self._connections[slot] = conn
             return conn
 
     async def _send(self, conn: _Connection, args) -> object:
-        waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
         conn.waiters.append(waiter)
-        conn.transport.write(hiredis.pack_command(tuple(args)))
+        conn.transport.write(hiredis.pack_command(args))
+        # A bare timer is far cheaper than asyncio.timeout() on this path.
+        timer = loop.call_later(self._timeout, _expire, conn, waiter)
         try:
-            async with asyncio.timeout(self._timeout):
-                return await waiter
-        except TimeoutError:
-            # A reply may still come and would be matched to the wrong waiter: drop the link.
-            conn.transport.close()
-            raise RedisTimeoutError("Redis did not answer in time") from None
+            return await waiter
+        finally:
+            timer.cancel()
 
     async def execute(self, *args) -> object:
         conn = await self._connection(next(self._next))

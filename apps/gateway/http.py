@@ -119,6 +119,8 @@ class Exchange:
         self, status: int, body: bytes, headers: tuple | list = (JSON_CONTENT_TYPE,)
     ) -> None:
         self.response_started = True
+        # A length (not chunked encoding) lets the server write the body in one go.
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
         await self.send(
             {
                 "type": "http.response.start",

@@ -13,7 +13,23 @@ def _rfc3339_after(ms: int) -> bytes:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
 
 
+_HEADER_NAMES = {
+    (protocol, kind): tuple(
+        (
+            f"anthropic-ratelimit-{kind}-{part}"
+            if protocol == "anthropic"
+            else f"x-ratelimit-{part}-{kind}"
+        ).encode()
+        for part in ("limit", "remaining", "reset")
+    )
+    for protocol in ("openai", "anthropic")
+    for kind in ("requests", "tokens")
+}
+
+
 def rate_headers(rate: RateState | None, protocol: str) -> list[tuple[bytes, bytes]]:
+    """OpenAI: x-ratelimit-{limit,remaining,reset}-{requests,tokens}, reset as a duration;
+    Anthropic: anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}, reset as a time."""
     if rate is None:
         return []
     headers = []
@@ -23,24 +39,16 @@ def rate_headers(rate: RateState | None, protocol: str) -> list[tuple[bytes, byt
     ):
         if limit is None:
             continue
+        limit_name, remaining_name, reset_name = _HEADER_NAMES[protocol, kind]
         if protocol == "anthropic":
-            prefix = f"anthropic-ratelimit-{kind}-".encode()
             reset = _rfc3339_after(reset_ms)
         else:
-            prefix = f"x-ratelimit-{{}}-{kind}".encode()
             reset = reset_duration(reset_ms).encode()
-        if protocol == "anthropic":
-            headers += [
-                (prefix + b"limit", str(limit).encode()),
-                (prefix + b"remaining", str(remaining).encode()),
-                (prefix + b"reset", reset),
-            ]
-        else:
-            headers += [
-                (prefix.replace(b"{}", b"limit"), str(limit).encode()),
-                (prefix.replace(b"{}", b"remaining"), str(remaining).encode()),
-                (prefix.replace(b"{}", b"reset"), reset),
-            ]
+        headers += [
+            (limit_name, str(limit).encode()),
+            (remaining_name, str(remaining).encode()),
+            (reset_name, reset),
+        ]
     return headers
 
 

@@ -1,6 +1,6 @@
 """The usage event: what the gateway appends to the durable stream for every request."""
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -28,7 +28,7 @@ class UsageEvent:
     content_filter: dict[str, Any] | None = field(default=None)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self)  # orjson serialises dataclasses natively, ~50x asdict
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "UsageEvent":

@@ -2,6 +2,7 @@
 gateway process and host (see apps/limits/lua.py for the data layout)."""
 
 import calendar
+import functools
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -49,16 +50,23 @@ class LimitSpec:
         )
 
 
-def budget_period_bounds(period: str, now: datetime) -> tuple[str, datetime | None]:
-    """(period id, end of period) in UTC; lifetime budgets never reset."""
+@functools.lru_cache(maxsize=64)
+def _period_bounds(period: str, year: int, month: int, day: int) -> tuple[str, int]:
     if period == "daily":
-        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        return start.strftime("d%Y%m%d"), start + timedelta(days=1)
+        start = datetime(year, month, day, tzinfo=UTC)
+        end = start + timedelta(days=1)
+        return f"d{year}{month:02d}{day:02d}", int(end.timestamp() * 1000)
     if period == "monthly":
-        days = calendar.monthrange(now.year, now.month)[1]
-        start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        return start.strftime("m%Y%m"), start + timedelta(days=days)
-    return "life", None
+        end = datetime(year, month, 1, tzinfo=UTC) + timedelta(
+            days=calendar.monthrange(year, month)[1]
+        )
+        return f"m{year}{month:02d}", int(end.timestamp() * 1000)
+    return "life", -1
+
+
+def budget_period_bounds(period: str, now: datetime) -> tuple[str, int]:
+    """(period id, end of the period in epoch ms, -1 for never) in UTC."""
+    return _period_bounds(period, now.year, now.month, now.day)
 
 
 def cost_nanos(prompt: int, completion: int, cached: int, price) -> int:
@@ -73,9 +81,10 @@ def cost_nanos(prompt: int, completion: int, cached: int, price) -> int:
     return int((micro_usd * 1000).to_integral_value(rounding=ROUND_CEILING))
 
 
-def scope_keys(scope: str, period_id: str) -> list[str]:
+@functools.lru_cache(maxsize=4096)
+def scope_keys(scope: str, period_id: str) -> tuple[str, ...]:
     base = f"tg:lim:{scope}"
-    return [
+    return (
         f"{base}:rpm",
         f"{base}:tpm",
         f"{base}:tpmh",
@@ -85,7 +94,7 @@ def scope_keys(scope: str, period_id: str) -> list[str]:
         f"{base}:res",
         f"{base}:resh",
         f"{base}:ress",
-    ]
+    )
 
 
 @dataclass(slots=True)
@@ -158,9 +167,8 @@ class Limiter:
         now = datetime.now(UTC)
         args: list = [request_id, tokens, worst_cost, LEASE_MS]
         for name, spec in scopes:
-            period_id, period_end = budget_period_bounds(spec.budget_period, now)
+            period_id, reset_ms = budget_period_bounds(spec.budget_period, now)
             admission.keys.extend(scope_keys(name, period_id))
-            reset_ms = int(period_end.timestamp() * 1000) if period_end else -1
             args.extend(
                 [
                     _or_none(spec.rpm),
