@@ -23,6 +23,18 @@ class _Connection(asyncio.Protocol):
         self.waiters: collections.deque[asyncio.Future] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.outgoing: list[bytes] = []
+
+    def queue(self, command: bytes) -> None:
+        """Coalesce the commands of concurrent requests into one write per loop turn."""
+        if not self.outgoing:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.outgoing.append(command)
+
+    def flush(self) -> None:
+        if self.outgoing and self.transport is not None and not self.closed:
+            self.transport.write(b"".join(self.outgoing))
+        self.outgoing.clear()
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -52,7 +64,7 @@ def _expire(conn: _Connection, waiter: asyncio.Future) -> None:
 
 
 class FastRedis:
-    def __init__(self, url: str, connections: int = 4, timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, connections: int = 2, timeout_s: float = 5.0) -> None:
         parsed = urlparse(url)
         self._host = parsed.hostname or "127.0.0.1"
         self._port = parsed.port or 6379
@@ -102,7 +114,7 @@ class FastRedis:
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         conn.waiters.append(waiter)
-        conn.transport.write(hiredis.pack_command(args))
+        conn.queue(hiredis.pack_command(args))
         # A bare timer is far cheaper than asyncio.timeout() on this path.
         timer = loop.call_later(self._timeout, _expire, conn, waiter)
         try:
