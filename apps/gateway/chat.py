@@ -1,10 +1,22 @@
-"""POST /v1/chat/completions."""
+"""POST /v1/chat/completions.
+
+OpenAI-compatible deployments are relayed here (the hot path); a model with an
+Anthropic-native deployment also goes through apps.gateway.anthropic_backend, which
+translates the request per deployment and the answer back.
+"""
 
 import time
 
 import aiohttp
 import orjson
 
+from apps.gateway.anthropic_backend import (
+    answer_chat_once,
+    chat_request_builder,
+    has_anthropic_deployment,
+    relay_chat_stream,
+    translate_chat_request,
+)
 from apps.gateway.app import MeteredCall, authenticate, parse_json_body, resolve_model
 from apps.gateway.caches import ModelInfo
 from apps.gateway.forward import open_upstream, rewrite_model
@@ -42,11 +54,19 @@ async def chat_completion(call: MeteredCall) -> None:
     stream = body.get("stream") is True
     call.event.stream = stream
     max_output = body.get("max_completion_tokens") or body.get("max_tokens")
+    # Translated once, before admission, so an untranslatable request is a plain 400.
+    translated = translate_chat_request(body) if has_anthropic_deployment(model) else None
     await call.admit(model, estimate_prompt_tokens(body), max_output)
     if stream:
-        await _relay_stream(call, body, model)
+        await _relay_stream(call, body, model, translated)
     else:
-        await _relay_once(call, body, model)
+        await _relay_once(call, body, model, translated)
+
+
+def _builder(body: dict, translated: dict | None):
+    if translated is None:
+        return lambda d: rewrite_model(body, d.upstream_model)
+    return chat_request_builder(body, translated)
 
 
 def _record_deployment(call: MeteredCall):
@@ -67,15 +87,20 @@ def _settle_usage(call: MeteredCall, body: dict, usage, completion_estimate: int
         event.prompt_tokens, event.completion_tokens, event.cached_tokens = counts
 
 
-async def _relay_once(call: MeteredCall, body: dict, model: ModelInfo) -> None:
+async def _relay_once(
+    call: MeteredCall, body: dict, model: ModelInfo, translated: dict | None
+) -> None:
     async with open_upstream(
         call.state.upstream,
         model,
         "/chat/completions",
-        lambda d: rewrite_model(body, d.upstream_model),
+        _builder(body, translated),
         stream=False,
         on_deployment=_record_deployment(call),
-    ) as (response, _deployment):
+    ) as (response, deployment):
+        if deployment.kind == "anthropic":
+            await answer_chat_once(call, body, model, response)
+            return
         try:
             raw = await response.read()
         except (aiohttp.ClientError, TimeoutError):
@@ -108,22 +133,28 @@ async def _relay_once(call: MeteredCall, body: dict, model: ModelInfo) -> None:
     call.reply = (200, orjson.dumps(answer), (JSON_CONTENT_TYPE,))
 
 
-async def _relay_stream(call: MeteredCall, body: dict, model: ModelInfo) -> None:
+async def _relay_stream(
+    call: MeteredCall, body: dict, model: ModelInfo, translated: dict | None
+) -> None:
     options = body.get("stream_options")
     client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
     body["stream_options"] = {**(options or {}), "include_usage": True}
     relay = ChatStreamRelay(model.name, client_wants_usage)
     exchange = call.exchange
-    failed = False
+    failed = native = False
     try:
         async with open_upstream(
             call.state.upstream,
             model,
             "/chat/completions",
-            lambda d: rewrite_model(body, d.upstream_model),
+            _builder(body, translated),
             stream=True,
             on_deployment=_record_deployment(call),
-        ) as (response, _deployment):
+        ) as (response, deployment):
+            if deployment.kind == "anthropic":
+                native = True  # it meters the usage itself
+                await relay_chat_stream(call, body, model, response, client_wants_usage)
+                return
             if "text/event-stream" not in response.headers.get("Content-Type", ""):
                 # Some servers answer a stream request with a plain completion.
                 await _replay_as_stream(call, body, relay, await response.read())
@@ -147,7 +178,7 @@ async def _relay_stream(call: MeteredCall, body: dict, model: ModelInfo) -> None
             except (aiohttp.ClientError, TimeoutError):
                 failed = True
     finally:
-        if exchange.response_started:  # nothing reached the client: nothing to bill
+        if exchange.response_started and not native:  # nothing reached the client: no bill
             _settle_usage(call, body, relay.usage, relay.content_chunks)
     ended_cleanly = relay.done or (relay.finish_reasons and not relay.error and not failed)
     if relay.error or not ended_cleanly:

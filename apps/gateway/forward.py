@@ -10,6 +10,7 @@ from django.conf import settings
 
 from apps.gateway.caches import DeploymentInfo, ModelInfo
 from apps.gateway.http import GatewayError
+from apps.gateway.protocol.anthropic import ANTHROPIC_ERROR_TYPES
 from apps.gateway.protocol.openai import normalise_upstream_error
 from apps.gateway.upstream import UpstreamClient
 
@@ -29,6 +30,12 @@ def upstream_error(status: int, raw: bytes, deployment: DeploymentInfo) -> Gatew
             outcome=f"upstream_{status}",
             anthropic_type="api_error",
         )
+    # An Anthropic-native backend names the error type itself (413 request_too_large, …).
+    anthropic_type = (
+        body["type"]
+        if deployment.kind == "anthropic" and body["type"] in ANTHROPIC_ERROR_TYPES
+        else None
+    )
     return GatewayError(
         status if 400 <= status < 500 else 502,
         body["message"],
@@ -36,6 +43,7 @@ def upstream_error(status: int, raw: bytes, deployment: DeploymentInfo) -> Gatew
         code=body["code"],
         param=body["param"],
         outcome=f"upstream_{status}",
+        anthropic_type=anthropic_type if status < 500 else "api_error",
     )
 
 
@@ -98,6 +106,10 @@ async def open_upstream(
 
     Connect errors, 429 and 5xx move on to the next deployment (at most
     GATEWAY_MAX_ATTEMPTS); nothing has reached the client yet when they do.
+
+    ``build_body(deployment)`` returns the request body, or ``(path, body)`` when the
+    deployment decides the path too (an Anthropic-native backend takes /messages where
+    an OpenAI-compatible one takes /chat/completions); ``path`` is the default.
     """
     deployments = model.deployment_order()
     if not deployments:
@@ -116,8 +128,11 @@ async def open_upstream(
         if on_deployment is not None:
             on_deployment(deployment)
         payload = build_body(deployment)
+        target = path
+        if type(payload) is tuple:
+            target, payload = payload
         try:
-            request = client.post(deployment, path, payload, stream=stream)
+            request = client.post(deployment, target, payload, stream=stream)
             response = await request.__aenter__()
         except aiohttp.ConnectionTimeoutError:
             reason = "unavailable"

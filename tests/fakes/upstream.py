@@ -1,9 +1,13 @@
-"""A fake OpenAI-compatible inference server for the tests (run as a separate process).
+"""A fake inference server for the tests (run as a separate process): OpenAI-compatible
+(POST /v1/chat/completions) and Anthropic-native (POST /v1/messages and
+/v1/messages/count_tokens, answering in Anthropic's format: content blocks, tool_use,
+stop_sequence, event streams with pings and input_json_delta).
 
-Behaviour is steered by directives in the last user message, e.g. "#status=503",
+Behaviour is steered by directives in the user/system messages, e.g. "#status=503",
 "#chunks=20", "#delay_ms=50", "#cut=3" (drop the connection after 3 chunks),
-"#mid_error", "#no_usage", "#hang". It records every request it received and counts
-requests in flight and cancelled streams: GET /_stats, POST /_reset.
+"#mid_error", "#no_usage", "#hang"; Anthropic route also "#cache_read=N" and
+"#cache_create=N" (cache token counts in its usage). It records every request it
+received and counts requests in flight and cancelled streams: GET /_stats, POST /_reset.
 """
 
 import argparse
@@ -41,8 +45,12 @@ def _prompt_tokens(body: dict) -> int:
     return sum(len(_text_of(m.get("content")).split()) + 3 for m in body.get("messages") or [])
 
 
-def _answer(body: dict, directives: dict[str, str]) -> tuple[list[str], list | None, str]:
-    """(words, tool_calls, finish_reason) the fake model produces."""
+def _answer(
+    body: dict, directives: dict[str, str]
+) -> tuple[list[str], list | None, str, str | None]:
+    """(words, tool_calls, finish_reason, matched stop string) the fake model produces.
+
+    The matched stop string is reported as vLLM does (``choices[].stop_reason``)."""
     messages = body.get("messages") or []
     last = messages[-1] if messages else {}
     if body.get("tools") and body.get("tool_choice") != "none" and last.get("role") != "tool":
@@ -57,20 +65,21 @@ def _answer(body: dict, directives: dict[str, str]) -> tuple[list[str], list | N
                 }
             ],
             "tool_calls",
+            None,
         )
     if last.get("role") == "tool":
-        return ["The", "tool", "said:", _text_of(last.get("content"))], None, "stop"
+        return ["The", "tool", "said:", _text_of(last.get("content"))], None, "stop", None
     count = int(directives.get("chunks", "5"))
     words = [f"w{i}" for i in range(count)]
     stop = body.get("stop")
     stops = [stop] if isinstance(stop, str) else (stop or [])
     for i, word in enumerate(words):
         if word in stops:
-            return words[:i], None, "stop"
+            return words[:i], None, "stop", word
     max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
     if isinstance(max_tokens, int) and max_tokens < len(words):
-        return words[:max_tokens], None, "length"
-    return words, None, "stop"
+        return words[:max_tokens], None, "length", None
+    return words, None, "stop", None
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
@@ -103,7 +112,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
             await asyncio.sleep(3600)
         if "hold_ms" in directives:
             await asyncio.sleep(int(directives["hold_ms"]) / 1000)
-        words, tool_calls, finish = _answer(body, directives)
+        words, tool_calls, finish, matched = _answer(body, directives)
         n = body.get("n") or 1
         prompt = _prompt_tokens(body)
         usage = {
@@ -119,6 +128,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
                 {
                     "index": i,
                     "finish_reason": finish,
+                    "stop_reason": matched,
                     "logprobs": None,
                     "message": {
                         "role": "assistant",
@@ -140,14 +150,22 @@ async def chat(request: web.Request) -> web.StreamResponse:
             STATE["completed"] += 1
             return web.Response(body=orjson.dumps(answer), content_type="application/json")
         return await _stream(
-            request, body, directives, words, tool_calls, finish, usage, (cid, created, model)
+            request,
+            body,
+            directives,
+            words,
+            tool_calls,
+            (finish, matched),
+            usage,
+            (cid, created, model),
         )
     finally:
         STATE["in_flight"] -= 1
 
 
-async def _stream(request, body, directives, words, tool_calls, finish, usage, ident):
+async def _stream(request, body, directives, words, tool_calls, finished, usage, ident):
     cid, created, model = ident
+    finish, matched = finished
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
@@ -237,7 +255,12 @@ async def _stream(request, body, directives, words, tool_calls, finish, usage, i
             if delay:
                 await asyncio.sleep(delay)
         await response.write(
-            event([{"index": i, "delta": {}, "finish_reason": finish} for i in range(n)])
+            event(
+                [
+                    {"index": i, "delta": {}, "finish_reason": finish, "stop_reason": matched}
+                    for i in range(n)
+                ]
+            )
         )
         if include_usage:
             await response.write(
@@ -249,6 +272,272 @@ async def _stream(request, body, directives, words, tool_calls, finish, usage, i
     except (asyncio.CancelledError, ConnectionResetError):
         STATE["cancelled"] += 1
         raise
+
+
+# ---------------------------------------------------------------------------
+# Anthropic-native routes
+# ---------------------------------------------------------------------------
+
+ANTHROPIC_ERROR_TYPE = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def _blocks_text(content) -> str:
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content or []:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            parts.append(block.get("text", ""))
+        elif block.get("type") == "tool_result":
+            parts.append(_blocks_text(block.get("content")))
+    return " ".join(parts)
+
+
+def _anthropic_directives(body: dict) -> dict[str, str]:
+    texts = [_blocks_text(body.get("system"))]
+    texts += [
+        _blocks_text(m.get("content"))
+        for m in body.get("messages") or []
+        if isinstance(m, dict) and m.get("role") == "user"
+    ]
+    found: dict[str, str] = {}
+    for text in texts:
+        found.update({k: v or "1" for k, v in DIRECTIVE.findall(text)})
+    return found
+
+
+def _anthropic_input_tokens(body: dict) -> int:
+    system = len(_blocks_text(body.get("system")).split())
+    return system + sum(
+        len(_blocks_text(m.get("content")).split()) + 3
+        for m in body.get("messages") or []
+        if isinstance(m, dict)
+    )
+
+
+def _anthropic_answer(body: dict, directives: dict[str, str]) -> tuple[list[dict], str, str | None]:
+    """(content blocks, stop_reason, stop_sequence) the fake Claude produces."""
+    messages = body.get("messages") or []
+    last = messages[-1] if messages else {}
+    content = last.get("content")
+    results = (
+        [b for b in content or [] if isinstance(b, dict) and b.get("type") == "tool_result"]
+        if isinstance(content, list)
+        else []
+    )
+    tools = body.get("tools") or []
+    choice = (body.get("tool_choice") or {}).get("type")
+    if tools and choice != "none" and not results:
+        return (
+            [
+                {"type": "text", "text": "Let me check."},
+                {
+                    "type": "tool_use",
+                    "id": "toolu_" + uuid.uuid4().hex[:20],
+                    "name": tools[0]["name"],
+                    "input": {"city": "Oslo", "days": [1, 2]},
+                },
+            ],
+            "tool_use",
+            None,
+        )
+    if results:
+        return (
+            [{"type": "text", "text": "The tool said: " + _blocks_text(results[0].get("content"))}],
+            "end_turn",
+            None,
+        )
+    count = int(directives.get("chunks", "5"))
+    words = [f"w{i}" for i in range(count)]
+    stops = body.get("stop_sequences") or []
+    stop_reason, stop_sequence = "end_turn", None
+    for i, word in enumerate(words):
+        if word in stops:
+            words, stop_reason, stop_sequence = words[:i], "stop_sequence", word
+            break
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, int) and max_tokens < len(words):
+        words, stop_reason = words[:max_tokens], "max_tokens"
+    return [{"type": "text", "text": " ".join(words)}], stop_reason, stop_sequence
+
+
+def _record(request: web.Request, body) -> None:
+    STATE["requests"].append(
+        {
+            "headers": {str(k): v for k, v in request.headers.items()},
+            "body": body,
+            "path": request.path,
+        }
+    )
+
+
+def _anthropic_error(status: int, message: str | None = None) -> web.Response:
+    error_type = ANTHROPIC_ERROR_TYPE.get(status, "api_error")
+    return web.json_response(
+        {
+            "type": "error",
+            "error": {"type": error_type, "message": message or f"fake failure {status}"},
+            "request_id": "req_fake",
+        },
+        status=status,
+    )
+
+
+def _sse(name: str, data: dict) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps({"type": name, **data}) + b"\n\n"
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    body = orjson.loads(await request.read())
+    _record(request, body)
+    if "x-api-key" not in request.headers or "anthropic-version" not in request.headers:
+        return _anthropic_error(401, "missing x-api-key or anthropic-version")
+    directives = _anthropic_directives(body)
+    STATE["in_flight"] += 1
+    STATE["max_in_flight"] = max(STATE["max_in_flight"], STATE["in_flight"])
+    try:
+        if "status" in directives:
+            return _anthropic_error(int(directives["status"]))
+        if "hang" in directives:
+            await asyncio.sleep(3600)
+        if "hold_ms" in directives:
+            await asyncio.sleep(int(directives["hold_ms"]) / 1000)
+        content, stop_reason, stop_sequence = _anthropic_answer(body, directives)
+        text_words = sum(len(b["text"].split()) for b in content if b["type"] == "text")
+        usage = {
+            "input_tokens": _anthropic_input_tokens(body),
+            "cache_creation_input_tokens": int(directives.get("cache_create", "0")),
+            "cache_read_input_tokens": int(directives.get("cache_read", "0")),
+            "output_tokens": text_words + (7 if stop_reason == "tool_use" else 0),
+        }
+        message = {
+            "id": "msg_" + uuid.uuid4().hex[:20],
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": stop_sequence,
+            "usage": usage,
+        }
+        if not body.get("stream"):
+            STATE["completed"] += 1
+            return web.Response(body=orjson.dumps(message), content_type="application/json")
+        return await _messages_stream(request, directives, message)
+    finally:
+        STATE["in_flight"] -= 1
+
+
+async def _messages_stream(request, directives, message) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    delay = int(directives.get("delay_ms", "0")) / 1000
+    cut = int(directives["cut"]) if "cut" in directives else None
+    usage = message["usage"]
+    start = {
+        **message,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {**usage, "output_tokens": 1},
+    }
+    deltas = 0
+    try:
+        await response.write(_sse("message_start", {"message": start}))
+        await response.write(_sse("ping", {}))
+        for index, block in enumerate(message["content"]):
+            if block["type"] == "text":
+                await response.write(
+                    _sse(
+                        "content_block_start",
+                        {"index": index, "content_block": {"type": "text", "text": ""}},
+                    )
+                )
+                words = block["text"].split(" ")
+                for position, word in enumerate(words):
+                    if cut is not None and deltas >= cut:
+                        request.transport.close()
+                        return response
+                    if position == len(words) // 2 and "mid_error" in directives:
+                        await response.write(
+                            _sse(
+                                "error",
+                                {"error": {"type": "overloaded_error", "message": "Overloaded"}},
+                            )
+                        )
+                        return response
+                    text = word if position == 0 else " " + word
+                    await response.write(
+                        _sse(
+                            "content_block_delta",
+                            {"index": index, "delta": {"type": "text_delta", "text": text}},
+                        )
+                    )
+                    deltas += 1
+                    if position == 1:
+                        await response.write(_sse("ping", {}))
+                    if delay:
+                        await asyncio.sleep(delay)
+            else:
+                await response.write(
+                    _sse(
+                        "content_block_start",
+                        {"index": index, "content_block": {**block, "input": {}}},
+                    )
+                )
+                raw = orjson.dumps(block["input"]).decode()
+                cut_at = len(raw) // 3
+                for piece in ("", raw[:cut_at], raw[cut_at:]):
+                    await response.write(
+                        _sse(
+                            "content_block_delta",
+                            {
+                                "index": index,
+                                "delta": {"type": "input_json_delta", "partial_json": piece},
+                            },
+                        )
+                    )
+            await response.write(_sse("content_block_stop", {"index": index}))
+        final_usage = {"output_tokens": usage["output_tokens"]}
+        await response.write(
+            _sse(
+                "message_delta",
+                {
+                    "delta": {
+                        "stop_reason": message["stop_reason"],
+                        "stop_sequence": message["stop_sequence"],
+                    },
+                    "usage": final_usage,
+                },
+            )
+        )
+        await response.write(_sse("message_stop", {}))
+        STATE["completed"] += 1
+        return response
+    except (asyncio.CancelledError, ConnectionResetError):
+        STATE["cancelled"] += 1
+        raise
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    body = orjson.loads(await request.read())
+    _record(request, body)
+    directives = _anthropic_directives(body)
+    if "status" in directives:
+        return _anthropic_error(int(directives["status"]))
+    return web.json_response({"input_tokens": _anthropic_input_tokens(body) + 1000})
 
 
 async def models(request: web.Request) -> web.Response:
@@ -267,6 +556,8 @@ async def reset(request: web.Request) -> web.Response:
 def build_app() -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/_stats", stats)
     app.router.add_post("/_reset", reset)

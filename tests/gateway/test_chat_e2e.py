@@ -164,7 +164,12 @@ def test_models_lists_only_what_the_key_may_use(gateway, seed):
     with pytest.raises(openai.NotFoundError):
         client(gateway, seed.restricted_secret).models.retrieve("test-model")
     r = httpx.get(gateway + "/v1/models", headers={"x-api-key": seed.secret})
-    assert {m["id"] for m in r.json()["data"]} == {"test-model", "slow-model", "failover-model"}
+    assert {m["id"] for m in r.json()["data"]} == {
+        "test-model",
+        "slow-model",
+        "failover-model",
+        "claude-fake",
+    }
 
 
 def test_failover_to_the_next_deployment_before_any_byte(gateway, seed, upstream, celery_worker):

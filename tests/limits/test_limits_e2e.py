@@ -152,8 +152,10 @@ def test_budget_holds_under_200_parallel_requests(
     }
     assert len(admitted_ids) == admitted
     records = wait_until(
-        lambda: (qs := UsageRecord.objects.filter(request_id__in=admitted_ids)).count() == admitted
-        and list(qs)
+        lambda: (
+            (qs := UsageRecord.objects.filter(request_id__in=admitted_ids)).count() == admitted
+            and list(qs)
+        )
     )
     spent_micro_usd = sum(r.prompt_tokens * 1 + r.completion_tokens * 2 for r in records)
     assert spent_micro_usd * 1000 <= budget_nanos

@@ -6,10 +6,15 @@ Pure Python (no Django). See /work/shared/protocols.md §2.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
+
+from .sse import SSEParser
 
 __all__ = [
     "ANTHROPIC_ERROR_TYPES",
@@ -17,7 +22,12 @@ __all__ = [
     "TranslationError",
     "anthropic_error_body",
     "anthropic_error_type_for_status",
+    "anthropic_model",
+    "anthropic_model_list",
+    "MessagesStreamRelay",
+    "anthropic_usage_counts",
     "estimate_message_tokens",
+    "message_events",
     "messages_sse_event",
     "parse_sse_events",
     "status_for_anthropic_error_type",
@@ -93,6 +103,69 @@ def anthropic_error_body(error_type: str, message: str, request_id: str | None =
 
 
 # ---------------------------------------------------------------------------
+# Models (§2.6)
+# ---------------------------------------------------------------------------
+
+MODEL_LIST_DEFAULT_LIMIT = 20
+MODEL_LIST_MAX_LIMIT = 1000
+
+
+def anthropic_model(name: str, display_name: str, created: int) -> dict:
+    """One model object: ``{"type":"model","id","display_name","created_at"}`` (RFC 3339)."""
+    created_at = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "type": "model",
+        "id": name,
+        "display_name": display_name or name,
+        "created_at": created_at,
+    }
+
+
+def _query(scope: dict) -> dict[str, str]:
+    raw = scope.get("query_string") or b""
+    try:
+        parsed = parse_qs(raw.decode("latin-1"), keep_blank_values=False)
+    except ValueError:
+        return {}
+    return {k: v[-1] for k, v in parsed.items() if v}
+
+
+def anthropic_model_list(objects: list[dict], scope: dict) -> dict:
+    """A page of model objects in Anthropic's list shape.
+
+    Honours ``limit`` (1–1000, default 20; an invalid value falls back to the default),
+    ``after_id`` (the page after that id) and ``before_id`` (the page just before it).
+    An unknown id yields an empty page. ``has_more`` says whether more exist in the
+    direction of travel, as the SDK's paginator expects.
+    """
+    query = _query(scope)
+    try:
+        limit = int(query.get("limit", MODEL_LIST_DEFAULT_LIMIT))
+    except ValueError:
+        limit = MODEL_LIST_DEFAULT_LIMIT
+    limit = min(max(limit, 1), MODEL_LIST_MAX_LIMIT)
+    ids = [o["id"] for o in objects]
+    after_id, before_id = query.get("after_id"), query.get("before_id")
+    if before_id is not None:
+        end = ids.index(before_id) if before_id in ids else 0
+        start = max(end - limit, 0)
+        page, has_more = objects[start:end], start > 0
+    else:
+        if after_id is not None:
+            start = ids.index(after_id) + 1 if after_id in ids else len(objects)
+        else:
+            start = 0
+        page = objects[start : start + limit]
+        has_more = start + limit < len(objects)
+    return {
+        "data": page,
+        "has_more": has_more,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+    }
+
+
+# ---------------------------------------------------------------------------
 # SSE framing (§2.4)
 # ---------------------------------------------------------------------------
 
@@ -100,6 +173,66 @@ def anthropic_error_body(error_type: str, message: str, request_id: str | None =
 def messages_sse_event(event_type: str, data: dict) -> bytes:
     """One Anthropic SSE event: ``event: <type>\\ndata: <compact json>\\n\\n``."""
     return b"event: " + event_type.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def message_events(message: dict) -> list[tuple[str, dict]]:
+    """The event sequence that streams a complete Message (a backend that answered a
+    stream request with a plain JSON body is replayed through this)."""
+    usage = dict(message.get("usage") or {})
+    start = {
+        **message,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {**usage, "output_tokens": 0},
+    }
+    events: list[tuple[str, dict]] = [
+        ("message_start", {"type": "message_start", "message": start}),
+        ("ping", {"type": "ping"}),
+    ]
+    index = 0
+    for block in message.get("content") or []:
+        if not isinstance(block, dict):
+            continue
+        btype = block.get("type")
+        deltas: list[dict] = []
+        if btype == "text":
+            opened = {"type": "text", "text": ""}
+            if block.get("text"):
+                deltas.append({"type": "text_delta", "text": block["text"]})
+        elif btype == "tool_use":
+            opened = {**block, "input": {}}
+            if block.get("input"):
+                partial = orjson.dumps(block["input"]).decode()
+                deltas.append({"type": "input_json_delta", "partial_json": partial})
+        elif btype == "thinking":
+            opened = {"type": "thinking", "thinking": "", "signature": ""}
+            if block.get("thinking"):
+                deltas.append({"type": "thinking_delta", "thinking": block["thinking"]})
+            if block.get("signature"):
+                deltas.append({"type": "signature_delta", "signature": block["signature"]})
+        else:
+            opened = block
+        events.append(
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": opened},
+            )
+        )
+        events.extend(
+            ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d})
+            for d in deltas
+        )
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+        index += 1
+    usage.setdefault("output_tokens", 0)
+    delta = {
+        "stop_reason": message.get("stop_reason"),
+        "stop_sequence": message.get("stop_sequence"),
+    }
+    events.append(("message_delta", {"type": "message_delta", "delta": delta, "usage": usage}))
+    events.append(("message_stop", {"type": "message_stop"}))
+    return events
 
 
 def parse_sse_events(raw: bytes | str) -> list[tuple[str | None, str]]:
@@ -509,3 +642,162 @@ def estimate_message_tokens(body: dict) -> int:
                 {k: tool.get(k) for k in ("name", "description", "input_schema") if k in tool}
             )
     return math.ceil(text_bytes / 4) + fixed
+
+
+# ---------------------------------------------------------------------------
+# Usage and the passthrough stream relay (Anthropic-native backends)
+# ---------------------------------------------------------------------------
+
+
+def anthropic_usage_counts(usage: Any) -> tuple[int, int, int] | None:
+    """(prompt, completion, cached) in the ledger's OpenAI convention, or None.
+
+    Cached tokens count inside ``prompt`` and again in ``cached``: prompt =
+    input_tokens + cache_creation_input_tokens + cache_read_input_tokens, cached =
+    cache_read_input_tokens.
+    """
+    if not isinstance(usage, dict):
+        return None
+    input_tokens = usage.get("input_tokens")
+    output_tokens = usage.get("output_tokens")
+    if not _is_int(input_tokens) or not _is_int(output_tokens):
+        return None
+    creation = usage.get("cache_creation_input_tokens")
+    read = usage.get("cache_read_input_tokens")
+    creation = creation if _is_int(creation) else 0
+    read = read if _is_int(read) else 0
+    return input_tokens + creation + read, output_tokens, read
+
+
+# The end of an SSE event: a blank line, whatever the line endings.
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r|\n\r\n")
+_USAGE_KEYS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
+
+
+def _last_event_end(buffer: bytes) -> int:
+    return max(
+        (i + len(sep) for sep in (b"\n\n", b"\r\r", b"\n\r\n") if (i := buffer.rfind(sep)) >= 0),
+        default=0,
+    )
+
+
+class MessagesStreamRelay:
+    """Relays an Anthropic-native backend's event stream to an Anthropic client.
+
+    Bytes pass through unchanged, cut only at event boundaries (so a stream the
+    upstream truncates never leaves the client half an event before our ``error``),
+    except ``message_start``, whose ``message.model`` is rewritten to the public name.
+    Only message_start / message_delta / message_stop / error are JSON-parsed, to
+    capture usage (message_delta values override message_start's, §2.4) and the end.
+    """
+
+    __slots__ = (
+        "public_model",
+        "usage",
+        "final_usage",
+        "content_deltas",
+        "stopped",
+        "error",
+        "_parser",
+        "_pending",
+        "_start_done",
+    )
+
+    def __init__(self, public_model: str) -> None:
+        self.public_model = public_model
+        self.usage: dict[str, int] = {}
+        self.final_usage = False  # message_delta carried output_tokens
+        self.content_deltas = 0
+        self.stopped = False  # message_stop seen
+        self.error: dict | None = None  # the upstream's error event
+        self._parser = SSEParser()
+        self._pending = b""
+        self._start_done = False
+
+    @property
+    def finished(self) -> bool:
+        return self.stopped or self.error is not None
+
+    def feed(self, data: bytes) -> bytes:
+        """Raw upstream bytes in, the bytes to send on (complete events only)."""
+        for event, payload in self._parser.feed(data):
+            self._observe(event, payload)
+        buffer = self._pending + data if self._pending else data
+        cut = _last_event_end(buffer)
+        if cut == 0:
+            self._pending = buffer
+            return b""
+        ready, self._pending = buffer[:cut], buffer[cut:]
+        if not self._start_done:
+            ready = self._rewrite_start(ready)
+        return ready
+
+    def counts(self) -> tuple[int | None, int | None, int]:
+        """(prompt, completion, cached) as far as the upstream told us (None = unknown)."""
+        usage = self.usage
+        input_tokens = usage.get("input_tokens")
+        cached = usage.get("cache_read_input_tokens", 0)
+        prompt = (
+            None
+            if input_tokens is None
+            else input_tokens + usage.get("cache_creation_input_tokens", 0) + cached
+        )
+        completion = usage.get("output_tokens") if self.final_usage else None
+        return prompt, completion, cached
+
+    def _observe(self, event: bytes | None, payload: bytes) -> None:
+        if event == b"content_block_delta":
+            self.content_deltas += 1
+            return
+        if event not in (b"message_start", b"message_delta", b"message_stop", b"error"):
+            return
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(data, dict):
+            return
+        if event == b"message_stop":
+            self.stopped = True
+        elif event == b"error":
+            error = data.get("error")
+            self.error = error if isinstance(error, dict) else {"message": str(error)}
+        else:
+            holder = data.get("message") if event == b"message_start" else data
+            usage = holder.get("usage") if isinstance(holder, dict) else None
+            if isinstance(usage, dict):
+                for key in _USAGE_KEYS:
+                    if _is_int(usage.get(key)):
+                        self.usage[key] = usage[key]
+                if event == b"message_delta" and _is_int(usage.get("output_tokens")):
+                    self.final_usage = True
+
+    def _rewrite_start(self, ready: bytes) -> bytes:
+        out: list[bytes] = []
+        position = 0
+        for match in _EVENT_END.finditer(ready):
+            raw = ready[position : match.end()]
+            position = match.end()
+            if self._start_done:
+                out.append(raw)
+                continue
+            parsed = parse_sse_events(raw)
+            name = parsed[0][0] if parsed else None
+            if name == "message_start":
+                try:
+                    data = orjson.loads(parsed[0][1])
+                    data["message"]["model"] = self.public_model
+                    raw = messages_sse_event("message_start", data)
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    pass
+                self._start_done = True
+            elif parsed and name != "ping":
+                self._start_done = True  # no message_start first: nothing to rewrite
+            out.append(raw)
+        out.append(ready[position:])
+        return b"".join(out)

@@ -1,0 +1,405 @@
+"""POST /v1/messages and POST /v1/messages/count_tokens: the Anthropic Messages API.
+
+The deployment's kind decides the upstream request (a model may mix both kinds; a
+failover crosses kinds freely, since nothing reached the client before):
+
+* ``openai`` (any OpenAI-compatible server): the request is translated
+  (``messages_to_chat_request``) and POSTed to ``/chat/completions``; the answer is
+  translated back, streams chunk by chunk into Anthropic's event sequence.
+* ``anthropic``: passed through untouched but for ``model`` (the upstream name) to
+  ``/messages``; streams are relayed byte for byte, parsed only for usage and to put
+  the public model name in ``message_start``.
+
+Ledger: protocol ``anthropic``, endpoint ``messages``, tokens in the OpenAI convention
+(cached tokens inside ``prompt_tokens`` and again in ``cached_tokens``: see README,
+"Token counts"). ``count_tokens`` is not billed: it appends a usage event with 0 tokens
+and endpoint ``messages.count_tokens`` (an audit trail of calls, never a cost).
+"""
+
+import dataclasses
+
+import aiohttp
+import orjson
+
+from apps.gateway.app import MeteredCall, authenticate, parse_json_body, resolve_model
+from apps.gateway.caches import ModelInfo
+from apps.gateway.forward import open_upstream, rewrite_model
+from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError
+from apps.gateway.protocol.anthropic import (
+    MessagesStreamRelay,
+    TranslationError,
+    anthropic_usage_counts,
+    estimate_message_tokens,
+    message_events,
+    messages_sse_event,
+    validate_messages_request,
+)
+from apps.gateway.protocol.anthropic_to_openai import (
+    ChatStreamToMessagesStream,
+    ToolNameMap,
+    chat_response_to_message,
+    messages_to_chat_request,
+)
+from apps.gateway.protocol.openai import estimate_text_tokens, usage_counts
+from apps.gateway.protocol.sse import SSEParser
+from apps.gateway.state import GatewayState
+
+STREAM_ERROR_MESSAGE = "The upstream failed while streaming the response."
+MAX_MODEL_NAME = 128
+
+
+async def handle_messages(state: GatewayState, exchange: Exchange) -> None:
+    key = await authenticate(state, exchange)
+    await MeteredCall(state, exchange, key, "messages").run(create_message)
+
+
+async def handle_count_tokens(state: GatewayState, exchange: Exchange) -> None:
+    key = await authenticate(state, exchange)
+    await MeteredCall(state, exchange, key, "messages.count_tokens").run(count_tokens)
+
+
+def invalid_request(message: str) -> GatewayError:
+    param = message.partition(":")[0] if ":" in message else None
+    return GatewayError(
+        400,
+        message,
+        param=param,
+        outcome="invalid_request",
+        anthropic_type="invalid_request_error",
+    )
+
+
+def upstream_bad_response() -> GatewayError:
+    return GatewayError(
+        502,
+        "The upstream sent a response this gateway cannot read.",
+        error_type="server_error",
+        outcome="upstream_bad_response",
+        anthropic_type="api_error",
+    )
+
+
+def _parse(call: MeteredCall, *, require_max_tokens: bool) -> dict:
+    body = parse_json_body(call.raw_body)
+    if isinstance(body, dict) and isinstance(body.get("model"), str):
+        call.event.model = body["model"][:MAX_MODEL_NAME]
+    problem = validate_messages_request(body, require_max_tokens=require_max_tokens)
+    if problem:
+        raise invalid_request(problem)
+    return body
+
+
+def _record_deployment(call: MeteredCall):
+    def record(deployment) -> None:
+        call.event.deployment = deployment.label
+
+    return record
+
+
+async def _read(response: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await response.read()
+    except (aiohttp.ClientError, TimeoutError):
+        raise GatewayError(
+            502,
+            "The upstream failed while sending the response.",
+            error_type="server_error",
+            outcome="upstream_error",
+            anthropic_type="api_error",
+        ) from None
+
+
+def _loads(raw: bytes):
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _is_message(answer) -> bool:
+    return (
+        isinstance(answer, dict)
+        and answer.get("type") == "message"
+        and isinstance(answer.get("content"), list)
+    )
+
+
+# ---------------------------------------------------------------------------
+# POST /v1/messages
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(slots=True)
+class _Request:
+    body: dict
+    model: ModelInfo
+    prompt_estimate: int
+    chat_body: dict | None  # the translation, when an OpenAI-compatible deployment may serve
+    names: ToolNameMap | None
+
+    def build(self, deployment) -> tuple[str, bytes]:
+        if deployment.kind == "anthropic":
+            return "/messages", rewrite_model(self.body, deployment.upstream_model)
+        return "/chat/completions", rewrite_model(self.chat_body, deployment.upstream_model)
+
+
+async def create_message(call: MeteredCall) -> None:
+    body = _parse(call, require_max_tokens=True)
+    model = await resolve_model(call.state, call.key, body["model"])
+    call.event.model = model.name
+    stream = body.get("stream") is True
+    call.event.stream = stream
+    chat_body = names = None
+    if any(d.kind != "anthropic" for d in model.deployments):
+        try:
+            chat_body, names = messages_to_chat_request(body, upstream_model="")
+        except TranslationError as exc:
+            raise invalid_request(exc.message) from None
+    request = _Request(body, model, estimate_message_tokens(body), chat_body, names)
+    await call.admit(model, request.prompt_estimate, body["max_tokens"])
+    async with open_upstream(
+        call.state.upstream,
+        model,
+        "/messages",
+        request.build,
+        stream=stream,
+        on_deployment=_record_deployment(call),
+    ) as (response, deployment):
+        native = deployment.kind == "anthropic"
+        if not stream:
+            raw = await _read(response)
+        elif "text/event-stream" not in response.headers.get("Content-Type", ""):
+            # Some servers answer a stream request with a plain body: replay it as a stream.
+            raw = await _read(response)
+            message = _message(call, request, raw, native)
+            await call.exchange.start_stream()
+            call.tail = b"".join(messages_sse_event(n, d) for n, d in message_events(message))
+            return
+        elif native:
+            await _relay_native_stream(call, request, response)
+            return
+        else:
+            await _relay_translated_stream(call, request, response)
+            return
+    message = _message(call, request, raw, native)
+    call.reply = (200, orjson.dumps(message), (JSON_CONTENT_TYPE,))
+
+
+def _message(call: MeteredCall, request: _Request, raw: bytes, native: bool) -> dict:
+    if native:
+        return _native_message(call, request, raw)
+    return _translated_message(call, request, raw)
+
+
+def _native_message(call: MeteredCall, request: _Request, raw: bytes) -> dict:
+    """An Anthropic backend's Message, model renamed, usage metered."""
+    answer = _loads(raw)
+    if not _is_message(answer):
+        raise upstream_bad_response()
+    answer["model"] = request.model.name
+    counts = anthropic_usage_counts(answer.get("usage"))
+    event = call.event
+    if counts is None:
+        event.prompt_tokens = request.prompt_estimate
+        event.completion_tokens = estimate_text_tokens(_text_of(answer))
+        event.tokens_estimated = True
+    else:
+        event.prompt_tokens, event.completion_tokens, event.cached_tokens = counts
+    return answer
+
+
+def _translated_message(call: MeteredCall, request: _Request, raw: bytes) -> dict:
+    """An OpenAI backend's chat completion as an Anthropic Message, usage metered."""
+    answer = _loads(raw)
+    if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+        raise upstream_bad_response()
+    message = chat_response_to_message(
+        answer,
+        model=request.model.name,
+        names=request.names or ToolNameMap(),
+        stop_sequences=request.body.get("stop_sequences"),
+    )
+    counts = usage_counts(answer.get("usage"))
+    event = call.event
+    if counts is None:
+        event.prompt_tokens = request.prompt_estimate
+        event.completion_tokens = estimate_text_tokens(_text_of(message))
+        event.tokens_estimated = True
+        message["usage"] = {
+            **message["usage"],
+            "input_tokens": event.prompt_tokens,
+            "output_tokens": event.completion_tokens,
+        }
+    else:
+        event.prompt_tokens, event.completion_tokens, event.cached_tokens = counts
+    return message
+
+
+def _text_of(message: dict) -> str:
+    parts = []
+    for block in message.get("content") or ():
+        if isinstance(block, dict):
+            if block.get("type") == "text":
+                parts.append(str(block.get("text") or ""))
+            elif block.get("type") == "tool_use":
+                parts.append(orjson.dumps(block.get("input") or {}).decode())
+    return "".join(parts)
+
+
+def _mark_stream_failed(call: MeteredCall) -> None:
+    call.event.outcome = "upstream_stream_error"
+    call.event.status = 502
+
+
+async def _relay_native_stream(
+    call: MeteredCall, request: _Request, response: aiohttp.ClientResponse
+) -> None:
+    """Anthropic backend → Anthropic client: bytes through, usage captured."""
+    exchange = call.exchange
+    relay = MessagesStreamRelay(request.model.name)
+    tail: list[bytes] = []
+    failed = False
+    await exchange.start_stream()
+    try:
+        try:
+            async for data in response.content.iter_any():
+                out = relay.feed(data)
+                if relay.finished:
+                    # The last event is held back until the usage event is durable.
+                    tail.append(out)
+                    break
+                if out:
+                    await exchange.stream_send(out)
+        except (aiohttp.ClientError, TimeoutError):
+            failed = True
+    finally:
+        prompt, completion, cached = relay.counts()
+        event = call.event
+        event.prompt_tokens = request.prompt_estimate if prompt is None else prompt
+        event.cached_tokens = cached
+        if completion is None or not relay.finished:
+            # Cut short (client gone, upstream failed): the content events delivered.
+            event.completion_tokens = max(completion or 0, relay.content_deltas)
+            event.tokens_estimated = True
+        else:
+            event.completion_tokens = completion
+        event.tokens_estimated = event.tokens_estimated or prompt is None
+    if not relay.stopped:
+        _mark_stream_failed(call)
+    if not relay.finished:  # never a silent close (§4)
+        message = STREAM_ERROR_MESSAGE if failed else "The upstream stream ended early."
+        error = {"type": "error", "error": {"type": "api_error", "message": message}}
+        tail.append(messages_sse_event("error", error))
+    call.tail = b"".join(tail)
+
+
+async def _relay_translated_stream(
+    call: MeteredCall, request: _Request, response: aiohttp.ClientResponse
+) -> None:
+    """OpenAI backend → Anthropic client: chunks converted to Anthropic's events."""
+    exchange = call.exchange
+    converter = ChatStreamToMessagesStream(
+        request.model.name,
+        request.names or ToolNameMap(),
+        "msg_" + exchange.request_id.removeprefix("req_"),
+        request.prompt_estimate,
+        stop_sequences=request.body.get("stop_sequences"),
+    )
+    done = failed = False
+    upstream_error: dict | None = None
+    content_chunks = 0
+    parser = SSEParser()
+
+    def convert(payloads) -> list[bytes]:
+        nonlocal done, upstream_error, content_chunks
+        out = []
+        for _event, payload in payloads:
+            if payload.startswith(b"[DONE]"):
+                done = True
+                break
+            chunk = _loads(payload)
+            if not isinstance(chunk, dict):
+                continue  # keep-alives and junk some servers emit
+            if "error" in chunk and "choices" not in chunk:
+                error = chunk["error"]
+                upstream_error = error if isinstance(error, dict) else {"message": str(error)}
+                break
+            piece = converter.feed(chunk)
+            if piece:
+                if b"content_block_delta" in piece:
+                    content_chunks += 1
+                out.append(piece)
+        return out
+
+    await exchange.start_stream()
+    try:
+        try:
+            async for data in response.content.iter_any():
+                out = convert(parser.feed(data))
+                if out:
+                    await exchange.stream_send(b"".join(out))
+                if done or upstream_error:
+                    break
+            else:
+                out = convert(parser.flush())
+                if out:
+                    await exchange.stream_send(b"".join(out))
+        except (aiohttp.ClientError, TimeoutError):
+            failed = True
+    finally:
+        event = call.event
+        prompt, completion = converter.prompt_tokens, converter.completion_tokens
+        if prompt is not None and completion is not None:
+            event.prompt_tokens, event.completion_tokens = prompt, completion
+            event.cached_tokens = converter.cached_tokens or 0
+        else:
+            event.prompt_tokens = request.prompt_estimate if prompt is None else prompt
+            event.completion_tokens = content_chunks
+            event.tokens_estimated = True
+    ended_cleanly = done or (converter.finish_reason is not None and not upstream_error)
+    if upstream_error is not None or failed or not ended_cleanly:
+        message = str((upstream_error or {}).get("message") or STREAM_ERROR_MESSAGE)
+        _mark_stream_failed(call)
+        call.tail = converter.error("api_error", message)
+        return
+    call.tail = converter.finish()
+    if call.event.tokens_estimated and converter.completion_tokens is None:
+        # Completed without usage: bill what the client was told in message_delta.
+        call.event.completion_tokens = converter.output_tokens
+
+
+# ---------------------------------------------------------------------------
+# POST /v1/messages/count_tokens
+# ---------------------------------------------------------------------------
+
+
+async def count_tokens(call: MeteredCall) -> None:
+    """``{"input_tokens": N}``: from an Anthropic-native deployment's own
+    /messages/count_tokens when the model has one (its 4xx relayed; unreachable or
+    5xx falls back to the estimate), else ``estimate_message_tokens`` (documented
+    there: ⌈text bytes / 4⌉ + per-message, per-tool and per-image charges)."""
+    body = _parse(call, require_max_tokens=False)
+    model = await resolve_model(call.state, call.key, body["model"])
+    call.event.model = model.name
+    native = tuple(d for d in model.deployments if d.kind == "anthropic")
+    count = None
+    if native:
+        try:
+            async with open_upstream(
+                call.state.upstream,
+                dataclasses.replace(model, deployments=native),
+                "/messages/count_tokens",
+                lambda d: rewrite_model(body, d.upstream_model),
+                stream=False,
+                on_deployment=_record_deployment(call),
+            ) as (response, _deployment):
+                answer = _loads(await _read(response))
+        except GatewayError as exc:
+            if exc.status < 500:
+                raise
+            answer = None
+        if isinstance(answer, dict) and isinstance(answer.get("input_tokens"), int):
+            count = answer["input_tokens"]
+    if count is None:
+        count = estimate_message_tokens(body)
+    call.reply = (200, orjson.dumps({"input_tokens": count}), (JSON_CONTENT_TYPE,))
