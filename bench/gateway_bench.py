@@ -179,7 +179,7 @@ def main() -> None:
     env = {
         **os.environ,
         "DATABASE_URL": os.environ.get(
-            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tollgate_bench"
+            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tollgate_gateway_bench"
         ),
         "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
         "LEDGER_STREAM": "tollgate:bench:usage",

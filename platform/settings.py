@@ -53,6 +53,8 @@ INSTALLED_APPS = [
     "apps.limits",
     "apps.gateway",
     "apps.provisioning",
+    "apps.billing",
+    "apps.moderation",
 ]
 
 MIDDLEWARE = [
@@ -106,7 +108,29 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "ledger-ingest": {"task": "ledger.ingest", "schedule": 1.0},
-    "keys-flush-last-used": {"task": "keys.flush_last_used", "schedule": 30.0},
+    "limits-reconcile-budgets": {"task": "limits.reconcile_budgets", "schedule": 300.0},
+    # Billing (apps/billing): rollups each minute, statements hourly, reconciliation daily.
+    "billing-rollups": {"task": "billing.rollups", "schedule": 60.0},
+    "billing-statements": {"task": "billing.statements", "schedule": 3600.0},
+    "billing-reconcile": {"task": "billing.reconcile", "schedule": 86400.0},
+}
+
+# Billing
+# Rollups re-read records ingested this long before their last run (open transactions).
+BILLING_ROLLUP_OVERLAP_S = env_int("BILLING_ROLLUP_OVERLAP_S", 300)
+# A month's statements close this long after the month ends (late events still land in it).
+BILLING_STATEMENT_CLOSE_GRACE_H = env_int("BILLING_STATEMENT_CLOSE_GRACE_H", 6)
+BILLING_RECONCILE_DAYS = env_int("BILLING_RECONCILE_DAYS", 2)
+
+# Management API (/api/): tenant admin tokens (tga-…) or a staff session.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "apps.tenants.authentication.AdminTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
 # Gateway

@@ -1,7 +1,16 @@
+import os
 import platform
 
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Gauge,
+    generate_latest,
+    multiprocess,
+)
 
 from apps.core.redis import sync_client
 
@@ -29,3 +38,31 @@ def readyz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"status": "ok" if ok else "unavailable", **checks}, status=200 if ok else 503
     )
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus exposition: the process's (or, in multiprocess mode, all processes')
+    gateway metrics plus the metering pipeline's state read from Redis."""
+    from apps.ledger.selectors import ledger_pipeline_state
+
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    body = generate_latest(registry)
+    pipeline = CollectorRegistry()
+    state = ledger_pipeline_state()
+    for name, help_text, value in (
+        ("tollgate_ledger_stream_length", "Usage events waiting in the stream.", state["length"]),
+        ("tollgate_ledger_pending", "Events read but not yet acknowledged.", state["pending"]),
+        (
+            "tollgate_ledger_lag_seconds",
+            "Age of the oldest event not yet ingested.",
+            state["lag_seconds"],
+        ),
+    ):
+        if value is not None:
+            Gauge(name, help_text, registry=pipeline).set(value)
+    body += generate_latest(pipeline)
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

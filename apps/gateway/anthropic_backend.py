@@ -14,6 +14,7 @@ import orjson
 
 from apps.gateway.app import MeteredCall
 from apps.gateway.caches import ModelInfo
+from apps.gateway.filtering import blocked_chat_tail, filter_chat_completion, stream_filter_done
 from apps.gateway.forward import rewrite_model
 from apps.gateway.http import JSON_CONTENT_TYPE, GatewayError
 from apps.gateway.protocol.anthropic import (
@@ -112,6 +113,8 @@ async def answer_chat_once(
     message = await _read_message(response)
     _settle_message_usage(call, body, message)
     completion = message_response_to_chat(message, model=model.name)
+    if call.screen is not None:
+        await filter_chat_completion(call, completion)
     call.reply = (200, orjson.dumps(completion), (JSON_CONTENT_TYPE,))
 
 
@@ -163,6 +166,7 @@ async def relay_chat_stream(
             yield event.decode("utf-8", "replace"), data
 
     failed = False
+    flt = call.screen.chat_filter() if call.screen is not None else None
     if "text/event-stream" not in response.headers.get("Content-Type", ""):
         message = await _read_message(response)
         await exchange.start_stream()
@@ -175,17 +179,29 @@ async def relay_chat_stream(
                 async for data in response.content.iter_any():
                     out = convert(parsed(parser.feed(data)))
                     if out:
-                        await exchange.stream_send(b"".join(out))
-                    if converter.done:
+                        sent = b"".join(out)
+                        if flt is not None:
+                            sent = await flt.feed(sent)
+                        if sent:
+                            await exchange.stream_send(sent)
+                    if converter.done or (flt is not None and flt.blocked):
                         break
                 else:
                     out = convert(parsed(parser.flush()))
                     if out:
-                        await exchange.stream_send(b"".join(out))
+                        sent = b"".join(out)
+                        if flt is not None:
+                            sent = await flt.feed(sent)
+                        if sent:
+                            await exchange.stream_send(sent)
             except (aiohttp.ClientError, TimeoutError):
                 failed = True
         finally:
             _settle_stream_usage(call, body, converter, state)
+    if flt is not None and flt.blocked:
+        stream_filter_done(call, flt.guard, flt.delivered_content_chunks)
+        call.tail = blocked_chat_tail(call, flt, model.name, client_wants_usage)
+        return
     if not converter.done or state["upstream_error"] or failed:
         call.event.outcome = "upstream_stream_error"
         call.event.status = 502
@@ -194,6 +210,10 @@ async def relay_chat_stream(
     else:
         _settle_stream_usage(call, body, converter, state)
     call.tail = b"".join(tail)
+    if flt is not None:
+        call.tail = await flt.finish(call.tail)
+        if stream_filter_done(call, flt.guard, flt.delivered_content_chunks):
+            call.tail = blocked_chat_tail(call, flt, model.name, client_wants_usage)
 
 
 def _settle_stream_usage(

@@ -17,6 +17,7 @@ from django.conf import settings
 from apps.gateway.caches import KeyInfo, ModelInfo
 from apps.gateway.http import ClientGone, Exchange, GatewayError, openai_error_bytes
 from apps.gateway.limits import limit_error, limits_unavailable, rate_headers
+from apps.gateway.metrics import LIMIT_REFUSALS, observe_request
 from apps.gateway.state import GatewayState
 from apps.keys.hashing import INFERENCE_KEY_PREFIX, secret_hash
 from apps.ledger.events import UsageEvent
@@ -159,6 +160,8 @@ class MeteredCall:
         self.tail: bytes | None = None
         self.reply: tuple[int, bytes, tuple] | None = None
         self.raw_body = b""
+        # Content filtering of this request (apps/gateway/filtering.py); None = off.
+        self.screen = None
 
     async def run(self, body: Callable[["MeteredCall"], Awaitable[None]]) -> None:
         exchange = self.exchange
@@ -221,6 +224,7 @@ class MeteredCall:
                 max_output_tokens=max_output_tokens,
             )
         except LimitExceeded as exc:
+            LIMIT_REFUSALS.labels(exc.reason, exc.scope).inc()
             raise limit_error(exc, protocol) from None
         except (redis.RedisError, OSError):
             # Fail closed by default; fail-open may be chosen for rate limits, never budgets.
@@ -244,6 +248,7 @@ class MeteredCall:
             event.outcome = "ok"
         event.latency_ms = self.exchange.elapsed_ms()
         event.ttft_ms = self.exchange.ttft_ms()
+        observe_request(event)
         try:
             cost = cost_nanos(
                 event.prompt_tokens,

@@ -18,6 +18,8 @@ from apps.catalog.models import Backend, Model, Price
 from apps.keys.models import ApiKey
 from apps.keys.selectors import api_key_get_by_hash
 from apps.limits.limiter import LimitSpec
+from apps.moderation.policy import EffectivePolicy
+from apps.moderation.services import content_policy_effective
 
 MAX_NEGATIVE_ENTRIES = 10_000
 
@@ -33,6 +35,9 @@ class KeyInfo:
     revoked: bool
     limits: LimitSpec | None = None
     tenant_limits: LimitSpec | None = None
+    # The effective content policy (tenant default merged with the key's override),
+    # compiled once per load; None when every category is off (no filtering work).
+    content_policy: EffectivePolicy | None = None
 
     def may_use(self, model_name: str) -> bool:
         return "*" in self.allowed_models or model_name in self.allowed_models
@@ -49,6 +54,7 @@ def _key_info(api_key: ApiKey) -> KeyInfo:
         revoked=api_key.revoked_at is not None,
         limits=LimitSpec.from_fields(api_key),
         tenant_limits=LimitSpec.from_fields(api_key.tenant),
+        content_policy=content_policy_effective(api_key=api_key),
     )
 
 

@@ -19,8 +19,15 @@ from apps.gateway.anthropic_backend import (
 )
 from apps.gateway.app import MeteredCall, authenticate, parse_json_body, resolve_model
 from apps.gateway.caches import ModelInfo
+from apps.gateway.filtering import (
+    blocked_chat_tail,
+    filter_chat_completion,
+    screen_prompt,
+    stream_filter_done,
+)
 from apps.gateway.forward import open_upstream, rewrite_model
 from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError
+from apps.gateway.protocol.content_filter import ChatChunkFilter, chat_prompt_text
 from apps.gateway.protocol.openai import (
     ChatStreamRelay,
     RequestInvalid,
@@ -57,6 +64,8 @@ async def chat_completion(call: MeteredCall) -> None:
     # Translated once, before admission, so an untranslatable request is a plain 400.
     translated = translate_chat_request(body) if has_anthropic_deployment(model) else None
     await call.admit(model, estimate_prompt_tokens(body), max_output)
+    if call.key.content_policy is not None:
+        await screen_prompt(call, chat_prompt_text(body))
     if stream:
         await _relay_stream(call, body, model, translated)
     else:
@@ -130,6 +139,8 @@ async def _relay_once(
         if isinstance(c, dict) and isinstance(c.get("message"), dict)
     )
     _settle_usage(call, body, answer.get("usage"), estimate_text_tokens(text))
+    if call.screen is not None:
+        await filter_chat_completion(call, answer)
     call.reply = (200, orjson.dumps(answer), (JSON_CONTENT_TYPE,))
 
 
@@ -142,6 +153,7 @@ async def _relay_stream(
     relay = ChatStreamRelay(model.name, client_wants_usage)
     exchange = call.exchange
     failed = native = False
+    flt = call.screen.chat_filter() if call.screen is not None else None
     try:
         async with open_upstream(
             call.state.upstream,
@@ -169,17 +181,37 @@ async def _relay_stream(
                         if (piece := relay.feed(payload)) is not None
                     ]
                     if out:
-                        await exchange.stream_send(b"".join(out))
-                    if relay.done or relay.error:
+                        sent = b"".join(out)
+                        if flt is not None:
+                            sent = await flt.feed(sent)
+                        if sent:
+                            await exchange.stream_send(sent)
+                    if relay.done or relay.error or (flt is not None and flt.blocked):
                         break
                 for _event, payload in parser.flush():
                     if (piece := relay.feed(payload)) is not None:
-                        await exchange.stream_send(piece)
+                        if flt is not None:
+                            if flt.blocked:
+                                break
+                            piece = await flt.feed(piece)
+                        if piece:
+                            await exchange.stream_send(piece)
             except (aiohttp.ClientError, TimeoutError):
                 failed = True
     finally:
         if exchange.response_started and not native:  # nothing reached the client: no bill
-            _settle_usage(call, body, relay.usage, relay.content_chunks)
+            delivered = relay.content_chunks
+            if flt is not None and flt.guard is not None:
+                delivered = flt.guard.delivered_text_items
+            _settle_usage(call, body, relay.usage, delivered)
+    if flt is not None and not native:
+        await _end_filtered_stream(call, body, relay, flt, failed)
+        return
+    _finish_stream(call, relay, failed)
+
+
+def _finish_stream(call: MeteredCall, relay: ChatStreamRelay, failed: bool) -> None:
+    """call.tail: [DONE] (after our usage chunk if one is owed) or the error event."""
     ended_cleanly = relay.done or (relay.finish_reasons and not relay.error and not failed)
     if relay.error or not ended_cleanly:
         message = (relay.error or {}).get("message") or STREAM_ERROR_MESSAGE
@@ -197,10 +229,10 @@ async def _relay_stream(
         )
         return
     tail = b""
-    if client_wants_usage and relay.usage is None:
+    if relay.client_wants_usage and relay.usage is None:
         event = call.event
         tail = relay.usage_chunk(
-            "chatcmpl-" + exchange.request_id,
+            "chatcmpl-" + call.exchange.request_id,
             int(time.time()),
             {
                 "prompt_tokens": event.prompt_tokens,
@@ -209,6 +241,18 @@ async def _relay_stream(
             },
         )
     call.tail = tail + DONE_EVENT
+
+
+async def _end_filtered_stream(
+    call: MeteredCall, body: dict, relay: ChatStreamRelay, flt: ChatChunkFilter, failed: bool
+) -> None:
+    """The end of a stream under a content policy: held text checked, then the usual end
+    (usage chunk, [DONE]) or, on a block, finish_reason content_filter."""
+    _finish_stream(call, relay, failed)
+    if not flt.blocked:
+        call.tail = await flt.finish(call.tail or b"")
+    if stream_filter_done(call, flt.guard, flt.delivered_content_chunks):
+        call.tail = blocked_chat_tail(call, flt, relay.public_model, relay.client_wants_usage)
 
 
 async def _replay_as_stream(call: MeteredCall, body: dict, relay: ChatStreamRelay, raw: bytes):
@@ -224,6 +268,8 @@ async def _replay_as_stream(call: MeteredCall, body: dict, relay: ChatStreamRela
             outcome="upstream_bad_response",
             anthropic_type="api_error",
         )
+    if call.screen is not None:
+        await filter_chat_completion(call, answer)
     await call.exchange.start_stream()
     base = {
         "id": answer.get("id") or "chatcmpl-" + call.exchange.request_id,

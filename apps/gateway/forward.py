@@ -10,6 +10,7 @@ from django.conf import settings
 
 from apps.gateway.caches import DeploymentInfo, ModelInfo
 from apps.gateway.http import GatewayError
+from apps.gateway.metrics import UPSTREAM_ERRORS
 from apps.gateway.protocol.anthropic import ANTHROPIC_ERROR_TYPES
 from apps.gateway.protocol.openai import normalise_upstream_error
 from apps.gateway.upstream import UpstreamClient
@@ -136,12 +137,15 @@ async def open_upstream(
             response = await request.__aenter__()
         except aiohttp.ConnectionTimeoutError:
             reason = "unavailable"
+            UPSTREAM_ERRORS.labels(deployment.backend, "connect_timeout").inc()
             continue
         except TimeoutError:
             reason = "timeout"
+            UPSTREAM_ERRORS.labels(deployment.backend, "timeout").inc()
             break  # the upstream may be working on it: do not send the work twice
         except (aiohttp.ClientError, OSError):
             reason = "unavailable"
+            UPSTREAM_ERRORS.labels(deployment.backend, "connect").inc()
             continue
         try:
             if response.status >= 300:
@@ -149,6 +153,7 @@ async def open_upstream(
                     raw = await response.read()
                 except (aiohttp.ClientError, TimeoutError):
                     raw = b""
+                UPSTREAM_ERRORS.labels(deployment.backend, str(response.status)).inc()
                 if response.status in RETRYABLE_STATUSES:
                     last_status, last_raw, reason = response.status, raw, "status"
                     continue

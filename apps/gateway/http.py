@@ -31,6 +31,7 @@ class GatewayError(Exception):
         outcome: str | None = None,
         headers: list[tuple[bytes, bytes]] | None = None,
         anthropic_type: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -41,6 +42,7 @@ class GatewayError(Exception):
         self.outcome = outcome or (code or error_type)
         self.headers = headers or []
         self.anthropic_type = anthropic_type
+        self.extra = extra  # more fields of the OpenAI error object (e.g. innererror)
 
 
 class ClientGone(Exception):
@@ -179,6 +181,7 @@ def body_too_large(max_bytes: int) -> GatewayError:
 
 
 def openai_error_bytes(error: GatewayError) -> bytes:
-    return orjson.dumps(
-        openai_error_body(error.message, error.error_type, code=error.code, param=error.param)
-    )
+    body = openai_error_body(error.message, error.error_type, code=error.code, param=error.param)
+    if error.extra:
+        body["error"].update(error.extra)
+    return orjson.dumps(body)

@@ -23,6 +23,7 @@ import orjson
 
 from apps.gateway.app import MeteredCall, authenticate, parse_json_body, resolve_model
 from apps.gateway.caches import ModelInfo
+from apps.gateway.filtering import filter_message, screen_prompt, stream_filter_done
 from apps.gateway.forward import open_upstream, rewrite_model
 from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError
 from apps.gateway.protocol.anthropic import (
@@ -40,6 +41,7 @@ from apps.gateway.protocol.anthropic_to_openai import (
     chat_response_to_message,
     messages_to_chat_request,
 )
+from apps.gateway.protocol.content_filter import messages_prompt_text
 from apps.gateway.protocol.openai import estimate_text_tokens, usage_counts
 from apps.gateway.protocol.sse import SSEParser
 from apps.gateway.state import GatewayState
@@ -157,6 +159,8 @@ async def create_message(call: MeteredCall) -> None:
             raise invalid_request(exc.message) from None
     request = _Request(body, model, estimate_message_tokens(body), chat_body, names)
     await call.admit(model, request.prompt_estimate, body["max_tokens"])
+    if call.key.content_policy is not None:
+        await screen_prompt(call, messages_prompt_text(body))
     async with open_upstream(
         call.state.upstream,
         model,
@@ -172,6 +176,8 @@ async def create_message(call: MeteredCall) -> None:
             # Some servers answer a stream request with a plain body: replay it as a stream.
             raw = await _read(response)
             message = _message(call, request, raw, native)
+            if call.screen is not None:
+                await filter_message(call, message)
             await call.exchange.start_stream()
             call.tail = b"".join(messages_sse_event(n, d) for n, d in message_events(message))
             return
@@ -182,6 +188,8 @@ async def create_message(call: MeteredCall) -> None:
             await _relay_translated_stream(call, request, response)
             return
     message = _message(call, request, raw, native)
+    if call.screen is not None:
+        await filter_message(call, message)
     call.reply = (200, orjson.dumps(message), (JSON_CONTENT_TYPE,))
 
 
@@ -259,6 +267,7 @@ async def _relay_native_stream(
     relay = MessagesStreamRelay(request.model.name)
     tail: list[bytes] = []
     failed = False
+    flt = call.screen.message_filter() if call.screen is not None else None
     await exchange.start_stream()
     try:
         try:
@@ -268,8 +277,12 @@ async def _relay_native_stream(
                     # The last event is held back until the usage event is durable.
                     tail.append(out)
                     break
+                if flt is not None:
+                    out = await flt.feed(out)
                 if out:
                     await exchange.stream_send(out)
+                if flt is not None and flt.blocked:
+                    break
         except (aiohttp.ClientError, TimeoutError):
             failed = True
     finally:
@@ -284,6 +297,12 @@ async def _relay_native_stream(
         else:
             event.completion_tokens = completion
         event.tokens_estimated = event.tokens_estimated or prompt is None
+    if flt is not None and flt.guard is not None and (flt.blocked or relay.stopped):
+        # Filtered: what is still held is checked before the end goes out.
+        call.tail = b"" if flt.blocked else await flt.finish(b"".join(tail))
+        if stream_filter_done(call, flt.guard, flt.delivered_deltas):
+            call.tail = flt.blocked_events(flt.delivered_deltas)
+        return
     if not relay.stopped:
         _mark_stream_failed(call)
     if not relay.finished:  # never a silent close (§4)
@@ -291,6 +310,10 @@ async def _relay_native_stream(
         error = {"type": "error", "error": {"type": "api_error", "message": message}}
         tail.append(messages_sse_event("error", error))
     call.tail = b"".join(tail)
+    if flt is not None:
+        call.tail = await flt.finish(call.tail)
+        if stream_filter_done(call, flt.guard, flt.delivered_deltas):
+            call.tail = flt.blocked_events(flt.delivered_deltas)
 
 
 async def _relay_translated_stream(
@@ -309,6 +332,7 @@ async def _relay_translated_stream(
     upstream_error: dict | None = None
     content_chunks = 0
     parser = SSEParser()
+    flt = call.screen.message_filter() if call.screen is not None else None
 
     def convert(payloads) -> list[bytes]:
         nonlocal done, upstream_error, content_chunks
@@ -337,13 +361,21 @@ async def _relay_translated_stream(
             async for data in response.content.iter_any():
                 out = convert(parser.feed(data))
                 if out:
-                    await exchange.stream_send(b"".join(out))
-                if done or upstream_error:
+                    sent = b"".join(out)
+                    if flt is not None:
+                        sent = await flt.feed(sent)
+                    if sent:
+                        await exchange.stream_send(sent)
+                if done or upstream_error or (flt is not None and flt.blocked):
                     break
             else:
                 out = convert(parser.flush())
                 if out:
-                    await exchange.stream_send(b"".join(out))
+                    sent = b"".join(out)
+                    if flt is not None:
+                        sent = await flt.feed(sent)
+                    if sent:
+                        await exchange.stream_send(sent)
         except (aiohttp.ClientError, TimeoutError):
             failed = True
     finally:
@@ -356,16 +388,24 @@ async def _relay_translated_stream(
             event.prompt_tokens = request.prompt_estimate if prompt is None else prompt
             event.completion_tokens = content_chunks
             event.tokens_estimated = True
+    if flt is not None and flt.blocked:
+        stream_filter_done(call, flt.guard, flt.delivered_deltas)
+        call.tail = flt.blocked_events(flt.delivered_deltas)
+        return
     ended_cleanly = done or (converter.finish_reason is not None and not upstream_error)
     if upstream_error is not None or failed or not ended_cleanly:
         message = str((upstream_error or {}).get("message") or STREAM_ERROR_MESSAGE)
         _mark_stream_failed(call)
         call.tail = converter.error("api_error", message)
-        return
-    call.tail = converter.finish()
-    if call.event.tokens_estimated and converter.completion_tokens is None:
-        # Completed without usage: bill what the client was told in message_delta.
-        call.event.completion_tokens = converter.output_tokens
+    else:
+        call.tail = converter.finish()
+        if call.event.tokens_estimated and converter.completion_tokens is None:
+            # Completed without usage: bill what the client was told in message_delta.
+            call.event.completion_tokens = converter.output_tokens
+    if flt is not None:
+        call.tail = await flt.finish(call.tail)
+        if stream_filter_done(call, flt.guard, flt.delivered_deltas):
+            call.tail = flt.blocked_events(flt.delivered_deltas)
 
 
 # ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from apps.gateway.caches import CatalogCache, KeyCache
 from apps.gateway.upstream import UpstreamClient
 from apps.ledger.spool import spool_replay_forever
 from apps.limits.limiter import Limiter
+from apps.moderation.remote import RemoteModerationClient
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class GatewayState:
         self.upstream = UpstreamClient(settings.GATEWAY_UPSTREAM_POOL_SIZE)
         self.fast_redis = None if is_embedded() else FastRedis(settings.REDIS_URL)
         self.limiter = Limiter(self.redis, settings.LEDGER_STREAM, self.fast_redis)
+        self.moderation = RemoteModerationClient()
         self._background: list[asyncio.Task] = []
         self.listening = asyncio.Event()
 
@@ -78,6 +80,7 @@ class GatewayState:
         for task in self._background:
             task.cancel()
         await self.upstream.close()
+        await self.moderation.aclose()
         if self.fast_redis is not None:
             await self.fast_redis.close()
         await self.redis.aclose()

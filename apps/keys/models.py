@@ -15,6 +15,8 @@ class ApiKey(LimitFields):
     key_hash = models.CharField(max_length=64, unique=True)
     # Public model names this key may call; empty means none, "*" means every model.
     allowed_models = models.JSONField(default=list, blank=True)
+    # Per-category override of the tenant's content policy; {} = the tenant's.
+    content_policy = models.JSONField(default=dict, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(

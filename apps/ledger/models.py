@@ -2,6 +2,7 @@ from django.db import models
 
 from apps.keys.models import ApiKey
 from apps.tenants.models import Tenant
+from apps.tenants.scoping import TenantScopedQuerySet
 
 
 class UsageRecord(models.Model):
@@ -12,8 +13,9 @@ class UsageRecord(models.Model):
         ANTHROPIC = "anthropic"
 
     request_id = models.CharField(max_length=64, unique=True)
-    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
-    api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="+")
+    # No single-column FK indexes: (tenant, created_at) and (api_key, created_at) cover them.
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+", db_index=False)
+    api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="+", db_index=False)
     model = models.CharField(max_length=128, help_text="Public model name")
     deployment = models.CharField(max_length=300, blank=True, help_text="backend/upstream_model")
     protocol = models.CharField(max_length=16, choices=Protocol.choices)
@@ -29,7 +31,22 @@ class UsageRecord(models.Model):
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     content_filter = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(db_index=False)
+    # Set when the row lands; with a BRIN index (migration 0002, PostgreSQL) it finds the
+    # hours touched by recently ingested (also late) events.
     ingested_at = models.DateTimeField(auto_now_add=True)
+    # Exact cost at the price in force at created_at, fixed at ingest (apps/billing/pricing.py).
+    cost = models.DecimalField(max_digits=24, decimal_places=12, default=0)
+    # The price version used; NULL = no price for this model at that time (cost 0, flagged).
+    price = models.ForeignKey(
+        "catalog.Price",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+    )
+
+    objects = TenantScopedQuerySet.as_manager()
 
     class Meta:
         indexes = [
@@ -40,3 +57,7 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return self.request_id
+
+    @property
+    def unpriced(self) -> bool:
+        return self.price_id is None

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
+from apps.billing.pricing import ZERO, PriceBook, usage_cost
 from apps.core.redis import sync_client
 from apps.keys.models import ApiKey
 from apps.ledger.events import UsageEvent
@@ -70,6 +71,27 @@ def _decode(entries: Sequence) -> tuple[list[bytes], list[UsageRecord], list[tup
     return ids, records, poison
 
 
+def _price(records: list[UsageRecord]) -> None:
+    """Fix each record's cost at the price in force at its created_at (one query a batch).
+
+    A record whose model has no price at that time costs 0 and keeps price NULL (the flag
+    reconciliation reports). Later price changes never touch a stored cost.
+    """
+    book = PriceBook(r.model for r in records)
+    for record in records:
+        rate = book.rate_at(record.model, record.created_at)
+        if rate is None:
+            record.price_id, record.cost = None, ZERO
+        else:
+            record.price_id = rate.price_id
+            record.cost = usage_cost(
+                rate=rate,
+                prompt_tokens=record.prompt_tokens,
+                completion_tokens=record.completion_tokens,
+                cached_tokens=record.cached_tokens,
+            )
+
+
 def _insert(records: list[UsageRecord]) -> list[UsageRecord]:
     """Insert, skipping request ids already in the ledger; returns rows that cannot land."""
     try:
@@ -105,6 +127,10 @@ def usage_ingest_batch(*, consumer: str, count: int | None = None, client=None) 
     count = count or settings.LEDGER_BATCH_SIZE
     stream, group = settings.LEDGER_STREAM, settings.LEDGER_GROUP
     usage_stream_ensure_group(client)
+    # First our own unacknowledged entries (a failed insert is retried at once), then
+    # those a dead consumer left behind, then new ones.
+    own = client.xreadgroup(group, consumer, {stream: "0"}, count=count)
+    entries = [e for _name, stream_entries in own or () for e in stream_entries if e[1]]
     reclaimed = client.xautoclaim(
         stream,
         group,
@@ -113,7 +139,8 @@ def usage_ingest_batch(*, consumer: str, count: int | None = None, client=None) 
         start_id="0-0",
         count=count,
     )[1]
-    entries = [e for e in reclaimed if e[1]]
+    seen = {e[0] for e in entries}
+    entries.extend(e for e in reclaimed if e[1] and e[0] not in seen)
     if len(entries) < count:
         fresh = client.xreadgroup(group, consumer, {stream: ">"}, count=count - len(entries))
         for _name, stream_entries in fresh or ():
@@ -125,6 +152,8 @@ def usage_ingest_batch(*, consumer: str, count: int | None = None, client=None) 
             client.xack(stream, group, *gone)
         return 0
     ids, records, poison = _decode(entries)
+    if records:
+        _price(records)
     rejected = _insert(records) if records else []
     if records:
         _touch_keys([r for r in records if r not in rejected])

@@ -19,7 +19,10 @@ from apps.core.redis import KEYS_INVALIDATE_CHANNEL, publish
 from apps.keys.models import ApiKey
 from apps.keys.services import api_key_issue, api_key_update
 from apps.limits.fields import BudgetPeriod
-from apps.tenants.models import Tenant
+from apps.moderation.policy import PolicyError
+from apps.moderation.services import content_policy_clean
+from apps.tenants.models import AdminToken, Tenant
+from apps.tenants.services import admin_token_issue
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -53,10 +56,14 @@ def expand_env(value: Any, path: str = "") -> Any:
 @dataclass
 class ApplyResult:
     keys_created: list[dict[str, str]] = field(default_factory=list)
+    admin_tokens_created: list[dict[str, str]] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)
 
     def as_output(self) -> dict[str, Any]:
-        return {"keys_created": self.keys_created}
+        return {
+            "keys_created": self.keys_created,
+            "admin_tokens_created": self.admin_tokens_created,
+        }
 
 
 class _Doc:
@@ -163,6 +170,20 @@ def _set_fields(instance, values: dict[str, Any]) -> bool:
 # Extension points: later features register extra fields for keys and tenants here.
 KEY_FIELD_HANDLERS: dict[str, Any] = {}
 TENANT_FIELD_HANDLERS: dict[str, Any] = {}
+
+
+def _content_policy_values(doc: _Doc, name: str) -> dict[str, Any]:
+    """content_policy: {<category>: {prompt, completion, threshold}}; absent = {} (off on a
+    tenant, the tenant's on a key). Stored in its normal form, so a re-apply changes nothing."""
+    try:
+        return {"content_policy": content_policy_clean(policy=doc.data.get(name))}
+    except PolicyError as exc:
+        path = f"{doc.sub(name)}.{exc.path}" if exc.path else doc.sub(name)
+        raise ConfigError(path, exc.message) from None
+
+
+KEY_FIELD_HANDLERS["content_policy"] = _content_policy_values
+TENANT_FIELD_HANDLERS["content_policy"] = _content_policy_values
 
 
 def _apply_backends(items: list, result: ApplyResult) -> dict[str, Backend]:
@@ -330,10 +351,32 @@ def _apply_keys(tenant: Tenant, doc: _Doc, result: ApplyResult) -> None:
                 result.changes.append(f"key {tenant.name}/{name} updated")
 
 
+def _apply_admin_tokens(tenant: Tenant, doc: _Doc, result: ApplyResult) -> None:
+    """Management API tokens: created when no active token has the name (secret printed once);
+    tokens not listed are left alone (revoke them from the dashboard or admin)."""
+    seen: set[str] = set()
+    for j, raw_token in enumerate(doc.seq("admin_tokens")):
+        token_doc = _Doc(raw_token, f"{doc.path}.admin_tokens[{j}]")
+        token_doc.check_keys({"name"})
+        name = token_doc.text("name")
+        if not name.strip() or len(name) > 100:
+            raise ConfigError(token_doc.sub("name"), "must be 1 to 100 characters")
+        if name in seen:
+            raise ConfigError(token_doc.sub("name"), f"duplicate admin token '{name}'")
+        seen.add(name)
+        if AdminToken.objects.filter(tenant=tenant, name=name, revoked_at__isnull=True).exists():
+            continue
+        _token, secret = admin_token_issue(tenant=tenant, name=name)
+        result.admin_tokens_created.append({"tenant": tenant.name, "name": name, "secret": secret})
+        result.changes.append(f"admin token {tenant.name}/{name} created")
+
+
 def _apply_tenants(items: list, result: ApplyResult) -> None:
     for i, raw in enumerate(items):
         doc = _Doc(raw, f"tenants[{i}]")
-        doc.check_keys({"name", "display_name", "keys", *LIMIT_FIELDS, *TENANT_FIELD_HANDLERS})
+        doc.check_keys(
+            {"name", "display_name", "keys", "admin_tokens", *LIMIT_FIELDS, *TENANT_FIELD_HANDLERS}
+        )
         name = doc.text("name")
         if not re.fullmatch(r"[-a-zA-Z0-9_]+", name):
             raise ConfigError(doc.sub("name"), "use letters, digits, '-' and '_' only")
@@ -352,6 +395,7 @@ def _apply_tenants(items: list, result: ApplyResult) -> None:
             # Keys carry their tenant's limits in every gateway's cache.
             transaction.on_commit(lambda: publish(KEYS_INVALIDATE_CHANNEL, "*"))
         _apply_keys(tenant, doc, result)
+        _apply_admin_tokens(tenant, doc, result)
 
 
 @transaction.atomic

@@ -3,11 +3,16 @@ from django.db import models
 
 from apps.limits.fields import LimitFields
 
+# Admin tokens (management API) start with this; inference keys start with "tg-".
+ADMIN_TOKEN_PREFIX = "tga-"
+
 
 class Tenant(LimitFields):
     name = models.SlugField(max_length=64, unique=True)
     display_name = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Default content policy of the tenant's keys (apps/moderation/policy.py); {} = off.
+    content_policy = models.JSONField(default=dict, blank=True)
 
     def __str__(self) -> str:
         return self.name
@@ -33,3 +38,28 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.tenant} ({self.role})"
+
+
+class AdminToken(models.Model):
+    """A tenant admin token for the management API (/api/). Never valid on /v1: its secret
+    starts with ``tga-`` and only the keyed hash is stored, like an inference key's."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="admin_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, help_text="Visible start of the secret")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "name"],
+                condition=models.Q(revoked_at__isnull=True),
+                name="admintoken_active_name_per_tenant",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant}/{self.name} ({self.prefix}…)"

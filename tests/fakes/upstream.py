@@ -5,7 +5,10 @@ stop_sequence, event streams with pings and input_json_delta).
 
 Behaviour is steered by directives in the user/system messages, e.g. "#status=503",
 "#chunks=20", "#delay_ms=50", "#cut=3" (drop the connection after 3 chunks),
-"#mid_error", "#no_usage", "#hang"; Anthropic route also "#cache_read=N" and
+"#mid_error", "#no_usage", "#hang", "#say=i_will_kill_you" (the answer's words: the
+underscores are spaces; after the "#chunks" words when both are given) and
+"#sayrev=uoy_llik" (the same, written reversed so the prompt itself reads as nothing);
+Anthropic route also "#cache_read=N" and
 "#cache_create=N" (cache token counts in its usage). It records every request it
 received and counts requests in flight and cancelled streams: GET /_stats, POST /_reset.
 """
@@ -41,6 +44,13 @@ def _directives(body: dict) -> dict[str, str]:
     return found
 
 
+def _words(directives: dict[str, str]) -> list[str]:
+    said = directives.get("say") or (directives.get("sayrev") or "")[::-1]
+    default = "0" if said else "5"
+    words = [f"w{i}" for i in range(int(directives.get("chunks", default)))]
+    return words + [w for w in said.split("_") if w]
+
+
 def _prompt_tokens(body: dict) -> int:
     return sum(len(_text_of(m.get("content")).split()) + 3 for m in body.get("messages") or [])
 
@@ -69,8 +79,7 @@ def _answer(
         )
     if last.get("role") == "tool":
         return ["The", "tool", "said:", _text_of(last.get("content"))], None, "stop", None
-    count = int(directives.get("chunks", "5"))
-    words = [f"w{i}" for i in range(count)]
+    words = _words(directives)
     stop = body.get("stop")
     stops = [stop] if isinstance(stop, str) else (stop or [])
     for i, word in enumerate(words):
@@ -359,8 +368,7 @@ def _anthropic_answer(body: dict, directives: dict[str, str]) -> tuple[list[dict
             "end_turn",
             None,
         )
-    count = int(directives.get("chunks", "5"))
-    words = [f"w{i}" for i in range(count)]
+    words = _words(directives)
     stops = body.get("stop_sequences") or []
     stop_reason, stop_sequence = "end_turn", None
     for i, word in enumerate(words):

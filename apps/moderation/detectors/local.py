@@ -1197,13 +1197,20 @@ class LocalDetector:
         for a in hits:
             needle = " " + a + " "
             rule_ids = self._index[a]
+            seen: set[tuple[int, str]] = set()
             pos = find(needle)
             while pos != -1:
                 lo = pos - _BACK if pos > _BACK else 0
                 hi = find(" ", pos + _FWD) + 1 or n
-                for i in rule_ids:
-                    span = (pos, hi) if self._rules[i].leading else (lo, pos + _FWD_NL)
-                    windows.setdefault(i, []).append(span)
+                # An occurrence in the same context as an earlier one (repeated passages,
+                # logs, code) can only repeat its outcome for every rule of this anchor:
+                # the rules look no further than _BACK before and _FWD (+ a word) after.
+                context = (pos - lo, view[lo : hi + _FWD])
+                if context not in seen:
+                    seen.add(context)
+                    for i in rule_ids:
+                        span = (pos, hi) if self._rules[i].leading else (lo, pos + _FWD_NL)
+                        windows.setdefault(i, []).append(span)
                 pos = find(needle, pos + 1)
         return [self._rules[i] for i in sorted(windows) if self._rules[i].fires(view, windows[i])]
 

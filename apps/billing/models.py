@@ -1,0 +1,156 @@
+"""Billing: rollups of the ledger, monthly statements, reconciliation runs.
+
+Money columns hold exact sums of ledger costs (12 decimal places, see pricing.py); the
+only rounding is a closed statement's ``amount_due`` (to the cent).
+"""
+
+from django.db import models
+
+from apps.keys.models import ApiKey
+from apps.tenants.models import Tenant
+from apps.tenants.scoping import TenantScopedQuerySet
+
+MONEY = {"max_digits": 28, "decimal_places": 12}
+
+
+class UsageRollup(models.Model):
+    """Ledger totals per bucket (hour or day, UTC) × tenant × key × model.
+
+    Rebuilt, never incremented: a bucket's rows are deleted and re-inserted from the
+    ledger (hours) or from the hour rows (days) in one transaction, so recomputing gives
+    the same rows.
+    """
+
+    class Granularity(models.TextChoices):
+        HOUR = "hour"
+        DAY = "day"
+
+    granularity = models.CharField(max_length=4, choices=Granularity.choices)
+    bucket_start = models.DateTimeField()
+    # Lookups go through the indexes below; no separate FK indexes.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+", db_index=False)
+    model = models.CharField(max_length=128)
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0, help_text="Records with status >= 400")
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cached_tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(**MONEY, default=0)
+
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["granularity", "bucket_start", "tenant", "api_key", "model"],
+                name="rollup_bucket_unique",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "granularity", "bucket_start"], name="rollup_tenant"),
+            models.Index(fields=["granularity", "bucket_start"], name="rollup_bucket"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.granularity} {self.bucket_start:%Y-%m-%d %H:%M} {self.tenant_id}/{self.api_key_id}/{self.model}"
+
+
+class BillingCursor(models.Model):
+    """Progress markers of the billing jobs (e.g. rollups: ingested_at handled so far)."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    position = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.position}"
+
+
+class Statement(models.Model):
+    """A tenant's monthly statement (UTC calendar month).
+
+    Open: its lines are refreshed from the ledger. Closed: frozen. It bills the ledger
+    records with id <= ``ledger_high_water`` (taken at close) that are either of its month
+    or late usage of earlier, already-closed months (see services.statement_lines_compute).
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        CLOSED = "closed"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="statements")
+    period_start = models.DateField(help_text="First day of the month (UTC)")
+    period_end = models.DateField(help_text="First day of the next month (exclusive)")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    currency = models.CharField(max_length=3, default="usd")
+    total = models.DecimalField(**MONEY, default=0, help_text="Exact sum of the lines")
+    amount_due = models.DecimalField(
+        max_digits=20, decimal_places=2, null=True, blank=True, help_text="total to the cent"
+    )
+    ledger_high_water = models.BigIntegerField(
+        null=True, blank=True, help_text="Highest ledger record id billed (set at close)"
+    )
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "period_start"], name="statement_month")
+        ]
+        ordering = ["tenant", "period_start"]
+
+    def __str__(self) -> str:
+        return f"{self.tenant} {self.period_start:%Y-%m} ({self.status})"
+
+    @property
+    def is_closed(self) -> bool:
+        return self.status == self.Status.CLOSED
+
+
+class StatementLine(models.Model):
+    class Kind(models.TextChoices):
+        USAGE = "usage"
+        LATE_USAGE = "late_usage"
+
+    statement = models.ForeignKey(Statement, on_delete=models.CASCADE, related_name="lines")
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.USAGE)
+    model = models.CharField(max_length=128)
+    usage_period = models.DateField(help_text="Month the usage happened in")
+    description = models.CharField(max_length=200)
+    requests = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cached_tokens = models.BigIntegerField(default=0)
+    amount = models.DecimalField(**MONEY, default=0)
+
+    class Meta:
+        ordering = ["statement", "kind", "usage_period", "model"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["statement", "kind", "usage_period", "model"], name="statement_line_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.description
+
+
+class ReconciliationRun(models.Model):
+    """One run of the reconciliation task; ``differences`` lists every mismatch found."""
+
+    started_at = models.DateTimeField(auto_now_add=True)
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    checked = models.JSONField(default=dict)
+    differences = models.JSONField(default=list)
+    ok = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"reconciliation {self.started_at:%Y-%m-%d %H:%M} {'ok' if self.ok else 'DIFF'}"

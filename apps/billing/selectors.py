@@ -1,0 +1,169 @@
+"""Reads for tenant reports. Every function takes the tenant and reads through
+``for_tenant(tenant)``: nothing here can return another tenant's rows."""
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import TruncMinute
+
+from apps.billing.models import Statement, UsageRollup
+from apps.keys.models import ApiKey
+from apps.ledger.models import UsageRecord
+from apps.tenants.models import Tenant
+
+BUCKET_WIDTHS = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
+_SUMS = {
+    "num_model_requests": Sum("requests"),
+    "input_tokens": Sum("prompt_tokens"),
+    "output_tokens": Sum("completion_tokens"),
+    "input_cached_tokens": Sum("cached_tokens"),
+    "cost": Sum("cost"),
+}
+_LEDGER_SUMS = {
+    "num_model_requests": Count("id"),
+    "input_tokens": Sum("prompt_tokens"),
+    "output_tokens": Sum("completion_tokens"),
+    "input_cached_tokens": Sum("cached_tokens"),
+    "cost": Sum("cost"),
+}
+GROUP_FIELDS = {"model": "model", "api_key_id": "api_key_id"}
+
+RECORD_COLUMNS = (
+    "request_id",
+    "created_at",
+    "api_key_id",
+    "model",
+    "deployment",
+    "protocol",
+    "endpoint",
+    "stream",
+    "status",
+    "outcome",
+    "prompt_tokens",
+    "cached_tokens",
+    "completion_tokens",
+    "tokens_estimated",
+    "latency_ms",
+    "ttft_ms",
+    "cost",
+    "price_id",
+)
+ROLLUP_COLUMNS = (
+    "bucket_start",
+    "api_key_id",
+    "model",
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost",
+)
+
+
+def api_key_ids_for_tenant(*, tenant: Tenant, ids: Sequence[int]) -> set[int]:
+    return set(ApiKey.objects.filter(tenant=tenant, id__in=ids).values_list("id", flat=True))
+
+
+def usage_aggregate(
+    *,
+    tenant: Tenant,
+    start: datetime,
+    end: datetime,
+    width: str,
+    group_by: Sequence[str] = (),
+    api_key_ids: Sequence[int] = (),
+    models: Sequence[str] = (),
+) -> dict[datetime, list[dict[str, Any]]]:
+    """Totals per bucket start (and per group) over [start, end), bucket-aligned bounds.
+
+    1h and 1d read the rollups (hour/day rows); 1m reads the ledger itself.
+    """
+    groups = [GROUP_FIELDS[g] for g in group_by]
+    if width == "1m":
+        rows = UsageRecord.objects.for_tenant(tenant).filter(
+            created_at__gte=start, created_at__lt=end
+        )
+        bucket = TruncMinute("created_at", tzinfo=UTC)
+        sums = _LEDGER_SUMS
+    else:
+        granularity = UsageRollup.Granularity.HOUR if width == "1h" else UsageRollup.Granularity.DAY
+        rows = UsageRollup.objects.for_tenant(tenant).filter(
+            granularity=granularity, bucket_start__gte=start, bucket_start__lt=end
+        )
+        bucket = None
+        sums = _SUMS
+    if api_key_ids:
+        rows = rows.filter(api_key_id__in=api_key_ids)
+    if models:
+        rows = rows.filter(model__in=models)
+    rows = rows.order_by()
+    if bucket is not None:
+        rows = rows.annotate(bucket=bucket).values("bucket", *groups)
+        key = "bucket"
+    else:
+        rows = rows.values("bucket_start", *groups)
+        key = "bucket_start"
+    result: dict[datetime, list[dict[str, Any]]] = {}
+    for row in rows.annotate(**sums).order_by(key, *groups):
+        row["cost"] = Decimal(row["cost"] or 0)
+        result.setdefault(row.pop(key), []).append(row)
+    return result
+
+
+def usage_records_iter(
+    *, tenant: Tenant, start: datetime, end: datetime, chunk_size: int = 5000
+) -> Iterator[tuple]:
+    """Raw ledger rows of the tenant in [start, end), oldest first, from a server-side cursor."""
+    return (
+        UsageRecord.objects.for_tenant(tenant)
+        .filter(created_at__gte=start, created_at__lt=end)
+        .order_by("created_at", "id")
+        .values_list(*RECORD_COLUMNS)
+        .iterator(chunk_size=chunk_size)
+    )
+
+
+def rollups_iter(
+    *, tenant: Tenant, start: datetime, end: datetime, granularity: str, chunk_size: int = 5000
+) -> Iterator[tuple]:
+    return (
+        UsageRollup.objects.for_tenant(tenant)
+        .filter(granularity=granularity, bucket_start__gte=start, bucket_start__lt=end)
+        .order_by("bucket_start", "api_key_id", "model")
+        .values_list(*ROLLUP_COLUMNS)
+        .iterator(chunk_size=chunk_size)
+    )
+
+
+def ledger_totals(*, tenant: Tenant, start: datetime, end: datetime) -> dict[str, Any]:
+    """The ledger's own totals for a tenant and range (what every report must equal)."""
+    totals = (
+        UsageRecord.objects.for_tenant(tenant)
+        .filter(created_at__gte=start, created_at__lt=end)
+        .aggregate(
+            requests=Count("id"),
+            errors=Count("id", filter=Q(status__gte=400)),
+            prompt_tokens=Sum("prompt_tokens"),
+            completion_tokens=Sum("completion_tokens"),
+            cached_tokens=Sum("cached_tokens"),
+            cost=Sum("cost"),
+        )
+    )
+    return {k: (v or 0) if k != "cost" else Decimal(v or 0) for k, v in totals.items()}
+
+
+def statement_list(*, tenant: Tenant):
+    return Statement.objects.for_tenant(tenant).order_by("-period_start")
+
+
+def statement_get(*, tenant: Tenant, statement_id: int) -> Statement | None:
+    return (
+        Statement.objects.for_tenant(tenant)
+        .prefetch_related("lines")
+        .filter(id=statement_id)
+        .first()
+    )

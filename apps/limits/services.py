@@ -1,0 +1,93 @@
+"""Budget reconciliation: the Redis spend counters against the ledger, the source of truth.
+
+The gateway counts spend in Redis (nano-USD, rounded up per request) so admission is one
+round trip; the ledger holds the exact cost of every request. A counter can drift: Redis
+restarted without its data, a process died between settling and appending, an operator
+edited a key. This task corrects a counter to the ledger whenever the metering pipeline is
+drained (no event is waiting in the stream) and nothing settled while it looked.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, Decimal
+
+from django.db.models import Count, Sum
+
+from apps.core.redis import sync_client
+from apps.keys.models import ApiKey
+from apps.ledger.models import UsageRecord
+from apps.ledger.selectors import ledger_pipeline_state
+from apps.limits.limiter import NANOS_PER_USD, budget_period_bounds, scope_keys
+from apps.tenants.models import Tenant
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BudgetDrift:
+    scope: str  # "key 12" / "tenant 3"
+    period: str
+    counter_nanos: int
+    ledger_nanos: int
+    corrected: bool
+
+
+def _period_start(period: str, now: datetime) -> datetime | None:
+    if period == "daily":
+        return now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "monthly":
+        return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return None
+
+
+def _pipeline_drained() -> bool:
+    state = ledger_pipeline_state()
+    return state["length"] == 0 and not state["pending"]
+
+
+def budget_reconcile(*, now: datetime | None = None) -> list[BudgetDrift]:
+    """Compare each budgeted key's and tenant's spend counter with the ledger; correct and
+    report any difference larger than the per-request rounding."""
+    now = now or datetime.now(UTC)
+    client = sync_client()
+    drifts: list[BudgetDrift] = []
+    scopes = [
+        ("k", key, {"api_key": key})
+        for key in ApiKey.objects.filter(budget_amount__isnull=False, revoked_at__isnull=True)
+    ]
+    scopes += [
+        ("t", tenant, {"tenant": tenant})
+        for tenant in Tenant.objects.filter(budget_amount__isnull=False)
+    ]
+    for kind, owner, ledger_filter in scopes:
+        period_id, _end = budget_period_bounds(owner.budget_period, now)
+        counter_key = scope_keys(f"{kind}:{owner.id}", period_id)[5]
+        if not _pipeline_drained():
+            log.info("budget reconciliation skipped: usage events still waiting")
+            return drifts
+        before = int(client.get(counter_key) or 0)
+        records = UsageRecord.objects.filter(**ledger_filter)
+        start = _period_start(owner.budget_period, now)
+        if start is not None:
+            records = records.filter(created_at__gte=start)
+        totals = records.aggregate(cost=Sum("cost"), n=Count("id"))
+        exact = (totals["cost"] or Decimal(0)) * NANOS_PER_USD
+        ledger_nanos = int(exact.to_integral_value(rounding=ROUND_CEILING))
+        after = int(client.get(counter_key) or 0)
+        if before != after or not _pipeline_drained():
+            continue  # something settled meanwhile: look again next run
+        # Each request rounds up by less than one nano-USD in the counter.
+        if ledger_nanos <= before <= ledger_nanos + totals["n"]:
+            continue
+        client.incrby(counter_key, ledger_nanos - before)
+        drift = BudgetDrift(
+            f"{'key' if kind == 'k' else 'tenant'} {owner.id}",
+            period_id,
+            before,
+            ledger_nanos,
+            corrected=True,
+        )
+        log.warning("budget counter drift corrected: %s", drift)
+        drifts.append(drift)
+    return drifts

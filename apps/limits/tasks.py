@@ -1,0 +1,8 @@
+from celery import shared_task
+
+from apps.limits.services import budget_reconcile
+
+
+@shared_task(name="limits.reconcile_budgets", ignore_result=True)
+def limits_reconcile_budgets() -> int:
+    return len(budget_reconcile())
