@@ -213,7 +213,7 @@ async def relay_chat_stream(
     if flt is not None:
         call.tail = await flt.finish(call.tail)
         if stream_filter_done(call, flt.guard, flt.delivered_content_chunks):
-            call.tail = blocked_chat_tail(call, flt, model.name, client_wants_usage)
+            call.tail += blocked_chat_tail(call, flt, model.name, client_wants_usage)
 
 
 def _settle_stream_usage(

@@ -249,10 +249,10 @@ async def _end_filtered_stream(
     """The end of a stream under a content policy: held text checked, then the usual end
     (usage chunk, [DONE]) or, on a block, finish_reason content_filter."""
     _finish_stream(call, relay, failed)
-    if not flt.blocked:
-        call.tail = await flt.finish(call.tail or b"")
+    # (blocked mid-stream: nothing more goes out but the end below)
+    call.tail = b"" if flt.blocked else await flt.finish(call.tail or b"")
     if stream_filter_done(call, flt.guard, flt.delivered_content_chunks):
-        call.tail = blocked_chat_tail(call, flt, relay.public_model, relay.client_wants_usage)
+        call.tail += blocked_chat_tail(call, flt, relay.public_model, relay.client_wants_usage)
 
 
 async def _replay_as_stream(call: MeteredCall, body: dict, relay: ChatStreamRelay, raw: bytes):

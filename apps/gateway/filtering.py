@@ -16,6 +16,7 @@ each outcome ``{"action", "detector", "flagged", "filtered", "results"}``.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -34,6 +35,9 @@ from apps.gateway.protocol.sse import DONE_EVENT
 from apps.moderation.policy import EffectivePolicy, Verdict, verdict_merge
 from apps.moderation.scanner import Scanner, StreamGuard
 
+if TYPE_CHECKING:
+    from apps.gateway.app import MeteredCall
+
 CONTENT_FILTER_OUTCOME = "content_filter"
 
 
@@ -42,7 +46,7 @@ class Screen:
 
     __slots__ = ("call", "policy", "scanner", "prompt", "completion")
 
-    def __init__(self, call, policy: EffectivePolicy) -> None:
+    def __init__(self, call: MeteredCall, policy: EffectivePolicy) -> None:
         self.call = call
         self.policy = policy
         self.scanner = Scanner(call.state.moderation)
@@ -109,18 +113,18 @@ class Screen:
         return MessageEventFilter(guard, results)
 
 
-async def screen_prompt(call, text: str) -> None:
+async def screen_prompt(call: MeteredCall, text: str) -> None:
     """Open the request's screen (the key has a policy) and check the prompt."""
     call.screen = Screen(call, call.key.content_policy)
     await call.screen.check_prompt(text)
 
 
-def _mark_blocked(call) -> None:
+def _mark_blocked(call: MeteredCall) -> None:
     call.event.outcome = CONTENT_FILTER_OUTCOME
     call.event.status = 200  # (a status of 0 would be settled as "ok")
 
 
-async def filter_chat_completion(call, answer: dict) -> None:
+async def filter_chat_completion(call: MeteredCall, answer: dict) -> None:
     """A chat completion (non-stream): results on it, blocked choices withheld."""
     screen: Screen = call.screen
     results = screen.prompt_results()
@@ -142,7 +146,7 @@ async def filter_chat_completion(call, answer: dict) -> None:
         _mark_blocked(call)
 
 
-async def filter_message(call, message: dict) -> None:
+async def filter_message(call: MeteredCall, message: dict) -> None:
     """An Anthropic Message (non-stream): results on it, withheld with refusal on a block."""
     screen: Screen = call.screen
     results = screen.prompt_results()
@@ -158,7 +162,7 @@ async def filter_message(call, message: dict) -> None:
         message["content_filter_results"] = verdict.results
 
 
-def stream_filter_done(call, guard: StreamGuard | None, delivered: int) -> bool:
+def stream_filter_done(call: MeteredCall, guard: StreamGuard | None, delivered: int) -> bool:
     """Record the stream's completion outcome; True when it was blocked (then the
     completion billed is what was delivered: ``delivered`` content chunks/deltas)."""
     if guard is None:
@@ -174,7 +178,7 @@ def stream_filter_done(call, guard: StreamGuard | None, delivered: int) -> bool:
 
 
 def blocked_chat_tail(
-    call, flt: ChatChunkFilter, public_model: str, client_wants_usage: bool
+    call: MeteredCall, flt: ChatChunkFilter, public_model: str, client_wants_usage: bool
 ) -> bytes:
     """End of a blocked chat stream: finish_reason content_filter (+ usage) + [DONE]."""
     chunk_id = "chatcmpl-" + call.exchange.request_id.removeprefix("req_")

@@ -125,7 +125,12 @@ async def open_upstream(
     last_status: int | None = None
     last_raw = b""
     reason = "unavailable"
-    for deployment in deployments[: settings.GATEWAY_MAX_ATTEMPTS]:
+    attempts = list(deployments[: settings.GATEWAY_MAX_ATTEMPTS])
+    retried_stale: set[int] = set()
+    position = 0
+    while position < len(attempts):
+        deployment = attempts[position]
+        position += 1
         if on_deployment is not None:
             on_deployment(deployment)
         payload = build_body(deployment)
@@ -143,6 +148,19 @@ async def open_upstream(
             reason = "timeout"
             UPSTREAM_ERRORS.labels(deployment.backend, "timeout").inc()
             break  # the upstream may be working on it: do not send the work twice
+        except aiohttp.ClientConnectorError:
+            reason = "unavailable"
+            UPSTREAM_ERRORS.labels(deployment.backend, "connect").inc()
+            continue
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            # Most often a pooled keep-alive connection the upstream had just closed:
+            # the same deployment gets one more try on a fresh connection.
+            reason = "unavailable"
+            UPSTREAM_ERRORS.labels(deployment.backend, "disconnected").inc()
+            if deployment.id not in retried_stale:
+                retried_stale.add(deployment.id)
+                attempts.insert(position, deployment)
+            continue
         except (aiohttp.ClientError, OSError):
             reason = "unavailable"
             UPSTREAM_ERRORS.labels(deployment.backend, "connect").inc()

@@ -301,7 +301,7 @@ async def _relay_native_stream(
         # Filtered: what is still held is checked before the end goes out.
         call.tail = b"" if flt.blocked else await flt.finish(b"".join(tail))
         if stream_filter_done(call, flt.guard, flt.delivered_deltas):
-            call.tail = flt.blocked_events(flt.delivered_deltas)
+            call.tail += flt.blocked_events(flt.delivered_deltas)
         return
     if not relay.stopped:
         _mark_stream_failed(call)
@@ -313,7 +313,7 @@ async def _relay_native_stream(
     if flt is not None:
         call.tail = await flt.finish(call.tail)
         if stream_filter_done(call, flt.guard, flt.delivered_deltas):
-            call.tail = flt.blocked_events(flt.delivered_deltas)
+            call.tail += flt.blocked_events(flt.delivered_deltas)
 
 
 async def _relay_translated_stream(
@@ -405,7 +405,7 @@ async def _relay_translated_stream(
     if flt is not None:
         call.tail = await flt.finish(call.tail)
         if stream_filter_done(call, flt.guard, flt.delivered_deltas):
-            call.tail = flt.blocked_events(flt.delivered_deltas)
+            call.tail += flt.blocked_events(flt.delivered_deltas)
 
 
 # ---------------------------------------------------------------------------
