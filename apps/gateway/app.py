@@ -248,7 +248,7 @@ class MeteredCall:
             event.outcome = "ok"
         event.latency_ms = self.exchange.elapsed_ms()
         event.ttft_ms = self.exchange.ttft_ms()
-        observe_request(event)
+        observe_request(event, model_known=self.model is not None)
         try:
             cost = cost_nanos(
                 event.prompt_tokens,

@@ -1,7 +1,7 @@
 """The gateway's minimal ASGI plumbing: one request/response exchange and its errors."""
 
 import asyncio
-import secrets
+import os
 import time
 from typing import Any
 
@@ -72,7 +72,7 @@ class Exchange:
         self.scope = scope
         self.receive = receive
         self.send = send
-        self.request_id = "req_" + secrets.token_hex(12)
+        self.request_id = "req_" + os.urandom(12).hex()
         self.headers: dict[bytes, bytes] = dict(scope["headers"])
         self.protocol = "openai"
         self.started_at = time.perf_counter()

@@ -38,14 +38,37 @@ LIMIT_REFUSALS = Counter(
 )
 
 
-def observe_request(event: UsageEvent) -> None:
-    model = event.model if event.status != 404 else "(unknown)"
-    status = str(event.status)
-    REQUESTS.labels(model, event.protocol, status, event.outcome).inc()
-    LATENCY.labels(model, status).observe(event.latency_ms / 1000)
+_children: dict[tuple, tuple] = {}
+
+
+def _series(model: str, protocol: str, status: str, outcome: str) -> tuple:
+    """The labelled children of one request's series, looked up once (labels() is slow)."""
+    key = (model, protocol, status, outcome)
+    series = _children.get(key)
+    if series is None:
+        if len(_children) > 10_000:  # bound memory against label explosions
+            _children.clear()
+        series = _children[key] = (
+            REQUESTS.labels(model, protocol, status, outcome),
+            LATENCY.labels(model, status),
+            TTFT.labels(model),
+            TOKENS.labels(model, "prompt"),
+            TOKENS.labels(model, "completion"),
+        )
+    return series
+
+
+def observe_request(event: UsageEvent, *, model_known: bool) -> None:
+    # A model name the catalog did not resolve is client input: never a label value.
+    model = event.model if model_known else "(unresolved)"
+    requests, latency, ttft, prompt, completion = _series(
+        model, event.protocol, str(event.status), event.outcome
+    )
+    requests.inc()
+    latency.observe(event.latency_ms / 1000)
     if event.ttft_ms is not None:
-        TTFT.labels(model).observe(event.ttft_ms / 1000)
+        ttft.observe(event.ttft_ms / 1000)
     if event.prompt_tokens:
-        TOKENS.labels(model, "prompt").inc(event.prompt_tokens)
+        prompt.inc(event.prompt_tokens)
     if event.completion_tokens:
-        TOKENS.labels(model, "completion").inc(event.completion_tokens)
+        completion.inc(event.completion_tokens)
