@@ -15,7 +15,7 @@ import orjson
 from apps.gateway.app import MeteredCall
 from apps.gateway.caches import ModelInfo
 from apps.gateway.filtering import blocked_chat_tail, filter_chat_completion, stream_filter_done
-from apps.gateway.forward import rewrite_model
+from apps.gateway.forward import parse_message, read_upstream, rewrite_model
 from apps.gateway.http import JSON_CONTENT_TYPE, GatewayError
 from apps.gateway.protocol.anthropic import (
     TranslationError,
@@ -61,38 +61,8 @@ def chat_request_builder(body: dict, translated: dict):
     return build
 
 
-def _bad_response() -> GatewayError:
-    return GatewayError(
-        502,
-        "The upstream sent a response that is not a message.",
-        error_type="server_error",
-        outcome="upstream_bad_response",
-        anthropic_type="api_error",
-    )
-
-
 async def _read_message(response: aiohttp.ClientResponse) -> dict:
-    try:
-        raw = await response.read()
-    except (aiohttp.ClientError, TimeoutError):
-        raise GatewayError(
-            502,
-            "The upstream failed while sending the response.",
-            error_type="server_error",
-            outcome="upstream_error",
-            anthropic_type="api_error",
-        ) from None
-    try:
-        answer = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        answer = None
-    if (
-        not isinstance(answer, dict)
-        or answer.get("type") != "message"
-        or not isinstance(answer.get("content"), list)
-    ):
-        raise _bad_response()
-    return answer
+    return parse_message(await read_upstream(response))
 
 
 def _settle_message_usage(call: MeteredCall, body: dict, message: dict) -> None:
@@ -179,21 +149,13 @@ async def relay_chat_stream(
                 async for data in response.content.iter_any():
                     out = convert(parsed(parser.feed(data)))
                     if out:
-                        sent = b"".join(out)
-                        if flt is not None:
-                            sent = await flt.feed(sent)
-                        if sent:
-                            await exchange.stream_send(sent)
+                        await call.relay_out(b"".join(out), flt)
                     if converter.done or (flt is not None and flt.blocked):
                         break
                 else:
                     out = convert(parsed(parser.flush()))
                     if out:
-                        sent = b"".join(out)
-                        if flt is not None:
-                            sent = await flt.feed(sent)
-                        if sent:
-                            await exchange.stream_send(sent)
+                        await call.relay_out(b"".join(out), flt)
             except (aiohttp.ClientError, TimeoutError):
                 failed = True
         finally:

@@ -25,7 +25,12 @@ from apps.gateway.filtering import (
     screen_prompt,
     stream_filter_done,
 )
-from apps.gateway.forward import open_upstream, rewrite_model
+from apps.gateway.forward import (
+    open_upstream,
+    parse_chat_completion,
+    read_upstream,
+    rewrite_model,
+)
 from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError
 from apps.gateway.protocol.content_filter import ChatChunkFilter, chat_prompt_text
 from apps.gateway.protocol.openai import (
@@ -78,13 +83,6 @@ def _builder(body: dict, translated: dict | None):
     return chat_request_builder(body, translated)
 
 
-def _record_deployment(call: MeteredCall):
-    def record(deployment) -> None:
-        call.event.deployment = deployment.label
-
-    return record
-
-
 def _settle_usage(call: MeteredCall, body: dict, usage, completion_estimate: int) -> None:
     counts = usage_counts(usage)
     event = call.event
@@ -105,33 +103,13 @@ async def _relay_once(
         "/chat/completions",
         _builder(body, translated),
         stream=False,
-        on_deployment=_record_deployment(call),
+        on_deployment=call.record_deployment,
     ) as (response, deployment):
         if deployment.kind == "anthropic":
             await answer_chat_once(call, body, model, response)
             return
-        try:
-            raw = await response.read()
-        except (aiohttp.ClientError, TimeoutError):
-            raise GatewayError(
-                502,
-                "The upstream failed while sending the response.",
-                error_type="server_error",
-                outcome="upstream_error",
-                anthropic_type="api_error",
-            ) from None
-    try:
-        answer = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        answer = None
-    if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
-        raise GatewayError(
-            502,
-            "The upstream sent a response that is not a chat completion.",
-            error_type="server_error",
-            outcome="upstream_bad_response",
-            anthropic_type="api_error",
-        )
+        raw = await read_upstream(response)
+    answer = parse_chat_completion(raw)
     answer["model"] = model.name
     text = "".join(
         c.get("message", {}).get("content") or ""
@@ -161,7 +139,7 @@ async def _relay_stream(
             "/chat/completions",
             _builder(body, translated),
             stream=True,
-            on_deployment=_record_deployment(call),
+            on_deployment=call.record_deployment,
         ) as (response, deployment):
             if deployment.kind == "anthropic":
                 native = True  # it meters the usage itself
@@ -181,11 +159,7 @@ async def _relay_stream(
                         if (piece := relay.feed(payload)) is not None
                     ]
                     if out:
-                        sent = b"".join(out)
-                        if flt is not None:
-                            sent = await flt.feed(sent)
-                        if sent:
-                            await exchange.stream_send(sent)
+                        await call.relay_out(b"".join(out), flt)
                     if relay.done or relay.error or (flt is not None and flt.blocked):
                         break
                 for _event, payload in parser.flush():
@@ -256,18 +230,7 @@ async def _end_filtered_stream(
 
 
 async def _replay_as_stream(call: MeteredCall, body: dict, relay: ChatStreamRelay, raw: bytes):
-    try:
-        answer = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        answer = None
-    if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
-        raise GatewayError(
-            502,
-            "The upstream sent a response that is not a chat completion.",
-            error_type="server_error",
-            outcome="upstream_bad_response",
-            anthropic_type="api_error",
-        )
+    answer = parse_chat_completion(raw)
     if call.screen is not None:
         await filter_chat_completion(call, answer)
     await call.exchange.start_stream()

@@ -88,6 +88,55 @@ def exhausted_error(status: int | None, raw: bytes, reason: str) -> GatewayError
     )
 
 
+def bad_upstream_response(what: str) -> GatewayError:
+    return GatewayError(
+        502,
+        f"The upstream sent a response that is not {what}.",
+        error_type="server_error",
+        outcome="upstream_bad_response",
+        anthropic_type="api_error",
+    )
+
+
+async def read_upstream(response: aiohttp.ClientResponse) -> bytes:
+    """The whole upstream body; a failure half-way is a 502."""
+    try:
+        return await response.read()
+    except (aiohttp.ClientError, TimeoutError):
+        raise GatewayError(
+            502,
+            "The upstream failed while sending the response.",
+            error_type="server_error",
+            outcome="upstream_error",
+            anthropic_type="api_error",
+        ) from None
+
+
+def loads_or_none(raw: bytes):
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def parse_chat_completion(raw: bytes) -> dict:
+    answer = loads_or_none(raw)
+    if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+        raise bad_upstream_response("a chat completion")
+    return answer
+
+
+def parse_message(raw: bytes) -> dict:
+    answer = loads_or_none(raw)
+    if (
+        not isinstance(answer, dict)
+        or answer.get("type") != "message"
+        or not isinstance(answer.get("content"), list)
+    ):
+        raise bad_upstream_response("a message")
+    return answer
+
+
 def rewrite_model(body: dict, upstream_model: str) -> bytes:
     body["model"] = upstream_model
     return orjson.dumps(body)

@@ -24,7 +24,14 @@ import orjson
 from apps.gateway.app import MeteredCall, authenticate, parse_json_body, resolve_model
 from apps.gateway.caches import ModelInfo
 from apps.gateway.filtering import filter_message, screen_prompt, stream_filter_done
-from apps.gateway.forward import open_upstream, rewrite_model
+from apps.gateway.forward import (
+    loads_or_none,
+    open_upstream,
+    parse_chat_completion,
+    parse_message,
+    read_upstream,
+    rewrite_model,
+)
 from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError
 from apps.gateway.protocol.anthropic import (
     MessagesStreamRelay,
@@ -71,16 +78,6 @@ def invalid_request(message: str) -> GatewayError:
     )
 
 
-def upstream_bad_response() -> GatewayError:
-    return GatewayError(
-        502,
-        "The upstream sent a response this gateway cannot read.",
-        error_type="server_error",
-        outcome="upstream_bad_response",
-        anthropic_type="api_error",
-    )
-
-
 def _parse(call: MeteredCall, *, require_max_tokens: bool) -> dict:
     body = parse_json_body(call.raw_body)
     if isinstance(body, dict) and isinstance(body.get("model"), str):
@@ -89,41 +86,6 @@ def _parse(call: MeteredCall, *, require_max_tokens: bool) -> dict:
     if problem:
         raise invalid_request(problem)
     return body
-
-
-def _record_deployment(call: MeteredCall):
-    def record(deployment) -> None:
-        call.event.deployment = deployment.label
-
-    return record
-
-
-async def _read(response: aiohttp.ClientResponse) -> bytes:
-    try:
-        return await response.read()
-    except (aiohttp.ClientError, TimeoutError):
-        raise GatewayError(
-            502,
-            "The upstream failed while sending the response.",
-            error_type="server_error",
-            outcome="upstream_error",
-            anthropic_type="api_error",
-        ) from None
-
-
-def _loads(raw: bytes):
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-
-
-def _is_message(answer) -> bool:
-    return (
-        isinstance(answer, dict)
-        and answer.get("type") == "message"
-        and isinstance(answer.get("content"), list)
-    )
 
 
 # ---------------------------------------------------------------------------
@@ -167,14 +129,14 @@ async def create_message(call: MeteredCall) -> None:
         "/messages",
         request.build,
         stream=stream,
-        on_deployment=_record_deployment(call),
+        on_deployment=call.record_deployment,
     ) as (response, deployment):
         native = deployment.kind == "anthropic"
         if not stream:
-            raw = await _read(response)
+            raw = await read_upstream(response)
         elif "text/event-stream" not in response.headers.get("Content-Type", ""):
             # Some servers answer a stream request with a plain body: replay it as a stream.
-            raw = await _read(response)
+            raw = await read_upstream(response)
             message = _message(call, request, raw, native)
             if call.screen is not None:
                 await filter_message(call, message)
@@ -201,9 +163,7 @@ def _message(call: MeteredCall, request: _Request, raw: bytes, native: bool) -> 
 
 def _native_message(call: MeteredCall, request: _Request, raw: bytes) -> dict:
     """An Anthropic backend's Message, model renamed, usage metered."""
-    answer = _loads(raw)
-    if not _is_message(answer):
-        raise upstream_bad_response()
+    answer = parse_message(raw)
     answer["model"] = request.model.name
     counts = anthropic_usage_counts(answer.get("usage"))
     event = call.event
@@ -218,9 +178,7 @@ def _native_message(call: MeteredCall, request: _Request, raw: bytes) -> dict:
 
 def _translated_message(call: MeteredCall, request: _Request, raw: bytes) -> dict:
     """An OpenAI backend's chat completion as an Anthropic Message, usage metered."""
-    answer = _loads(raw)
-    if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
-        raise upstream_bad_response()
+    answer = parse_chat_completion(raw)
     message = chat_response_to_message(
         answer,
         model=request.model.name,
@@ -341,7 +299,7 @@ async def _relay_translated_stream(
             if payload.startswith(b"[DONE]"):
                 done = True
                 break
-            chunk = _loads(payload)
+            chunk = loads_or_none(payload)
             if not isinstance(chunk, dict):
                 continue  # keep-alives and junk some servers emit
             if "error" in chunk and "choices" not in chunk:
@@ -361,21 +319,13 @@ async def _relay_translated_stream(
             async for data in response.content.iter_any():
                 out = convert(parser.feed(data))
                 if out:
-                    sent = b"".join(out)
-                    if flt is not None:
-                        sent = await flt.feed(sent)
-                    if sent:
-                        await exchange.stream_send(sent)
+                    await call.relay_out(b"".join(out), flt)
                 if done or upstream_error or (flt is not None and flt.blocked):
                     break
             else:
                 out = convert(parser.flush())
                 if out:
-                    sent = b"".join(out)
-                    if flt is not None:
-                        sent = await flt.feed(sent)
-                    if sent:
-                        await exchange.stream_send(sent)
+                    await call.relay_out(b"".join(out), flt)
         except (aiohttp.ClientError, TimeoutError):
             failed = True
     finally:
@@ -431,9 +381,9 @@ async def count_tokens(call: MeteredCall) -> None:
                 "/messages/count_tokens",
                 lambda d: rewrite_model(body, d.upstream_model),
                 stream=False,
-                on_deployment=_record_deployment(call),
+                on_deployment=call.record_deployment,
             ) as (response, _deployment):
-                answer = _loads(await _read(response))
+                answer = loads_or_none(await read_upstream(response))
         except GatewayError as exc:
             if exc.status < 500:
                 raise
