@@ -6,9 +6,11 @@ KEY_HASH_SECRET.
 """
 
 import os
+import warnings
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -46,6 +48,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "csp",
     "apps.tenants",
     "apps.keys",
     "apps.catalog",
@@ -55,16 +60,21 @@ INSTALLED_APPS = [
     "apps.provisioning",
     "apps.billing",
     "apps.moderation",
+    "apps.audit",
+    "apps.dashboard",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (dashboard CSS/JS) straight from the ASGI process, DEBUG on or off.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "apps.platform.urls"
@@ -78,6 +88,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "csp.context_processors.nonce",
             ],
         },
     },
@@ -131,6 +142,31 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Database errors caused by input (out-of-range values, uniqueness races) are 400/409.
+    "EXCEPTION_HANDLER": "apps.api.errors.exception_handler",
+}
+# OpenAPI schema (/api/schema/) and docs (/api/docs/), served without any CDN.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Tollgate management API",
+    "DESCRIPTION": (
+        "Tenant keys, admin tokens, members, audit log, settings and usage reports; "
+        "staff: tenants, backends, models, deployments, prices and the metering pipeline. "
+        "Authenticate with a tenant admin token (`Authorization: Bearer tga-…`) or a "
+        "staff session; inference keys (`tg-…`) are refused."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "RoleEnum": "apps.tenants.models.Membership.Role",
+        "BudgetPeriodEnum": "apps.limits.fields.BudgetPeriod",
+        "BackendKindEnum": "apps.catalog.models.Backend.Kind",
+    },
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Gateway
@@ -151,6 +187,47 @@ LEDGER_SPOOL_DIR = os.environ.get("LEDGER_SPOOL_DIR", str(BASE_DIR / "var" / "sp
 LEDGER_RECLAIM_IDLE_MS = env_int("LEDGER_RECLAIM_IDLE_MS", 60_000)
 LEDGER_BATCH_SIZE = env_int("LEDGER_BATCH_SIZE", 500)
 
+# Sign-in: 5 failures per username and IP lock that pair for 15 minutes (apps/tenants/signin.py).
+AUTHENTICATION_BACKENDS = ["apps.tenants.signin.ThrottledModelBackend"]
+SIGNIN_MAX_FAILURES = env_int("SIGNIN_MAX_FAILURES", 5)
+SIGNIN_LOCK_SECONDS = env_int("SIGNIN_LOCK_SECONDS", 15 * 60)
+
+# Security headers, always: no framing, no MIME sniffing, HttpOnly session cookie, and a
+# content security policy (django-csp): same-origin only; an inline <script>/<style> needs
+# the request's nonce (templates: nonce="{{ CSP_NONCE }}").
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+# Production (TOLLGATE_PRODUCTION=1, DEBUG off): cookies only over HTTPS and HSTS.
+PRODUCTION = env_bool("TOLLGATE_PRODUCTION", False) and not DEBUG
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+    # Behind a TLS-terminating proxy, SECURE_SSL_REDIRECT=1 sends plain http to https
+    # (health checks and metrics stay reachable over http).
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# "HTTP_X_FORWARDED_PROTO,https": trust the proxy's header for request.is_secure().
+if os.environ.get("SECURE_PROXY_SSL_HEADER"):
+    _header, _, _value = os.environ["SECURE_PROXY_SSL_HEADER"].partition(",")
+    SECURE_PROXY_SSL_HEADER = (_header.strip(), _value.strip() or "https")
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
@@ -162,6 +239,16 @@ USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# WhiteNoise serves the apps' static files from their folders too, so the dashboard works
+# without a collectstatic step (production may still collect them into STATIC_ROOT).
+WHITENOISE_USE_FINDERS = True
+# …and STATIC_ROOT need not exist (WhiteNoise would warn at every start).
+warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
+
+# Dashboard sign-in (Django auth).
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/dashboard/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 LOGGING = {
     "version": 1,

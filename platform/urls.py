@@ -5,7 +5,10 @@ from apps.core.health import healthz, metrics, readyz
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("accounts/", include("apps.dashboard.auth_urls")),
+    path("dashboard/", include("apps.dashboard.urls")),
     path("api/", include("apps.billing.urls")),
+    path("api/", include("apps.api.urls")),
     path("healthz", healthz),
     path("readyz", readyz),
     path("metrics", metrics),

@@ -24,7 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.billing import selectors
+from apps.billing import schema, selectors
 from apps.billing.models import UsageRollup
 from apps.billing.renderers import ExactJSONRenderer, decimal_text
 from apps.tenants.authentication import tenant_for_request
@@ -172,6 +172,7 @@ def _buckets(
 # OpenAI-shaped usage and costs -----------------------------------------------------------
 
 
+@schema.usage_schema
 class UsageCompletionsView(TenantReportView):
     """GET /api/v1/organization/usage/completions — OpenAI's organization usage shape."""
 
@@ -213,6 +214,7 @@ class UsageCompletionsView(TenantReportView):
         return Response(_buckets(first, page_end, end, step, results, render))
 
 
+@schema.costs_schema
 class CostsView(TenantReportView):
     """GET /api/v1/organization/costs — OpenAI's organization costs shape.
 
@@ -306,6 +308,7 @@ def _csv_range(request: Request) -> tuple[datetime, datetime]:
     return datetime.fromtimestamp(start_ts, UTC), datetime.fromtimestamp(end_ts, UTC)
 
 
+@schema.records_csv_schema
 class UsageRecordsCSVView(TenantReportView):
     """GET /api/v1/usage/records.csv?start_time=&end_time= — raw ledger rows, streamed."""
 
@@ -316,6 +319,7 @@ class UsageRecordsCSVView(TenantReportView):
         return _csv_response(request, _csv_chunks(selectors.RECORD_COLUMNS, rows), name)
 
 
+@schema.rollups_csv_schema
 class UsageRollupsCSVView(TenantReportView):
     """GET /api/v1/usage/rollups.csv?start_time=&end_time=&granularity=hour|day."""
 
@@ -366,6 +370,7 @@ def _statement_json(statement, *, lines: bool) -> dict[str, Any]:
     return data
 
 
+@schema.statement_list_schema
 class StatementListView(TenantReportView):
     """GET /api/v1/statements — the tenant's monthly statements, newest first."""
 
@@ -376,6 +381,7 @@ class StatementListView(TenantReportView):
         )
 
 
+@schema.statement_detail_schema
 class StatementDetailView(TenantReportView):
     """GET /api/v1/statements/<id> — one statement with its lines."""
 

@@ -1,5 +1,36 @@
+from django.db.models import Q
+from django.utils import timezone
+
 from apps.keys.models import ApiKey
 
 
 def api_key_get_by_hash(key_hash: str) -> ApiKey | None:
     return ApiKey.objects.select_related("tenant").filter(key_hash=key_hash).first()
+
+
+def api_key_list(*, tenant, status: str | None = None):
+    """A tenant's keys, newest first; ``status``: active, revoked or expired."""
+    keys = ApiKey.objects.filter(tenant=tenant).select_related("created_by")
+    now = timezone.now()
+    if status == "active":
+        keys = keys.filter(revoked_at__isnull=True).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        )
+    elif status == "revoked":
+        keys = keys.filter(revoked_at__isnull=False)
+    elif status == "expired":
+        keys = keys.filter(revoked_at__isnull=True, expires_at__lte=now)
+    return keys.order_by("-created_at", "-id")
+
+
+def api_key_get(*, tenant, key_id: int) -> ApiKey | None:
+    """The tenant's key with this id; another tenant's is None (a 404)."""
+    return ApiKey.objects.select_related("tenant").filter(tenant=tenant, id=key_id).first()
+
+
+def api_key_name_taken(*, tenant, name: str, exclude_id: int | None = None) -> bool:
+    """An active key of the tenant already has this name."""
+    keys = ApiKey.objects.filter(tenant=tenant, name=name, revoked_at__isnull=True)
+    if exclude_id is not None:
+        keys = keys.exclude(id=exclude_id)
+    return keys.exists()

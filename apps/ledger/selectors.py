@@ -28,3 +28,11 @@ def ledger_pipeline_state() -> dict:
     except redis.RedisError:
         pass
     return state
+
+
+def ledger_last_ingest():
+    """When the newest usage record landed in the ledger (None: never). Read through the
+    primary key (ids grow with ingest), not a scan of ingested_at."""
+    from apps.ledger.models import UsageRecord
+
+    return UsageRecord.objects.order_by("-id").values_list("ingested_at", flat=True).first()

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db import transaction
 
+from apps.audit.services import audit_record
 from apps.catalog.models import Backend
 from apps.core.redis import KEYS_INVALIDATE_CHANNEL, publish
 from apps.keys.models import ApiKey
@@ -34,7 +35,7 @@ def content_policy_clean(*, policy: Any) -> dict[str, Any]:
 
 @transaction.atomic
 def content_policy_set(
-    *, tenant: Tenant | None = None, api_key: ApiKey | None = None, policy: Any
+    *, tenant: Tenant | None = None, api_key: ApiKey | None = None, policy: Any, actor=None
 ) -> dict[str, Any]:
     """Set the content policy of a tenant (the default of its keys) or of one key (its
     per-category override). Returns the stored normal form; caches are invalidated in
@@ -44,8 +45,16 @@ def content_policy_set(
     cleaned = content_policy_clean(policy=policy)
     target = tenant if tenant is not None else api_key
     if target.content_policy != cleaned:
+        previous = target.content_policy
         target.content_policy = cleaned
         target.save(update_fields=["content_policy"])
+        audit_record(
+            tenant=tenant if tenant is not None else api_key.tenant,
+            actor=actor,
+            action="policy.changed",
+            target=target,
+            details={"from": previous, "to": cleaned},
+        )
     # A tenant's policy is in every one of its keys' cache entries.
     message = "*" if tenant is not None else api_key.key_hash
     transaction.on_commit(lambda: publish(KEYS_INVALIDATE_CHANNEL, message))

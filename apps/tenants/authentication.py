@@ -7,11 +7,10 @@ bound to its tenant, and a Django user with a session (staff may name any tenant
 
 from dataclasses import dataclass
 
-from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
-from apps.tenants.models import ADMIN_TOKEN_PREFIX, AdminToken, Tenant
+from apps.tenants.models import ADMIN_TOKEN_PREFIX, Tenant
 from apps.tenants.selectors import admin_token_get_active
 from apps.tenants.services import admin_token_mark_used
 
@@ -61,25 +60,8 @@ class AdminTokenAuthentication(BaseAuthentication):
 
 
 def tenant_for_request(request) -> Tenant:
-    """The one tenant this request may read. Anything else is a 404, never another's data."""
-    wanted = request.query_params.get("tenant") or None
-    if isinstance(request.auth, AdminToken):
-        tenant = request.auth.tenant
-        if wanted is not None and wanted != tenant.name:
-            raise Http404("No such tenant.")
-        return tenant
-    user = request.user
-    if not getattr(user, "is_authenticated", False):
-        raise exceptions.NotAuthenticated()
-    if user.is_staff:
-        if wanted is None:
-            raise exceptions.ValidationError({"tenant": "staff: name a tenant with ?tenant=<name>"})
-        candidates = Tenant.objects.filter(name=wanted)
-    else:
-        candidates = Tenant.objects.filter(memberships__user=user)
-        if wanted is not None:
-            candidates = candidates.filter(name=wanted)
-    found = list(candidates[:2])
-    if len(found) != 1:
-        raise Http404("No such tenant.")
-    return found[0]
+    """The one tenant this request may read. Anything else is a 404, never another's data.
+    (Resolved by apps.tenants.access, the one place that decides tenant and role.)"""
+    from apps.tenants.access import tenant_access_for
+
+    return tenant_access_for(request).tenant

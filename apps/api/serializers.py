@@ -1,0 +1,488 @@
+"""Serializers of the management API. Input is validated strictly: unknown fields, NUL
+characters, out-of-range numbers and invalid policies are 400s naming the field."""
+
+import math
+import re
+from decimal import Decimal
+from typing import Any
+
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from apps.catalog.models import Backend, Model
+from apps.keys.models import ApiKey
+from apps.limits.fields import BudgetPeriod
+from apps.moderation.policy import PolicyError
+from apps.moderation.services import content_policy_clean
+from apps.tenants.models import Membership
+
+MAX_INT = 2_147_483_647  # PostgreSQL integer
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}")
+MODEL_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}\Z")
+SLUG = re.compile(r"\A[-a-zA-Z0-9_]{1,64}\Z")
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know (a typo must not be silently ignored)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            writable = {name for name, f in self.fields.items() if not f.read_only}
+            unknown = sorted(set(data) - writable)
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+def _limit_field() -> serializers.IntegerField:
+    return serializers.IntegerField(min_value=0, max_value=MAX_INT, allow_null=True, required=False)
+
+
+def _budget_amount_field() -> serializers.DecimalField:
+    return serializers.DecimalField(
+        max_digits=14,
+        decimal_places=6,
+        min_value=Decimal(0),
+        allow_null=True,
+        required=False,
+        help_text="USD per budget period; null = no budget",
+    )
+
+
+class PolicyField(serializers.JSONField):
+    """A content policy (apps/moderation/policy.py), stored in its normal form."""
+
+    def to_internal_value(self, data):
+        data = super().to_internal_value(data)
+        if _has_nul(data):
+            raise serializers.ValidationError("must not contain NUL characters")
+        try:
+            return content_policy_clean(policy=data)
+        except PolicyError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+
+class FiniteFloatField(serializers.FloatField):
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not math.isfinite(value):
+            raise serializers.ValidationError("must be a finite number")
+        return value
+
+
+def _model_names(names: list[str]) -> list[str]:
+    known = set(
+        Model.objects.filter(name__in=[n for n in names if n != "*"]).values_list("name", flat=True)
+    )
+    unknown = [n for n in names if n != "*" and n not in known]
+    if unknown:
+        raise serializers.ValidationError(f"unknown model '{unknown[0]}'")
+    return list(dict.fromkeys(names))
+
+
+# Keys --------------------------------------------------------------------------------------
+
+
+def key_status(api_key: ApiKey) -> str:
+    if api_key.revoked_at is not None:
+        return "revoked"
+    if api_key.expires_at is not None and api_key.expires_at <= timezone.now():
+        return "expired"
+    return "active"
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    status = serializers.SerializerMethodField()
+    created_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ApiKey
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "status",
+            "allowed_models",
+            "rpm",
+            "tpm",
+            "max_concurrent",
+            "budget_amount",
+            "budget_period",
+            "content_policy",
+            "expires_at",
+            "created_at",
+            "created_by",
+            "last_used_at",
+            "revoked_at",
+        ]
+        read_only_fields = fields
+
+    def get_status(self, obj: ApiKey) -> str:
+        return key_status(obj)
+
+    def get_created_by(self, obj: ApiKey) -> str | None:
+        return obj.created_by.get_username() if obj.created_by_id else None
+
+
+class ApiKeyWithSecretSerializer(ApiKeySerializer):
+    secret = serializers.SerializerMethodField(help_text="Shown once; only its hash is stored.")
+
+    class Meta(ApiKeySerializer.Meta):
+        fields = [*ApiKeySerializer.Meta.fields, "secret"]
+        read_only_fields = fields
+
+    def get_secret(self, obj: ApiKey) -> str:
+        return self.context["secret"]
+
+
+class ApiKeyWriteSerializer(StrictSerializer):
+    """Create (name required) and PATCH (every field optional) of a key."""
+
+    name = serializers.CharField(max_length=100, trim_whitespace=True)
+    allowed_models = serializers.ListField(
+        child=serializers.CharField(max_length=128),
+        max_length=500,
+        required=False,
+        help_text='Model names this key may call; [] = none, ["*"] = every model',
+    )
+    rpm = _limit_field()
+    tpm = _limit_field()
+    max_concurrent = _limit_field()
+    budget_amount = _budget_amount_field()
+    budget_period = serializers.ChoiceField(choices=BudgetPeriod.choices, required=False)
+    expires_at = serializers.DateTimeField(allow_null=True, required=False)
+    content_policy = PolicyField(
+        required=False, help_text="Per-category override of the tenant's content policy"
+    )
+
+    def validate_allowed_models(self, value: list[str]) -> list[str]:
+        return _model_names(value)
+
+    def validate_expires_at(self, value):
+        if value is not None and value <= timezone.now():
+            raise serializers.ValidationError("must be in the future")
+        return value
+
+    def validate_name(self, value: str) -> str:
+        if not value:
+            raise serializers.ValidationError("must not be empty")
+        return value
+
+
+# Admin tokens ------------------------------------------------------------------------------
+
+
+class AdminTokenSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    prefix = serializers.CharField(read_only=True)
+    status = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField(read_only=True)
+    last_used_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    revoked_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+    def get_status(self, obj) -> str:
+        return "revoked" if obj.revoked_at else "active"
+
+
+class AdminTokenWithSecretSerializer(AdminTokenSerializer):
+    secret = serializers.SerializerMethodField(help_text="Shown once; only its hash is stored.")
+
+    def get_secret(self, obj) -> str:
+        return self.context["secret"]
+
+
+class AdminTokenCreateSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=100, trim_whitespace=True)
+
+
+# Members -----------------------------------------------------------------------------------
+
+
+class MembershipSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    user_id = serializers.IntegerField(read_only=True)
+    username = serializers.CharField(source="user.username", read_only=True)
+    email = serializers.CharField(source="user.email", read_only=True)
+    role = serializers.ChoiceField(choices=Membership.Role.choices, read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+
+
+class InvitationSerializer(MembershipSerializer):
+    user_created = serializers.BooleanField(read_only=True)
+    set_password_path = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="One-time link for a new member to set a password (show it once).",
+    )
+
+
+class MemberInviteSerializer(StrictSerializer):
+    email = serializers.EmailField(max_length=254)
+    role = serializers.ChoiceField(choices=Membership.Role.choices)
+
+
+class MemberRoleSerializer(StrictSerializer):
+    role = serializers.ChoiceField(choices=Membership.Role.choices)
+
+
+# Audit -------------------------------------------------------------------------------------
+
+
+class AuditEventSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    action = serializers.CharField(read_only=True)
+    actor = serializers.CharField(source="actor_label", read_only=True)
+    actor_type = serializers.SerializerMethodField()
+    actor_user_id = serializers.IntegerField(read_only=True, allow_null=True)
+    actor_token_id = serializers.IntegerField(read_only=True, allow_null=True)
+    target_type = serializers.CharField(read_only=True)
+    target_id = serializers.CharField(read_only=True)
+    target_label = serializers.CharField(read_only=True)
+    details = serializers.JSONField(read_only=True)
+
+    def get_actor_type(self, obj) -> str:
+        if obj.actor_token_id:
+            return "admin_token"
+        if obj.actor_user_id:
+            return "user"
+        return "system"
+
+
+# Tenant settings ---------------------------------------------------------------------------
+
+
+class TenantSettingsSerializer(serializers.Serializer):
+    name = serializers.CharField(read_only=True)
+    display_name = serializers.CharField(read_only=True)
+    rpm = serializers.IntegerField(read_only=True, allow_null=True)
+    tpm = serializers.IntegerField(read_only=True, allow_null=True)
+    max_concurrent = serializers.IntegerField(read_only=True, allow_null=True)
+    budget_amount = serializers.DecimalField(
+        max_digits=14, decimal_places=6, read_only=True, allow_null=True
+    )
+    budget_period = serializers.ChoiceField(choices=BudgetPeriod.choices, read_only=True)
+    content_policy = serializers.JSONField(read_only=True)
+    role = serializers.SerializerMethodField(help_text="The caller's role in this tenant")
+
+    def get_role(self, obj) -> str:
+        return self.context["access"].role
+
+
+class TenantSettingsWriteSerializer(StrictSerializer):
+    rpm = _limit_field()
+    tpm = _limit_field()
+    max_concurrent = _limit_field()
+    budget_amount = _budget_amount_field()
+    budget_period = serializers.ChoiceField(choices=BudgetPeriod.choices, required=False)
+    content_policy = PolicyField(required=False, help_text="The default of the tenant's keys")
+
+
+# Staff: tenants ----------------------------------------------------------------------------
+
+
+class TenantSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    display_name = serializers.CharField(read_only=True)
+    rpm = serializers.IntegerField(read_only=True, allow_null=True)
+    tpm = serializers.IntegerField(read_only=True, allow_null=True)
+    max_concurrent = serializers.IntegerField(read_only=True, allow_null=True)
+    budget_amount = serializers.DecimalField(
+        max_digits=14, decimal_places=6, read_only=True, allow_null=True
+    )
+    budget_period = serializers.ChoiceField(choices=BudgetPeriod.choices, read_only=True)
+    content_policy = serializers.JSONField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+
+
+class TenantWriteSerializer(StrictSerializer):
+    name = serializers.RegexField(SLUG, max_length=64, help_text="letters, digits, - and _")
+    display_name = serializers.CharField(max_length=200, allow_blank=True, required=False)
+    rpm = _limit_field()
+    tpm = _limit_field()
+    max_concurrent = _limit_field()
+    budget_amount = _budget_amount_field()
+    budget_period = serializers.ChoiceField(choices=BudgetPeriod.choices, required=False)
+
+
+class TenantUpdateSerializer(TenantWriteSerializer):
+    name = None
+
+
+# Staff: catalog ----------------------------------------------------------------------------
+
+
+class BackendSerializer(StrictSerializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.RegexField(SLUG, max_length=64)
+    kind = serializers.ChoiceField(choices=Backend.Kind.choices, required=False)
+    base_url = serializers.URLField(max_length=500)
+    credential = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        max_length=4000,
+        help_text='Upstream API key: write-only, stored encrypted; "" clears it',
+    )
+    has_credential = serializers.SerializerMethodField()
+    timeout_s = FiniteFloatField(min_value=0.001, max_value=3600, required=False)
+    connect_timeout_s = FiniteFloatField(min_value=0.001, max_value=600, required=False)
+    extra_headers = serializers.DictField(
+        child=serializers.CharField(max_length=2000, allow_blank=True), required=False
+    )
+    enabled = serializers.BooleanField(required=False)
+    deployment_count = serializers.IntegerField(read_only=True, required=False)
+    created_at = serializers.DateTimeField(read_only=True)
+
+    def get_has_credential(self, obj) -> bool:
+        return bool(obj.credential_encrypted)
+
+    def validate_base_url(self, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise serializers.ValidationError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    def validate_extra_headers(self, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 50:
+            raise serializers.ValidationError("at most 50 headers")
+        for name, header_value in value.items():
+            if not HEADER_NAME.fullmatch(name):
+                raise serializers.ValidationError(f"'{name[:100]}' is not a header name")
+            if any(c in header_value for c in "\r\n\x00"):
+                raise serializers.ValidationError(f"{name}: invalid characters in the value")
+        return dict(value)
+
+    def validate_name(self, value: str) -> str:
+        others = Backend.objects.filter(name=value)
+        if self.instance is not None:
+            others = others.exclude(id=self.instance.id)
+        if others.exists():
+            raise serializers.ValidationError(f"a backend named '{value}' exists")
+        return value
+
+
+class ModelSerializer(StrictSerializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.RegexField(MODEL_NAME, max_length=128)
+    aliases = serializers.ListField(
+        child=serializers.RegexField(MODEL_NAME, max_length=128), max_length=50, required=False
+    )
+    display_name = serializers.CharField(max_length=200, allow_blank=True, required=False)
+    enabled = serializers.BooleanField(required=False)
+    created_at = serializers.DateTimeField(read_only=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        from apps.catalog.selectors import model_name_taken
+
+        exclude = self.instance.id if self.instance is not None else None
+        name = attrs.get("name")
+        if name is not None and model_name_taken(name=name, exclude_id=exclude):
+            raise serializers.ValidationError({"name": [f"'{name}' is taken by another model"]})
+        for alias in attrs.get("aliases", []):
+            if model_name_taken(name=alias, exclude_id=exclude):
+                raise serializers.ValidationError(
+                    {"aliases": [f"'{alias}' is taken by another model"]}
+                )
+        if "aliases" in attrs:
+            attrs["aliases"] = list(dict.fromkeys(attrs["aliases"]))
+        return attrs
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class _NameField(serializers.Field):
+    """A catalog object by its name (model or backend)."""
+
+    default_error_messages = {"invalid": "must be a name (a string of at most 128 characters)"}
+
+    def __init__(self, model_class, **kwargs) -> None:
+        self.model_class = model_class
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str) or not data or len(data) > 128 or "\x00" in data:
+            self.fail("invalid")
+        found = self.model_class.objects.filter(name=data).first()
+        if found is None:
+            raise serializers.ValidationError(f"unknown {self.model_class.__name__.lower()}")
+        return found
+
+    def to_representation(self, value):
+        return value.name
+
+
+class DeploymentSerializer(StrictSerializer):
+    id = serializers.IntegerField(read_only=True)
+    model = _NameField(Model, help_text="The public model name")
+    backend = _NameField(Backend, help_text="The backend's name")
+    upstream_model = serializers.CharField(max_length=200)
+    weight = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        from apps.catalog.models import Deployment
+
+        instance = self.instance
+        model = attrs.get("model", getattr(instance, "model", None))
+        backend = attrs.get("backend", getattr(instance, "backend", None))
+        upstream = attrs.get("upstream_model", getattr(instance, "upstream_model", None))
+        same = Deployment.objects.filter(model=model, backend=backend, upstream_model=upstream)
+        if instance is not None:
+            same = same.exclude(id=instance.id)
+        if same.exists():
+            raise serializers.ValidationError("this deployment exists")
+        return attrs
+
+
+class PriceSerializer(StrictSerializer):
+    id = serializers.IntegerField(read_only=True)
+    model = _NameField(Model, help_text="The public model name")
+    effective_from = serializers.DateTimeField()
+    input_per_mtok = serializers.DecimalField(
+        max_digits=14, decimal_places=6, min_value=Decimal(0), help_text="USD per 1M tokens"
+    )
+    cached_input_per_mtok = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=6,
+        min_value=Decimal(0),
+        required=False,
+        help_text="USD per 1M cached prompt tokens (default: the input price)",
+    )
+    output_per_mtok = serializers.DecimalField(
+        max_digits=14, decimal_places=6, min_value=Decimal(0)
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        from apps.catalog.models import Price
+
+        if Price.objects.filter(
+            model=attrs["model"], effective_from=attrs["effective_from"]
+        ).exists():
+            raise serializers.ValidationError(
+                {
+                    "effective_from": [
+                        "a price version from this time exists (prices are append-only)"
+                    ]
+                }
+            )
+        return attrs
+
+
+class PipelineSerializer(serializers.Serializer):
+    stream_length = serializers.IntegerField(allow_null=True)
+    pending = serializers.IntegerField(allow_null=True)
+    lag_seconds = serializers.FloatField(allow_null=True)
+    dead_letters = serializers.IntegerField(allow_null=True)
+    last_ingest_at = serializers.DateTimeField(allow_null=True)

@@ -1,0 +1,730 @@
+"""Management API views (/api/v1/). Thin: the tenant and role come from
+apps.tenants.access (through the permission classes, which set ``self.access`` and
+``self.tenant``), objects are read through tenant-scoped selectors (another tenant's id is
+a 404), and every write goes through a service that records it in the audit log."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.http import Http404
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.views import SpectacularSwaggerSplitView
+from rest_framework import exceptions, status
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.api import serializers as s
+from apps.audit.selectors import audit_event_list
+from apps.catalog import selectors as catalog_selectors
+from apps.catalog import services as catalog_services
+from apps.catalog.models import Backend, Deployment, Model, Price
+from apps.keys.selectors import api_key_get, api_key_list, api_key_name_taken
+from apps.keys.services import api_key_issue, api_key_revoke, api_key_rotate, api_key_update
+from apps.ledger.selectors import ledger_last_ingest, ledger_pipeline_state
+from apps.moderation.services import content_policy_set
+from apps.tenants import selectors as tenant_selectors
+from apps.tenants.access import IsOwner, IsStaff, ReadOrWrite, TenantAccess
+from apps.tenants.models import Tenant
+from apps.tenants.services import (
+    TenantError,
+    admin_token_issue,
+    admin_token_revoke,
+    membership_invite,
+    membership_remove,
+    membership_set_role,
+    tenant_create,
+    tenant_update,
+    tenant_update_limits,
+)
+
+TENANT_PARAM = OpenApiParameter(
+    "tenant",
+    OpenApiTypes.STR,
+    description="Staff and members of several tenants: the tenant's name. An admin token "
+    "acts for its own tenant only.",
+    required=False,
+)
+
+
+def _tenant_error(exc: TenantError) -> exceptions.ValidationError:
+    return exceptions.ValidationError({exc.field: [exc.message]})
+
+
+class TenantAPIView(APIView):
+    """Base of the tenant-scoped endpoints: viewers read, admins write (override
+    ``permission_classes`` for owner-only endpoints)."""
+
+    permission_classes = [IsAuthenticated, ReadOrWrite]
+    access: TenantAccess
+    tenant: Tenant
+
+
+class StaffAPIView(APIView):
+    permission_classes = [IsAuthenticated, IsStaff]
+
+
+def _object_or_404(found):
+    if found is None:
+        raise Http404("Not found.")
+    return found
+
+
+# Keys --------------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="List the tenant's inference keys",
+        parameters=[
+            TENANT_PARAM,
+            OpenApiParameter(
+                "status", OpenApiTypes.STR, enum=["active", "revoked", "expired"], required=False
+            ),
+        ],
+        responses=s.ApiKeySerializer(many=True),
+        tags=["keys"],
+    ),
+    post=extend_schema(
+        summary="Issue a key (the secret is in this response only)",
+        parameters=[TENANT_PARAM],
+        request=s.ApiKeyWriteSerializer,
+        responses={201: s.ApiKeyWithSecretSerializer},
+        tags=["keys"],
+    ),
+)
+class KeyListView(TenantAPIView):
+    def get(self, request: Request) -> Response:
+        wanted = request.query_params.get("status") or None
+        if wanted not in (None, "active", "revoked", "expired"):
+            raise exceptions.ValidationError({"status": ["must be active, revoked or expired"]})
+        keys = api_key_list(tenant=self.tenant, status=wanted)
+        return Response(s.ApiKeySerializer(keys, many=True).data)
+
+    def post(self, request: Request) -> Response:
+        serializer = s.ApiKeyWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        if api_key_name_taken(tenant=self.tenant, name=data["name"]):
+            raise exceptions.ValidationError({"name": ["an active key has this name"]})
+        try:
+            api_key, secret = api_key_issue(tenant=self.tenant, actor=self.access, **data)
+        except IntegrityError:
+            raise exceptions.ValidationError({"name": ["an active key has this name"]}) from None
+        body = s.ApiKeyWithSecretSerializer(api_key, context={"secret": secret}).data
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="One key", parameters=[TENANT_PARAM], responses=s.ApiKeySerializer, tags=["keys"]
+    ),
+    patch=extend_schema(
+        summary="Change a key's name, allowlist, limits, budget, expiry or content policy",
+        parameters=[TENANT_PARAM],
+        request=s.ApiKeyWriteSerializer,
+        responses=s.ApiKeySerializer,
+        tags=["keys"],
+    ),
+)
+class KeyDetailView(TenantAPIView):
+    def get(self, request: Request, key_id: int) -> Response:
+        api_key = _object_or_404(api_key_get(tenant=self.tenant, key_id=key_id))
+        return Response(s.ApiKeySerializer(api_key).data)
+
+    def patch(self, request: Request, key_id: int) -> Response:
+        api_key = _object_or_404(api_key_get(tenant=self.tenant, key_id=key_id))
+        serializer = s.ApiKeyWriteSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        if api_key.revoked_at is not None:
+            raise exceptions.ValidationError({"detail": ["a revoked key cannot be changed"]})
+        data = dict(serializer.validated_data)
+        name = data.get("name")
+        if name and api_key_name_taken(tenant=self.tenant, name=name, exclude_id=api_key.id):
+            raise exceptions.ValidationError({"name": ["an active key has this name"]})
+        policy = data.pop("content_policy", None)
+        with transaction.atomic():
+            if data:
+                api_key_update(api_key=api_key, actor=self.access, **data)
+            if policy is not None:
+                content_policy_set(api_key=api_key, policy=policy, actor=self.access)
+        api_key.refresh_from_db()
+        return Response(s.ApiKeySerializer(api_key).data)
+
+
+@extend_schema(
+    summary="Rotate a key: revoke it and issue a new secret with the same settings",
+    parameters=[TENANT_PARAM],
+    request=None,
+    responses={201: s.ApiKeyWithSecretSerializer},
+    tags=["keys"],
+)
+class KeyRotateView(TenantAPIView):
+    def post(self, request: Request, key_id: int) -> Response:
+        api_key = _object_or_404(api_key_get(tenant=self.tenant, key_id=key_id))
+        if api_key.revoked_at is not None:
+            raise exceptions.ValidationError({"detail": ["a revoked key cannot be rotated"]})
+        new_key, secret = api_key_rotate(api_key=api_key, actor=self.access)
+        body = s.ApiKeyWithSecretSerializer(new_key, context={"secret": secret}).data
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
+
+
+@extend_schema(
+    summary="Revoke a key (refused on /v1 within a second)",
+    parameters=[TENANT_PARAM],
+    request=None,
+    responses=s.ApiKeySerializer,
+    tags=["keys"],
+)
+class KeyRevokeView(TenantAPIView):
+    def post(self, request: Request, key_id: int) -> Response:
+        api_key = _object_or_404(api_key_get(tenant=self.tenant, key_id=key_id))
+        api_key_revoke(api_key=api_key, actor=self.access)
+        return Response(s.ApiKeySerializer(api_key).data)
+
+
+# Admin tokens ------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="List the tenant's admin tokens",
+        parameters=[TENANT_PARAM],
+        responses=s.AdminTokenSerializer(many=True),
+        tags=["admin tokens"],
+    ),
+    post=extend_schema(
+        summary="Issue an admin token (the secret is in this response only)",
+        parameters=[TENANT_PARAM],
+        request=s.AdminTokenCreateSerializer,
+        responses={201: s.AdminTokenWithSecretSerializer},
+        tags=["admin tokens"],
+    ),
+)
+class AdminTokenListView(TenantAPIView):
+    def get(self, request: Request) -> Response:
+        tokens = tenant_selectors.admin_token_list(tenant=self.tenant)
+        return Response(s.AdminTokenSerializer(tokens, many=True).data)
+
+    def post(self, request: Request) -> Response:
+        serializer = s.AdminTokenCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        name = serializer.validated_data["name"]
+        if tenant_selectors.admin_token_name_taken(tenant=self.tenant, name=name):
+            raise exceptions.ValidationError({"name": ["an active admin token has this name"]})
+        try:
+            token, secret = admin_token_issue(tenant=self.tenant, name=name, actor=self.access)
+        except IntegrityError:
+            raise exceptions.ValidationError(
+                {"name": ["an active admin token has this name"]}
+            ) from None
+        body = s.AdminTokenWithSecretSerializer(token, context={"secret": secret}).data
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
+
+
+@extend_schema(
+    summary="Revoke an admin token",
+    parameters=[TENANT_PARAM],
+    request=None,
+    responses=s.AdminTokenSerializer,
+    tags=["admin tokens"],
+)
+class AdminTokenRevokeView(TenantAPIView):
+    def post(self, request: Request, token_id: int) -> Response:
+        token = _object_or_404(
+            tenant_selectors.admin_token_get(tenant=self.tenant, token_id=token_id)
+        )
+        admin_token_revoke(admin_token=token, actor=self.access)
+        return Response(s.AdminTokenSerializer(token).data)
+
+
+# Members (owners) --------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="List members (owners)",
+        parameters=[TENANT_PARAM],
+        responses=s.MembershipSerializer(many=True),
+        tags=["members"],
+    ),
+    post=extend_schema(
+        summary="Invite a member by email (owners); a new user gets a one-time set-password link",
+        parameters=[TENANT_PARAM],
+        request=s.MemberInviteSerializer,
+        responses={201: s.InvitationSerializer},
+        tags=["members"],
+    ),
+)
+class MemberListView(TenantAPIView):
+    permission_classes = [IsAuthenticated, IsOwner]
+
+    def get(self, request: Request) -> Response:
+        members = tenant_selectors.membership_list(tenant=self.tenant)
+        return Response(s.MembershipSerializer(members, many=True).data)
+
+    def post(self, request: Request) -> Response:
+        serializer = s.MemberInviteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            invitation = membership_invite(
+                tenant=self.tenant, actor=self.access, **serializer.validated_data
+            )
+        except TenantError as exc:
+            raise _tenant_error(exc) from None
+        body = dict(s.MembershipSerializer(invitation.membership).data)
+        body.update(
+            user_created=invitation.user_created,
+            set_password_path=invitation.set_password_path,
+        )
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="One member (owners)",
+        parameters=[TENANT_PARAM],
+        responses=s.MembershipSerializer,
+        tags=["members"],
+    ),
+    patch=extend_schema(
+        summary="Change a member's role (owners; the last owner stays owner)",
+        parameters=[TENANT_PARAM],
+        request=s.MemberRoleSerializer,
+        responses=s.MembershipSerializer,
+        tags=["members"],
+    ),
+    delete=extend_schema(
+        summary="Remove a member (owners; never the last owner)",
+        parameters=[TENANT_PARAM],
+        responses={204: None},
+        tags=["members"],
+    ),
+)
+class MemberDetailView(TenantAPIView):
+    permission_classes = [IsAuthenticated, IsOwner]
+
+    def _membership(self, member_id: int):
+        return _object_or_404(
+            tenant_selectors.membership_get(tenant=self.tenant, membership_id=member_id)
+        )
+
+    def get(self, request: Request, member_id: int) -> Response:
+        return Response(s.MembershipSerializer(self._membership(member_id)).data)
+
+    def patch(self, request: Request, member_id: int) -> Response:
+        membership = self._membership(member_id)
+        serializer = s.MemberRoleSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            membership = membership_set_role(
+                membership=membership, role=serializer.validated_data["role"], actor=self.access
+            )
+        except TenantError as exc:
+            raise _tenant_error(exc) from None
+        return Response(s.MembershipSerializer(membership).data)
+
+    def delete(self, request: Request, member_id: int) -> Response:
+        try:
+            membership_remove(membership=self._membership(member_id), actor=self.access)
+        except TenantError as exc:
+            raise _tenant_error(exc) from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# Audit log (owners) ------------------------------------------------------------------------
+
+
+class AuditPagination(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = 100
+    page_size_query_param = "limit"
+    max_page_size = 500
+
+
+def _when(request: Request, name: str) -> datetime | None:
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        value = parse_datetime(raw)
+    except ValueError:
+        value = None
+    if value is None:
+        raise exceptions.ValidationError({name: ["must be an ISO 8601 date-time"]})
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+@extend_schema(
+    summary="The tenant's audit log, newest first (owners)",
+    parameters=[
+        TENANT_PARAM,
+        OpenApiParameter(
+            "action",
+            OpenApiTypes.STR,
+            description='An action ("key.issued") or a family ending with a dot ("key.")',
+            required=False,
+        ),
+        OpenApiParameter("since", OpenApiTypes.DATETIME, required=False),
+        OpenApiParameter("until", OpenApiTypes.DATETIME, required=False),
+    ],
+    responses=s.AuditEventSerializer(many=True),
+    tags=["audit"],
+)
+class AuditEventListView(TenantAPIView):
+    permission_classes = [IsAuthenticated, IsOwner]
+    pagination_class = AuditPagination
+
+    def get(self, request: Request) -> Response:
+        action = request.query_params.get("action") or None
+        if action is not None and (len(action) > 64 or "\x00" in action):
+            raise exceptions.ValidationError({"action": ["not an action"]})
+        events = audit_event_list(
+            tenant=self.tenant,
+            action=action,
+            since=_when(request, "since"),
+            until=_when(request, "until"),
+        )
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(events, request, view=self)
+        return paginator.get_paginated_response(s.AuditEventSerializer(page, many=True).data)
+
+
+# Tenant settings ---------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="The tenant's limits, budget and content policy",
+        parameters=[TENANT_PARAM],
+        responses=s.TenantSettingsSerializer,
+        tags=["tenant"],
+    ),
+    patch=extend_schema(
+        summary="Change the tenant's limits, budget or content policy (admins)",
+        parameters=[TENANT_PARAM],
+        request=s.TenantSettingsWriteSerializer,
+        responses=s.TenantSettingsSerializer,
+        tags=["tenant"],
+    ),
+)
+class TenantSettingsView(TenantAPIView):
+    def get(self, request: Request) -> Response:
+        return Response(
+            s.TenantSettingsSerializer(self.tenant, context={"access": self.access}).data
+        )
+
+    def patch(self, request: Request) -> Response:
+        serializer = s.TenantSettingsWriteSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        policy = data.pop("content_policy", None)
+        with transaction.atomic():
+            tenant = Tenant.objects.select_for_update().get(pk=self.tenant.pk)
+            if data:
+                tenant_update_limits(tenant=tenant, actor=self.access, **data)
+            if policy is not None:
+                content_policy_set(tenant=tenant, policy=policy, actor=self.access)
+        return Response(s.TenantSettingsSerializer(tenant, context={"access": self.access}).data)
+
+
+# Staff: tenants ----------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="All tenants (staff)", responses=s.TenantSerializer(many=True), tags=["staff"]
+    ),
+    post=extend_schema(
+        summary="Create a tenant (staff)",
+        request=s.TenantWriteSerializer,
+        responses={201: s.TenantSerializer},
+        tags=["staff"],
+    ),
+)
+class StaffTenantListView(StaffAPIView):
+    def get(self, request: Request) -> Response:
+        return Response(s.TenantSerializer(tenant_selectors.tenant_list(), many=True).data)
+
+    def post(self, request: Request) -> Response:
+        serializer = s.TenantWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            tenant = tenant_create(actor=request.user, **serializer.validated_data)
+        except TenantError as exc:
+            raise _tenant_error(exc) from None
+        return Response(s.TenantSerializer(tenant).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema_view(
+    get=extend_schema(summary="One tenant (staff)", responses=s.TenantSerializer, tags=["staff"]),
+    patch=extend_schema(
+        summary="Change a tenant's display name or limits (staff)",
+        request=s.TenantUpdateSerializer,
+        responses=s.TenantSerializer,
+        tags=["staff"],
+    ),
+)
+class StaffTenantDetailView(StaffAPIView):
+    def get(self, request: Request, tenant_id: int) -> Response:
+        tenant = _object_or_404(Tenant.objects.filter(id=tenant_id).first())
+        return Response(s.TenantSerializer(tenant).data)
+
+    def patch(self, request: Request, tenant_id: int) -> Response:
+        tenant = _object_or_404(Tenant.objects.filter(id=tenant_id).first())
+        serializer = s.TenantUpdateSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        try:
+            tenant = tenant_update(tenant=tenant, actor=request.user, **serializer.validated_data)
+        except TenantError as exc:
+            raise _tenant_error(exc) from None
+        return Response(s.TenantSerializer(tenant).data)
+
+
+# Staff: catalog ----------------------------------------------------------------------------
+
+
+def _catalog_get(model_class, pk: int):
+    return _object_or_404(model_class.objects.filter(id=pk).first())
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="Backends (staff; credentials are never returned)",
+        responses=s.BackendSerializer(many=True),
+        tags=["staff"],
+    ),
+    post=extend_schema(
+        summary="Add a backend (staff)",
+        request=s.BackendSerializer,
+        responses={201: s.BackendSerializer},
+        tags=["staff"],
+    ),
+)
+class BackendListView(StaffAPIView):
+    def get(self, request: Request) -> Response:
+        return Response(s.BackendSerializer(catalog_selectors.backend_list(), many=True).data)
+
+    def post(self, request: Request) -> Response:
+        serializer = s.BackendSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        backend = catalog_services.backend_create(actor=request.user, **serializer.validated_data)
+        return Response(s.BackendSerializer(backend).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema_view(
+    get=extend_schema(summary="One backend (staff)", responses=s.BackendSerializer, tags=["staff"]),
+    patch=extend_schema(
+        summary="Change a backend (staff)",
+        request=s.BackendSerializer,
+        responses=s.BackendSerializer,
+        tags=["staff"],
+    ),
+    delete=extend_schema(
+        summary="Delete a backend without deployments (staff; 409 while in use)",
+        responses={204: None},
+        tags=["staff"],
+    ),
+)
+class BackendDetailView(StaffAPIView):
+    def get(self, request: Request, backend_id: int) -> Response:
+        return Response(s.BackendSerializer(_catalog_get(Backend, backend_id)).data)
+
+    def patch(self, request: Request, backend_id: int) -> Response:
+        backend = _catalog_get(Backend, backend_id)
+        serializer = s.BackendSerializer(backend, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        backend = catalog_services.backend_update(
+            backend=backend, actor=request.user, **serializer.validated_data
+        )
+        return Response(s.BackendSerializer(backend).data)
+
+    def delete(self, request: Request, backend_id: int) -> Response:
+        catalog_services.backend_delete(
+            backend=_catalog_get(Backend, backend_id), actor=request.user
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="Models (staff)", responses=s.ModelSerializer(many=True), tags=["staff"]
+    ),
+    post=extend_schema(
+        summary="Add a model (staff)",
+        request=s.ModelSerializer,
+        responses={201: s.ModelSerializer},
+        tags=["staff"],
+    ),
+)
+class ModelListView(StaffAPIView):
+    def get(self, request: Request) -> Response:
+        return Response(s.ModelSerializer(catalog_selectors.model_list(), many=True).data)
+
+    def post(self, request: Request) -> Response:
+        serializer = s.ModelSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        model = catalog_services.model_create(actor=request.user, **serializer.validated_data)
+        return Response(s.ModelSerializer(model).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema_view(
+    get=extend_schema(summary="One model (staff)", responses=s.ModelSerializer, tags=["staff"]),
+    patch=extend_schema(
+        summary="Change a model: aliases, display name, enabled (staff)",
+        request=s.ModelSerializer,
+        responses=s.ModelSerializer,
+        tags=["staff"],
+    ),
+)
+class ModelDetailView(StaffAPIView):
+    def get(self, request: Request, model_id: int) -> Response:
+        return Response(s.ModelSerializer(_catalog_get(Model, model_id)).data)
+
+    def patch(self, request: Request, model_id: int) -> Response:
+        model = _catalog_get(Model, model_id)
+        serializer = s.ModelSerializer(model, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        model = catalog_services.model_update(
+            model=model, actor=request.user, **serializer.validated_data
+        )
+        return Response(s.ModelSerializer(model).data)
+
+
+MODEL_FILTER = OpenApiParameter("model", OpenApiTypes.STR, required=False, description="Model name")
+
+
+def _model_filter(request: Request) -> str | None:
+    name = request.query_params.get("model") or None
+    if name is not None and (len(name) > 128 or "\x00" in name):
+        raise exceptions.ValidationError({"model": ["not a model name"]})
+    return name
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="Deployments (staff)",
+        parameters=[MODEL_FILTER],
+        responses=s.DeploymentSerializer(many=True),
+        tags=["staff"],
+    ),
+    post=extend_schema(
+        summary="Add a deployment: a model served by a backend (staff)",
+        request=s.DeploymentSerializer,
+        responses={201: s.DeploymentSerializer},
+        tags=["staff"],
+    ),
+)
+class DeploymentListView(StaffAPIView):
+    def get(self, request: Request) -> Response:
+        deployments = catalog_selectors.deployment_list(model_name=_model_filter(request))
+        return Response(s.DeploymentSerializer(deployments, many=True).data)
+
+    def post(self, request: Request) -> Response:
+        serializer = s.DeploymentSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        deployment = catalog_services.deployment_create(
+            actor=request.user, **serializer.validated_data
+        )
+        return Response(s.DeploymentSerializer(deployment).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="One deployment (staff)", responses=s.DeploymentSerializer, tags=["staff"]
+    ),
+    patch=extend_schema(
+        summary="Change a deployment (staff)",
+        request=s.DeploymentSerializer,
+        responses=s.DeploymentSerializer,
+        tags=["staff"],
+    ),
+    delete=extend_schema(
+        summary="Remove a deployment (staff)", responses={204: None}, tags=["staff"]
+    ),
+)
+class DeploymentDetailView(StaffAPIView):
+    def _get(self, deployment_id: int) -> Deployment:
+        return _object_or_404(
+            Deployment.objects.select_related("model", "backend").filter(id=deployment_id).first()
+        )
+
+    def get(self, request: Request, deployment_id: int) -> Response:
+        return Response(s.DeploymentSerializer(self._get(deployment_id)).data)
+
+    def patch(self, request: Request, deployment_id: int) -> Response:
+        deployment = self._get(deployment_id)
+        serializer = s.DeploymentSerializer(deployment, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        deployment = catalog_services.deployment_update(
+            deployment=deployment, actor=request.user, **serializer.validated_data
+        )
+        return Response(s.DeploymentSerializer(deployment).data)
+
+    def delete(self, request: Request, deployment_id: int) -> Response:
+        catalog_services.deployment_delete(deployment=self._get(deployment_id), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="Price versions (staff)",
+        parameters=[MODEL_FILTER],
+        responses=s.PriceSerializer(many=True),
+        tags=["staff"],
+    ),
+    post=extend_schema(
+        summary="Add a price version from effective_from on (staff; prices are append-only)",
+        request=s.PriceSerializer,
+        responses={201: s.PriceSerializer},
+        tags=["staff"],
+    ),
+)
+class PriceListView(StaffAPIView):
+    def get(self, request: Request) -> Response:
+        prices = catalog_selectors.price_list(model_name=_model_filter(request))
+        return Response(s.PriceSerializer(prices, many=True).data)
+
+    def post(self, request: Request) -> Response:
+        serializer = s.PriceSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        price = catalog_services.price_create(actor=request.user, **serializer.validated_data)
+        return Response(s.PriceSerializer(price).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(summary="One price version (staff)", responses=s.PriceSerializer, tags=["staff"])
+class PriceDetailView(StaffAPIView):
+    def get(self, request: Request, price_id: int) -> Response:
+        price = _object_or_404(Price.objects.select_related("model").filter(id=price_id).first())
+        return Response(s.PriceSerializer(price).data)
+
+
+@extend_schema(
+    summary="The metering pipeline: usage stream, pending entries, lag, last ingest (staff)",
+    responses=s.PipelineSerializer,
+    tags=["staff"],
+)
+class PipelineView(StaffAPIView):
+    def get(self, request: Request) -> Response:
+        state: dict[str, Any] = ledger_pipeline_state()
+        body = {
+            "stream_length": state["length"],
+            "pending": state["pending"],
+            "lag_seconds": state["lag_seconds"],
+            "dead_letters": state["dead_letters"],
+            "last_ingest_at": ledger_last_ingest(),
+        }
+        return Response(s.PipelineSerializer(body).data)
+
+
+class SwaggerDocsView(SpectacularSwaggerSplitView):
+    """/api/docs/: Swagger UI from the sidecar package (no CDN), CSP-clean."""
+
+    template_name = "api/swagger_ui.html"

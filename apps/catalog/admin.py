@@ -1,0 +1,83 @@
+from django import forms
+from django.contrib import admin
+
+from apps.catalog.models import Backend, Deployment, Model, Price
+
+
+class BackendForm(forms.ModelForm):
+    """The upstream credential is write-only: typed in, stored encrypted, never shown."""
+
+    credential = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Leave empty to keep the stored credential.",
+    )
+    clear_credential = forms.BooleanField(required=False)
+
+    class Meta:
+        model = Backend
+        fields = [
+            "name",
+            "kind",
+            "base_url",
+            "timeout_s",
+            "connect_timeout_s",
+            "extra_headers",
+            "enabled",
+        ]
+
+
+class DeploymentInline(admin.TabularInline):
+    model = Deployment
+    extra = 0
+
+
+class PriceInline(admin.TabularInline):
+    model = Price
+    extra = 0
+
+
+@admin.register(Backend)
+class BackendAdmin(admin.ModelAdmin):
+    form = BackendForm
+    list_display = ["name", "kind", "base_url", "enabled", "timeout_s", "has_credential"]
+    list_filter = ["kind", "enabled"]
+    search_fields = ["name", "base_url"]
+
+    @admin.display(boolean=True)
+    def has_credential(self, obj: Backend) -> bool:
+        return bool(obj.credential_encrypted)
+
+    def save_model(self, request, obj, form, change) -> None:
+        if form.cleaned_data.get("clear_credential"):
+            obj.credential = ""
+        elif form.cleaned_data.get("credential"):
+            obj.credential = form.cleaned_data["credential"]
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(Model)
+class ModelAdmin(admin.ModelAdmin):
+    list_display = ["name", "display_name", "enabled", "created_at"]
+    list_filter = ["enabled"]
+    search_fields = ["name", "display_name"]
+    inlines = [DeploymentInline, PriceInline]
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(admin.ModelAdmin):
+    list_display = ["model", "backend", "upstream_model", "weight"]
+    list_filter = ["backend"]
+    search_fields = ["model__name", "upstream_model"]
+
+
+@admin.register(Price)
+class PriceAdmin(admin.ModelAdmin):
+    list_display = [
+        "model",
+        "effective_from",
+        "input_per_mtok",
+        "cached_input_per_mtok",
+        "output_per_mtok",
+    ]
+    list_filter = ["model"]

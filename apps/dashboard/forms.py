@@ -1,0 +1,181 @@
+"""Dashboard forms. They only clean input; writes go through the apps' services."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+
+from django import forms
+
+from apps.catalog.models import Model
+from apps.limits.fields import BudgetPeriod
+from apps.moderation.detectors.base import CATEGORIES, CATEGORIES_SEVERITY
+from apps.moderation.policy import ACTIONS, DEFAULT_THRESHOLD, THRESHOLDS
+from apps.tenants.models import Membership
+
+ALL_MODELS = "*"
+INHERIT = ""
+
+
+def model_choices() -> list[tuple[str, str]]:
+    names = Model.objects.filter(enabled=True).order_by("name").values_list("name", flat=True)
+    return [(ALL_MODELS, "All models (*)")] + [(name, name) for name in names]
+
+
+class LimitsForm(forms.Form):
+    """Allowlist, limits, budget and expiry of a key (the create and the edit form)."""
+
+    allowed_models = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="No model ticked: the key may call no model.",
+    )
+    rpm = forms.IntegerField(required=False, min_value=1, label="Requests / minute")
+    tpm = forms.IntegerField(required=False, min_value=1, label="Tokens / minute")
+    max_concurrent = forms.IntegerField(required=False, min_value=1, label="Max concurrent")
+    budget_amount = forms.DecimalField(
+        required=False, min_value=0, max_digits=14, decimal_places=6, label="Budget (USD)"
+    )
+    budget_period = forms.ChoiceField(choices=BudgetPeriod.choices, initial=BudgetPeriod.MONTHLY)
+    expires_at = forms.DateTimeField(
+        required=False,
+        label="Expires at (UTC)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["allowed_models"].choices = model_choices()
+
+    def clean_allowed_models(self) -> list[str]:
+        models = self.cleaned_data["allowed_models"]
+        return [ALL_MODELS] if ALL_MODELS in models else sorted(models)
+
+    def clean_expires_at(self):
+        value = self.cleaned_data["expires_at"]
+        return value.astimezone(UTC) if value is not None else None
+
+    def service_fields(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {
+            "allowed_models": data["allowed_models"],
+            "rpm": data["rpm"],
+            "tpm": data["tpm"],
+            "max_concurrent": data["max_concurrent"],
+            "budget_amount": data["budget_amount"],
+            "budget_period": data["budget_period"],
+            "expires_at": data["expires_at"],
+        }
+
+
+class KeyCreateForm(LimitsForm):
+    name = forms.CharField(max_length=100)
+
+    field_order = ["name"]
+
+
+class ContentPolicyForm(forms.Form):
+    """A key's per-category override of the tenant's content policy.
+
+    Per category: prompt and completion action (or the tenant's rule) and the severity
+    threshold. A category left on "tenant default" is not named in the key's policy."""
+
+    def __init__(self, *args: Any, policy: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        policy = policy or {}
+        self.moderation = policy.get("moderation")
+        actions = [(INHERIT, "tenant default")] + [(a, a) for a in ACTIONS]
+        for category in CATEGORIES:
+            rule = policy.get(category) or {}
+            for direction in ("prompt", "completion"):
+                self.fields[f"{category}__{direction}"] = forms.ChoiceField(
+                    choices=actions,
+                    required=False,
+                    initial=rule.get(direction, INHERIT) if rule else INHERIT,
+                    label=direction,
+                )
+            if category in CATEGORIES_SEVERITY:
+                self.fields[f"{category}__threshold"] = forms.ChoiceField(
+                    choices=[(t, t) for t in THRESHOLDS],
+                    initial=rule.get("threshold", DEFAULT_THRESHOLD),
+                    label="threshold",
+                )
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Bound fields per category, for the template's table."""
+        return [
+            {
+                "category": category,
+                "prompt": self[f"{category}__prompt"],
+                "completion": self[f"{category}__completion"],
+                "threshold": self[f"{category}__threshold"]
+                if category in CATEGORIES_SEVERITY
+                else None,
+            }
+            for category in CATEGORIES
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        for category in CATEGORIES:
+            prompt = data.get(f"{category}__prompt", INHERIT)
+            completion = data.get(f"{category}__completion", INHERIT)
+            if (prompt == INHERIT) != (completion == INHERIT):
+                raise forms.ValidationError(
+                    f"{category}: set both prompt and completion, or leave both on the "
+                    "tenant default."
+                )
+        return data
+
+    def policy(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        policy: dict[str, Any] = {}
+        for category in CATEGORIES:
+            prompt = data.get(f"{category}__prompt", INHERIT)
+            if prompt == INHERIT:
+                continue
+            rule = {"prompt": prompt, "completion": data[f"{category}__completion"]}
+            if category in CATEGORIES_SEVERITY:
+                rule["threshold"] = data[f"{category}__threshold"]
+            policy[category] = rule
+        if self.moderation:
+            policy["moderation"] = self.moderation
+        return policy
+
+
+class UsageRangeForm(forms.Form):
+    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="inclusive",
+    )
+    group = forms.ChoiceField(
+        choices=[("model", "by model"), ("key", "by key")], required=False, initial="model"
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        start, end = data.get("start"), data.get("end")
+        if start and end and end < start:
+            raise forms.ValidationError("The end is before the start.")
+        if start and end and (end - start).days > 366:
+            raise forms.ValidationError("Choose at most a year.")
+        return data
+
+
+INVITE_ROLES = [(Membership.Role.ADMIN, "admin"), (Membership.Role.VIEWER, "viewer")]
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField()
+    role = forms.ChoiceField(choices=INVITE_ROLES, initial=Membership.Role.VIEWER)
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Membership.Role.choices)
+
+
+class AdminTokenForm(forms.Form):
+    name = forms.CharField(max_length=100)

@@ -1,0 +1,352 @@
+"""Reads for the dashboard pages. Tenant reads take the tenant and go through it (or
+through apps.billing.selectors, which read ``for_tenant(tenant)``); staff reads are
+platform-wide and only called from staff views."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection
+from django.db.models import Count, Q, QuerySet, Sum
+from django.http import Http404
+from django.utils import timezone
+
+from apps.billing import selectors as billing
+from apps.catalog.models import Backend, Model
+from apps.keys.models import ApiKey
+from apps.ledger.models import UsageRecord
+from apps.ledger.selectors import ledger_last_ingest, ledger_pipeline_state
+from apps.tenants.models import AdminToken, Membership, Tenant
+
+# Keys ------------------------------------------------------------------------------------
+
+
+def key_status(api_key: ApiKey, now: datetime | None = None) -> str:
+    if api_key.revoked_at is not None:
+        return "revoked"
+    if api_key.expires_at is not None and api_key.expires_at <= (now or timezone.now()):
+        return "expired"
+    return "active"
+
+
+def key_list(*, tenant: Tenant, include_revoked: bool = False) -> list[ApiKey]:
+    keys = ApiKey.objects.filter(tenant=tenant)
+    if not include_revoked:
+        keys = keys.filter(revoked_at__isnull=True)
+    now = timezone.now()
+    result = list(keys.order_by("revoked_at", "name", "-created_at"))
+    for api_key in result:
+        api_key.status = key_status(api_key, now)
+    return result
+
+
+def key_get(*, tenant: Tenant, key_id: int) -> ApiKey:
+    """The tenant's key or 404: another tenant's key does not exist here."""
+    api_key = ApiKey.objects.filter(tenant=tenant, id=key_id).select_related("tenant").first()
+    if api_key is None:
+        raise Http404("No such key.")
+    api_key.status = key_status(api_key)
+    return api_key
+
+
+# Usage -----------------------------------------------------------------------------------
+
+
+@dataclass
+class UsageCharts:
+    days: list[str]
+    group: str
+    requests: dict[str, list[int]] = field(default_factory=dict)
+    tokens: dict[str, list[int]] = field(default_factory=dict)
+    cost: dict[str, list[float]] = field(default_factory=dict)
+    totals: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "days": self.days,
+            "group": self.group,
+            "requests": self.requests,
+            "tokens": self.tokens,
+            "cost": self.cost,
+        }
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def usage_charts(*, tenant: Tenant, start: date, end: date, group: str) -> UsageCharts:
+    """Requests, tokens and cost per day over [start, end] (whole UTC days, inclusive),
+    by model or by key, from the daily rollups (apps.billing.selectors)."""
+    group_field = "api_key_id" if group == "key" else "model"
+    results = billing.usage_aggregate(
+        tenant=tenant,
+        start=_midnight(start),
+        end=_midnight(end + timedelta(days=1)),
+        width="1d",
+        group_by=[group_field],
+    )
+    days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+    labels: dict[Any, str] = {}
+    if group == "key":
+        ids = {row["api_key_id"] for rows in results.values() for row in rows}
+        names = dict(ApiKey.objects.filter(tenant=tenant, id__in=ids).values_list("id", "name"))
+        labels = {i: f"{names.get(i, '?')} (#{i})" for i in ids}
+    charts = UsageCharts(days=[d.isoformat() for d in days], group=group)
+    totals: dict[str, dict[str, Any]] = {}
+    index = {_midnight(d): n for n, d in enumerate(days)}
+    for bucket, rows in results.items():
+        n = index.get(bucket)
+        if n is None:
+            continue
+        for row in rows:
+            name = labels.get(row[group_field], str(row[group_field]))
+            for series in (charts.requests, charts.tokens, charts.cost):
+                series.setdefault(name, [0] * len(days))
+            requests = row["num_model_requests"] or 0
+            tokens = (row["input_tokens"] or 0) + (row["output_tokens"] or 0)
+            charts.requests[name][n] += requests
+            charts.tokens[name][n] += tokens
+            charts.cost[name][n] = float(Decimal(str(charts.cost[name][n])) + row["cost"])
+            total = totals.setdefault(
+                name,
+                {
+                    "name": name,
+                    "requests": 0,
+                    "input_tokens": 0,
+                    "output_tokens": 0,
+                    "cost": Decimal(0),
+                },
+            )
+            total["requests"] += requests
+            total["input_tokens"] += row["input_tokens"] or 0
+            total["output_tokens"] += row["output_tokens"] or 0
+            total["cost"] += row["cost"]
+    charts.totals = sorted(totals.values(), key=lambda t: t["name"])
+    return charts
+
+
+def period_start(period: str, now: datetime) -> datetime | None:
+    """Start of the budget period in force (UTC); None for lifetime."""
+    if period == "daily":
+        return now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "monthly":
+        return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return None
+
+
+@dataclass
+class BudgetLine:
+    label: str
+    period: str
+    budget: Decimal
+    spent: Decimal
+
+    @property
+    def percent(self) -> int:
+        if not self.budget:
+            return 100 if self.spent else 0
+        return min(100, int(self.spent * 100 / self.budget))
+
+
+def _spend(records: QuerySet, since: datetime | None) -> Decimal:
+    if since is not None:
+        records = records.filter(created_at__gte=since)
+    return Decimal(records.aggregate(total=Sum("cost"))["total"] or 0)
+
+
+def budgets(*, tenant: Tenant, now: datetime | None = None) -> tuple[Decimal, list[BudgetLine]]:
+    """This month's spend of the tenant, and the current period's spend against each
+    budget (the tenant's and its active keys'), from the ledger."""
+    now = now or timezone.now()
+    records = UsageRecord.objects.for_tenant(tenant)
+    month_spend = _spend(records, period_start("monthly", now))
+    lines = []
+    if tenant.budget_amount is not None:
+        lines.append(
+            BudgetLine(
+                label=f"tenant {tenant.name}",
+                period=tenant.budget_period,
+                budget=tenant.budget_amount,
+                spent=_spend(records, period_start(tenant.budget_period, now)),
+            )
+        )
+    for api_key in ApiKey.objects.filter(
+        tenant=tenant, revoked_at__isnull=True, budget_amount__isnull=False
+    ).order_by("name"):
+        lines.append(
+            BudgetLine(
+                label=f"key {api_key.name} ({api_key.prefix}…)",
+                period=api_key.budget_period,
+                budget=api_key.budget_amount,
+                spent=_spend(
+                    records.filter(api_key=api_key), period_start(api_key.budget_period, now)
+                ),
+            )
+        )
+    return month_spend, lines
+
+
+def recent_requests(*, tenant: Tenant, limit: int = 20) -> list[dict[str, Any]]:
+    """The tenant's latest ledger rows (what just happened, before any rollup)."""
+    rows = (
+        UsageRecord.objects.for_tenant(tenant)
+        .order_by("-created_at", "-id")
+        .values(
+            "request_id",
+            "created_at",
+            "api_key__name",
+            "model",
+            "status",
+            "outcome",
+            "prompt_tokens",
+            "completion_tokens",
+            "latency_ms",
+            "cost",
+        )[:limit]
+    )
+    return list(rows)
+
+
+# Members and tokens ----------------------------------------------------------------------
+
+
+def member_list(*, tenant: Tenant) -> list[Membership]:
+    return list(
+        Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__username")
+    )
+
+
+def member_get(*, tenant: Tenant, membership_id: int) -> Membership:
+    membership = (
+        Membership.objects.filter(tenant=tenant, id=membership_id).select_related("user").first()
+    )
+    if membership is None:
+        raise Http404("No such member.")
+    return membership
+
+
+def admin_token_list(*, tenant: Tenant) -> list[AdminToken]:
+    return list(AdminToken.objects.filter(tenant=tenant).order_by("revoked_at", "name"))
+
+
+def admin_token_get(*, tenant: Tenant, token_id: int) -> AdminToken:
+    token = AdminToken.objects.filter(tenant=tenant, id=token_id).first()
+    if token is None:
+        raise Http404("No such token.")
+    return token
+
+
+# Staff -----------------------------------------------------------------------------------
+
+
+def staff_tenants() -> list[Tenant]:
+    """Every tenant with its active keys, members and this month's spend (ledger)."""
+    month = period_start("monthly", timezone.now())
+    spend = dict(
+        UsageRecord.objects.filter(created_at__gte=month)
+        .order_by()
+        .values("tenant_id")
+        .annotate(total=Sum("cost"))
+        .values_list("tenant_id", "total")
+    )
+    tenants = list(
+        Tenant.objects.annotate(
+            active_keys=Count(
+                "api_keys", filter=Q(api_keys__revoked_at__isnull=True), distinct=True
+            ),
+            members=Count("memberships", distinct=True),
+        ).order_by("name")
+    )
+    for tenant in tenants:
+        tenant.month_spend = Decimal(spend.get(tenant.id) or 0)
+    return tenants
+
+
+def _deployment_stats(since: datetime) -> dict[str, dict[str, Any]]:
+    """Per deployment label ("backend/upstream_model"): requests, errors and latency
+    percentiles of the ledger rows since ``since``."""
+    records = UsageRecord.objects.filter(created_at__gte=since)
+    stats: dict[str, dict[str, Any]] = {
+        row["deployment"]: {"requests": row["n"], "errors": row["errors"]}
+        for row in records.order_by()
+        .values("deployment")
+        .annotate(n=Count("id"), errors=Count("id", filter=Q(status__gte=500)))
+    }
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT deployment,"
+                " percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms),"
+                " percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)"
+                f" FROM {UsageRecord._meta.db_table} WHERE created_at >= %s GROUP BY deployment",
+                [since],
+            )
+            for label, p50, p95 in cursor.fetchall():
+                stats.setdefault(label, {}).update(p50_ms=p50, p95_ms=p95)
+    else:  # the embedded SQLite default: few rows
+        latencies: dict[str, list[int]] = defaultdict(list)
+        for label, latency in records.values_list("deployment", "latency_ms"):
+            latencies[label].append(latency)
+        for label, values in latencies.items():
+            values.sort()
+            stats[label].update(
+                p50_ms=values[len(values) // 2], p95_ms=values[int(len(values) * 0.95)]
+            )
+    for value in stats.values():
+        requests = value.get("requests") or 0
+        value["error_rate"] = (value.get("errors", 0) / requests) if requests else None
+    return stats
+
+
+def staff_backends(*, window: timedelta = timedelta(hours=1)) -> list[dict[str, Any]]:
+    """Backends with their deployments and each deployment's health over ``window``."""
+    stats = _deployment_stats(timezone.now() - window)
+    result = []
+    for backend in Backend.objects.order_by("name").prefetch_related("deployments__model"):
+        deployments = []
+        totals = {"requests": 0, "errors": 0}
+        for deployment in backend.deployments.all():
+            label = f"{backend.name}/{deployment.upstream_model}"
+            health = stats.get(label, {})
+            totals["requests"] += health.get("requests", 0)
+            totals["errors"] += health.get("errors", 0)
+            deployments.append({"deployment": deployment, "health": health})
+        requests = totals["requests"]
+        result.append(
+            {
+                "backend": backend,
+                "deployments": deployments,
+                "requests": requests,
+                "errors": totals["errors"],
+                "error_rate": totals["errors"] / requests if requests else None,
+            }
+        )
+    return result
+
+
+def staff_models() -> list[dict[str, Any]]:
+    now = timezone.now()
+    result = []
+    models = Model.objects.order_by("name").prefetch_related("deployments__backend", "prices")
+    for model in models:
+        prices = list(model.prices.all())
+        current = None
+        for price in prices:
+            if price.effective_from <= now:
+                current = price
+        result.append({"model": model, "prices": prices, "current": current})
+    return result
+
+
+def staff_pipeline() -> dict[str, Any]:
+    state = ledger_pipeline_state()
+    state["last_ingest"] = ledger_last_ingest()
+    state["records_last_hour"] = UsageRecord.objects.filter(
+        ingested_at__gte=timezone.now() - timedelta(hours=1)
+    ).count()
+    return state

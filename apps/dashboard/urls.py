@@ -1,0 +1,31 @@
+from django.urls import path
+
+from apps.dashboard.views import keys, members, staff, usage
+
+app_name = "dashboard"
+
+urlpatterns = [
+    path("", members.home, name="home"),
+    path("tenant/", members.switch_tenant, name="switch-tenant"),
+    path("keys/", keys.key_list, name="keys"),
+    path("keys/new/", keys.key_create, name="key-create"),
+    path("keys/<int:key_id>/", keys.key_edit, name="key-edit"),
+    path("keys/<int:key_id>/policy/", keys.key_policy, name="key-policy"),
+    path("keys/<int:key_id>/rotate/", keys.key_rotate, name="key-rotate"),
+    path("keys/<int:key_id>/revoke/", keys.key_revoke, name="key-revoke"),
+    path("usage/", usage.usage, name="usage"),
+    path("statements/", usage.statement_list, name="statements"),
+    path("statements/<int:statement_id>/", usage.statement_detail, name="statement-detail"),
+    path("members/", members.member_list, name="members"),
+    path("members/invite/", members.member_invite, name="member-invite"),
+    path("members/<int:membership_id>/role/", members.member_role, name="member-role"),
+    path("members/<int:membership_id>/remove/", members.member_remove, name="member-remove"),
+    path("tokens/", members.token_list, name="tokens"),
+    path("tokens/new/", members.token_create, name="token-create"),
+    path("tokens/<int:token_id>/revoke/", members.token_revoke, name="token-revoke"),
+    path("audit/", members.audit_log, name="audit"),
+    path("staff/tenants/", staff.tenants, name="staff-tenants"),
+    path("staff/backends/", staff.backends, name="staff-backends"),
+    path("staff/models/", staff.models, name="staff-models"),
+    path("staff/pipeline/", staff.pipeline, name="staff-pipeline"),
+]

@@ -1,0 +1,168 @@
+"""Keys: list, issue (secret shown once), edit, rotate, revoke, content policy."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import IntegrityError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from apps.dashboard import selectors
+from apps.dashboard.access import access_required
+from apps.dashboard.forms import ContentPolicyForm, KeyCreateForm, LimitsForm
+from apps.dashboard.views.common import one_time_put, page
+from apps.keys.services import api_key_issue, api_key_revoke, api_key_rotate, api_key_update
+from apps.moderation.policy import PolicyError
+from apps.moderation.services import content_policy_set
+from apps.tenants.models import Membership
+
+WRITE = Membership.Role.ADMIN
+
+
+@login_required
+@require_GET
+def key_list(request: HttpRequest) -> HttpResponse:
+    access = access_required(request)
+    show_revoked = request.GET.get("revoked") == "1"
+    keys = selectors.key_list(tenant=access.tenant, include_revoked=show_revoked)
+    return page(
+        request,
+        "dashboard/keys.html",
+        access,
+        "keys",
+        keys=keys,
+        show_revoked=show_revoked,
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def key_create(request: HttpRequest) -> HttpResponse:
+    access = access_required(request, WRITE)
+    form = KeyCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            api_key, secret = api_key_issue(
+                tenant=access.tenant,
+                name=form.cleaned_data["name"],
+                actor=request.user,
+                **form.service_fields(),
+            )
+        except IntegrityError:
+            form.add_error("name", "An active key of this tenant already has this name.")
+        else:
+            one_time_put(
+                request, kind="key", label=f"{api_key.name} ({api_key.prefix}…)", value=secret
+            )
+            return redirect("dashboard:keys")
+    return page(request, "dashboard/key_form.html", access, "keys", form=form, api_key=None)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def key_edit(request: HttpRequest, key_id: int) -> HttpResponse:
+    access = access_required(request)
+    api_key = selectors.key_get(tenant=access.tenant, key_id=key_id)
+    initial = {
+        "allowed_models": api_key.allowed_models,
+        "rpm": api_key.rpm,
+        "tpm": api_key.tpm,
+        "max_concurrent": api_key.max_concurrent,
+        "budget_amount": api_key.budget_amount,
+        "budget_period": api_key.budget_period,
+        "expires_at": api_key.expires_at,
+    }
+    if request.method == "POST":
+        access = access_required(request, WRITE)
+        form = LimitsForm(request.POST, initial=initial)
+        if form.is_valid() and api_key.revoked_at is None:
+            changes = {
+                name: value
+                for name, value in form.service_fields().items()
+                if getattr(api_key, name) != value
+            }
+            if changes:
+                api_key_update(api_key=api_key, actor=request.user, **changes)
+            messages.success(request, f"Key {api_key.name} saved.")
+            return redirect("dashboard:key-edit", key_id=api_key.id)
+    else:
+        form = LimitsForm(initial=initial)
+    policy_form = ContentPolicyForm(policy=api_key.content_policy)
+    return page(
+        request,
+        "dashboard/key_edit.html",
+        access,
+        "keys",
+        form=form,
+        policy_form=policy_form,
+        api_key=api_key,
+    )
+
+
+@login_required
+@require_POST
+def key_policy(request: HttpRequest, key_id: int) -> HttpResponse:
+    access = access_required(request)
+    api_key = selectors.key_get(tenant=access.tenant, key_id=key_id)
+    access = access_required(request, WRITE)
+    form = ContentPolicyForm(request.POST, policy=api_key.content_policy)
+    if form.is_valid():
+        try:
+            content_policy_set(api_key=api_key, policy=form.policy(), actor=request.user)
+        except PolicyError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Content policy of {api_key.name} saved.")
+            return redirect("dashboard:key-edit", key_id=api_key.id)
+    limits = LimitsForm(
+        initial={
+            "allowed_models": api_key.allowed_models,
+            "rpm": api_key.rpm,
+            "tpm": api_key.tpm,
+            "max_concurrent": api_key.max_concurrent,
+            "budget_amount": api_key.budget_amount,
+            "budget_period": api_key.budget_period,
+            "expires_at": api_key.expires_at,
+        }
+    )
+    return page(
+        request,
+        "dashboard/key_edit.html",
+        access,
+        "keys",
+        form=limits,
+        policy_form=form,
+        api_key=api_key,
+    )
+
+
+@login_required
+@require_POST
+def key_rotate(request: HttpRequest, key_id: int) -> HttpResponse:
+    access = access_required(request)
+    api_key = selectors.key_get(tenant=access.tenant, key_id=key_id)
+    access_required(request, WRITE)
+    if api_key.revoked_at is not None:
+        messages.error(request, "A revoked key cannot be rotated.")
+        return redirect("dashboard:keys")
+    new_key, secret = api_key_rotate(api_key=api_key, actor=request.user)
+    one_time_put(
+        request, kind="key", label=f"{new_key.name} ({new_key.prefix}…), rotated", value=secret
+    )
+    return redirect("dashboard:keys")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
+    """GET: the confirmation page; POST: revoke."""
+    access = access_required(request)
+    api_key = selectors.key_get(tenant=access.tenant, key_id=key_id)
+    access = access_required(request, WRITE)
+    if request.method == "POST":
+        api_key_revoke(api_key=api_key, actor=request.user)
+        messages.success(request, f"Key {api_key.name} ({api_key.prefix}…) revoked.")
+        return redirect("dashboard:keys")
+    return page(request, "dashboard/key_revoke.html", access, "keys", api_key=api_key)

@@ -1,0 +1,224 @@
+"""Access control, in one place: who is calling, for which tenant, with which role.
+
+Used by every management API view (through the DRF permission classes below) and by the
+dashboard's HTML views (``tenant_access_for`` + ``require_role``):
+
+* an **admin token** (``Authorization: Bearer tga-…``) acts for its own tenant with the
+  role ``admin``; naming another tenant (``?tenant=``) is a 404;
+* a **signed-in user** acts for the tenant selected by ``?tenant=<name>``, else the one
+  stored in the session (``session_tenant_set``), else their only membership; the role
+  is their membership's. A tenant they are not a member of does not exist for them (404);
+* **staff** may select any tenant and act as its ``owner``.
+
+A role too low for the operation is a 403 (the tenant is theirs, the action is not);
+anything of another tenant is a 404, never a 403, so its existence does not leak.
+Objects are then read through ``for_tenant(access.tenant)`` querysets.
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest
+from rest_framework import exceptions
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+
+from apps.tenants.models import AdminToken, Membership, Tenant
+
+ROLE_RANK = {Membership.Role.VIEWER: 1, Membership.Role.ADMIN: 2, Membership.Role.OWNER: 3}
+VIEWER, ADMIN, OWNER = Membership.Role.VIEWER, Membership.Role.ADMIN, Membership.Role.OWNER
+# The dashboard's tenant switcher stores the current tenant's name here.
+SESSION_TENANT_KEY = "tollgate_tenant"
+_TENANT_NAME = re.compile(r"[-a-zA-Z0-9_]{1,64}")
+_CACHE_ATTR = "_tollgate_tenant_access"
+
+
+class TenantNotSelected(exceptions.ValidationError):
+    """A caller who may act for several tenants named none (400 on the API; the dashboard
+    catches it and shows its tenant picker)."""
+
+    def __init__(self, message: str = "name a tenant with ?tenant=<name>") -> None:
+        super().__init__({"tenant": [message]})
+
+
+@dataclass(frozen=True)
+class TenantAccess:
+    tenant: Tenant
+    role: str  # "owner" | "admin" | "viewer"
+    user: AbstractBaseUser | None  # the signed-in user (None for an admin token)
+    token: AdminToken | None  # the admin token (None for a user)
+
+    @property
+    def is_staff(self) -> bool:
+        return bool(self.user is not None and self.user.is_staff)
+
+    @property
+    def actor(self) -> AbstractBaseUser | AdminToken:
+        """Who acts, for the audit log (services take ``actor=access``)."""
+        return self.token if self.token is not None else self.user
+
+    def has_role(self, minimum: str) -> bool:
+        return ROLE_RANK[self.role] >= ROLE_RANK[minimum]
+
+    @property
+    def can_write(self) -> bool:
+        return self.has_role(ADMIN)
+
+    @property
+    def is_owner(self) -> bool:
+        return self.has_role(OWNER)
+
+
+def _query_param(request: Any, name: str) -> str | None:
+    value = request.GET.get(name)
+    return value or None
+
+
+def _tenant_name(value: Any) -> str | None:
+    """A syntactically valid tenant name, or None (anything else cannot exist: 404)."""
+    if isinstance(value, str) and _TENANT_NAME.fullmatch(value):
+        return value
+    return None
+
+
+def _resolve(request: Any) -> TenantAccess:
+    wanted = _query_param(request, "tenant")
+    if wanted is not None and _tenant_name(wanted) is None:
+        raise Http404("No such tenant.")
+    token = getattr(request, "auth", None)
+    if isinstance(token, AdminToken):
+        if wanted is not None and wanted != token.tenant.name:
+            raise Http404("No such tenant.")
+        return TenantAccess(tenant=token.tenant, role=ADMIN, user=None, token=token)
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated or not isinstance(user, AbstractBaseUser):
+        raise PermissionDenied("Sign in or send an admin token.")
+    if wanted is None:
+        session = getattr(request, "session", None)
+        wanted = _tenant_name(session.get(SESSION_TENANT_KEY)) if session is not None else None
+    if user.is_staff:
+        if wanted is None:
+            raise TenantNotSelected("staff: name a tenant with ?tenant=<name>")
+        tenant = Tenant.objects.filter(name=wanted).first()
+        if tenant is None:
+            raise Http404("No such tenant.")
+        return TenantAccess(tenant=tenant, role=OWNER, user=user, token=None)
+    memberships = Membership.objects.select_related("tenant").filter(user=user)
+    if wanted is not None:
+        memberships = memberships.filter(tenant__name=wanted)
+    found = list(memberships.order_by("tenant__name")[:2])
+    if not found:
+        raise Http404("No such tenant.")
+    if len(found) > 1:
+        raise TenantNotSelected()
+    return TenantAccess(tenant=found[0].tenant, role=found[0].role, user=user, token=None)
+
+
+def tenant_access_for(request: HttpRequest | Any) -> TenantAccess:
+    """The caller's tenant and role for this request (a Django or DRF request; computed
+    once per request). Raises Http404 (no such tenant for this caller), PermissionDenied
+    (not signed in) or TenantNotSelected (several tenants possible, none named)."""
+    cached = getattr(request, _CACHE_ATTR, None)
+    if cached is None:
+        cached = _resolve(request)
+        setattr(request, _CACHE_ATTR, cached)
+    return cached
+
+
+def require_role(access: TenantAccess, minimum: str) -> TenantAccess:
+    """PermissionDenied (403) unless the caller has at least ``minimum`` in the tenant."""
+    if minimum not in ROLE_RANK:
+        raise ValueError(f"unknown role {minimum!r}")
+    if not access.has_role(minimum):
+        raise PermissionDenied(f"This needs the {minimum} role (you are {access.role}).")
+    return access
+
+
+def tenants_for_user(user: AbstractBaseUser) -> list[tuple[Tenant, str]]:
+    """(tenant, role) the user may switch to: every tenant for staff, else their own."""
+    if not user.is_authenticated:
+        return []
+    if user.is_staff:
+        return [(t, OWNER) for t in Tenant.objects.order_by("name")]
+    return [
+        (m.tenant, m.role)
+        for m in Membership.objects.select_related("tenant")
+        .filter(user=user)
+        .order_by("tenant__name")
+    ]
+
+
+def session_tenant_set(request: HttpRequest, *, tenant_name: str) -> TenantAccess:
+    """Switch the session's current tenant (404 if the user may not act for it)."""
+    if _tenant_name(tenant_name) is None:
+        raise Http404("No such tenant.")
+    request.session[SESSION_TENANT_KEY] = tenant_name
+    if hasattr(request, _CACHE_ATTR):
+        delattr(request, _CACHE_ATTR)
+    try:
+        return tenant_access_for(request)
+    except (Http404, TenantNotSelected):
+        request.session.pop(SESSION_TENANT_KEY, None)
+        raise
+
+
+# DRF permission classes --------------------------------------------------------------------
+
+
+class _TenantRole(BasePermission):
+    minimum = VIEWER
+
+    def required_role(self, request) -> str:
+        return self.minimum
+
+    def has_permission(self, request, view) -> bool:
+        if not (request.user and request.user.is_authenticated):
+            return False  # DRF answers 401 / 403 for the anonymous
+        access = tenant_access_for(request)
+        view.access = access
+        view.tenant = access.tenant
+        if not access.has_role(self.required_role(request)):
+            self.message = (
+                f"This needs the {self.required_role(request)} role (you are {access.role})."
+            )
+            return False
+        return True
+
+
+class CanRead(_TenantRole):
+    """Any member of the tenant: viewer, admin or owner (admin tokens: admin)."""
+
+    minimum = VIEWER
+
+
+class CanWrite(_TenantRole):
+    """Admin or owner, whatever the method."""
+
+    minimum = ADMIN
+
+
+class IsOwner(_TenantRole):
+    """Owners only (members and the audit log); staff act as owners."""
+
+    minimum = OWNER
+
+
+class ReadOrWrite(_TenantRole):
+    """Viewers may read (GET, HEAD, OPTIONS); writing needs admin."""
+
+    def required_role(self, request) -> str:
+        return VIEWER if request.method in SAFE_METHODS else ADMIN
+
+
+class IsStaff(BasePermission):
+    """Platform operators (a staff user's session); never an admin token."""
+
+    message = "Staff only."
+
+    def has_permission(self, request, view) -> bool:
+        if isinstance(getattr(request, "auth", None), AdminToken):
+            return False
+        user = request.user
+        return bool(user and user.is_authenticated and user.is_staff)
