@@ -133,45 +133,53 @@ async def _relay_stream(
     failed = native = False
     flt = call.screen.chat_filter() if call.screen is not None else None
     try:
-        async with open_upstream(
-            call.state.upstream,
-            model,
-            "/chat/completions",
-            _builder(body, translated),
-            stream=True,
-            on_deployment=call.record_deployment,
-        ) as (response, deployment):
-            if deployment.kind == "anthropic":
-                native = True  # it meters the usage itself
-                await relay_chat_stream(call, body, model, response, client_wants_usage)
-                return
-            if "text/event-stream" not in response.headers.get("Content-Type", ""):
-                # Some servers answer a stream request with a plain completion.
-                await _replay_as_stream(call, body, relay, await response.read())
-                return
-            await exchange.start_stream()
-            parser = SSEParser()
+        for attempt in range(2):
             try:
-                async for data in response.content.iter_any():
-                    out = [
-                        piece
-                        for _event, payload in parser.feed(data)
-                        if (piece := relay.feed(payload)) is not None
-                    ]
-                    if out:
-                        await call.relay_out(b"".join(out), flt)
-                    if relay.done or relay.error or (flt is not None and flt.blocked):
-                        break
-                for _event, payload in parser.flush():
-                    if (piece := relay.feed(payload)) is not None:
-                        if flt is not None:
-                            if flt.blocked:
+                async with open_upstream(
+                    call.state.upstream,
+                    model,
+                    "/chat/completions",
+                    _builder(body, translated),
+                    stream=True,
+                    on_deployment=call.record_deployment,
+                ) as (response, deployment):
+                    if deployment.kind == "anthropic":
+                        native = True  # it meters the usage itself
+                        await relay_chat_stream(call, body, model, response, client_wants_usage)
+                        return
+                    if "text/event-stream" not in response.headers.get("Content-Type", ""):
+                        # Some servers answer a stream request with a plain completion.
+                        await _replay_as_stream(call, body, relay, await response.read())
+                        return
+                    await exchange.start_stream()
+                    parser = SSEParser()
+                    try:
+                        async for data in response.content.iter_any():
+                            out = [
+                                piece
+                                for _event, payload in parser.feed(data)
+                                if (piece := relay.feed(payload)) is not None
+                            ]
+                            if out:
+                                await call.relay_out(b"".join(out), flt)
+                            if relay.done or relay.error or (flt is not None and flt.blocked):
                                 break
-                            piece = await flt.feed(piece)
-                        if piece:
-                            await exchange.stream_send(piece)
-            except (aiohttp.ClientError, TimeoutError):
-                failed = True
+                        for _event, payload in parser.flush():
+                            if (piece := relay.feed(payload)) is not None:
+                                if flt is not None:
+                                    if flt.blocked:
+                                        break
+                                    piece = await flt.feed(piece)
+                                if piece:
+                                    await exchange.stream_send(piece)
+                    except (aiohttp.ClientError, TimeoutError):
+                        failed = True
+                break
+            except GatewayError as exc:
+                # Some servers refuse the stream_options we add for metering: without it.
+                if attempt or options is not None or "stream_options" not in exc.message:
+                    raise
+                body.pop("stream_options", None)
     finally:
         if exchange.response_started and not native:  # nothing reached the client: no bill
             delivered = relay.content_chunks

@@ -105,6 +105,16 @@ async def chat(request: web.Request) -> web.StreamResponse:
     STATE["in_flight"] += 1
     STATE["max_in_flight"] = max(STATE["max_in_flight"], STATE["in_flight"])
     try:
+        if "reject_stream_options" in directives and "stream_options" in body:
+            return web.json_response(
+                {
+                    "error": {
+                        "message": "Unrecognized request argument: stream_options",
+                        "type": "invalid_request_error",
+                    }
+                },
+                status=400,
+            )
         if "status" in directives:
             status = int(directives["status"])
             return web.json_response(

@@ -229,3 +229,15 @@ def test_upstream_cut_mid_stream_is_reported_not_silent(gateway, seed, upstream,
     assert b'"error"' in events[-1]
     record = record_for(request_id)
     assert record.outcome == "upstream_stream_error" and record.completion_tokens == 3
+
+
+def test_stream_to_a_server_that_refuses_stream_options(gateway, seed, upstream, celery_worker):
+    stream = client(gateway, seed.secret).chat.completions.create(
+        model="test-model", messages=user("hi #chunks=4 #reject_stream_options"), stream=True
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "w0 w1 w2 w3"
+    sent = [r["body"] for r in upstream.requests()]
+    assert "stream_options" in sent[0] and "stream_options" not in sent[1]
+    record = record_for(stream.response.headers["x-request-id"])
+    assert record.completion_tokens == 4 and record.tokens_estimated
