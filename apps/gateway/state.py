@@ -41,9 +41,9 @@ class GatewayState:
             asyncio.create_task(spool_replay_forever(self.redis, settings.LEDGER_STREAM))
         )
         if is_embedded():
-            from apps.ledger.embedded import ingest_forever
+            from apps.core.embedded import run_schedule_forever
 
-            self._background.append(asyncio.create_task(ingest_forever()))
+            self._background.append(asyncio.create_task(run_schedule_forever()))
 
     async def _listen_invalidations(self) -> None:
         while True:
