@@ -317,8 +317,32 @@ def seed(transactional_db, upstream) -> Seed:
     return Seed(tenant_name="acme", secret=secrets["main"], restricted_secret=secrets["restricted"])
 
 
+def _flush_with_retries() -> None:
+    """Transactional tests end with a TRUNCATE of every table while the test's gateway and
+    Celery worker may still be writing (usage ingest, rollups): Postgres can then pick the
+    TRUNCATE as a deadlock victim. Retry it rather than leak rows into the next test."""
+    from django.core.management.base import CommandError
+    from django.core.management.commands import flush
+    from django.db import OperationalError
+
+    original = flush.Command.handle
+
+    def handle(self, **options):
+        for attempt in range(10):
+            try:
+                return original(self, **options)
+            except CommandError as exc:
+                if not isinstance(exc.__cause__, OperationalError) or attempt == 9:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    flush.Command.handle = handle
+
+
 def pytest_configure(config) -> None:
     import logging
+
+    _flush_with_retries()
 
     for noisy in ("httpx", "httpx2", "httpcore", "openai", "anthropic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
