@@ -73,7 +73,7 @@ for _c in '\t\n\r\x0b\x0c!"#%&()+,-./:;<=>?[\\]^_{|}~':
 _BANG = re.compile(r"(?<=[a-z])!+(?=[a-z])")
 _SPACED_PROBE = re.compile(r" [a-z] [a-z] [a-z] ")
 _SPACED = re.compile(r"(?<= )[a-z](?: [a-z]){2,}(?= )")
-_TRIPLES = tuple(c * 3 for c in "abcdefghijklmnopqrstuvwxyz")
+_TRIPLE = re.compile(r"([a-z])\1\1")
 _STRETCHED_TOKEN = re.compile(r"[a-z]*([a-z])\1\1[a-z]*")
 _RUN = re.compile(r"([a-z])\1*")
 
@@ -129,7 +129,7 @@ def _has_triple(v: str, toks: list[str]) -> bool:
     """Any letter repeated 3+ times? (on unique tokens for long texts, which repeat words)"""
     if len(v) > 768:
         v = " ".join(set(toks))
-    return any(tr in v for tr in _TRIPLES)
+    return _TRIPLE.search(v) is not None
 
 
 # --------------------------------------------------------------------------- rule language
