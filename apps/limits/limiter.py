@@ -22,6 +22,7 @@ NANOS_PER_USD = Decimal(10**9)
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 # How long a slot or reservation outlives a process that died holding it.
 LEASE_MS = 15 * 60 * 1000
+MAX_RESERVATION = 2**50
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +163,10 @@ class Limiter:
         if not scopes:
             return admission  # nothing to enforce: no round trip
         output = max_output_tokens if max_output_tokens is not None else DEFAULT_MAX_OUTPUT_TOKENS
-        tokens = prompt_tokens + output
-        worst_cost = cost_nanos(prompt_tokens, output, 0, model.price)
+        # Lua numbers are doubles: keep absurd client values (max_tokens=1e18) exact
+        # integers so they are refused by the limits rather than break the script.
+        tokens = min(prompt_tokens + output, MAX_RESERVATION)
+        worst_cost = min(cost_nanos(prompt_tokens, output, 0, model.price), MAX_RESERVATION)
         now = datetime.now(UTC)
         args: list = [request_id, tokens, worst_cost, LEASE_MS]
         for name, spec in scopes:

@@ -211,3 +211,14 @@ def test_redis_unavailable_fails_closed_with_503(server_env, seed, upstream):
         assert r.json()["error"]["code"] == "limits_unavailable"
     finally:
         process.stop()
+
+
+def test_absurd_max_tokens_is_refused_not_an_error(gateway, seed, upstream):
+    secret = issue_key(upstream, tpm=100_000, budget={"amount": "5.00", "period": "daily"})
+    for max_tokens in (10**15, 2**62):
+        r = httpx.post(
+            gateway + "/v1/chat/completions",
+            json=body(max_tokens=max_tokens),
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+        assert r.status_code == 429, r.text
