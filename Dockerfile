@@ -1,7 +1,6 @@
 FROM python:3.11-slim
 WORKDIR /app
-COPY pyproject.toml ./
-RUN pip install --no-cache-dir . || true
 COPY . .
 RUN pip install --no-cache-dir -e .
+ENV DJANGO_SETTINGS_MODULE=apps.platform.settings
 EXPOSE 8000
