@@ -97,17 +97,12 @@ def _midnight(day: date) -> datetime:
 # Rollups ---------------------------------------------------------------------------------
 
 
-def _rollup_hour_rebuild(hour: datetime) -> int:
-    rows = (
-        UsageRecord.objects.filter(created_at__gte=hour, created_at__lt=hour + HOUR)
-        .order_by()
-        .values("tenant_id", "api_key_id", "model")
-        .annotate(**_LEDGER_MEASURES)
-    )
+def _rollup_replace(granularity: str, bucket_start: datetime, rows) -> int:
+    """Replace one bucket's rollup rows with these aggregates (idempotent)."""
     new = [
         UsageRollup(
-            granularity=UsageRollup.Granularity.HOUR,
-            bucket_start=hour,
+            granularity=granularity,
+            bucket_start=bucket_start,
             tenant_id=row["tenant_id"],
             api_key_id=row["api_key_id"],
             model=row["model"],
@@ -115,12 +110,24 @@ def _rollup_hour_rebuild(hour: datetime) -> int:
         )
         for row in rows
     ]
-    UsageRollup.objects.filter(granularity=UsageRollup.Granularity.HOUR, bucket_start=hour).delete()
+    UsageRollup.objects.filter(granularity=granularity, bucket_start=bucket_start).delete()
     UsageRollup.objects.bulk_create(new, batch_size=2000)
     return len(new)
 
 
+def _rollup_hour_rebuild(hour: datetime) -> int:
+    """An hour from the ledger itself."""
+    rows = (
+        UsageRecord.objects.filter(created_at__gte=hour, created_at__lt=hour + HOUR)
+        .order_by()
+        .values("tenant_id", "api_key_id", "model")
+        .annotate(**_LEDGER_MEASURES)
+    )
+    return _rollup_replace(UsageRollup.Granularity.HOUR, hour, rows)
+
+
 def _rollup_day_rebuild(day: datetime) -> int:
+    """A day from its 24 hour rows."""
     rows = (
         UsageRollup.objects.filter(
             granularity=UsageRollup.Granularity.HOUR,
@@ -131,20 +138,7 @@ def _rollup_day_rebuild(day: datetime) -> int:
         .values("tenant_id", "api_key_id", "model")
         .annotate(**_ROLLUP_MEASURES)
     )
-    new = [
-        UsageRollup(
-            granularity=UsageRollup.Granularity.DAY,
-            bucket_start=day,
-            tenant_id=row["tenant_id"],
-            api_key_id=row["api_key_id"],
-            model=row["model"],
-            **_measures(row),
-        )
-        for row in rows
-    ]
-    UsageRollup.objects.filter(granularity=UsageRollup.Granularity.DAY, bucket_start=day).delete()
-    UsageRollup.objects.bulk_create(new, batch_size=2000)
-    return len(new)
+    return _rollup_replace(UsageRollup.Granularity.DAY, day, rows)
 
 
 @dataclass
