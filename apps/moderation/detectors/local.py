@@ -70,6 +70,12 @@ _ASCII_MAP: dict[int, str | None] = {ord(k): v for k, v in _LEET.items()}
 _ASCII_MAP.update({ord("'"): None, ord("*"): None})
 for _c in '\t\n\r\x0b\x0c!"#%&()+,-./:;<=>?[\\]^_{|}~':
     _ASCII_MAP[ord(_c)] = " "
+# The same map as a byte table: bytes.translate is several times faster than str.translate.
+_ASCII_TABLE = bytes.maketrans(
+    bytes(k for k, v in _ASCII_MAP.items() if v is not None),
+    "".join(v for v in _ASCII_MAP.values() if v is not None).encode("ascii"),
+)
+_ASCII_DELETE = bytes(k for k, v in _ASCII_MAP.items() if v is None)
 _BANG = re.compile(r"(?<=[a-z])!+(?=[a-z])")
 _SPACED_PROBE = re.compile(r" [a-z] [a-z] [a-z] ")
 _SPACED = re.compile(r"(?<= )[a-z](?: [a-z]){2,}(?= )")
@@ -107,7 +113,8 @@ def _view(text: str, vocab: frozenset[str]) -> tuple[str, list[str]]:
     t = _base(text)
     if "!" in t:
         t = _BANG.sub("i", t)
-    toks = t.translate(_ASCII_MAP).split()
+    # _base returns ASCII, so the byte table applies.
+    toks = t.encode("ascii").translate(_ASCII_TABLE, _ASCII_DELETE).decode("ascii").split()
     v = " " + " ".join(toks) + " "
     changed = False
     if _SPACED_PROBE.search(v):
