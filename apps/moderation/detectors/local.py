@@ -12,8 +12,8 @@ How it works (all patterns are compiled once, at import):
    every rule regex can start with a literal (which ``re`` searches for very quickly).
 2. Gating: the set of tokens of the view is intersected with the set of anchor words of
    all rules; only rules whose anchors occur are run (benign texts usually run none).
-3. Each rule is ``(category, severity, anchors, regex, require=None, unless=None)``; a rule
-   fires if its regex matches, its ``require`` regex (if any) also matches somewhere and its
+3. Each rule is ``(category, severity, anchors, regex, require=(), unless=None)``; a rule
+   fires if its regex matches, its ``require`` regexes (if any) also match somewhere and its
    ``unless`` regex (if any) does not. Benign look-alikes are handled by writing rules as
    phrases with explicit objects ("kill you", not "kill") and by ``unless`` context.
 4. Speed: Python's ``re`` tries every alternative at every position, so big alternations are
@@ -28,18 +28,17 @@ Thread safety: the detector holds only immutable compiled data; ``score`` keeps 
 
 from __future__ import annotations
 
+import codecs
 import itertools
 import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from apps.moderation.detectors.base import CATEGORIES_SEVERITY, SEVERITY_RANK, Scores
+from apps.moderation.detectors.base import CATEGORIES_SEVERITY, SAFE, SEVERITY_RANK, Scores
 
 # --------------------------------------------------------------------------- normalisation
 
-_ZERO_WIDTH = "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b\u200c\u200d\u200e\u200f"
-_ZERO_WIDTH += "\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\ufeff"
 _HOMOGLYPHS = {
     # Cyrillic
     "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o",
@@ -48,26 +47,31 @@ _HOMOGLYPHS = {
     # Greek
     "α": "a", "β": "b", "ε": "e", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p",
     "τ": "t", "υ": "u", "χ": "x", "ς": "s", "σ": "s",
+    # Latin letters that NFKD does not decompose
+    "ø": "o", "ł": "l", "đ": "d", "ð": "d",
 }  # fmt: skip
-_NON_ASCII_MAP = {ord(c): None for c in _ZERO_WIDTH}
-_NON_ASCII_MAP.update({ord(k): v for k, v in _HOMOGLYPHS.items()})
-_NON_ASCII_MAP.update({ord(c): None for c in "\u2018\u2019\u02bc\u2032`\u00b4"})
-_NON_ASCII_MAP.update(
-    {ord(k): v for k, v in {"œ": "oe", "æ": "ae", "ø": "o", "ł": "l", "đ": "d", "ð": "d"}.items()}
+_HOMOGLYPHS.update({k.upper(): v for k, v in list(_HOMOGLYPHS.items()) if len(k.upper()) == 1})
+_MULTI_LETTER = {"œ": "oe", "Œ": "oe", "æ": "ae", "Æ": "ae", "ß": "ss", "ẞ": "ss"}
+# Non-ASCII punctuation that separates words (everything else non-ASCII is dropped, which
+# removes the combining marks NFKD splits off, zero-width characters and curly apostrophes).
+_WORD_BREAKS = (
+    "\u2010\u2011\u2012\u2013\u2014\u2015\u2026\u00ab\u00bb\u201c\u201d\u201e\u2022\u00b7"
+    "\u00bf\u00a1\u3000\u3001\u3002\uff0c\u2039\u203a\u00a7\u00b6\u2192\u00d7"
 )
-_NON_ASCII_MAP.update({ord(c): " " for c in "\u2010\u2011\u2012\u2013\u2014\u2015\u2026\u00ab\u00bb"
-                       "\u201c\u201d\u201e\u2022\u00b7\u00bf\u00a1\u3000\u3001\u3002\uff0c"
-                       "\u2039\u203a\u00a7\u00b6\u2192\u00d7"})  # fmt: skip
-_SPECIAL = re.compile("[" + "".join(chr(k) for k in _NON_ASCII_MAP) + "]+")
-
-
-def _special_repl(m: re.Match[str]) -> str:
-    return m.group().translate(_NON_ASCII_MAP)
-
+# Non-ASCII text goes through one charmap encoding (C speed; str.translate and regex
+# callbacks are slow on non-ASCII strings): ASCII encodes to itself, each homoglyph and
+# word break to a spare byte >= 128 that a byte table then maps to its ASCII letter or a
+# space, and every other character is dropped ("ignore").
+_SPARE = [*_HOMOGLYPHS.items(), *((c, " ") for c in _WORD_BREAKS)]
+assert len(_SPARE) <= 128
+_CHARMAP = codecs.charmap_build(
+    "".join(map(chr, range(128))) + "".join(c for c, _ in _SPARE) + "\ufffe" * (128 - len(_SPARE))
+)
+_SPARE_TABLE = bytes(range(128)) + "".join(v for _, v in _SPARE).ljust(128).encode("ascii")
 
 _LEET = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"}
 _ASCII_MAP: dict[int, str | None] = {ord(k): v for k, v in _LEET.items()}
-_ASCII_MAP.update({ord("'"): None, ord("*"): None})
+_ASCII_MAP.update({ord("'"): None, ord("`"): None, ord("*"): None})
 for _c in '\t\n\r\x0b\x0c!"#%&()+,-./:;<=>?[\\]^_{|}~':
     _ASCII_MAP[ord(_c)] = " "
 # The same map as a byte table: bytes.translate is several times faster than str.translate.
@@ -76,54 +80,55 @@ _ASCII_TABLE = bytes.maketrans(
     "".join(v for v in _ASCII_MAP.values() if v is not None).encode("ascii"),
 )
 _ASCII_DELETE = bytes(k for k, v in _ASCII_MAP.items() if v is None)
-_BANG = re.compile(r"(?<=[a-z])!+(?=[a-z])")
+_BANG = re.compile(rb"(?<=[a-z])!+(?=[a-z])")
 _SPACED_PROBE = re.compile(r" [a-z] [a-z] [a-z] ")
 _SPACED = re.compile(r"(?<= )[a-z](?: [a-z]){2,}(?= )")
 _TRIPLE = re.compile(r"([a-z])\1\1")
-_STRETCHED_TOKEN = re.compile(r"[a-z]*([a-z])\1\1[a-z]*")
+# a whole run of letters with a stretch in it (lazy, from run starts only: linear)
+_STRETCHED = re.compile(r"(?<![a-z])[a-z]*?([a-z])\1\1[a-z]*")
+_LONGEST_WORD = 24  # longer letter runs are no vocabulary word, stretched or not
 _RUN = re.compile(r"([a-z])\1*")
 
 
-def _base(text: str) -> str:
+def _base(text: str) -> bytes:
+    """Lower-case ASCII bytes of ``text``: accents, zero-width and other scripts removed,
+    homoglyphs mapped to Latin letters, non-ASCII punctuation turned into spaces."""
     if text.isascii():
-        return text.lower()
-    t = unicodedata.normalize("NFKC", text).casefold()
-    if _SPECIAL.search(t):  # (a regex sub: str.translate is slow on non-ASCII strings)
-        t = _SPECIAL.sub(_special_repl, t)
-    if not t.isascii():
-        # NFKD splits accents off as combining marks; dropping all non-ASCII removes them
-        # (and other scripts, for which there are no rules; their punctuation is mapped
-        # to spaces above so that Latin words stay apart)
-        t = unicodedata.normalize("NFKD", t).encode("ascii", "ignore").decode("ascii")
-    return t
+        return text.encode("ascii").lower()
+    t = unicodedata.normalize("NFKD", text)
+    for char, letters in _MULTI_LETTER.items():
+        if char in t:
+            t = t.replace(char, letters)
+    return codecs.charmap_encode(t, "ignore", _CHARMAP)[0].translate(_SPARE_TABLE).lower()
 
 
-def _destretch(token: str, vocab: frozenset[str]) -> str:
-    """``fuuuuck`` → ``fuck``; ``kiiiilll`` → ``kill``: pick a variant found in ``vocab``."""
-    runs = [m.group() for m in _RUN.finditer(token)]
-    options = [(r,) if len(r) < 3 else (r[0], r[0] * 2) for r in runs]
-    variants = ["".join(p) for p in itertools.islice(itertools.product(*options), 64)]
-    for v in variants:
-        if v in vocab:
-            return v
-    return variants[0]
+def _destretch(run: str, vocab: frozenset[str]) -> str:
+    """``fuuuuck`` → ``fuck``; ``kiiiilll`` → ``kill``: pick a variant found in ``vocab``,
+    else reduce every stretch to one letter."""
+    runs = [m.group() for m in _RUN.finditer(run)]
+    if len(run) <= _LONGEST_WORD * 3:
+        options = [(r,) if len(r) < 3 else (r[0], r[0] * 2) for r in runs]
+        for p in itertools.islice(itertools.product(*options), 64):
+            if (variant := "".join(p)) in vocab:
+                return variant
+    return "".join(r if len(r) < 3 else r[0] for r in runs)
 
 
 def _view(text: str, vocab: frozenset[str]) -> tuple[str, list[str]]:
-    t = _base(text)
-    if "!" in t:
-        t = _BANG.sub("i", t)
-    # _base returns ASCII, so the byte table applies.
-    toks = t.encode("ascii").translate(_ASCII_TABLE, _ASCII_DELETE).decode("ascii").split()
+    b = _base(text)
+    if b"!" in b:
+        b = _BANG.sub(b"i", b)
+    toks = b.translate(_ASCII_TABLE, _ASCII_DELETE).decode("ascii").split()
     v = " " + " ".join(toks) + " "
-    changed = False
     if _SPACED_PROBE.search(v):
         v = _SPACED.sub(lambda m: m.group().replace(" ", ""), v)
-        changed = True
-    if _has_triple(v, toks):
-        v = _STRETCHED_TOKEN.sub(lambda m: _destretch(m.group(), vocab), v)
-        changed = True
-    return v, (v.split() if changed else toks)
+        toks = v.split()
+    stretched = _stretched_tokens(v, toks)
+    if stretched:
+        fixed = {t: _STRETCHED.sub(lambda m: _destretch(m.group(), vocab), t) for t in stretched}
+        toks = [fixed.get(t, t) for t in toks]
+        v = " " + " ".join(toks) + " "
+    return v, toks
 
 
 def normalize(text: str, vocab: frozenset[str] = frozenset()) -> str:
@@ -132,11 +137,34 @@ def normalize(text: str, vocab: frozenset[str] = frozenset()) -> str:
     return _view(text, vocab)[0]
 
 
-def _has_triple(v: str, toks: list[str]) -> bool:
-    """Any letter repeated 3+ times? (on unique tokens for long texts, which repeat words)"""
-    if len(v) > 768:
-        v = " ".join(set(toks))
-    return _TRIPLE.search(v) is not None
+def _has_byte_run(data: bytes) -> bool:
+    """Is any byte repeated three times in a row? Exact, in a few big-integer operations:
+    with ``x`` the bytes as one integer, ``d = x ^ (x >> 8)`` has a zero byte where two
+    neighbours are equal, ``e = d | (d >> 8)`` where three are, and the classic
+    has-a-zero-byte test finds one (the last byte, a space, keeps ``e`` above ``ones``)."""
+    x = int.from_bytes(data, "little")
+    d = x ^ (x >> 8)
+    e = d | (d >> 8)
+    ones = int.from_bytes(b"\x01" * len(data), "little")
+    return ((e - ones) & ~e & (ones << 7)) != 0
+
+
+def _stretched_tokens(v: str, toks: list[str]) -> set[str]:
+    """The tokens with a letter repeated 3+ times. The byte probe rules out almost every
+    long text at once; digits (``2000``) or other repeated bytes then get the exact search
+    (on unique tokens for long texts, which repeat words). Linear: each token is looked
+    at once, however long it is."""
+    if len(v) > 256:
+        if not _has_byte_run(v.encode("ascii")):
+            return set()
+        if len(v) > 768:
+            v = " " + " ".join(set(toks)) + " "
+    found: set[str] = set()
+    pos = 0
+    while (m := _TRIPLE.search(v, pos)) is not None:
+        pos = v.find(" ", m.end())
+        found.add(v[v.rfind(" ", 0, m.start()) + 1 : pos])
+    return found
 
 
 # --------------------------------------------------------------------------- rule language
@@ -205,7 +233,7 @@ class Rule:
     severity: str  # "low" | "medium" | "high"; for detected-categories any non-safe value
     anchors: frozenset[str]
     rx: re.Pattern[str]
-    require: re.Pattern[str] | None = None
+    require: tuple[re.Pattern[str], ...] = ()  # each must match somewhere
     unless: re.Pattern[str] | None = None
     # True when every match of rx provably starts with " <anchor>": then rx is only tried
     # (``match``) at the anchors' occurrences instead of searched.
@@ -236,8 +264,13 @@ class Rule:
                 end = hi
             else:
                 return False
-        if self.require is not None and self.require.search(view) is None:
-            return False
+        return self.holds(view)
+
+    def holds(self, view: str) -> bool:
+        """Do ``require`` and ``unless`` allow the rule to fire on ``view``?"""
+        for required in self.require:
+            if required.search(view) is None:
+                return False
         return self.unless is None or self.unless.search(view) is None
 
 
@@ -253,7 +286,7 @@ def R(
     severity: str,
     anchors: str,
     rx: str,
-    require: str | None = None,
+    require: str | tuple[str, ...] = (),
     unless: str | None = None,
     leading: bool | None = None,
 ) -> None:
@@ -271,7 +304,8 @@ def R(
         words = {w[1:] for w in first}
         if all(w and w not in _STOPWORDS for w in words):
             anchor_set, leading = frozenset(words), True
-    _RULES.append(Rule(category, severity, anchor_set, compiled, _c(require), _c(unless), leading))
+    required = tuple(re.compile(p) for p in ((require,) if isinstance(require, str) else require))
+    _RULES.append(Rule(category, severity, anchor_set, compiled, required, _c(unless), leading))
 
 
 _STOPWORDS = frozenset(
@@ -1128,14 +1162,9 @@ R(
     "hypothetically imaginary fantasy imagine character roleplay role grandmother grandma "
     "granny grandpa grandfather simulate pretend villain",
     _FRAME,
-    require=_HOWTO
-    + r"(?= )(?:.*(?<= )"
-    + _DETAIL[1:]
-    + r"(?= ))|"
-    + _DETAIL
-    + r"(?= ).*(?<= )"
-    + _HOWTO[1:]
-    + r"(?= )",
+    # both, in either order (the two word lists share no word); two searches rather than
+    # one ".*" regex, which backtracks quadratically on long texts
+    require=(_HOWTO + r"(?= )", _DETAIL + r"(?= )"),
 )
 # es / fr / de
 R("jailbreak", "high", "ignora ignore olvida olvidate ignoriere vergiss oublie oubliez ignorez",
@@ -1157,15 +1186,50 @@ _BACK = 96
 _FWD = 192
 _FWD_NL = 112  # non-leading rules: the anchor sits late in their phrase
 _WHOLE_VIEW = 600
-_ANCHOR_INDEX: dict[str, tuple[int, ...]] = {}
-for _i, _rule in enumerate(_RULES):
-    for _a in _rule.anchors:
-        _ANCHOR_INDEX[_a] = (*_ANCHOR_INDEX.get(_a, ()), _i)
-ANCHORS: frozenset[str] = frozenset(_ANCHOR_INDEX)
+
+
+@dataclass(frozen=True, slots=True)
+class _AnchorPlan:
+    """The rules one anchor word gates, split by kind, each kind with one alternation of
+    its rules' regexes: where the alternation does not match, none of those rules can, so
+    a benign occurrence costs one regex call instead of one per rule."""
+
+    leading: tuple[int, ...]
+    leading_rx: re.Pattern[str] | None
+    other: tuple[int, ...]
+    other_rx: re.Pattern[str] | None
+
+
+def _alternation(rules: tuple[Rule, ...], ids: tuple[int, ...]) -> re.Pattern[str] | None:
+    """One regex for the rules ``ids``; group k (rule regexes have no groups of their own)
+    is the k-th rule, so a match names the first rule whose regex matched there."""
+    if len(ids) <= 1:
+        return rules[ids[0]].rx if ids else None
+    return re.compile("|".join("(" + rules[i].rx.pattern + ")" for i in ids))
+
+
+def _anchor_plans(rules: tuple[Rule, ...]) -> dict[str, _AnchorPlan]:
+    index: dict[str, list[int]] = {}
+    for i, rule in enumerate(rules):
+        for anchor in rule.anchors:
+            index.setdefault(anchor, []).append(i)
+    plans = {}
+    for anchor, ids in index.items():
+        leading = tuple(i for i in ids if rules[i].leading)
+        other = tuple(i for i in ids if not rules[i].leading)
+        plans[anchor] = _AnchorPlan(
+            leading, _alternation(rules, leading), other, _alternation(rules, other)
+        )
+    return plans
+
+
+RULES: tuple[Rule, ...] = tuple(_RULES)
+_PLANS = _anchor_plans(RULES)
+ANCHORS: frozenset[str] = frozenset(_PLANS)
 _VOCAB: frozenset[str] = ANCHORS | frozenset(
     w for r in _RULES for w in re.findall(r"[a-z]{2,}", r.rx.pattern)
 )
-RULES: tuple[Rule, ...] = tuple(_RULES)
+_SEVERITY_NAMES = ("safe", "low", "medium", "high")
 
 
 class LocalDetector:
@@ -1175,16 +1239,8 @@ class LocalDetector:
 
     def __init__(self, rules: Iterable[Rule] | None = None) -> None:
         self._rules = RULES if rules is None else tuple(rules)
-        if rules is None:
-            self._index = _ANCHOR_INDEX
-            self._anchors = ANCHORS
-        else:
-            idx: dict[str, tuple[int, ...]] = {}
-            for i, r in enumerate(self._rules):
-                for a in r.anchors:
-                    idx[a] = (*idx.get(a, ()), i)
-            self._index = idx
-            self._anchors = frozenset(idx)
+        self._plans = _PLANS if rules is None else _anchor_plans(self._rules)
+        self._anchors = frozenset(self._plans)
 
     def matches(self, text: str) -> list[Rule]:
         """All rules that fire on ``text`` (for debugging and explanations)."""
@@ -1193,40 +1249,77 @@ class LocalDetector:
         if not hits:
             return []
         n = len(view)
-        if n <= _WHOLE_VIEW:  # short text: search the whole view
-            idx: set[int] = set()
-            for a in hits:
-                idx.update(self._index[a])
-            return [self._rules[i] for i in sorted(idx) if self._rules[i].fires(view)]
-        # long text: search each rule only in windows around its anchors' occurrences
-        windows: dict[int, list[tuple[int, int]]] = {}
+        whole = n <= _WHOLE_VIEW  # short text: non-leading rules search the whole view
+        # Only rules whose anchor's alternation matched get further: "matched" ones had
+        # their own regex match (only require/unless are left); the others are looked for
+        # in ``spans`` (None: in the whole view).
+        matched: set[int] = set()
+        spans: dict[int, list[tuple[int, int]] | None] = {}
         find = view.find
         for a in hits:
+            plan = self._plans[a]
+            lead_match = None if plan.leading_rx is None else plan.leading_rx.match
+            other_search = None if plan.other_rx is None or whole else plan.other_rx.search
+            lead_hits: list[tuple[int, int]] = []
+            other_spans: list[tuple[int, int]] = []
+            other_hit = False
+            # An occurrence in the same context as an earlier one (repeated passages, logs,
+            # code) can only repeat its outcome for every rule of this anchor: the rules
+            # look no further than _BACK before and _FWD (+ a word) after.
+            seen: set[tuple[int, str]] | None = None if whole else set()
             needle = " " + a + " "
-            rule_ids = self._index[a]
-            seen: set[tuple[int, str]] = set()
             pos = find(needle)
             while pos != -1:
                 lo = pos - _BACK if pos > _BACK else 0
                 hi = find(" ", pos + _FWD) + 1 or n
-                # An occurrence in the same context as an earlier one (repeated passages,
-                # logs, code) can only repeat its outcome for every rule of this anchor:
-                # the rules look no further than _BACK before and _FWD (+ a word) after.
-                context = (pos - lo, view[lo : hi + _FWD])
-                if context not in seen:
+                if seen is not None:
+                    context = (pos - lo, view[lo : hi + _FWD])
+                    if context in seen:
+                        pos = find(needle, pos + 1)
+                        continue
                     seen.add(context)
-                    for i in rule_ids:
-                        span = (pos, hi) if self._rules[i].leading else (lo, pos + _FWD_NL)
-                        windows.setdefault(i, []).append(span)
+                if lead_match is not None:
+                    m = lead_match(view, pos)
+                    if m is not None:
+                        matched.add(plan.leading[(m.lastindex or 1) - 1])
+                        lead_hits.append((pos, hi))
+                if other_search is not None:
+                    other_spans.append((lo, pos + _FWD_NL))
+                    if not other_hit:
+                        m = other_search(view, lo, pos + _FWD_NL)
+                        if m is not None:
+                            matched.add(plan.other[(m.lastindex or 1) - 1])
+                            other_hit = True
                 pos = find(needle, pos + 1)
-        return [self._rules[i] for i in sorted(windows) if self._rules[i].fires(view, windows[i])]
+            if lead_hits:
+                for i in plan.leading:
+                    found = spans.setdefault(i, [])
+                    if found is not None:
+                        found.extend(lead_hits)
+            if whole and plan.other_rx is not None:
+                m = plan.other_rx.search(view)
+                if m is not None:
+                    matched.add(plan.other[(m.lastindex or 1) - 1])
+                    spans.update(dict.fromkeys(plan.other))
+            elif other_hit:
+                for i in plan.other:
+                    found = spans.setdefault(i, [])
+                    if found is not None:
+                        found.extend(other_spans)
+        rules = self._rules
+        return [
+            rules[i]
+            for i in sorted(spans)
+            if (rules[i].holds(view) if i in matched else rules[i].fires(view, spans[i]))
+        ]
 
     def score(self, text: str) -> Scores:
-        if not text:
-            return Scores()
+        matched = self.matches(text) if text else None
+        if not matched:
+            return SAFE
         sev = dict.fromkeys(CATEGORIES_SEVERITY, 0)
         jailbreak = profanity = False
-        for rule in self.matches(text):
+        for rule in matched:
             cat = rule.category
             if cat == "jailbreak":
                 jailbreak = True
@@ -1236,7 +1329,7 @@ class LocalDetector:
                 rank = SEVERITY_RANK[rule.severity]
                 if rank > sev[cat]:
                     sev[cat] = rank
-        names = ("safe", "low", "medium", "high")
+        names = _SEVERITY_NAMES
         return Scores(
             hate=names[sev["hate"]],
             self_harm=names[sev["self_harm"]],
