@@ -155,6 +155,30 @@ def test_normalize():
     assert normalize("Ich möchte Grüße") == " ich mochte grusse "
     assert normalize("h3ll0 w0rld") == " hello world "
     assert normalize("fuuuuck", local_mod._VOCAB) == " fuck "
+    assert normalize("run `kill` now") == " run kill now "  # backticks, like apostrophes
+    # upper-case and accented look-alikes
+    assert normalize("\u0412\u041e\u041c\u0412 \u03ac\u03b2") == " bomb ab "
+    assert normalize("word\u2014word \xabquote\xbb") == " word word quote "
+    assert normalize("caf\xe9 na\xefve \u0153uvre \xdf") == " cafe naive oeuvre ss "
+    assert normalize("1000 loooong", local_mod._VOCAB) == " io long "
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # each of these took seconds (quadratic backtracking) before the rules were made
+        # linear; scoring them now is as cheap per KB as any text
+        ("for a story " + "kill " * 20000 + " in detail", {"jailbreak"}),
+        ("for a story " + "kill " * 20000, set()),
+        ("fuuuck " + "ab" * 20000 + "1 x", {"profanity"}),
+        ("aaa " + "ab" * 50000 + "1aaa", set()),
+        ("a" * 200000, set()),
+        ("a!b!" * 50000, set()),
+        ("k i l l " * 20000, set()),
+    ],
+)
+def test_hostile_long_texts_are_scored(text, expected):
+    assert flagged(text) == expected
 
 
 @pytest.mark.parametrize(

@@ -1186,6 +1186,7 @@ _BACK = 96
 _FWD = 192
 _FWD_NL = 112  # non-leading rules: the anchor sits late in their phrase
 _WHOLE_VIEW = 600
+_DEDUPE_VIEW = 4096  # longer views skip occurrences whose context was seen before
 
 
 @dataclass(frozen=True, slots=True)
@@ -1266,7 +1267,7 @@ class LocalDetector:
             # An occurrence in the same context as an earlier one (repeated passages, logs,
             # code) can only repeat its outcome for every rule of this anchor: the rules
             # look no further than _BACK before and _FWD (+ a word) after.
-            seen: set[tuple[int, str]] | None = None if whole else set()
+            seen: set[tuple[int, str]] | None = None if n <= _DEDUPE_VIEW else set()
             needle = " " + a + " "
             pos = find(needle)
             while pos != -1:
@@ -1283,6 +1284,8 @@ class LocalDetector:
                     if m is not None:
                         matched.add(plan.leading[(m.lastindex or 1) - 1])
                         lead_hits.append((pos, hi))
+                        if matched.issuperset(plan.leading):
+                            lead_match = None  # every rule has matched: nothing to learn
                 if other_search is not None:
                     other_spans.append((lo, pos + _FWD_NL))
                     if not other_hit:
