@@ -22,14 +22,9 @@ def model_choices() -> list[tuple[str, str]]:
     return [(ALL_MODELS, "All models (*)")] + [(name, name) for name in names]
 
 
-class LimitsForm(forms.Form):
-    """Allowlist, limits, budget and expiry of a key (the create and the edit form)."""
+class TenantLimitsForm(forms.Form):
+    """Rate limits and budget: a tenant's (over all its keys), and a key's own."""
 
-    allowed_models = forms.MultipleChoiceField(
-        required=False,
-        widget=forms.CheckboxSelectMultiple,
-        help_text="No model ticked: the key may call no model.",
-    )
     rpm = forms.IntegerField(required=False, min_value=1, label="Requests / minute")
     tpm = forms.IntegerField(required=False, min_value=1, label="Tokens / minute")
     max_concurrent = forms.IntegerField(required=False, min_value=1, label="Max concurrent")
@@ -37,12 +32,34 @@ class LimitsForm(forms.Form):
         required=False, min_value=0, max_digits=14, decimal_places=6, label="Budget (USD)"
     )
     budget_period = forms.ChoiceField(choices=BudgetPeriod.choices, initial=BudgetPeriod.MONTHLY)
+
+    FIELDS = ("rpm", "tpm", "max_concurrent", "budget_amount", "budget_period")
+
+    @classmethod
+    def initial_of(cls, obj: Any) -> dict[str, Any]:
+        return {name: getattr(obj, name) for name in cls.FIELDS}
+
+    def service_fields(self) -> dict[str, Any]:
+        return {name: self.cleaned_data[name] for name in self.FIELDS}
+
+
+class LimitsForm(TenantLimitsForm):
+    """Allowlist, limits, budget and expiry of a key (the create and the edit form)."""
+
+    allowed_models = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="No model ticked: the key may call no model.",
+    )
     expires_at = forms.DateTimeField(
         required=False,
         label="Expires at (UTC)",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
     )
+
+    FIELDS = ("allowed_models", *TenantLimitsForm.FIELDS, "expires_at")
+    field_order = list(FIELDS)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -56,18 +73,6 @@ class LimitsForm(forms.Form):
         value = self.cleaned_data["expires_at"]
         return value.astimezone(UTC) if value is not None else None
 
-    def service_fields(self) -> dict[str, Any]:
-        data = self.cleaned_data
-        return {
-            "allowed_models": data["allowed_models"],
-            "rpm": data["rpm"],
-            "tpm": data["tpm"],
-            "max_concurrent": data["max_concurrent"],
-            "budget_amount": data["budget_amount"],
-            "budget_period": data["budget_period"],
-            "expires_at": data["expires_at"],
-        }
-
 
 class KeyCreateForm(LimitsForm):
     name = forms.CharField(max_length=100)
@@ -76,23 +81,34 @@ class KeyCreateForm(LimitsForm):
 
 
 class ContentPolicyForm(forms.Form):
-    """A key's per-category override of the tenant's content policy.
+    """A content policy: the tenant's, or a key's per-category override of it.
 
-    Per category: prompt and completion action (or the tenant's rule) and the severity
-    threshold. A category left on "tenant default" is not named in the key's policy."""
+    Per category: prompt and completion action and the severity threshold. On a key, a
+    category may stay on "tenant default" and is then not named in the key's policy; on
+    the tenant, a category left off in both directions is not named either."""
 
-    def __init__(self, *args: Any, policy: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        policy: dict[str, Any] | None = None,
+        tenant_default: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         policy = policy or {}
         self.moderation = policy.get("moderation")
-        actions = [(INHERIT, "tenant default")] + [(a, a) for a in ACTIONS]
+        self.tenant_default = tenant_default
+        self.unset = INHERIT if tenant_default else "off"
+        actions = [(a, a) for a in ACTIONS]
+        if tenant_default:
+            actions.insert(0, (INHERIT, "tenant default"))
         for category in CATEGORIES:
             rule = policy.get(category) or {}
             for direction in ("prompt", "completion"):
                 self.fields[f"{category}__{direction}"] = forms.ChoiceField(
                     choices=actions,
                     required=False,
-                    initial=rule.get(direction, INHERIT) if rule else INHERIT,
+                    initial=rule.get(direction, self.unset) if rule else self.unset,
                     label=direction,
                 )
             if category in CATEGORIES_SEVERITY:
@@ -118,7 +134,7 @@ class ContentPolicyForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        for category in CATEGORIES:
+        for category in CATEGORIES if self.tenant_default else ():
             prompt = data.get(f"{category}__prompt", INHERIT)
             completion = data.get(f"{category}__completion", INHERIT)
             if (prompt == INHERIT) != (completion == INHERIT):
@@ -132,10 +148,11 @@ class ContentPolicyForm(forms.Form):
         data = self.cleaned_data
         policy: dict[str, Any] = {}
         for category in CATEGORIES:
-            prompt = data.get(f"{category}__prompt", INHERIT)
-            if prompt == INHERIT:
+            prompt = data.get(f"{category}__prompt") or self.unset
+            completion = data.get(f"{category}__completion") or self.unset
+            if prompt == INHERIT or prompt == completion == "off" and not self.tenant_default:
                 continue
-            rule = {"prompt": prompt, "completion": data[f"{category}__completion"]}
+            rule = {"prompt": prompt, "completion": completion}
             if category in CATEGORIES_SEVERITY:
                 rule["threshold"] = data[f"{category}__threshold"]
             policy[category] = rule

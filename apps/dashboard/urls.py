@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.dashboard.views import keys, members, staff, usage
+from apps.dashboard.views import keys, members, staff, tenant, usage
 
 app_name = "dashboard"
 
@@ -24,6 +24,8 @@ urlpatterns = [
     path("tokens/new/", members.token_create, name="token-create"),
     path("tokens/<int:token_id>/revoke/", members.token_revoke, name="token-revoke"),
     path("audit/", members.audit_log, name="audit"),
+    path("settings/", tenant.tenant_settings, name="settings"),
+    path("settings/policy/", tenant.tenant_policy, name="settings-policy"),
     path("staff/tenants/", staff.tenants, name="staff-tenants"),
     path("staff/backends/", staff.backends, name="staff-backends"),
     path("staff/models/", staff.models, name="staff-models"),

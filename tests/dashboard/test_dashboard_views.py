@@ -214,3 +214,44 @@ def test_staff_pages(as_user, team):
         team.staff.is_superuser = True
         team.staff.save()
         assert as_user(team.staff).get(url).status_code == 200, url
+
+
+def test_tenant_settings_limits_and_policy(as_user, team):
+    admin = as_user(team.admin)
+    page = admin.get(reverse("dashboard:settings"))
+    assert page.status_code == 200 and b"Content policy" in page.content
+    saved = admin.post(
+        reverse("dashboard:settings"),
+        {"rpm": "600", "budget_amount": "25.50", "budget_period": "daily"},
+    )
+    assert saved.status_code == 302
+    team.acme.refresh_from_db()
+    assert team.acme.rpm == 600 and str(team.acme.budget_amount) == "25.500000"
+    assert team.acme.budget_period == "daily" and team.acme.tpm is None
+    policy = {
+        f"{c}__{d}": "off"
+        for c in ("hate", "self_harm", "sexual", "violence", "jailbreak", "profanity")
+        for d in ("prompt", "completion")
+    }
+    policy.update({"jailbreak__prompt": "block", "jailbreak__completion": "annotate"})
+    policy.update({f"{c}__threshold": "medium" for c in ("hate", "self_harm", "sexual")})
+    policy["violence__threshold"] = "low"
+    response = admin.post(reverse("dashboard:settings-policy"), policy)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    team.acme.refresh_from_db()
+    assert team.acme.content_policy == {
+        "jailbreak": {"prompt": "block", "completion": "annotate", "threshold": "medium"}
+    }
+    # the page shows what is stored; the other tenant is untouched
+    assert b'value="block" selected' in admin.get(reverse("dashboard:settings")).content
+    team.globex.refresh_from_db()
+    assert team.globex.content_policy in ({}, None) and team.globex.rpm != 600
+    actions = set(AuditEvent.objects.filter(tenant=team.acme).values_list("action", flat=True))
+    assert {"tenant.limits_changed", "policy.changed"} <= actions
+    # a viewer reads the settings but cannot change them
+    viewer = as_user(team.viewer)
+    assert viewer.get(reverse("dashboard:settings")).status_code == 200
+    assert viewer.post(reverse("dashboard:settings"), {"rpm": "1"}).status_code == 403
+    assert viewer.post(reverse("dashboard:settings-policy"), policy).status_code == 403
+    team.acme.refresh_from_db()
+    assert team.acme.rpm == 600

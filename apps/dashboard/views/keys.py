@@ -65,15 +65,7 @@ def key_create(request: HttpRequest) -> HttpResponse:
 def key_edit(request: HttpRequest, key_id: int) -> HttpResponse:
     access = access_required(request)
     api_key = selectors.key_get(tenant=access.tenant, key_id=key_id)
-    initial = {
-        "allowed_models": api_key.allowed_models,
-        "rpm": api_key.rpm,
-        "tpm": api_key.tpm,
-        "max_concurrent": api_key.max_concurrent,
-        "budget_amount": api_key.budget_amount,
-        "budget_period": api_key.budget_period,
-        "expires_at": api_key.expires_at,
-    }
+    initial = LimitsForm.initial_of(api_key)
     if request.method == "POST":
         access = access_required(request, WRITE)
         form = LimitsForm(request.POST, initial=initial)
@@ -116,17 +108,7 @@ def key_policy(request: HttpRequest, key_id: int) -> HttpResponse:
         else:
             messages.success(request, f"Content policy of {api_key.name} saved.")
             return redirect("dashboard:key-edit", key_id=api_key.id)
-    limits = LimitsForm(
-        initial={
-            "allowed_models": api_key.allowed_models,
-            "rpm": api_key.rpm,
-            "tpm": api_key.tpm,
-            "max_concurrent": api_key.max_concurrent,
-            "budget_amount": api_key.budget_amount,
-            "budget_period": api_key.budget_period,
-            "expires_at": api_key.expires_at,
-        }
-    )
+    limits = LimitsForm(initial=LimitsForm.initial_of(api_key))
     return page(
         request,
         "dashboard/key_edit.html",

@@ -32,6 +32,11 @@ WITHHELD_REFUSAL = "The completion was withheld by this API key's content policy
 # --------------------------------------------------------------------------- texts
 
 
+# Tool-call arguments and reasoning are text a model produced (or a client forged) like
+# any other: they are checked too, each part on its own line so words never merge.
+_REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+
 def _parts_text(content: Any, out: list[str]) -> None:
     if isinstance(content, str):
         out.append(content)
@@ -43,6 +48,32 @@ def _parts_text(content: Any, out: list[str]) -> None:
                     out.append(text)
                 elif part.get("type") == "tool_result":
                     _parts_text(part.get("content"), out)
+                else:
+                    _block_extra_text(part, out)
+
+
+def _block_extra_text(block: dict, out: list[str]) -> None:
+    """An Anthropic block's non-``text`` text: tool_use input, thinking."""
+    kind = block.get("type")
+    if kind in ("tool_use", "server_tool_use") and block.get("input") is not None:
+        out.append(orjson.dumps(block["input"]).decode())
+    elif kind == "thinking" and isinstance(block.get("thinking"), str):
+        out.append(block["thinking"])
+
+
+def _chat_message_text(message: dict, out: list[str]) -> None:
+    _parts_text(message.get("content"), out)
+    for name in _REASONING_FIELDS:
+        if isinstance(message.get(name), str):
+            out.append(message[name])
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+            out.append(function["arguments"])
+    legacy = message.get("function_call")
+    if isinstance(legacy, dict) and isinstance(legacy.get("arguments"), str):
+        out.append(legacy["arguments"])
 
 
 def chat_prompt_text(body: dict) -> str:
@@ -50,7 +81,7 @@ def chat_prompt_text(body: dict) -> str:
     out: list[str] = []
     for message in body.get("messages") or ():
         if isinstance(message, dict):
-            _parts_text(message.get("content"), out)
+            _chat_message_text(message, out)
     return "\n".join(out)
 
 
@@ -68,16 +99,42 @@ def choice_text(choice: Any) -> str:
     if not isinstance(message, dict):
         return ""
     out: list[str] = []
-    _parts_text(message.get("content"), out)
-    return "".join(out)
+    _chat_message_text(message, out)
+    return "\n".join(out)
 
 
 def message_text(message: dict) -> str:
-    return "".join(
-        str(b.get("text") or "")
-        for b in message.get("content") or ()
-        if isinstance(b, dict) and b.get("type") == "text"
-    )
+    out: list[str] = []
+    for block in message.get("content") or ():
+        if isinstance(block, dict):
+            if block.get("type") == "text":
+                out.append(str(block.get("text") or ""))
+            else:
+                _block_extra_text(block, out)
+    return "\n".join(out)
+
+
+def chat_delta_text(delta: dict) -> str:
+    """The text a stream's ``delta`` adds: content, reasoning, tool-call arguments."""
+    parts = [delta["content"]] if isinstance(delta.get("content"), str) else []
+    for name in _REASONING_FIELDS:
+        if isinstance(delta.get(name), str):
+            parts.append(delta[name])
+    calls = delta.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+            parts.append(function["arguments"])
+    return "".join(parts)
+
+
+def message_delta_text(delta: dict) -> str:
+    """The text an Anthropic ``content_block_delta`` adds (text, tool input, thinking)."""
+    for name in ("text", "partial_json", "thinking"):
+        value = delta.get(name)
+        if isinstance(value, str):
+            return value
+    return ""
 
 
 def prompt_filter_results(results: dict) -> list[dict]:
@@ -178,8 +235,8 @@ class ChatChunkFilter:
                     if isinstance(index, int):
                         self._indexes.add(index)
                     delta = choice.get("delta")
-                    if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-                        parts.append(delta["content"])
+                    if isinstance(delta, dict):
+                        parts.append(chat_delta_text(delta))
                     if choice.get("finish_reason") is not None:
                         final = True
                 text = "".join(parts)
@@ -280,8 +337,8 @@ class MessageEventFilter:
             elif name == b"content_block_delta" and self.guard is not None:
                 data = _loads(payload)
                 delta = data.get("delta") if isinstance(data, dict) else None
-                if isinstance(delta, dict) and isinstance(delta.get("text"), str):
-                    text = delta["text"]
+                if isinstance(delta, dict):
+                    text = message_delta_text(delta)
             elif name in (b"content_block_start", b"content_block_stop", b"message_delta"):
                 data = _loads(payload)
                 final = name == b"message_delta"

@@ -10,7 +10,14 @@ from apps.gateway.protocol.anthropic import (
     parse_sse_events,
     stream_invariant_violations,
 )
-from apps.gateway.protocol.content_filter import ChatChunkFilter, MessageEventFilter
+from apps.gateway.protocol.content_filter import (
+    ChatChunkFilter,
+    MessageEventFilter,
+    chat_prompt_text,
+    choice_text,
+    message_text,
+    messages_prompt_text,
+)
 from apps.moderation.policy import policy_clean, policy_compile
 from apps.moderation.scanner import Scanner, StreamGuard
 
@@ -91,3 +98,50 @@ def test_message_filter_ends_a_blocked_stream_in_anthropics_order():
     assert parsed[-2][1]["delta"]["stop_reason"] == "refusal"
     text = "".join(d["delta"]["text"] for n, d in parsed if n == "content_block_delta")
     assert text.startswith("w0 w1") and "kill" not in text
+
+
+def test_tool_call_arguments_and_reasoning_are_checked_text():
+    message = {
+        "role": "assistant",
+        "content": None,
+        "reasoning_content": "the user wants a plan",
+        "tool_calls": [
+            {"id": "t1", "type": "function",
+             "function": {"name": "send", "arguments": '{"text": "I am going to kill you"}'}}
+        ],
+    }  # fmt: skip
+    assert "kill you" in choice_text({"message": message})
+    assert "the user wants a plan" in choice_text({"message": message})
+    assert "kill you" in chat_prompt_text({"messages": [message]})  # a forged assistant turn
+    blocks = [
+        {"type": "thinking", "thinking": "plan it", "signature": "s"},
+        {"type": "tool_use", "id": "tu", "name": "send", "input": {"text": "kill you"}},
+    ]
+    assert "plan it" in message_text({"content": blocks})
+    assert "kill you" in message_text({"content": blocks})
+    assert "kill you" in messages_prompt_text(
+        {"messages": [{"role": "assistant", "content": blocks}]}
+    )
+
+
+def test_chat_stream_blocks_on_tool_call_arguments():
+    base = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    call = {
+        "index": 0,
+        "id": "t1",
+        "type": "function",
+        "function": {"name": "send", "arguments": ""},
+    }
+    frames = [
+        {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [call]}}]}
+    ]
+    frames += [
+        {**base, "choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": piece}}]}}]}
+        for piece in ['{"text": "', " ".join(WORDS), '"}']
+    ]  # fmt: skip
+    frames.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    flt = ChatChunkFilter(guard(), None)
+    out = asyncio.run(flt.finish(b"".join(b"data: " + orjson.dumps(f) + b"\n\n" for f in frames)))
+    assert flt.blocked
+    assert b"kill" not in out
