@@ -55,6 +55,13 @@ def _prompt_tokens(body: dict) -> int:
     return sum(len(_text_of(m.get("content")).split()) + 3 for m in body.get("messages") or [])
 
 
+def _tool_arguments(directives: dict[str, str]) -> str:
+    """A tool call's arguments: the "#say"/"#sayrev" words when given (as a message to send)."""
+    if "say" in directives or "sayrev" in directives:
+        return orjson.dumps({"message": " ".join(_words(directives))}).decode()
+    return '{"city": "Oslo"}'
+
+
 def _answer(
     body: dict, directives: dict[str, str]
 ) -> tuple[list[str], list | None, str, str | None]:
@@ -71,7 +78,7 @@ def _answer(
                 {
                     "id": "call_" + uuid.uuid4().hex[:8],
                     "type": "function",
-                    "function": {"name": tool, "arguments": '{"city": "Oslo"}'},
+                    "function": {"name": tool, "arguments": _tool_arguments(directives)},
                 }
             ],
             "tool_calls",
@@ -239,7 +246,8 @@ async def _stream(request, body, directives, words, tool_calls, finished, usage,
                     ]
                 )
             )
-            for piece in ('{"city"', ': "Oslo"}'):
+            arguments = call["function"]["arguments"]
+            for piece in (arguments[:8], arguments[8:]):
                 await response.write(
                     event(
                         [

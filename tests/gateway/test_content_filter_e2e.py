@@ -433,3 +433,40 @@ def test_a_policy_edit_reaches_the_running_gateway(gateway, seed, upstream):
         return False
 
     wait_until(blocked)
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "send_message",
+            "parameters": {"type": "object", "properties": {"message": {"type": "string"}}},
+        },
+    }
+]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_harmful_tool_call_arguments_are_blocked(gateway, seed, upstream, stream):
+    api = gpt(gateway, seed.secret)
+    tenant_policy("acme", {"violence": {"completion": "block"}})
+    benign = api.chat.completions.create(
+        model="test-model", messages=user("weather in Oslo?"), tools=TOOLS
+    )
+    assert benign.choices[0].finish_reason == "tool_calls"
+    kwargs = {"model": "test-model", "messages": user(HARMFUL_REV), "tools": TOOLS}
+    if not stream:
+        choice = api.chat.completions.create(**kwargs).choices[0]
+        assert choice.finish_reason == "content_filter"
+        assert not choice.message.tool_calls
+        return
+    chunks = list(api.chat.completions.create(**kwargs, stream=True))
+    arguments = "".join(
+        call.function.arguments or ""
+        for c in chunks
+        for choice in c.choices
+        for call in choice.delta.tool_calls or ()
+        if call.function
+    )
+    assert "kill" not in arguments
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
