@@ -151,6 +151,7 @@ async def open_upstream(
     *,
     stream: bool,
     on_deployment=None,
+    native_headers: dict[str, str] | None = None,
 ) -> AsyncIterator[tuple[aiohttp.ClientResponse, DeploymentInfo]]:
     """Yield the first successful (2xx) upstream response, trying deployments in order.
 
@@ -160,6 +161,8 @@ async def open_upstream(
     ``build_body(deployment)`` returns the request body, or ``(path, body)`` when the
     deployment decides the path too (an Anthropic-native backend takes /messages where
     an OpenAI-compatible one takes /chat/completions); ``path`` is the default.
+    ``native_headers`` go to Anthropic-native deployments only (the client's
+    anthropic-beta).
     """
     deployments = model.deployment_order()
     if not deployments:
@@ -187,7 +190,8 @@ async def open_upstream(
         if type(payload) is tuple:
             target, payload = payload
         try:
-            request = client.post(deployment, target, payload, stream=stream)
+            extra = native_headers if deployment.kind == "anthropic" else None
+            request = client.post(deployment, target, payload, stream=stream, extra_headers=extra)
             response = await request.__aenter__()
         except aiohttp.ConnectionTimeoutError:
             reason = "unavailable"

@@ -67,6 +67,18 @@ async def handle_count_tokens(state: GatewayState, exchange: Exchange) -> None:
     await MeteredCall(state, exchange, key, "messages.count_tokens").run(count_tokens)
 
 
+# Passed on to Anthropic-native backends as the client sent them: the beta features it
+# opts into. (The API version stays the backend's own, set in its extra headers or
+# 2023-06-01: an SDK's newer version may be unknown to an Anthropic-compatible server.)
+_NATIVE_HEADERS = (b"anthropic-beta",)
+
+
+def native_headers(call: MeteredCall) -> dict[str, str] | None:
+    sent = call.exchange.headers
+    found = {n.decode(): sent[n].decode("latin-1") for n in _NATIVE_HEADERS if sent.get(n)}
+    return found or None
+
+
 def invalid_request(message: str) -> GatewayError:
     param = message.partition(":")[0] if ":" in message else None
     return GatewayError(
@@ -130,6 +142,7 @@ async def create_message(call: MeteredCall) -> None:
         request.build,
         stream=stream,
         on_deployment=call.record_deployment,
+        native_headers=native_headers(call),
     ) as (response, deployment):
         native = deployment.kind == "anthropic"
         if not stream:
@@ -382,6 +395,7 @@ async def count_tokens(call: MeteredCall) -> None:
                 lambda d: rewrite_model(body, d.upstream_model),
                 stream=False,
                 on_deployment=call.record_deployment,
+                native_headers=native_headers(call),
             ) as (response, _deployment):
                 answer = loads_or_none(await read_upstream(response))
         except GatewayError as exc:

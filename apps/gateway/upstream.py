@@ -27,9 +27,17 @@ class UpstreamClient:
         return self._session
 
     def post(
-        self, deployment: DeploymentInfo, path: str, body: bytes, *, stream: bool
+        self,
+        deployment: DeploymentInfo,
+        path: str,
+        body: bytes,
+        *,
+        stream: bool,
+        extra_headers: dict[str, str] | None = None,
     ) -> "aiohttp.client._RequestContextManager":
         headers = {"Content-Type": "application/json", **deployment.headers}
+        if extra_headers:
+            headers.update(extra_headers)
         if stream:
             timeout = aiohttp.ClientTimeout(
                 total=None, connect=deployment.connect_timeout_s, sock_read=deployment.timeout_s

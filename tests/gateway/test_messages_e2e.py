@@ -857,3 +857,24 @@ def test_hostile_messages_bodies_never_yield_a_5xx(gateway, seed, upstream):
                 assert r.status_code < 500, (path, body[:80], r.text)
                 if r.status_code >= 400:
                     assert r.json()["type"] == "error", r.text
+
+
+def test_native_backend_gets_the_clients_betas(gateway, seed, upstream):
+    api = claude(gateway, seed.secret)
+    api.beta.messages.create(
+        model=NATIVE,
+        max_tokens=20,
+        messages=user("hi #chunks=2"),
+        betas=["token-efficient-tools-2025-02-19"],
+    )
+    sent = upstream.requests()[-1]["headers"]
+    assert sent["anthropic-beta"] == "token-efficient-tools-2025-02-19"
+    assert sent["anthropic-version"] == "2023-06-01"  # the backend's, not the SDK's
+    assert sent["x-api-key"] == "anthropic-upstream-secret"  # never the client's key
+    api.messages.count_tokens(
+        model=NATIVE, messages=user("hi"), extra_headers={"anthropic-beta": "b1,b2"}
+    )
+    assert upstream.requests()[-1]["headers"]["anthropic-beta"] == "b1,b2"
+    # an OpenAI-compatible backend is not sent Anthropic's headers
+    api.beta.messages.create(model="test-model", max_tokens=20, messages=user("hi"), betas=["b3"])
+    assert "anthropic-beta" not in upstream.requests()[-1]["headers"]
