@@ -174,6 +174,9 @@ SPECTACULAR_SETTINGS = {
 DEMO_UPSTREAM = env_bool("DEMO_UPSTREAM", False)
 GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024)
 GATEWAY_MAX_ATTEMPTS = env_int("GATEWAY_MAX_ATTEMPTS", 3)
+# An Anthropic stream translated from a silent backend (a model thinking) gets a `ping`
+# event after this many idle seconds, as Anthropic sends, so that proxies keep it open.
+GATEWAY_STREAM_PING_S = float(os.environ.get("GATEWAY_STREAM_PING_S", "10"))
 GATEWAY_KEY_CACHE_TTL_S = float(os.environ.get("GATEWAY_KEY_CACHE_TTL_S", "30"))
 GATEWAY_UPSTREAM_POOL_SIZE = env_int("GATEWAY_UPSTREAM_POOL_SIZE", 512)
 # If Redis is unreachable, refuse (503) rather than admit unchecked. True admits requests

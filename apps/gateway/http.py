@@ -1,6 +1,7 @@
 """The gateway's minimal ASGI plumbing: one request/response exchange and its errors."""
 
 import asyncio
+import contextlib
 import os
 import time
 from typing import Any
@@ -169,6 +170,52 @@ class Exchange:
         if self.first_byte_at is None:
             return None
         return int((self.first_byte_at - self.started_at) * 1000)
+
+
+class KeepAlive:
+    """Sends ``payload`` on a stream whenever nothing was sent for ``interval`` seconds.
+
+    One timer per stream, re-armed from the last send; the relay calls ``touch`` after
+    each send and ``stop`` before the stream's last bytes. ``payload`` must be a whole
+    event, and the relay must send whole events, so a ping never splits one."""
+
+    __slots__ = ("exchange", "payload", "interval", "last", "stopped", "_loop", "_timer", "_task")
+
+    def __init__(self, exchange: Exchange, payload: bytes, interval: float) -> None:
+        self.exchange = exchange
+        self.payload = payload
+        self.interval = interval
+        self.stopped = False
+        self._task: asyncio.Task | None = None
+        self._loop = asyncio.get_running_loop()
+        self.last = self._loop.time()
+        self._timer = self._loop.call_later(interval, self._check)
+
+    def touch(self) -> None:
+        self.last = self._loop.time()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._timer.cancel()
+
+    def _check(self) -> None:
+        if self.stopped:
+            return
+        idle = self._loop.time() - self.last
+        if idle >= self.interval * 0.99:
+            self._task = self._loop.create_task(self._ping())
+            self.last += idle
+            idle = 0.0
+        self._timer = self._loop.call_later(self.interval - idle, self._check)
+
+    async def _ping(self) -> None:
+        exchange = self.exchange
+        if self.stopped or exchange.disconnected or exchange.finished:
+            return
+        with contextlib.suppress(Exception):  # the client went away: the relay will see it
+            await exchange.send(
+                {"type": "http.response.body", "body": self.payload, "more_body": True}
+            )
 
 
 def body_too_large(max_bytes: int) -> GatewayError:

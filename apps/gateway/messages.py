@@ -20,6 +20,7 @@ import dataclasses
 
 import aiohttp
 import orjson
+from django.conf import settings
 
 from apps.gateway.app import MeteredCall, authenticate, parse_json_body, resolve_model
 from apps.gateway.caches import ModelInfo
@@ -32,8 +33,9 @@ from apps.gateway.forward import (
     read_upstream,
     rewrite_model,
 )
-from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError
+from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError, KeepAlive
 from apps.gateway.protocol.anthropic import (
+    PING_EVENT,
     MessagesStreamRelay,
     TranslationError,
     anthropic_usage_counts,
@@ -327,12 +329,14 @@ async def _relay_translated_stream(
         return out
 
     await exchange.start_stream()
+    keep_alive = KeepAlive(exchange, PING_EVENT, settings.GATEWAY_STREAM_PING_S)
     try:
         try:
             async for data in response.content.iter_any():
                 out = convert(parser.feed(data))
                 if out:
                     await call.relay_out(b"".join(out), flt)
+                    keep_alive.touch()
                 if done or upstream_error or (flt is not None and flt.blocked):
                     break
             else:
@@ -342,6 +346,7 @@ async def _relay_translated_stream(
         except (aiohttp.ClientError, TimeoutError):
             failed = True
     finally:
+        keep_alive.stop()
         event = call.event
         prompt, completion = converter.prompt_tokens, converter.completion_tokens
         if prompt is not None and completion is not None:

@@ -19,7 +19,7 @@ from apps.gateway.protocol.anthropic import (
     stream_invariant_violations,
 )
 from apps.ledger.models import UsageRecord
-from tests.conftest import seed_document, wait_until
+from tests.conftest import seed_document, start_gateway, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -878,3 +878,35 @@ def test_native_backend_gets_the_clients_betas(gateway, seed, upstream):
     # an OpenAI-compatible backend is not sent Anthropic's headers
     api.beta.messages.create(model="test-model", max_tokens=20, messages=user("hi"), betas=["b3"])
     assert "anthropic-beta" not in upstream.requests()[-1]["headers"]
+
+
+@pytest.fixture(scope="module")
+def pinging_gateway(server_env):
+    process = start_gateway(server_env, name="gateway-ping", GATEWAY_STREAM_PING_S="0.2")
+    yield f"http://127.0.0.1:{process.port}"
+    process.stop()
+
+
+def test_a_silent_backend_stream_gets_pings(pinging_gateway, seed, upstream):
+    body = {
+        "model": "test-model",
+        "max_tokens": 50,
+        "stream": True,
+        "messages": user("#chunks=3 #delay_ms=700"),
+    }
+    headers = {"x-api-key": seed.secret, "anthropic-version": "2023-06-01"}
+    with httpx.stream(
+        "POST", pinging_gateway + "/v1/messages", json=body, headers=headers, timeout=30
+    ) as response:
+        raw = b"".join(response.iter_bytes())
+    events = [(name, orjson.loads(data)) for name, data in parse_sse_events(raw)]
+    assert stream_invariant_violations(events) == []
+    names = [name for name, _ in events]
+    assert names.count("ping") >= 4  # the first one, then at least one per silence
+    assert names[-1] == "message_stop" and names.index("message_stop") > max(
+        i for i, n in enumerate(names) if n == "ping"
+    )
+    with claude(pinging_gateway, seed.secret).messages.stream(
+        model="test-model", max_tokens=50, messages=user("#chunks=3 #delay_ms=500")
+    ) as stream:
+        assert stream.get_final_text() == "w0 w1 w2"

@@ -175,6 +175,9 @@ def messages_sse_event(event_type: str, data: dict) -> bytes:
     return b"event: " + event_type.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
+PING_EVENT = messages_sse_event("ping", {"type": "ping"})
+
+
 def message_events(message: dict) -> list[tuple[str, dict]]:
     """The event sequence that streams a complete Message (a backend that answered a
     stream request with a plain JSON body is replayed through this)."""
