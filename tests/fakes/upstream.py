@@ -15,7 +15,9 @@ received and counts requests in flight and cancelled streams: GET /_stats, POST 
 
 import argparse
 import asyncio
+import base64
 import re
+import struct
 import time
 import uuid
 
@@ -566,6 +568,39 @@ async def count_tokens(request: web.Request) -> web.Response:
     return web.json_response({"input_tokens": _anthropic_input_tokens(body) + 1000})
 
 
+async def embeddings(request: web.Request) -> web.Response:
+    """Three-dimensional vectors; usage = words (or token ids); "#no_usage" in an input
+    leaves usage out, "#status=N" answers that status."""
+    body = orjson.loads(await request.read())
+    _record(request, body)
+    value = body.get("input")
+    items = [value] if isinstance(value, str) or (value and type(value[0]) is int) else value
+    text = " ".join(i for i in items if isinstance(i, str))
+    directives = dict(DIRECTIVE.findall(text))
+    if "status" in directives:
+        return web.json_response(
+            {"error": {"message": "fake failure"}}, status=int(directives["status"])
+        )
+    data = []
+    tokens = 0
+    for index, item in enumerate(items):
+        tokens += (
+            len(item.split())
+            if isinstance(item, str)
+            else len(item)
+            if isinstance(item, list)
+            else 1
+        )
+        vector = [0.5, -0.25, float(index)]
+        if body.get("encoding_format") == "base64":
+            vector = base64.b64encode(struct.pack("<3f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    answer = {"object": "list", "data": data, "model": body.get("model")}
+    if "no_usage" not in directives:
+        answer["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return web.json_response(answer)
+
+
 async def models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
@@ -583,6 +618,7 @@ def build_app() -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/_stats", stats)

@@ -217,6 +217,9 @@ HOSTILE_BODIES = [
     b'{"model": "test-model", "messages": [{"role": "user", "content": "\\ud800"}]}',
     b'{"model": "test-model", "messages": [{"role": "user", "content": "hi"}], "tools": "x"}',
     b"[" * 10000 + b"]" * 10000,
+    b'{"model": "test-model", "input": [1, [2], "x"]}',
+    b'{"model": "test-model", "input": [true, false]}',
+    b'{"model": "test-model", "input": "x", "dimensions": 1e400}',
 ]
 HOSTILE_HEADERS = [
     {"Authorization": "Bearer"},
@@ -233,6 +236,7 @@ ROUTES = [
     ("GET", "/v1/models/%00"),
     ("POST", "/v1/messages"),
     ("POST", "/v1/messages/count_tokens"),
+    ("POST", "/v1/embeddings"),
     ("DELETE", "/v1/models"),
     ("POST", "/v1/"),
 ]

@@ -156,6 +156,50 @@ def estimate_text_tokens(text: str) -> int:
     return -(-len(text.encode()) // 4)
 
 
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit on the items of one request
+
+
+def validate_embeddings_request(body: Any) -> tuple[list[str], int]:
+    """The texts of an embeddings request and its count of pre-tokenised tokens.
+
+    ``input`` is a string, an array of strings, an array of token ids or an array of such
+    arrays, none of them empty (OpenAI's rules)."""
+    if not isinstance(body, dict):
+        raise RequestInvalid("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise RequestInvalid("'model' is required and must be a string.", "model")
+    value = body.get("input")
+    shape = (
+        "'input' must be a non-empty string, an array of strings, an array of token ids "
+        "or an array of arrays of token ids."
+    )
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise RequestInvalid(shape, "input")
+    if len(items) > MAX_EMBEDDING_INPUTS:
+        raise RequestInvalid(f"'input' may have at most {MAX_EMBEDDING_INPUTS} items.", "input")
+    texts: list[str] = []
+    tokens = 0
+    if all(type(t) is int for t in items):
+        tokens = len(items)
+    else:
+        for item in items:
+            if isinstance(item, str) and item:
+                texts.append(item)
+            elif isinstance(item, list) and item and all(type(t) is int for t in item):
+                tokens += len(item)
+            else:
+                raise RequestInvalid(shape, "input")
+    encoding = body.get("encoding_format")
+    if encoding is not None and encoding not in ("float", "base64"):
+        raise RequestInvalid("'encoding_format' must be 'float' or 'base64'.", "encoding_format")
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (type(dimensions) is not int or dimensions < 1):
+        raise RequestInvalid("'dimensions' must be a positive integer.", "dimensions")
+    return texts, tokens
+
+
 class ChatStreamRelay:
     """Rewrites an upstream chat-completions stream for the client, event by event.
 

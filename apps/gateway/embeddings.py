@@ -1,0 +1,82 @@
+"""POST /v1/embeddings: relayed to the model's OpenAI-compatible deployments and metered
+on the upstream's prompt tokens (an embedding has no output tokens).
+
+Every field the client sent passes through but ``model`` (the SDKs ask for base64
+vectors unless told otherwise: the answer is relayed as the backend gives it)."""
+
+import dataclasses
+
+import orjson
+
+from apps.gateway.app import MeteredCall, authenticate, parse_json_body, resolve_model
+from apps.gateway.filtering import screen_prompt
+from apps.gateway.forward import (
+    bad_upstream_response,
+    loads_or_none,
+    open_upstream,
+    read_upstream,
+    rewrite_model,
+)
+from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError
+from apps.gateway.protocol.openai import (
+    RequestInvalid,
+    estimate_text_tokens,
+    validate_embeddings_request,
+)
+from apps.gateway.state import GatewayState
+
+
+async def handle_embeddings(state: GatewayState, exchange: Exchange) -> None:
+    key = await authenticate(state, exchange)
+    await MeteredCall(state, exchange, key, "embeddings").run(create_embeddings)
+
+
+async def create_embeddings(call: MeteredCall) -> None:
+    body = parse_json_body(call.raw_body)
+    if isinstance(body, dict) and isinstance(body.get("model"), str):
+        call.event.model = body["model"]
+    try:
+        texts, token_ids = validate_embeddings_request(body)
+    except RequestInvalid as exc:
+        raise GatewayError(400, exc.message, param=exc.param, outcome="invalid_request") from None
+    model = await resolve_model(call.state, call.key, body["model"])
+    call.event.model = model.name
+    served = tuple(d for d in model.deployments if d.kind != "anthropic")
+    if not served:
+        raise GatewayError(
+            400,
+            f"The model '{model.name}' does not support embeddings.",
+            param="model",
+            code="model_not_supported",
+            outcome="invalid_request",
+        )
+    estimate = sum(estimate_text_tokens(t) for t in texts) + token_ids
+    await call.admit(model, estimate, 0)
+    if call.key.content_policy is not None:
+        await screen_prompt(call, "\n".join(texts))
+    async with open_upstream(
+        call.state.upstream,
+        dataclasses.replace(model, deployments=served),
+        "/embeddings",
+        lambda d: rewrite_model(body, d.upstream_model),
+        stream=False,
+        on_deployment=call.record_deployment,
+    ) as (response, _deployment):
+        raw = await read_upstream(response)
+    answer = loads_or_none(raw)
+    if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
+        raise bad_upstream_response("an embeddings list")
+    answer["model"] = model.name
+    if call.screen is not None and (results := call.screen.prompt_results()) is not None:
+        answer["prompt_filter_results"] = results
+    usage = answer.get("usage")
+    prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    event = call.event
+    if type(prompt) is int and prompt >= 0:
+        event.prompt_tokens = prompt
+    else:
+        event.prompt_tokens = estimate
+        event.tokens_estimated = True
+        answer["usage"] = {"prompt_tokens": estimate, "total_tokens": estimate}
+    event.completion_tokens = 0
+    call.reply = (200, orjson.dumps(answer), (JSON_CONTENT_TYPE,))
