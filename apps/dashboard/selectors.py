@@ -5,6 +5,7 @@ platform-wide and only called from staff views."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -33,15 +34,23 @@ def key_status(api_key: ApiKey, now: datetime | None = None) -> str:
     return "active"
 
 
-def key_list(*, tenant: Tenant, include_revoked: bool = False) -> list[ApiKey]:
+def key_list(
+    *, tenant: Tenant, include_revoked: bool = False, search: str = ""
+) -> QuerySet[ApiKey]:
+    """The tenant's keys, active first then by name; ``search`` matches name or prefix."""
     keys = ApiKey.objects.filter(tenant=tenant)
     if not include_revoked:
         keys = keys.filter(revoked_at__isnull=True)
+    if search:
+        keys = keys.filter(Q(name__icontains=search) | Q(prefix__startswith=search))
+    return keys.order_by("revoked_at", "name", "-created_at")
+
+
+def key_statuses(keys: Iterable[ApiKey]) -> None:
+    """Set ``status`` (active / expired / revoked) on each key, for display."""
     now = timezone.now()
-    result = list(keys.order_by("revoked_at", "name", "-created_at"))
-    for api_key in result:
+    for api_key in keys:
         api_key.status = key_status(api_key, now)
-    return result
 
 
 def key_get(*, tenant: Tenant, key_id: int) -> ApiKey:

@@ -255,3 +255,22 @@ def test_tenant_settings_limits_and_policy(as_user, team):
     assert viewer.post(reverse("dashboard:settings-policy"), policy).status_code == 403
     team.acme.refresh_from_db()
     assert team.acme.rpm == 600
+
+
+def test_keys_list_pages_and_search(as_user, team):
+    from apps.keys.services import api_key_issue
+
+    for i in range(60):
+        api_key_issue(tenant=team.acme, name=f"bulk-{i:02d}")
+    client = as_user(team.viewer)
+    first = client.get(reverse("dashboard:keys")).content.decode()
+    assert "page 1 of 2" in first and "bulk-00" in first and "bulk-59" not in first
+    second = client.get(reverse("dashboard:keys") + "?page=2").content.decode()
+    assert "bulk-59" in second and "bulk-00" not in second
+    found = client.get(reverse("dashboard:keys") + "?q=bulk-4").content.decode()
+    assert found.count("data-key-prefix=") == 10 and "page 1 of" not in found
+    # another tenant's keys never show, whatever the search
+    assert (
+        "data-key-prefix="
+        not in client.get(reverse("dashboard:keys") + "?q=globex").content.decode()
+    )

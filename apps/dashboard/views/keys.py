@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
@@ -19,6 +20,7 @@ from apps.moderation.services import content_policy_set
 from apps.tenants.models import Membership
 
 WRITE = Membership.Role.ADMIN
+KEYS_PER_PAGE = 50
 
 
 @login_required
@@ -26,14 +28,18 @@ WRITE = Membership.Role.ADMIN
 def key_list(request: HttpRequest) -> HttpResponse:
     access = access_required(request)
     show_revoked = request.GET.get("revoked") == "1"
-    keys = selectors.key_list(tenant=access.tenant, include_revoked=show_revoked)
+    search = request.GET.get("q", "").strip()[:100]
+    keys = selectors.key_list(tenant=access.tenant, include_revoked=show_revoked, search=search)
+    keys_page = Paginator(keys, KEYS_PER_PAGE).get_page(request.GET.get("page"))
+    selectors.key_statuses(keys_page)
     return page(
         request,
         "dashboard/keys.html",
         access,
         "keys",
-        keys=keys,
+        keys=keys_page,
         show_revoked=show_revoked,
+        search=search,
     )
 
 
