@@ -8,7 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import redis
@@ -18,6 +18,7 @@ from apps.gateway.caches import KeyInfo, ModelInfo
 from apps.gateway.http import ClientGone, Exchange, GatewayError, openai_error_bytes
 from apps.gateway.limits import limit_error, limits_unavailable, rate_headers
 from apps.gateway.metrics import LIMIT_REFUSALS, observe_request
+from apps.gateway.protocol.openai import RequestInvalid
 from apps.gateway.state import GatewayState
 from apps.keys.hashing import INFERENCE_KEY_PREFIX, secret_hash
 from apps.ledger.events import UsageEvent
@@ -27,6 +28,7 @@ from apps.limits.limiter import LimitExceeded, cost_nanos
 log = logging.getLogger(__name__)
 
 Handler = Callable[[GatewayState, Exchange], Awaitable[None]]
+T = TypeVar("T")
 
 
 def render_error(exchange: Exchange, error: GatewayError) -> bytes:
@@ -134,6 +136,19 @@ def parse_json_body(raw: bytes) -> Any:
             400,
             "We could not parse the JSON body of your request. The body must be valid JSON.",
         ) from None
+
+
+def parse_openai_request(call: "MeteredCall", validate: Callable[[Any], T]) -> tuple[dict, T]:
+    """The request's JSON body (its model noted on the usage event as soon as it is
+    known) and what ``validate`` returns; its RequestInvalid is an OpenAI 400."""
+    body = parse_json_body(call.raw_body)
+    if isinstance(body, dict) and isinstance(body.get("model"), str):
+        call.event.model = body["model"]
+    try:
+        checked = validate(body)
+    except RequestInvalid as exc:
+        raise GatewayError(400, exc.message, param=exc.param, outcome="invalid_request") from None
+    return body, checked
 
 
 class MeteredCall:

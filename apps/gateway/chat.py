@@ -17,7 +17,7 @@ from apps.gateway.anthropic_backend import (
     relay_chat_stream,
     translate_chat_request,
 )
-from apps.gateway.app import MeteredCall, authenticate, parse_json_body, resolve_model
+from apps.gateway.app import MeteredCall, authenticate, parse_openai_request, resolve_model
 from apps.gateway.caches import ModelInfo
 from apps.gateway.filtering import (
     blocked_chat_tail,
@@ -35,7 +35,6 @@ from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError
 from apps.gateway.protocol.content_filter import ChatChunkFilter, chat_prompt_text
 from apps.gateway.protocol.openai import (
     ChatStreamRelay,
-    RequestInvalid,
     data_chunk,
     estimate_prompt_tokens,
     estimate_text_tokens,
@@ -54,13 +53,7 @@ async def handle_chat_completions(state: GatewayState, exchange: Exchange) -> No
 
 
 async def chat_completion(call: MeteredCall) -> None:
-    body = parse_json_body(call.raw_body)
-    if isinstance(body, dict) and isinstance(body.get("model"), str):
-        call.event.model = body["model"]
-    try:
-        validate_chat_request(body)
-    except RequestInvalid as exc:
-        raise GatewayError(400, exc.message, param=exc.param, outcome="invalid_request") from None
+    body, _ = parse_openai_request(call, validate_chat_request)
     model = await resolve_model(call.state, call.key, body["model"])
     call.event.model = model.name
     stream = body.get("stream") is True

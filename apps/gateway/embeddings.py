@@ -8,7 +8,7 @@ import dataclasses
 
 import orjson
 
-from apps.gateway.app import MeteredCall, authenticate, parse_json_body, resolve_model
+from apps.gateway.app import MeteredCall, authenticate, parse_openai_request, resolve_model
 from apps.gateway.filtering import screen_prompt
 from apps.gateway.forward import (
     bad_upstream_response,
@@ -18,11 +18,7 @@ from apps.gateway.forward import (
     rewrite_model,
 )
 from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError
-from apps.gateway.protocol.openai import (
-    RequestInvalid,
-    estimate_text_tokens,
-    validate_embeddings_request,
-)
+from apps.gateway.protocol.openai import estimate_text_tokens, validate_embeddings_request
 from apps.gateway.state import GatewayState
 
 
@@ -32,13 +28,7 @@ async def handle_embeddings(state: GatewayState, exchange: Exchange) -> None:
 
 
 async def create_embeddings(call: MeteredCall) -> None:
-    body = parse_json_body(call.raw_body)
-    if isinstance(body, dict) and isinstance(body.get("model"), str):
-        call.event.model = body["model"]
-    try:
-        texts, token_ids = validate_embeddings_request(body)
-    except RequestInvalid as exc:
-        raise GatewayError(400, exc.message, param=exc.param, outcome="invalid_request") from None
+    body, (texts, token_ids) = parse_openai_request(call, validate_embeddings_request)
     model = await resolve_model(call.state, call.key, body["model"])
     call.event.model = model.name
     served = tuple(d for d in model.deployments if d.kind != "anthropic")

@@ -115,17 +115,10 @@ def message_text(message: dict) -> str:
 
 
 def chat_delta_text(delta: dict) -> str:
-    """The text a stream's ``delta`` adds: content, reasoning, tool-call arguments."""
-    parts = [delta["content"]] if isinstance(delta.get("content"), str) else []
-    for name in _REASONING_FIELDS:
-        if isinstance(delta.get(name), str):
-            parts.append(delta[name])
-    calls = delta.get("tool_calls")
-    for call in calls if isinstance(calls, list) else ():
-        function = call.get("function") if isinstance(call, dict) else None
-        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-            parts.append(function["arguments"])
-    return "".join(parts)
+    """The text a stream's ``delta`` adds (a delta has a message's fields, in pieces)."""
+    out: list[str] = []
+    _chat_message_text(delta, out)
+    return "".join(out)
 
 
 def message_delta_text(delta: dict) -> str:

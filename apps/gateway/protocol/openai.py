@@ -76,16 +76,20 @@ def _type_ok(value: Any, types: tuple[type, ...]) -> bool:
     return isinstance(value, types)
 
 
-def validate_chat_request(body: Any) -> None:
-    """Reject what every backend would reject anyway, with OpenAI's `param` naming the field.
-
-    Everything else is passed through untouched: backends differ in what they accept.
-    """
+def _require_model(body: Any) -> None:
     if not isinstance(body, dict):
         raise RequestInvalid("The request body must be a JSON object.")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise RequestInvalid("'model' is required and must be a string.", "model")
+
+
+def validate_chat_request(body: Any) -> None:
+    """Reject what every backend would reject anyway, with OpenAI's `param` naming the field.
+
+    Everything else is passed through untouched: backends differ in what they accept.
+    """
+    _require_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestInvalid("'messages' must be a non-empty array.", "messages")
@@ -164,11 +168,7 @@ def validate_embeddings_request(body: Any) -> tuple[list[str], int]:
 
     ``input`` is a string, an array of strings, an array of token ids or an array of such
     arrays, none of them empty (OpenAI's rules)."""
-    if not isinstance(body, dict):
-        raise RequestInvalid("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise RequestInvalid("'model' is required and must be a string.", "model")
+    _require_model(body)
     value = body.get("input")
     shape = (
         "'input' must be a non-empty string, an array of strings, an array of token ids "
