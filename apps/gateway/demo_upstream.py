@@ -6,6 +6,9 @@ mounted at /demo-upstream/v1 only when DEMO_UPSTREAM is on.
 """
 
 import asyncio
+import base64
+import hashlib
+import struct
 import time
 import uuid
 
@@ -23,6 +26,33 @@ def _last_user_text(body: dict) -> str:
             if isinstance(content, list):
                 return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
     return ""
+
+
+async def _embeddings(send, raw: bytes) -> None:
+    """Toy vectors: 8 numbers from a hash of each input (same text, same vector)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    items = body.get("input") if isinstance(body, dict) else None
+    if isinstance(items, str) or (isinstance(items, list) and items and type(items[0]) is int):
+        items = [items]
+    if not isinstance(items, list) or not items:
+        error = {"message": "input is required", "type": "invalid_request_error"}
+        return await _json(send, 400, {"error": error})
+    data, tokens = [], 0
+    for index, item in enumerate(items):
+        text = item if isinstance(item, str) else " ".join(map(str, item))
+        tokens += len(text.split()) or 1
+        digest = hashlib.sha256(text.encode()).digest()
+        vector = [round(b / 255 - 0.5, 4) for b in digest[:8]]
+        if body.get("encoding_format") == "base64":
+            vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    await _json(
+        send, 200, {"object": "list", "data": data, "model": body.get("model"), "usage": usage}
+    )
 
 
 def _reply_words(body: dict) -> list[str]:
@@ -44,6 +74,8 @@ async def demo_upstream(scope, receive, send) -> None:
             "data": [{"id": DEMO_MODEL, "object": "model", "created": 0, "owned_by": "demo"}],
         }
         return await _json(send, 200, payload)
+    if path == "/v1/embeddings" and scope["method"] == "POST":
+        return await _embeddings(send, b"".join(chunks))
     if path != "/v1/chat/completions" or scope["method"] != "POST":
         return await _json(
             send, 404, {"error": {"message": "not found", "type": "invalid_request_error"}}
