@@ -323,10 +323,12 @@ async def handle_models(state: GatewayState, exchange: Exchange) -> None:
 def _routes() -> dict[tuple[str, str], tuple[str, Handler]]:
     from apps.gateway.chat import handle_chat_completions
     from apps.gateway.embeddings import handle_embeddings
+    from apps.gateway.responses import handle_responses
 
     routes: dict[tuple[str, str], tuple[str, Handler]] = {
         ("POST", "/v1/chat/completions"): ("openai", handle_chat_completions),
         ("POST", "/v1/embeddings"): ("openai", handle_embeddings),
+        ("POST", "/v1/responses"): ("openai", handle_responses),
         ("GET", "/v1/models"): ("auto", handle_models),
     }
     try:

@@ -220,6 +220,10 @@ HOSTILE_BODIES = [
     b'{"model": "test-model", "input": [1, [2], "x"]}',
     b'{"model": "test-model", "input": [true, false]}',
     b'{"model": "test-model", "input": "x", "dimensions": 1e400}',
+    b'{"model": "test-model", "input": [{"type": "function_call_output", "output": {"a": 1}}]}',
+    b'{"model": "test-model", "input": [{"role": "user", "content": [{"type": "x"}]}]}',
+    b'{"model": "test-model", "input": "x", "text": {"format": {"type": "json_schema"}}}',
+    b'{"model": "test-model", "input": "x", "tools": [{"type": "function"}], "tool_choice": 1}',
 ]
 HOSTILE_HEADERS = [
     {"Authorization": "Bearer"},
@@ -237,6 +241,7 @@ ROUTES = [
     ("POST", "/v1/messages"),
     ("POST", "/v1/messages/count_tokens"),
     ("POST", "/v1/embeddings"),
+    ("POST", "/v1/responses"),
     ("DELETE", "/v1/models"),
     ("POST", "/v1/"),
 ]

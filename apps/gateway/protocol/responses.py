@@ -1,0 +1,480 @@
+"""OpenAI's Responses API (``POST /v1/responses``) on top of Chat Completions. No Django.
+
+The gateway's backends speak Chat Completions, so a Responses request is translated to
+one and the answer (or its stream) back: text and image input, instructions, function
+tools and their outputs, structured output (``text.format``), sampling and length
+limits. What needs server-side state or OpenAI's own tools is refused with a 400 naming
+the field: ``previous_response_id``, ``conversation``, ``background``, built-in tools
+(web search, file search, …) and ``store: true`` retrieval (responses are not stored).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from apps.gateway.protocol.openai import RequestInvalid
+
+_UNSUPPORTED = {
+    "previous_response_id": "Stored responses are not kept here: send the whole input.",
+    "conversation": "Conversations are not kept here: send the whole input.",
+    "background": "Background responses are not supported.",
+    "prompt": "Stored prompt templates are not supported.",
+}
+_PASSED_ON = ("temperature", "top_p", "user", "parallel_tool_calls", "seed", "top_logprobs")
+_ROLES = {"user", "system", "developer", "assistant"}
+
+
+def _content_parts(content: Any, where: str) -> str | list[dict]:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise RequestInvalid(f"'{where}.content' must be a string or an array.", where)
+    parts: list[dict] = []
+    for i, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("input_text", "output_text", "text") and isinstance(part.get("text"), str):
+            parts.append({"type": "text", "text": part["text"]})
+        elif kind == "input_image" and isinstance(part.get("image_url"), str):
+            image = {"url": part["image_url"]}
+            if part.get("detail") in ("low", "high", "auto"):
+                image["detail"] = part["detail"]
+            parts.append({"type": "image_url", "image_url": image})
+        else:
+            raise RequestInvalid(
+                f"'{where}.content[{i}]' must be input_text, output_text or input_image "
+                "(with an image_url).",
+                f"{where}.content",
+            )
+    return parts
+
+
+def _input_messages(value: Any) -> list[dict]:
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    if not isinstance(value, list) or not value:
+        raise RequestInvalid("'input' must be a string or a non-empty array of items.", "input")
+    messages: list[dict] = []
+    for i, item in enumerate(value):
+        where = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise RequestInvalid(f"'{where}' must be an object.", "input")
+        kind = item.get("type", "message")
+        if kind == "message" and item.get("role") in _ROLES:
+            role = "system" if item["role"] == "developer" else item["role"]
+            content = _content_parts(item.get("content"), where)
+            if role == "assistant" and isinstance(content, list):
+                content = "".join(p.get("text", "") for p in content)
+            messages.append({"role": role, "content": content})
+        elif kind == "function_call":
+            call = {
+                "id": str(item.get("call_id") or item.get("id") or f"call_{i}"),
+                "type": "function",
+                "function": {
+                    "name": str(item.get("name") or ""),
+                    "arguments": item.get("arguments")
+                    if isinstance(item.get("arguments"), str)
+                    else "{}",
+                },
+            }
+            last = messages[-1] if messages else None
+            if last and last["role"] == "assistant" and "tool_calls" in last:
+                last["tool_calls"].append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            output = item.get("output")
+            messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": str(item.get("call_id") or ""),
+                    "content": output if isinstance(output, str) else orjson.dumps(output).decode(),
+                }
+            )
+        else:
+            raise RequestInvalid(
+                f"'{where}' must be a message (role user, system, developer or assistant), "
+                "a function_call or a function_call_output.",
+                "input",
+            )
+    return messages
+
+
+def _tools(tools: Any) -> list[dict]:
+    if not isinstance(tools, list):
+        raise RequestInvalid("'tools' must be an array.", "tools")
+    out = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            raise RequestInvalid(f"'tools[{i}]': only function tools are available here.", "tools")
+        if not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise RequestInvalid(f"'tools[{i}].name' is required.", "tools")
+        function = {"name": tool["name"]}
+        for field in ("description", "parameters", "strict"):
+            if tool.get(field) is not None:
+                function[field] = tool[field]
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def _tool_choice(choice: Any) -> Any:
+    if choice in ("auto", "none", "required"):
+        return choice
+    if isinstance(choice, dict) and choice.get("type") == "function" and choice.get("name"):
+        return {"type": "function", "function": {"name": choice["name"]}}
+    raise RequestInvalid("'tool_choice' must be auto, none, required or a function.", "tool_choice")
+
+
+def _response_format(text: Any) -> dict | None:
+    if not isinstance(text, dict):
+        raise RequestInvalid("'text' must be an object.", "text")
+    fmt = text.get("format")
+    if fmt is None or (isinstance(fmt, dict) and fmt.get("type") == "text"):
+        return None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        return {"type": "json_object"}
+    if (
+        isinstance(fmt, dict)
+        and fmt.get("type") == "json_schema"
+        and isinstance(fmt.get("schema"), dict)
+    ):
+        schema = {"name": str(fmt.get("name") or "response"), "schema": fmt["schema"]}
+        if fmt.get("strict") is not None:
+            schema["strict"] = bool(fmt["strict"])
+        return {"type": "json_schema", "json_schema": schema}
+    raise RequestInvalid("'text.format' must be text, json_object or json_schema.", "text.format")
+
+
+def responses_to_chat_request(body: Any) -> dict[str, Any]:
+    """The Chat Completions request for a Responses request (RequestInvalid: a 400)."""
+    if not isinstance(body, dict):
+        raise RequestInvalid("The request body must be a JSON object.")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise RequestInvalid("'model' is required and must be a string.", "model")
+    for field, message in _UNSUPPORTED.items():
+        if body.get(field) not in (None, False):
+            raise RequestInvalid(message, field)
+    messages = _input_messages(body.get("input"))
+    instructions = body.get("instructions")
+    if instructions is not None:
+        if not isinstance(instructions, str):
+            raise RequestInvalid("'instructions' must be a string.", "instructions")
+        messages.insert(0, {"role": "system", "content": instructions})
+    chat: dict[str, Any] = {"model": body["model"], "messages": messages}
+    limit = body.get("max_output_tokens")
+    if limit is not None:
+        if type(limit) is not int or limit < 1:
+            raise RequestInvalid(
+                "'max_output_tokens' must be a positive integer.", "max_output_tokens"
+            )
+        chat["max_tokens"] = limit
+    for field in _PASSED_ON:
+        if body.get(field) is not None:
+            chat[field] = body[field]
+    if body.get("tools"):
+        chat["tools"] = _tools(body["tools"])
+    if body.get("tool_choice") is not None:
+        chat["tool_choice"] = _tool_choice(body["tool_choice"])
+    if body.get("text") is not None and (fmt := _response_format(body["text"])) is not None:
+        chat["response_format"] = fmt
+    if body.get("stream") is True:
+        chat["stream"] = True
+        chat["stream_options"] = {"include_usage": True}
+    return chat
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def response_usage(usage: dict | None) -> dict[str, Any] | None:
+    if not isinstance(usage, dict):
+        return None
+    prompt = int(usage.get("prompt_tokens") or 0)
+    completion = int(usage.get("completion_tokens") or 0)
+    details = usage.get("prompt_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    reasoning_details = usage.get("completion_tokens_details") or {}
+    reasoning = (
+        int(reasoning_details.get("reasoning_tokens") or 0)
+        if isinstance(reasoning_details, dict)
+        else 0
+    )
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": prompt + completion,
+    }
+
+
+def response_shell(response_id: str, model: str, request: dict, created_at: int) -> dict:
+    """A Response object without output: the fields that echo the request."""
+    tools = request.get("tools") or []
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": created_at,
+        "status": "in_progress",
+        "error": None,
+        "incomplete_details": None,
+        "instructions": request.get("instructions"),
+        "max_output_tokens": request.get("max_output_tokens"),
+        "model": model,
+        "output": [],
+        "parallel_tool_calls": request.get("parallel_tool_calls", True),
+        "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None},
+        "store": False,
+        "temperature": request.get("temperature"),
+        "text": request.get("text") or {"format": {"type": "text"}},
+        "tool_choice": request.get("tool_choice", "auto"),
+        "tools": tools if isinstance(tools, list) else [],
+        "top_p": request.get("top_p"),
+        "truncation": "disabled",
+        "usage": None,
+        "user": request.get("user"),
+        "metadata": request.get("metadata") or {},
+    }
+
+
+def _finish(response: dict, finish_reason: str | None) -> None:
+    if finish_reason == "length":
+        response["status"] = "incomplete"
+        response["incomplete_details"] = {"reason": "max_output_tokens"}
+    elif finish_reason == "content_filter":
+        response["status"] = "incomplete"
+        response["incomplete_details"] = {"reason": "content_filter"}
+    else:
+        response["status"] = "completed"
+
+
+def message_item(item_id: str, text: str, status: str = "completed") -> dict:
+    return {
+        "type": "message",
+        "id": item_id,
+        "status": status,
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}]
+        if status == "completed"
+        else [],
+    }
+
+
+def function_call_item(
+    item_id: str, call_id: str, name: str, arguments: str, status: str = "completed"
+) -> dict:
+    return {
+        "type": "function_call",
+        "id": item_id,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
+
+
+def chat_to_response(answer: dict, shell: dict) -> dict:
+    """A (non-stream) chat completion as a Response (its first choice)."""
+    response = dict(shell)
+    choice = (answer.get("choices") or [{}])[0]
+    message = choice.get("message") if isinstance(choice, dict) else None
+    message = message if isinstance(message, dict) else {}
+    output: list[dict] = []
+    rid = shell["id"].removeprefix("resp_")
+    if isinstance(message.get("content"), str) and message["content"]:
+        output.append(message_item(f"msg_{rid}", message["content"]))
+    elif message.get("refusal"):
+        item = message_item(f"msg_{rid}", "")
+        item["content"] = [{"type": "refusal", "refusal": str(message["refusal"])}]
+        output.append(item)
+    for i, call in enumerate(message.get("tool_calls") or ()):
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            output.append(
+                function_call_item(
+                    f"fc_{rid}_{i}",
+                    str(call.get("id") or f"call_{rid}_{i}"),
+                    str(function.get("name") or ""),
+                    str(function.get("arguments") or ""),
+                )
+            )
+    response["output"] = output
+    response["usage"] = response_usage(answer.get("usage"))
+    _finish(response, choice.get("finish_reason") if isinstance(choice, dict) else None)
+    return response
+
+
+# --------------------------------------------------------------------------- streams
+
+
+def response_event(event_type: str, data: dict) -> bytes:
+    return (
+        b"event: "
+        + event_type.encode()
+        + b"\ndata: "
+        + orjson.dumps({"type": event_type, **data})
+        + b"\n\n"
+    )
+
+
+class ChatStreamToResponseEvents:
+    """Chat-completions chunks (the first choice) in, Responses stream events out.
+
+    The sequence, as OpenAI sends it: response.created, response.in_progress; per output
+    item output_item.added, (content_part.added, output_text.delta…, output_text.done,
+    content_part.done | function_call_arguments.delta…, .done), output_item.done; and
+    response.completed (or .incomplete) with the whole Response and its usage."""
+
+    def __init__(self, shell: dict) -> None:
+        self.response = dict(shell)
+        self.rid = shell["id"].removeprefix("resp_")
+        self.sequence = 0
+        self.items: list[dict] = []
+        self.text: list[str] = []
+        self.text_index: int | None = None
+        self.calls: dict[int, int] = {}  # chat tool_call index -> output index
+        self.finish_reason: str | None = None
+        self.usage: dict | None = None
+
+    def _ev(self, event_type: str, **data: Any) -> bytes:
+        out = response_event(event_type, {**data, "sequence_number": self.sequence})
+        self.sequence += 1
+        return out
+
+    def start(self) -> bytes:
+        snapshot = {
+            **self.response,
+            "created_at": self.response.get("created_at") or int(time.time()),
+        }
+        return self._ev("response.created", response=snapshot) + self._ev(
+            "response.in_progress", response=snapshot
+        )
+
+    def feed(self, chunk: dict) -> bytes:
+        out: list[bytes] = []
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                out.append(self._text(content))
+            for call in delta.get("tool_calls") or ():
+                if isinstance(call, dict):
+                    out.append(self._call(call))
+            if choice.get("finish_reason") is not None:
+                self.finish_reason = choice["finish_reason"]
+        return b"".join(out)
+
+    def _text(self, piece: str) -> bytes:
+        out = b""
+        if self.text_index is None:
+            self.text_index = len(self.items)
+            item = message_item(f"msg_{self.rid}", "", "in_progress")
+            self.items.append(item)
+            out += self._ev("response.output_item.added", output_index=self.text_index, item=item)
+            out += self._ev(
+                "response.content_part.added",
+                item_id=item["id"],
+                output_index=self.text_index,
+                content_index=0,
+                part={"type": "output_text", "text": "", "annotations": []},
+            )
+        self.text.append(piece)
+        return out + self._ev(
+            "response.output_text.delta",
+            item_id=self.items[self.text_index]["id"],
+            output_index=self.text_index,
+            content_index=0,
+            delta=piece,
+            logprobs=[],
+        )
+
+    def _call(self, call: dict) -> bytes:
+        index = call.get("index", 0)
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        out = b""
+        if index not in self.calls:
+            self.calls[index] = len(self.items)
+            n = len(self.calls) - 1
+            item = function_call_item(
+                f"fc_{self.rid}_{n}",
+                str(call.get("id") or f"call_{self.rid}_{n}"),
+                str(function.get("name") or ""),
+                "",
+                "in_progress",
+            )
+            self.items.append(item)
+            out += self._ev(
+                "response.output_item.added", output_index=self.calls[index], item=dict(item)
+            )
+        output_index = self.calls[index]
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            item = self.items[output_index]
+            item["arguments"] += arguments
+            out += self._ev(
+                "response.function_call_arguments.delta",
+                item_id=item["id"],
+                output_index=output_index,
+                delta=arguments,
+            )
+        return out
+
+    def finish(self) -> bytes:
+        """The closing events, once the upstream stream ended cleanly."""
+        out: list[bytes] = []
+        for output_index, item in enumerate(self.items):
+            if item["type"] == "message":
+                text = "".join(self.text)
+                part = {"type": "output_text", "text": text, "annotations": []}
+                out.append(
+                    self._ev(
+                        "response.output_text.done",
+                        item_id=item["id"],
+                        output_index=output_index,
+                        content_index=0,
+                        text=text,
+                        logprobs=[],
+                    )
+                )
+                out.append(
+                    self._ev(
+                        "response.content_part.done",
+                        item_id=item["id"],
+                        output_index=output_index,
+                        content_index=0,
+                        part=part,
+                    )
+                )
+                item.update(message_item(item["id"], text))
+            else:
+                out.append(
+                    self._ev(
+                        "response.function_call_arguments.done",
+                        item_id=item["id"],
+                        output_index=output_index,
+                        arguments=item["arguments"],
+                    )
+                )
+                item["status"] = "completed"
+            out.append(self._ev("response.output_item.done", output_index=output_index, item=item))
+        response = self.response
+        response["output"] = self.items
+        response["usage"] = response_usage(self.usage)
+        _finish(response, self.finish_reason)
+        name = "response.completed" if response["status"] == "completed" else "response.incomplete"
+        out.append(self._ev(name, response=response))
+        return b"".join(out)
+
+    def failed(self, message: str) -> bytes:
+        response = self.response
+        response["status"] = "failed"
+        response["output"] = self.items
+        response["error"] = {"code": "server_error", "message": message}
+        return self._ev("response.failed", response=response)

@@ -1,0 +1,181 @@
+"""POST /v1/responses: OpenAI's Responses API, served by the model's OpenAI-compatible
+deployments through Chat Completions (apps/gateway/protocol/responses.py translates).
+
+Metered like a chat completion (endpoint ``responses``). Under a content policy the
+prompt is screened as usual; with a completion policy on, a stream is answered from a
+checked non-stream completion replayed as events (nothing unchecked reaches the client).
+"""
+
+import dataclasses
+import time
+
+import aiohttp
+import orjson
+
+from apps.gateway.app import MeteredCall, authenticate, parse_openai_request, resolve_model
+from apps.gateway.caches import ModelInfo
+from apps.gateway.filtering import filter_chat_completion, screen_prompt
+from apps.gateway.forward import (
+    loads_or_none,
+    open_upstream,
+    parse_chat_completion,
+    read_upstream,
+    rewrite_model,
+)
+from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError
+from apps.gateway.protocol.content_filter import chat_prompt_text
+from apps.gateway.protocol.openai import estimate_prompt_tokens, estimate_text_tokens, usage_counts
+from apps.gateway.protocol.responses import (
+    ChatStreamToResponseEvents,
+    chat_to_response,
+    response_shell,
+    responses_to_chat_request,
+)
+from apps.gateway.protocol.sse import SSEParser
+from apps.gateway.state import GatewayState
+
+STREAM_ERROR_MESSAGE = "The upstream failed while streaming the response."
+
+
+async def handle_responses(state: GatewayState, exchange: Exchange) -> None:
+    key = await authenticate(state, exchange)
+    await MeteredCall(state, exchange, key, "responses").run(create_response)
+
+
+async def create_response(call: MeteredCall) -> None:
+    body, chat = parse_openai_request(call, responses_to_chat_request)
+    model = await resolve_model(call.state, call.key, body["model"])
+    call.event.model = model.name
+    served = tuple(d for d in model.deployments if d.kind != "anthropic")
+    if not served:
+        raise GatewayError(
+            400,
+            f"The model '{model.name}' is not available through the Responses API here; "
+            "use /v1/chat/completions or /v1/messages.",
+            param="model",
+            code="model_not_supported",
+            outcome="invalid_request",
+        )
+    model = dataclasses.replace(model, deployments=served)
+    stream = chat.get("stream") is True
+    call.event.stream = stream
+    await call.admit(model, estimate_prompt_tokens(chat), chat.get("max_tokens"))
+    if call.key.content_policy is not None:
+        await screen_prompt(call, chat_prompt_text(chat))
+    response_id = "resp_" + call.exchange.request_id.removeprefix("req_")
+    shell = response_shell(response_id, model.name, body, int(time.time()))
+    checked = call.screen is not None and call.screen.policy.completion_active
+    if stream and not checked:
+        await _relay_stream(call, chat, model, shell)
+        return
+    chat.pop("stream", None)
+    chat.pop("stream_options", None)
+    async with open_upstream(
+        call.state.upstream,
+        model,
+        "/chat/completions",
+        lambda d: rewrite_model(chat, d.upstream_model),
+        stream=False,
+        on_deployment=call.record_deployment,
+    ) as (response, _deployment):
+        raw = await read_upstream(response)
+    await _answer(call, chat, shell, parse_chat_completion(raw), stream)
+
+
+async def _answer(call: MeteredCall, chat: dict, shell: dict, answer: dict, stream: bool) -> None:
+    _settle_usage(call, chat, answer.get("usage"), _answer_text(answer))
+    if call.screen is not None:
+        await filter_chat_completion(call, answer)
+    if not stream:
+        result = chat_to_response(answer, shell)
+        call.reply = (200, orjson.dumps(result), (JSON_CONTENT_TYPE,))
+        return
+    # the whole answer replayed as one stream
+    converter = ChatStreamToResponseEvents(shell)
+    choice = (answer.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    delta = {"content": message.get("content")}
+    calls = message.get("tool_calls") or []
+    delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(calls) if isinstance(c, dict)]
+    chunk = {
+        "choices": [{"index": 0, "delta": delta, "finish_reason": choice.get("finish_reason")}],
+        "usage": answer.get("usage"),
+    }
+    await call.exchange.start_stream()
+    await call.exchange.stream_send(converter.start() + converter.feed(chunk))
+    call.tail = converter.finish()
+
+
+def _answer_text(answer: dict) -> str:
+    parts = []
+    for choice in answer.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict) and isinstance(message.get("content"), str):
+            parts.append(message["content"])
+    return "".join(parts)
+
+
+def _settle_usage(call: MeteredCall, chat: dict, usage, text: str) -> None:
+    counts = usage_counts(usage)
+    event = call.event
+    if counts is None:
+        event.prompt_tokens = estimate_prompt_tokens(chat)
+        event.completion_tokens = estimate_text_tokens(text)
+        event.tokens_estimated = True
+    else:
+        event.prompt_tokens, event.completion_tokens, event.cached_tokens = counts
+
+
+async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: dict) -> None:
+    exchange = call.exchange
+    converter = ChatStreamToResponseEvents(shell)
+    done = failed = relayed = False
+    error: dict | None = None
+    try:
+        async with open_upstream(
+            call.state.upstream,
+            model,
+            "/chat/completions",
+            lambda d: rewrite_model(chat, d.upstream_model),
+            stream=True,
+            on_deployment=call.record_deployment,
+        ) as (response, _deployment):
+            if "text/event-stream" not in response.headers.get("Content-Type", ""):
+                # Some servers answer a stream request with a plain completion.
+                answer = parse_chat_completion(await response.read())
+                await _answer(call, chat, shell, answer, True)
+                return
+            await exchange.start_stream()
+            await exchange.stream_send(converter.start())
+            relayed = True
+            parser = SSEParser()
+            try:
+                async for data in response.content.iter_any():
+                    out = []
+                    for _event, payload in parser.feed(data):
+                        if payload.startswith(b"[DONE]"):
+                            done = True
+                            break
+                        chunk = loads_or_none(payload)
+                        if not isinstance(chunk, dict):
+                            continue  # keep-alives and junk some servers emit
+                        if "error" in chunk and "choices" not in chunk:
+                            found = chunk["error"]
+                            error = found if isinstance(found, dict) else {"message": str(found)}
+                            break
+                        out.append(converter.feed(chunk))
+                    if out:
+                        await exchange.stream_send(b"".join(out))
+                    if done or error:
+                        break
+            except (aiohttp.ClientError, TimeoutError):
+                failed = True
+    finally:
+        if relayed:  # (nothing sent, nothing billed)
+            _settle_usage(call, chat, converter.usage, "".join(converter.text))
+    if error is not None or failed or not (done or converter.finish_reason is not None):
+        call.event.outcome = "upstream_stream_error"
+        call.event.status = 502
+        call.tail = converter.failed(str((error or {}).get("message") or STREAM_ERROR_MESSAGE))
+        return
+    call.tail = converter.finish()
