@@ -76,7 +76,8 @@ def _builder(body: dict, translated: dict | None):
     return chat_request_builder(body, translated)
 
 
-def _settle_usage(call: MeteredCall, body: dict, usage, completion_estimate: int) -> None:
+def settle_chat_usage(call: MeteredCall, body: dict, usage, completion_estimate: int) -> None:
+    """The usage event's tokens from a chat completion's usage, else estimated."""
     counts = usage_counts(usage)
     event = call.event
     if counts is None:
@@ -109,7 +110,7 @@ async def _relay_once(
         for c in answer["choices"]
         if isinstance(c, dict) and isinstance(c.get("message"), dict)
     )
-    _settle_usage(call, body, answer.get("usage"), estimate_text_tokens(text))
+    settle_chat_usage(call, body, answer.get("usage"), estimate_text_tokens(text))
     if call.screen is not None:
         await filter_chat_completion(call, answer)
     call.reply = (200, orjson.dumps(answer), (JSON_CONTENT_TYPE,))
@@ -178,7 +179,7 @@ async def _relay_stream(
             delivered = relay.content_chunks
             if flt is not None and flt.guard is not None:
                 delivered = flt.guard.delivered_text_items
-            _settle_usage(call, body, relay.usage, delivered)
+            settle_chat_usage(call, body, relay.usage, delivered)
     if flt is not None and not native:
         await _end_filtered_stream(call, body, relay, flt, failed)
         return

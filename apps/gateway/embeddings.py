@@ -4,8 +4,6 @@ on the upstream's prompt tokens (an embedding has no output tokens).
 Every field the client sent passes through but ``model`` (the SDKs ask for base64
 vectors unless told otherwise: the answer is relayed as the backend gives it)."""
 
-import dataclasses
-
 import orjson
 
 from apps.gateway.app import MeteredCall, authenticate, parse_openai_request, resolve_model
@@ -14,10 +12,11 @@ from apps.gateway.forward import (
     bad_upstream_response,
     loads_or_none,
     open_upstream,
+    openai_compatible_only,
     read_upstream,
     rewrite_model,
 )
-from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError
+from apps.gateway.http import JSON_CONTENT_TYPE, Exchange
 from apps.gateway.protocol.openai import estimate_text_tokens, validate_embeddings_request
 from apps.gateway.state import GatewayState
 
@@ -31,22 +30,14 @@ async def create_embeddings(call: MeteredCall) -> None:
     body, (texts, token_ids) = parse_openai_request(call, validate_embeddings_request)
     model = await resolve_model(call.state, call.key, body["model"])
     call.event.model = model.name
-    served = tuple(d for d in model.deployments if d.kind != "anthropic")
-    if not served:
-        raise GatewayError(
-            400,
-            f"The model '{model.name}' does not support embeddings.",
-            param="model",
-            code="model_not_supported",
-            outcome="invalid_request",
-        )
+    model = openai_compatible_only(model, "embeddings")
     estimate = sum(estimate_text_tokens(t) for t in texts) + token_ids
     await call.admit(model, estimate, 0)
     if call.key.content_policy is not None:
         await screen_prompt(call, "\n".join(texts))
     async with open_upstream(
         call.state.upstream,
-        dataclasses.replace(model, deployments=served),
+        model,
         "/embeddings",
         lambda d: rewrite_model(body, d.upstream_model),
         stream=False,

@@ -1,6 +1,7 @@
 """Forwarding to deployments: ordered attempts, retries before the first byte, and the
 mapping of upstream failures to gateway errors."""
 
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -135,6 +136,21 @@ def parse_message(raw: bytes) -> dict:
     ):
         raise bad_upstream_response("a message")
     return answer
+
+
+def openai_compatible_only(model: ModelInfo, api: str) -> ModelInfo:
+    """The model with only its OpenAI-compatible deployments, for an API that Anthropic
+    backends do not offer (embeddings, responses); a 400 when it has none."""
+    served = tuple(d for d in model.deployments if d.kind != "anthropic")
+    if not served:
+        raise GatewayError(
+            400,
+            f"The model '{model.name}' does not support the {api} API here.",
+            param="model",
+            code="model_not_supported",
+            outcome="invalid_request",
+        )
+    return dataclasses.replace(model, deployments=served)
 
 
 def rewrite_model(body: dict, upstream_model: str) -> bytes:

@@ -6,7 +6,6 @@ prompt is screened as usual; with a completion policy on, a stream is answered f
 checked non-stream completion replayed as events (nothing unchecked reaches the client).
 """
 
-import dataclasses
 import time
 
 import aiohttp
@@ -14,17 +13,19 @@ import orjson
 
 from apps.gateway.app import MeteredCall, authenticate, parse_openai_request, resolve_model
 from apps.gateway.caches import ModelInfo
+from apps.gateway.chat import settle_chat_usage
 from apps.gateway.filtering import filter_chat_completion, screen_prompt
 from apps.gateway.forward import (
     loads_or_none,
     open_upstream,
+    openai_compatible_only,
     parse_chat_completion,
     read_upstream,
     rewrite_model,
 )
-from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError
+from apps.gateway.http import JSON_CONTENT_TYPE, Exchange
 from apps.gateway.protocol.content_filter import chat_prompt_text
-from apps.gateway.protocol.openai import estimate_prompt_tokens, estimate_text_tokens, usage_counts
+from apps.gateway.protocol.openai import estimate_prompt_tokens, estimate_text_tokens
 from apps.gateway.protocol.responses import (
     ChatStreamToResponseEvents,
     chat_to_response,
@@ -46,17 +47,7 @@ async def create_response(call: MeteredCall) -> None:
     body, chat = parse_openai_request(call, responses_to_chat_request)
     model = await resolve_model(call.state, call.key, body["model"])
     call.event.model = model.name
-    served = tuple(d for d in model.deployments if d.kind != "anthropic")
-    if not served:
-        raise GatewayError(
-            400,
-            f"The model '{model.name}' is not available through the Responses API here; "
-            "use /v1/chat/completions or /v1/messages.",
-            param="model",
-            code="model_not_supported",
-            outcome="invalid_request",
-        )
-    model = dataclasses.replace(model, deployments=served)
+    model = openai_compatible_only(model, "Responses")
     stream = chat.get("stream") is True
     call.event.stream = stream
     await call.admit(model, estimate_prompt_tokens(chat), chat.get("max_tokens"))
@@ -83,7 +74,7 @@ async def create_response(call: MeteredCall) -> None:
 
 
 async def _answer(call: MeteredCall, chat: dict, shell: dict, answer: dict, stream: bool) -> None:
-    _settle_usage(call, chat, answer.get("usage"), _answer_text(answer))
+    settle_chat_usage(call, chat, answer.get("usage"), estimate_text_tokens(_answer_text(answer)))
     if call.screen is not None:
         await filter_chat_completion(call, answer)
     if not stream:
@@ -113,17 +104,6 @@ def _answer_text(answer: dict) -> str:
         if isinstance(message, dict) and isinstance(message.get("content"), str):
             parts.append(message["content"])
     return "".join(parts)
-
-
-def _settle_usage(call: MeteredCall, chat: dict, usage, text: str) -> None:
-    counts = usage_counts(usage)
-    event = call.event
-    if counts is None:
-        event.prompt_tokens = estimate_prompt_tokens(chat)
-        event.completion_tokens = estimate_text_tokens(text)
-        event.tokens_estimated = True
-    else:
-        event.prompt_tokens, event.completion_tokens, event.cached_tokens = counts
 
 
 async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: dict) -> None:
@@ -172,7 +152,9 @@ async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: 
                 failed = True
     finally:
         if relayed:  # (nothing sent, nothing billed)
-            _settle_usage(call, chat, converter.usage, "".join(converter.text))
+            settle_chat_usage(
+                call, chat, converter.usage, estimate_text_tokens("".join(converter.text))
+            )
     if error is not None or failed or not (done or converter.finish_reason is not None):
         call.event.outcome = "upstream_stream_error"
         call.event.status = 502
