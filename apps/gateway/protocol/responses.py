@@ -179,6 +179,9 @@ def responses_to_chat_request(body: Any) -> dict[str, Any]:
         chat["tool_choice"] = _tool_choice(body["tool_choice"])
     if body.get("text") is not None and (fmt := _response_format(body["text"])) is not None:
         chat["response_format"] = fmt
+    reasoning = body.get("reasoning")
+    if isinstance(reasoning, dict) and isinstance(reasoning.get("effort"), str):
+        chat["reasoning_effort"] = reasoning["effort"]
     if body.get("stream") is True:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
@@ -203,7 +206,7 @@ def response_usage(usage: dict | None) -> dict[str, Any] | None:
     )
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached},
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": prompt + completion,
@@ -284,6 +287,16 @@ def chat_to_response(answer: dict, shell: dict) -> dict:
     message = message if isinstance(message, dict) else {}
     output: list[dict] = []
     rid = shell["id"].removeprefix("resp_")
+    thinking = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(thinking, str) and thinking:
+        output.append(
+            {
+                "type": "reasoning",
+                "id": f"rs_{rid}",
+                "summary": [],
+                "content": [{"type": "reasoning_text", "text": thinking}],
+            }
+        )
     if isinstance(message.get("content"), str) and message["content"]:
         output.append(message_item(f"msg_{rid}", message["content"]))
     elif message.get("refusal"):
