@@ -51,7 +51,7 @@ from apps.gateway.protocol.anthropic_to_openai import (
     messages_to_chat_request,
 )
 from apps.gateway.protocol.content_filter import messages_prompt_text
-from apps.gateway.protocol.openai import estimate_text_tokens, usage_counts
+from apps.gateway.protocol.openai import ChatChunkReader, estimate_text_tokens, usage_counts
 from apps.gateway.protocol.sse import SSEParser
 from apps.gateway.state import GatewayState
 
@@ -301,26 +301,16 @@ async def _relay_translated_stream(
         request.prompt_estimate,
         stop_sequences=request.body.get("stop_sequences"),
     )
-    done = failed = False
-    upstream_error: dict | None = None
+    failed = False
+    reader = ChatChunkReader()
     content_chunks = 0
     parser = SSEParser()
     flt = call.screen.message_filter() if call.screen is not None else None
 
     def convert(payloads) -> list[bytes]:
-        nonlocal done, upstream_error, content_chunks
+        nonlocal content_chunks
         out = []
-        for _event, payload in payloads:
-            if payload.startswith(b"[DONE]"):
-                done = True
-                break
-            chunk = loads_or_none(payload)
-            if not isinstance(chunk, dict):
-                continue  # keep-alives and junk some servers emit
-            if "error" in chunk and "choices" not in chunk:
-                error = chunk["error"]
-                upstream_error = error if isinstance(error, dict) else {"message": str(error)}
-                break
+        for chunk in reader.chunks(payloads):
             piece = converter.feed(chunk)
             if piece:
                 if b"content_block_delta" in piece:
@@ -337,7 +327,7 @@ async def _relay_translated_stream(
                 if out:
                     await call.relay_out(b"".join(out), flt)
                     keep_alive.touch()
-                if done or upstream_error or (flt is not None and flt.blocked):
+                if reader.done or reader.error or (flt is not None and flt.blocked):
                     break
             else:
                 out = convert(parser.flush())
@@ -360,6 +350,7 @@ async def _relay_translated_stream(
         stream_filter_done(call, flt.guard, flt.delivered_deltas)
         call.tail = flt.blocked_events(flt.delivered_deltas)
         return
+    done, upstream_error = reader.done, reader.error
     ended_cleanly = done or (converter.finish_reason is not None and not upstream_error)
     if upstream_error is not None or failed or not ended_cleanly:
         message = str((upstream_error or {}).get("message") or STREAM_ERROR_MESSAGE)

@@ -16,7 +16,6 @@ from apps.gateway.caches import ModelInfo
 from apps.gateway.chat import settle_chat_usage
 from apps.gateway.filtering import filter_chat_completion, screen_prompt
 from apps.gateway.forward import (
-    loads_or_none,
     open_upstream,
     openai_compatible_only,
     parse_chat_completion,
@@ -25,7 +24,11 @@ from apps.gateway.forward import (
 )
 from apps.gateway.http import JSON_CONTENT_TYPE, Exchange
 from apps.gateway.protocol.content_filter import chat_prompt_text
-from apps.gateway.protocol.openai import estimate_prompt_tokens, estimate_text_tokens
+from apps.gateway.protocol.openai import (
+    ChatChunkReader,
+    estimate_prompt_tokens,
+    estimate_text_tokens,
+)
 from apps.gateway.protocol.responses import (
     ChatStreamToResponseEvents,
     chat_to_response,
@@ -109,8 +112,8 @@ def _answer_text(answer: dict) -> str:
 async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: dict) -> None:
     exchange = call.exchange
     converter = ChatStreamToResponseEvents(shell)
-    done = failed = relayed = False
-    error: dict | None = None
+    failed = relayed = False
+    reader = ChatChunkReader()
     try:
         async with open_upstream(
             call.state.upstream,
@@ -131,22 +134,10 @@ async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: 
             parser = SSEParser()
             try:
                 async for data in response.content.iter_any():
-                    out = []
-                    for _event, payload in parser.feed(data):
-                        if payload.startswith(b"[DONE]"):
-                            done = True
-                            break
-                        chunk = loads_or_none(payload)
-                        if not isinstance(chunk, dict):
-                            continue  # keep-alives and junk some servers emit
-                        if "error" in chunk and "choices" not in chunk:
-                            found = chunk["error"]
-                            error = found if isinstance(found, dict) else {"message": str(found)}
-                            break
-                        out.append(converter.feed(chunk))
+                    out = [converter.feed(chunk) for chunk in reader.chunks(parser.feed(data))]
                     if out:
                         await exchange.stream_send(b"".join(out))
-                    if done or error:
+                    if reader.done or reader.error:
                         break
             except (aiohttp.ClientError, TimeoutError):
                 failed = True
@@ -155,7 +146,8 @@ async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: 
             settle_chat_usage(
                 call, chat, converter.usage, estimate_text_tokens("".join(converter.text))
             )
-    if error is not None or failed or not (done or converter.finish_reason is not None):
+    error = reader.error
+    if error is not None or failed or not (reader.done or converter.finish_reason is not None):
         call.event.outcome = "upstream_stream_error"
         call.event.status = 502
         call.tail = converter.failed(str((error or {}).get("message") or STREAM_ERROR_MESSAGE))

@@ -1,5 +1,6 @@
 """OpenAI Chat Completions shapes: errors, light request validation, token estimates."""
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -198,6 +199,36 @@ def validate_embeddings_request(body: Any) -> tuple[list[str], int]:
     if dimensions is not None and (type(dimensions) is not int or dimensions < 1):
         raise RequestInvalid("'dimensions' must be a positive integer.", "dimensions")
     return texts, tokens
+
+
+class ChatChunkReader:
+    """An upstream chat-completions stream's SSE payloads in, its chunks (dicts) out.
+
+    Notes the end (``[DONE]``) and an in-band error event, and skips keep-alives and the
+    junk some servers emit; the caller stops reading once ``done`` or ``error`` is set."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.error: dict[str, Any] | None = None
+
+    def chunks(self, payloads: Iterable[tuple[Any, bytes]]) -> Iterator[dict[str, Any]]:
+        for _event, payload in payloads:
+            if payload.startswith(b"[DONE]"):
+                self.done = True
+                return
+            try:
+                chunk = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(chunk, dict):
+                continue
+            if "error" in chunk and "choices" not in chunk:
+                found = chunk["error"]
+                self.error = found if isinstance(found, dict) else {"message": str(found)}
+                return
+            yield chunk
 
 
 class ChatStreamRelay:
