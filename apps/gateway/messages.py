@@ -375,8 +375,9 @@ async def _relay_translated_stream(
 async def count_tokens(call: MeteredCall) -> None:
     """``{"input_tokens": N}``: from an Anthropic-native deployment's own
     /messages/count_tokens when the model has one (its 4xx relayed; unreachable or
-    5xx falls back to the estimate), else ``estimate_message_tokens`` (documented
-    there: ⌈text bytes / 4⌉ + per-message, per-tool and per-image charges)."""
+    5xx falls back), else from an OpenAI-compatible server's ``/tokenize`` (vLLM),
+    else ``estimate_message_tokens`` (documented there: ⌈text bytes / 4⌉ +
+    per-message, per-tool and per-image charges)."""
     body = _parse(call, require_max_tokens=False)
     model = await resolve_model(call.state, call.key, body["model"])
     call.event.model = model.name
@@ -401,5 +402,39 @@ async def count_tokens(call: MeteredCall) -> None:
         if isinstance(answer, dict) and isinstance(answer.get("input_tokens"), int):
             count = answer["input_tokens"]
     if count is None:
+        count = await _tokenize_count(call, model, body)
+    if count is None:
         count = estimate_message_tokens(body)
     call.reply = (200, orjson.dumps({"input_tokens": count}), (JSON_CONTENT_TYPE,))
+
+
+async def _tokenize_count(call: MeteredCall, model: ModelInfo, body: dict) -> int | None:
+    """The exact count from an OpenAI-compatible server's ``/tokenize`` (vLLM's, at the
+    server root, applies the chat template); None when none answers with one."""
+    roots = tuple(
+        dataclasses.replace(d, base_url=d.base_url.removesuffix("/").removesuffix("/v1"))
+        for d in model.deployments
+        if d.kind != "anthropic"
+    )
+    if not roots:
+        return None
+    try:
+        chat, _names = messages_to_chat_request(body, upstream_model="")
+    except TranslationError:
+        return None
+    request = {"messages": chat["messages"]}
+    if chat.get("tools"):
+        request["tools"] = chat["tools"]
+    try:
+        async with open_upstream(
+            call.state.upstream,
+            dataclasses.replace(model, deployments=roots),
+            "/tokenize",
+            lambda d: rewrite_model(request, d.upstream_model),
+            stream=False,
+        ) as (response, _deployment):
+            answer = loads_or_none(await read_upstream(response))
+    except GatewayError:
+        return None
+    count = answer.get("count") if isinstance(answer, dict) else None
+    return count if type(count) is int and count >= 0 else None

@@ -601,6 +601,17 @@ async def embeddings(request: web.Request) -> web.Response:
     return web.json_response(answer)
 
 
+async def tokenize(request: web.Request) -> web.Response:
+    """vLLM's /tokenize (server root) for chat messages: words + 7 per message, answered
+    only when a message says "#tokenize" (else 404, as servers without it do)."""
+    body = orjson.loads(await request.read())
+    if "tokenize" not in _directives(body):
+        return web.json_response({"detail": "Not Found"}, status=404)
+    _record(request, body)
+    count = sum(len(_text_of(m.get("content")).split()) + 7 for m in body.get("messages") or [])
+    return web.json_response({"count": count, "max_model_len": 8192, "tokens": [1] * count})
+
+
 async def models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
@@ -619,6 +630,7 @@ def build_app() -> web.Application:
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/tokenize", tokenize)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/_stats", stats)

@@ -277,6 +277,19 @@ def test_count_tokens_is_estimated_and_not_billed(gateway, seed, upstream, celer
     assert (record.prompt_tokens, record.completion_tokens, record.status) == (0, 0, 200)
 
 
+def test_count_tokens_asks_an_openai_compatible_servers_tokenizer(gateway, seed, upstream):
+    body = {
+        "model": "test-model",
+        "system": "You are terse.",
+        "messages": user("How many tokens #tokenize"),
+    }
+    count = claude(gateway, seed.secret).messages.count_tokens(**body)
+    assert count.input_tokens == (3 + 7) + (4 + 7)  # the fake's count: system + user
+    sent = upstream.requests()[-1]
+    assert sent["path"] == "/tokenize" and sent["body"]["model"] == "fake-upstream-model"
+    assert sent["body"]["messages"][0] == {"role": "system", "content": "You are terse."}
+
+
 def test_request_id_header_on_every_answer(gateway, seed, upstream):
     r = httpx.post(gateway + "/v1/messages", json={}, headers={"x-api-key": seed.secret})
     assert r.status_code == 400 and r.headers["request-id"].startswith("req_")
