@@ -37,6 +37,20 @@ def wait_until(predicate: Callable[[], object], timeout: float = 15.0, interval:
         time.sleep(interval)
 
 
+def openai_client(gateway: str, secret: str):
+    """The official openai SDK pointed at a test gateway (no retries: tests see every answer)."""
+    import openai
+
+    return openai.OpenAI(base_url=gateway + "/v1", api_key=secret, max_retries=0)
+
+
+def usage_record(request_id: str):
+    """The ledger's record of a request, once the Celery worker has ingested it."""
+    from apps.ledger.models import UsageRecord
+
+    return wait_until(lambda: UsageRecord.objects.filter(request_id=request_id).first())
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)

@@ -35,6 +35,7 @@ from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError
 from apps.gateway.protocol.content_filter import ChatChunkFilter, chat_prompt_text
 from apps.gateway.protocol.openai import (
     ChatStreamRelay,
+    chat_answer_text,
     data_chunk,
     estimate_prompt_tokens,
     estimate_text_tokens,
@@ -105,12 +106,9 @@ async def _relay_once(
         raw = await read_upstream(response)
     answer = parse_chat_completion(raw)
     answer["model"] = model.name
-    text = "".join(
-        c.get("message", {}).get("content") or ""
-        for c in answer["choices"]
-        if isinstance(c, dict) and isinstance(c.get("message"), dict)
+    settle_chat_usage(
+        call, body, answer.get("usage"), estimate_text_tokens(chat_answer_text(answer))
     )
-    settle_chat_usage(call, body, answer.get("usage"), estimate_text_tokens(text))
     if call.screen is not None:
         await filter_chat_completion(call, answer)
     call.reply = (200, orjson.dumps(answer), (JSON_CONTENT_TYPE,))

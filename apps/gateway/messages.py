@@ -385,16 +385,7 @@ async def count_tokens(call: MeteredCall) -> None:
     count = None
     if native:
         try:
-            async with open_upstream(
-                call.state.upstream,
-                dataclasses.replace(model, deployments=native),
-                "/messages/count_tokens",
-                lambda d: rewrite_model(body, d.upstream_model),
-                stream=False,
-                on_deployment=call.record_deployment,
-                native_headers=native_headers(call),
-            ) as (response, _deployment):
-                answer = loads_or_none(await read_upstream(response))
+            answer = await _ask_json(call, model, native, "/messages/count_tokens", body)
         except GatewayError as exc:
             if exc.status < 500:
                 raise
@@ -426,15 +417,23 @@ async def _tokenize_count(call: MeteredCall, model: ModelInfo, body: dict) -> in
     if chat.get("tools"):
         request["tools"] = chat["tools"]
     try:
-        async with open_upstream(
-            call.state.upstream,
-            dataclasses.replace(model, deployments=roots),
-            "/tokenize",
-            lambda d: rewrite_model(request, d.upstream_model),
-            stream=False,
-        ) as (response, _deployment):
-            answer = loads_or_none(await read_upstream(response))
+        answer = await _ask_json(call, model, roots, "/tokenize", request)
     except GatewayError:
         return None
     count = answer.get("count") if isinstance(answer, dict) else None
     return count if type(count) is int and count >= 0 else None
+
+
+async def _ask_json(call: MeteredCall, model: ModelInfo, deployments, path: str, body: dict):
+    """One non-stream request to ``deployments`` of ``model``; its JSON answer (None when
+    unreadable). Upstream failures raise GatewayError, as open_upstream does."""
+    async with open_upstream(
+        call.state.upstream,
+        dataclasses.replace(model, deployments=deployments),
+        path,
+        lambda d: rewrite_model(body, d.upstream_model),
+        stream=False,
+        on_deployment=call.record_deployment,
+        native_headers=native_headers(call),
+    ) as (response, _deployment):
+        return loads_or_none(await read_upstream(response))

@@ -26,6 +26,7 @@ from apps.gateway.http import JSON_CONTENT_TYPE, Exchange
 from apps.gateway.protocol.content_filter import chat_prompt_text
 from apps.gateway.protocol.openai import (
     ChatChunkReader,
+    chat_answer_text,
     estimate_prompt_tokens,
     estimate_text_tokens,
 )
@@ -64,20 +65,26 @@ async def create_response(call: MeteredCall) -> None:
         return
     chat.pop("stream", None)
     chat.pop("stream_options", None)
-    async with open_upstream(
-        call.state.upstream,
-        model,
-        "/chat/completions",
-        lambda d: rewrite_model(chat, d.upstream_model),
-        stream=False,
-        on_deployment=call.record_deployment,
-    ) as (response, _deployment):
+    async with _chat_upstream(call, model, chat, stream=False) as (response, _deployment):
         raw = await read_upstream(response)
     await _answer(call, chat, shell, parse_chat_completion(raw), stream)
 
 
+def _chat_upstream(call: MeteredCall, model: ModelInfo, chat: dict, *, stream: bool):
+    return open_upstream(
+        call.state.upstream,
+        model,
+        "/chat/completions",
+        lambda d: rewrite_model(chat, d.upstream_model),
+        stream=stream,
+        on_deployment=call.record_deployment,
+    )
+
+
 async def _answer(call: MeteredCall, chat: dict, shell: dict, answer: dict, stream: bool) -> None:
-    settle_chat_usage(call, chat, answer.get("usage"), estimate_text_tokens(_answer_text(answer)))
+    settle_chat_usage(
+        call, chat, answer.get("usage"), estimate_text_tokens(chat_answer_text(answer))
+    )
     if call.screen is not None:
         await filter_chat_completion(call, answer)
     if not stream:
@@ -100,29 +107,13 @@ async def _answer(call: MeteredCall, chat: dict, shell: dict, answer: dict, stre
     call.tail = converter.finish()
 
 
-def _answer_text(answer: dict) -> str:
-    parts = []
-    for choice in answer.get("choices") or ():
-        message = choice.get("message") if isinstance(choice, dict) else None
-        if isinstance(message, dict) and isinstance(message.get("content"), str):
-            parts.append(message["content"])
-    return "".join(parts)
-
-
 async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: dict) -> None:
     exchange = call.exchange
     converter = ChatStreamToResponseEvents(shell)
     failed = relayed = False
     reader = ChatChunkReader()
     try:
-        async with open_upstream(
-            call.state.upstream,
-            model,
-            "/chat/completions",
-            lambda d: rewrite_model(chat, d.upstream_model),
-            stream=True,
-            on_deployment=call.record_deployment,
-        ) as (response, _deployment):
+        async with _chat_upstream(call, model, chat, stream=True) as (response, _deployment):
             if "text/event-stream" not in response.headers.get("Content-Type", ""):
                 # Some servers answer a stream request with a plain completion.
                 answer = parse_chat_completion(await response.read())

@@ -7,24 +7,15 @@ import httpx
 import openai
 import pytest
 
-from apps.ledger.models import UsageRecord
 from apps.moderation.services import content_policy_set
 from apps.tenants.models import Tenant
-from tests.conftest import wait_until
+from tests.conftest import openai_client, usage_record, wait_until
 
 pytestmark = pytest.mark.e2e
 
 
-def gpt(gateway: str, secret: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway + "/v1", api_key=secret, max_retries=0)
-
-
-def record_for(request_id: str) -> UsageRecord:
-    return wait_until(lambda: UsageRecord.objects.filter(request_id=request_id).first())
-
-
 def test_embeddings_through_the_sdk_are_metered(gateway, seed, upstream, celery_worker):
-    raw = gpt(gateway, seed.secret).embeddings.with_raw_response.create(
+    raw = openai_client(gateway, seed.secret).embeddings.with_raw_response.create(
         model="test-model", input=["hello big world", "second text"]
     )
     result = raw.parse()
@@ -35,7 +26,7 @@ def test_embeddings_through_the_sdk_are_metered(gateway, seed, upstream, celery_
     assert sent["path"] == "/v1/embeddings"
     assert sent["body"]["model"] == "fake-upstream-model"
     assert sent["body"]["encoding_format"] == "base64"
-    record = record_for(raw.headers["x-request-id"])
+    record = usage_record(raw.headers["x-request-id"])
     assert record.endpoint == "embeddings" and record.status == 200
     assert (record.prompt_tokens, record.completion_tokens) == (5, 0)
     assert not record.tokens_estimated
@@ -43,7 +34,7 @@ def test_embeddings_through_the_sdk_are_metered(gateway, seed, upstream, celery_
 
 
 def test_embeddings_input_shapes_and_float_vectors(gateway, seed, upstream):
-    api = gpt(gateway, seed.secret)
+    api = openai_client(gateway, seed.secret)
     one = api.embeddings.create(model="tm", input="just one", encoding_format="float")
     assert one.data[0].embedding == [0.5, -0.25, 0.0] and one.usage.prompt_tokens == 2
     tokens = api.embeddings.create(model="test-model", input=[1, 2, 3])
@@ -53,11 +44,11 @@ def test_embeddings_input_shapes_and_float_vectors(gateway, seed, upstream):
 
 
 def test_embeddings_without_upstream_usage_are_estimated(gateway, seed, upstream, celery_worker):
-    raw = gpt(gateway, seed.secret).embeddings.with_raw_response.create(
+    raw = openai_client(gateway, seed.secret).embeddings.with_raw_response.create(
         model="test-model", input="twelve bytes #no_usage"
     )
     assert raw.parse().usage.prompt_tokens > 0
-    record = record_for(raw.headers["x-request-id"])
+    record = usage_record(raw.headers["x-request-id"])
     assert record.tokens_estimated and record.prompt_tokens == raw.parse().usage.prompt_tokens
 
 
@@ -88,16 +79,16 @@ def test_bad_embeddings_requests_are_openai_400s(gateway, seed, upstream, body, 
 
 def test_embeddings_of_a_model_without_an_openai_deployment(gateway, seed, upstream):
     with pytest.raises(openai.BadRequestError) as caught:
-        gpt(gateway, seed.secret).embeddings.create(model="claude-fake", input="hi")
+        openai_client(gateway, seed.secret).embeddings.create(model="claude-fake", input="hi")
     assert caught.value.code == "model_not_supported"
     with pytest.raises(openai.NotFoundError):
-        gpt(gateway, seed.secret).embeddings.create(model="no-such-model", input="hi")
+        openai_client(gateway, seed.secret).embeddings.create(model="no-such-model", input="hi")
 
 
 def test_a_blocked_prompt_is_never_embedded(gateway, seed, upstream):
     tenant = Tenant.objects.get(name="acme")
     content_policy_set(tenant=tenant, policy={"violence": {"prompt": "block"}})
-    api = gpt(gateway, seed.secret)
+    api = openai_client(gateway, seed.secret)
     wait_until(lambda: _blocked(api))
     seen = len(upstream.requests())
     assert _blocked(api) and len(upstream.requests()) == seen  # the upstream never saw it

@@ -2,14 +2,12 @@
 → fake OpenAI-compatible upstream (Chat Completions), metered into the ledger."""
 
 import httpx
-import openai
 import pytest
 
 from apps.gateway.protocol.anthropic import parse_sse_events
-from apps.ledger.models import UsageRecord
 from apps.moderation.services import content_policy_set
 from apps.tenants.models import Tenant
-from tests.conftest import wait_until
+from tests.conftest import openai_client, usage_record, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -23,16 +21,8 @@ TOOLS = [
 ]
 
 
-def gpt(gateway: str, secret: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway + "/v1", api_key=secret, max_retries=0)
-
-
-def record_for(request_id: str) -> UsageRecord:
-    return wait_until(lambda: UsageRecord.objects.filter(request_id=request_id).first())
-
-
 def test_the_docs_first_example(gateway, seed, upstream, celery_worker):
-    raw = gpt(gateway, seed.secret).responses.with_raw_response.create(
+    raw = openai_client(gateway, seed.secret).responses.with_raw_response.create(
         model="test-model",
         instructions="You are terse.",
         input="Write a one-sentence bedtime story about a unicorn. #chunks=4",
@@ -45,14 +35,14 @@ def test_the_docs_first_example(gateway, seed, upstream, celery_worker):
     assert sent["path"] == "/v1/chat/completions"
     assert sent["body"]["messages"][0] == {"role": "system", "content": "You are terse."}
     assert sent["body"]["model"] == "fake-upstream-model"
-    record = record_for(raw.headers["x-request-id"])
+    record = usage_record(raw.headers["x-request-id"])
     assert record.endpoint == "responses"
     assert record.prompt_tokens == response.usage.input_tokens
     assert record.completion_tokens == response.usage.output_tokens == 4
 
 
 def test_stream_accumulates_in_the_sdk(gateway, seed, upstream, celery_worker):
-    api = gpt(gateway, seed.secret)
+    api = openai_client(gateway, seed.secret)
     with api.responses.stream(model="test-model", input="hi #chunks=5") as stream:
         kinds = [event.type for event in stream]
         final = stream.get_final_response()
@@ -65,7 +55,7 @@ def test_stream_accumulates_in_the_sdk(gateway, seed, upstream, celery_worker):
 
 
 def test_function_calls_round_trip_streamed_and_not(gateway, seed, upstream):
-    api = gpt(gateway, seed.secret)
+    api = openai_client(gateway, seed.secret)
     first = api.responses.create(model="test-model", input="weather in Oslo?", tools=TOOLS)
     call = next(item for item in first.output if item.type == "function_call")
     assert call.name == "get_weather" and call.arguments == '{"city": "Oslo"}'
@@ -90,7 +80,7 @@ def test_function_calls_round_trip_streamed_and_not(gateway, seed, upstream):
 
 
 def test_max_output_tokens_makes_an_incomplete_response(gateway, seed, upstream):
-    response = gpt(gateway, seed.secret).responses.create(
+    response = openai_client(gateway, seed.secret).responses.create(
         model="test-model", input="#chunks=9", max_output_tokens=3
     )
     assert response.status == "incomplete"
@@ -123,7 +113,7 @@ def test_bad_requests_are_openai_400s(gateway, seed, upstream, body, param):
 def test_a_completion_policy_holds_on_responses_too(gateway, seed, upstream):
     tenant = Tenant.objects.get(name="acme")
     content_policy_set(tenant=tenant, policy={"violence": {"completion": "block"}})
-    api = gpt(gateway, seed.secret)
+    api = openai_client(gateway, seed.secret)
     harmful = "#sayrev=" + "i_am_going_to_kill_you"[::-1]
 
     def blocked() -> bool:
@@ -155,5 +145,5 @@ def test_a_failure_mid_stream_ends_with_response_failed(gateway, seed, upstream,
         raw = b"".join(streamed.iter_bytes())
     events = parse_sse_events(raw)
     assert events[0][0] == "response.created" and events[-1][0] == "response.failed"
-    record = record_for(request_id)
+    record = usage_record(request_id)
     assert record.outcome == "upstream_stream_error" and record.completion_tokens > 0

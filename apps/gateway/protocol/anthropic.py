@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from .sse import SSEParser
+from .sse import SSEParser, named_event
 
 __all__ = [
     "ANTHROPIC_ERROR_TYPES",
@@ -172,7 +172,7 @@ def anthropic_model_list(objects: list[dict], scope: dict) -> dict:
 
 def messages_sse_event(event_type: str, data: dict) -> bytes:
     """One Anthropic SSE event: ``event: <type>\\ndata: <compact json>\\n\\n``."""
-    return b"event: " + event_type.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+    return named_event(event_type, data)
 
 
 PING_EVENT = messages_sse_event("ping", {"type": "ping"})

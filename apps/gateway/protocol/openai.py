@@ -157,6 +157,16 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     return -(-total_bytes // 4) + 4 * len(messages) + 3
 
 
+def chat_answer_text(answer: dict[str, Any]) -> str:
+    """The text content of a chat completion's choices (for a completion estimate)."""
+    parts = []
+    for choice in answer.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict) and isinstance(message.get("content"), str):
+            parts.append(message["content"])
+    return "".join(parts)
+
+
 def estimate_text_tokens(text: str) -> int:
     return -(-len(text.encode()) // 4)
 

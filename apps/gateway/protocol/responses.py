@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from apps.gateway.protocol.openai import RequestInvalid
+from apps.gateway.protocol.sse import named_event
 
 _UNSUPPORTED = {
     "previous_response_id": "Stored responses are not kept here: send the whole input.",
@@ -324,13 +325,7 @@ def chat_to_response(answer: dict, shell: dict) -> dict:
 
 
 def response_event(event_type: str, data: dict) -> bytes:
-    return (
-        b"event: "
-        + event_type.encode()
-        + b"\ndata: "
-        + orjson.dumps({"type": event_type, **data})
-        + b"\n\n"
-    )
+    return named_event(event_type, {"type": event_type, **data})
 
 
 class ChatStreamToResponseEvents:

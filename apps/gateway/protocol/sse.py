@@ -1,10 +1,18 @@
 """Incremental Server-Sent Events parsing (WHATWG rules) and OpenAI-surface framing."""
 
 from collections.abc import Iterator
+from typing import Any
+
+import orjson
 
 DONE = b"[DONE]"
 DONE_EVENT = b"data: [DONE]\n\n"
 KEEPALIVE_COMMENT = b": keep-alive\n\n"
+
+
+def named_event(event_type: str, data: Any) -> bytes:
+    """One named SSE event: ``event: <type>\\ndata: <compact json>\\n\\n``."""
+    return b"event: " + event_type.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
 class SSEParser:
