@@ -235,7 +235,9 @@ def start_celery_worker(server_env: dict[str, str], name: str = "worker") -> Pro
 @dataclass
 class Seed:
     tenant_name: str
-    secret: str  # may call test-model (and its alias), slow-model, failover-model, claude-fake
+    # may call test-model (and its alias), slow-model, failover-model, claude-fake and
+    # llama-model (the fake upstream behaving as llama-cpp-python's server)
+    secret: str
     restricted_secret: str  # may call other-model only
     model: str = "test-model"
 
@@ -267,6 +269,12 @@ def seed_document(upstream_base_url: str, tenant: str = "acme") -> dict:
                 "kind": "openai",
                 "base_url": "http://127.0.0.1:9/v1",
                 "connect_timeout_s": 0.5,
+            },
+            {
+                "name": "fake-llama",
+                "kind": "openai",
+                "base_url": upstream_base_url.removesuffix("/v1") + "/llama/v1",
+                "timeout_s": 10,
             },
             {
                 "name": "fake-anthropic",
@@ -306,6 +314,11 @@ def seed_document(upstream_base_url: str, tenant: str = "acme") -> dict:
                 "prices": [price],
                 "deployments": [{"backend": "fake-anthropic", "upstream_model": "claude-upstream"}],
             },
+            {
+                "name": "llama-model",
+                "prices": [price],
+                "deployments": [{"backend": "fake-llama", "upstream_model": "llama-upstream"}],
+            },
         ],
         "tenants": [
             {
@@ -313,7 +326,13 @@ def seed_document(upstream_base_url: str, tenant: str = "acme") -> dict:
                 "keys": [
                     {
                         "name": "main",
-                        "models": ["test-model", "slow-model", "failover-model", "claude-fake"],
+                        "models": [
+                            "test-model",
+                            "slow-model",
+                            "failover-model",
+                            "claude-fake",
+                            "llama-model",
+                        ],
                     },
                     {"name": "restricted", "models": ["other-model"]},
                 ],

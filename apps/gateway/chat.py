@@ -37,6 +37,7 @@ from apps.gateway.protocol.openai import (
     ChatStreamRelay,
     chat_answer_text,
     data_chunk,
+    drop_message_nulls,
     estimate_prompt_tokens,
     estimate_text_tokens,
     usage_counts,
@@ -55,6 +56,7 @@ async def handle_chat_completions(state: GatewayState, exchange: Exchange) -> No
 
 async def chat_completion(call: MeteredCall) -> None:
     body, _ = parse_openai_request(call, validate_chat_request)
+    drop_message_nulls(body["messages"])
     model = await resolve_model(call.state, call.key, body["model"])
     call.event.model = model.name
     stream = body.get("stream") is True
@@ -206,8 +208,8 @@ def _finish_stream(call: MeteredCall, relay: ChatStreamRelay, failed: bool) -> N
     if relay.client_wants_usage and relay.usage is None:
         event = call.event
         tail = relay.usage_chunk(
-            "chatcmpl-" + call.exchange.request_id,
-            int(time.time()),
+            relay.chunk_id or "chatcmpl-" + call.exchange.request_id.removeprefix("req_"),
+            relay.created or int(time.time()),
             {
                 "prompt_tokens": event.prompt_tokens,
                 "completion_tokens": event.completion_tokens,
@@ -226,7 +228,9 @@ async def _end_filtered_stream(
     # (blocked mid-stream: nothing more goes out but the end below)
     call.tail = b"" if flt.blocked else await flt.finish(call.tail or b"")
     if stream_filter_done(call, flt.guard, flt.delivered_content_chunks):
-        call.tail += blocked_chat_tail(call, flt, relay.public_model, relay.client_wants_usage)
+        call.tail += blocked_chat_tail(
+            call, flt, relay.public_model, relay.client_wants_usage, relay.chunk_id, relay.created
+        )
 
 
 async def _replay_as_stream(call: MeteredCall, body: dict, relay: ChatStreamRelay, raw: bytes):

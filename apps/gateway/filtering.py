@@ -178,11 +178,17 @@ def stream_filter_done(call: MeteredCall, guard: StreamGuard | None, delivered: 
 
 
 def blocked_chat_tail(
-    call: MeteredCall, flt: ChatChunkFilter, public_model: str, client_wants_usage: bool
+    call: MeteredCall,
+    flt: ChatChunkFilter,
+    public_model: str,
+    client_wants_usage: bool,
+    chunk_id: str | None = None,
+    created: int | None = None,
 ) -> bytes:
-    """End of a blocked chat stream: finish_reason content_filter (+ usage) + [DONE]."""
-    chunk_id = "chatcmpl-" + call.exchange.request_id.removeprefix("req_")
-    created = int(time.time())
+    """End of a blocked chat stream: finish_reason content_filter (+ usage) + [DONE],
+    under the stream's own id and time when it had one."""
+    chunk_id = chunk_id or "chatcmpl-" + call.exchange.request_id.removeprefix("req_")
+    created = created or int(time.time())
     tail = flt.blocked_chunk(chunk_id, public_model, created)
     if client_wants_usage:
         event = call.event

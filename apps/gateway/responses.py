@@ -81,22 +81,41 @@ def _chat_upstream(call: MeteredCall, model: ModelInfo, chat: dict, *, stream: b
     )
 
 
-async def _answer(call: MeteredCall, chat: dict, shell: dict, answer: dict, stream: bool) -> None:
-    settle_chat_usage(
-        call, chat, answer.get("usage"), estimate_text_tokens(chat_answer_text(answer))
+def _estimated_usage(call: MeteredCall) -> dict | None:
+    """The settled counts in chat-completions shape when they are estimates (the
+    upstream reported none): the client sees what is billed, as on /v1/messages."""
+    event = call.event
+    if not event.tokens_estimated:
+        return None
+    return {
+        "prompt_tokens": event.prompt_tokens,
+        "completion_tokens": event.completion_tokens,
+        "total_tokens": event.prompt_tokens + event.completion_tokens,
+    }
+
+
+def _calls_text(calls) -> str:
+    """The arguments of tool calls: output tokens too, for the estimate."""
+    return "".join(
+        str((c.get("function") or {}).get("arguments") or "") for c in calls if isinstance(c, dict)
     )
+
+
+async def _answer(call: MeteredCall, chat: dict, shell: dict, answer: dict, stream: bool) -> None:
+    choice = (answer.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    calls = message.get("tool_calls") or []
+    text = chat_answer_text(answer) + _calls_text(calls)
+    settle_chat_usage(call, chat, answer.get("usage"), estimate_text_tokens(text))
     if call.screen is not None:
         await filter_chat_completion(call, answer)
     if not stream:
-        result = chat_to_response(answer, shell)
+        result = chat_to_response(answer, shell, _estimated_usage(call))
         call.reply = (200, orjson.dumps(result), (JSON_CONTENT_TYPE,))
         return
     # the whole answer replayed as one stream
     converter = ChatStreamToResponseEvents(shell)
-    choice = (answer.get("choices") or [{}])[0]
-    message = choice.get("message") or {}
     delta = {"content": message.get("content")}
-    calls = message.get("tool_calls") or []
     delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(calls) if isinstance(c, dict)]
     chunk = {
         "choices": [{"index": 0, "delta": delta, "finish_reason": choice.get("finish_reason")}],
@@ -104,7 +123,7 @@ async def _answer(call: MeteredCall, chat: dict, shell: dict, answer: dict, stre
     }
     await call.exchange.start_stream()
     await call.exchange.stream_send(converter.start() + converter.feed(chunk))
-    call.tail = converter.finish()
+    call.tail = converter.finish(_estimated_usage(call))
 
 
 async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: dict) -> None:
@@ -134,13 +153,14 @@ async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: 
                 failed = True
     finally:
         if relayed:  # (nothing sent, nothing billed)
-            settle_chat_usage(
-                call, chat, converter.usage, estimate_text_tokens("".join(converter.text))
+            said = "".join(converter.text) + "".join(
+                i["arguments"] for i in converter.items if i["type"] == "function_call"
             )
+            settle_chat_usage(call, chat, converter.usage, estimate_text_tokens(said))
     error = reader.error
     if error is not None or failed or not (reader.done or converter.finish_reason is not None):
         call.event.outcome = "upstream_stream_error"
         call.event.status = 502
         call.tail = converter.failed(str((error or {}).get("message") or STREAM_ERROR_MESSAGE))
         return
-    call.tail = converter.finish()
+    call.tail = converter.finish(_estimated_usage(call))

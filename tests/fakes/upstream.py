@@ -9,8 +9,16 @@ Behaviour is steered by directives in the user/system messages, e.g. "#status=50
 underscores are spaces; after the "#chunks" words when both are given) and
 "#sayrev=uoy_llik" (the same, written reversed so the prompt itself reads as nothing);
 Anthropic route also "#cache_read=N" and
-"#cache_create=N" (cache token counts in its usage). It records every request it
-received and counts requests in flight and cancelled streams: GET /_stats, POST /_reset.
+"#cache_create=N" (cache token counts in its usage). "#tool_calls=N": with tools, the
+model calls a tool until the conversation holds N tool results (default 1), then answers.
+A tool call cut by max_tokens (below the 5 tokens a call takes) ends with "length".
+It records every request it received and counts requests in flight and cancelled
+streams: GET /_stats, POST /_reset.
+
+Under /llama/v1/... it behaves as llama-cpp-python's server: a chat request its pydantic
+schema (tests/fakes/llama_schema.py) refuses is an HTTP 500 with its JSON error, a stop
+string ends with "stop" and no ``stop_reason``, a cut tool call still says "tool_calls",
+and streams carry no usage (it ignores ``stream_options``).
 """
 
 import argparse
@@ -23,6 +31,7 @@ import uuid
 
 import orjson
 from aiohttp import web
+from llama_schema import chat_request_errors
 
 STATE = {"requests": [], "in_flight": 0, "max_in_flight": 0, "cancelled": 0, "completed": 0}
 DIRECTIVE = re.compile(r"#(\w+)(?:=([\w.,-]+))?")
@@ -72,20 +81,21 @@ def _answer(
     The matched stop string is reported as vLLM does (``choices[].stop_reason``)."""
     messages = body.get("messages") or []
     last = messages[-1] if messages else {}
-    if body.get("tools") and body.get("tool_choice") != "none" and last.get("role") != "tool":
+    results = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "tool")
+    rounds = int(directives.get("tool_calls", "1"))
+    wants_tool = last.get("role") != "tool" or results < rounds
+    if body.get("tools") and body.get("tool_choice") != "none" and wants_tool:
         tool = body["tools"][0]["function"]["name"]
-        return (
-            [],
-            [
-                {
-                    "id": "call_" + uuid.uuid4().hex[:8],
-                    "type": "function",
-                    "function": {"name": tool, "arguments": _tool_arguments(directives)},
-                }
-            ],
-            "tool_calls",
-            None,
-        )
+        arguments, finish = _tool_arguments(directives), "tool_calls"
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+        if isinstance(max_tokens, int) and max_tokens < 5:
+            arguments, finish = arguments[: max_tokens * 3], "length"
+        call = {
+            "id": "call_" + uuid.uuid4().hex[:8],
+            "type": "function",
+            "function": {"name": tool, "arguments": arguments},
+        }
+        return [], [call], finish, None
     if last.get("role") == "tool":
         return ["The", "tool", "said:", _text_of(last.get("content"))], None, "stop", None
     words = _words(directives)
@@ -100,6 +110,10 @@ def _answer(
     return words, None, "stop", None
 
 
+def _llama(request: web.Request) -> bool:
+    return request.path.startswith("/llama/")
+
+
 async def chat(request: web.Request) -> web.StreamResponse:
     raw = await request.read()
     body = orjson.loads(raw)
@@ -110,6 +124,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
             "path": request.path,
         }
     )
+    if _llama(request) and (refusal := chat_request_errors(body)) is not None:
+        error = {"message": refusal, "type": "internal_server_error", "param": None, "code": None}
+        return web.json_response({"error": error}, status=500)
     directives = _directives(body)
     STATE["in_flight"] += 1
     STATE["max_in_flight"] = max(STATE["max_in_flight"], STATE["in_flight"])
@@ -141,6 +158,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
         if "hold_ms" in directives:
             await asyncio.sleep(int(directives["hold_ms"]) / 1000)
         words, tool_calls, finish, matched = _answer(body, directives)
+        if _llama(request):
+            matched = None
+            if tool_calls:
+                finish = "tool_calls"
         n = body.get("n") or 1
         prompt = _prompt_tokens(body)
         usage = {
@@ -156,7 +177,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
                 {
                     "index": i,
                     "finish_reason": finish,
-                    "stop_reason": matched,
+                    **({} if _llama(request) else {"stop_reason": matched}),
                     "logprobs": None,
                     "message": {
                         "role": "assistant",
@@ -197,9 +218,11 @@ async def _stream(request, body, directives, words, tool_calls, finished, usage,
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
-    include_usage = (body.get("stream_options") or {}).get(
-        "include_usage"
-    ) and "no_usage" not in directives
+    include_usage = (
+        (body.get("stream_options") or {}).get("include_usage")
+        and "no_usage" not in directives
+        and not _llama(request)
+    )
     delay = int(directives.get("delay_ms", "0")) / 1000
     cut = int(directives["cut"]) if "cut" in directives else None
     n = body.get("n") or 1
@@ -286,7 +309,12 @@ async def _stream(request, body, directives, words, tool_calls, finished, usage,
         await response.write(
             event(
                 [
-                    {"index": i, "delta": {}, "finish_reason": finish, "stop_reason": matched}
+                    {
+                        "index": i,
+                        "delta": {},
+                        "finish_reason": finish,
+                        **({} if _llama(request) else {"stop_reason": matched}),
+                    }
                     for i in range(n)
                 ]
             )
@@ -628,6 +656,7 @@ async def reset(request: web.Request) -> web.Response:
 def build_app() -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/llama/v1/chat/completions", chat)
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/tokenize", tokenize)

@@ -743,7 +743,9 @@ def test_client_gone_mid_stream_is_billed_for_what_was_delivered(
 def test_models_in_anthropic_shape(gateway, seed):
     client = claude(gateway, seed.secret)
     ids = [m.id for m in client.models.list(limit=2)]  # the SDK follows has_more/last_id
-    assert sorted(ids) == sorted(["test-model", "slow-model", "failover-model", NATIVE])
+    assert sorted(ids) == sorted(
+        ["test-model", "slow-model", "failover-model", NATIVE, "llama-model"]
+    )
     page = client.models.list(limit=2)
     assert len(page.data) == 2 and page.has_more and page.last_id == page.data[-1].id
     model = client.models.retrieve(NATIVE)

@@ -199,8 +199,9 @@ def _translate_user(blocks: list[dict]) -> list[dict]:
 
 
 def _arguments_json(value: Any) -> str:
+    # Ollama parses the arguments of replayed calls as JSON: never an empty string.
     if isinstance(value, str):
-        return value
+        return value if value.strip() else "{}"
     return orjson.dumps(value if value is not None else {}).decode()
 
 
@@ -225,7 +226,9 @@ def _translate_assistant(blocks: list[dict], names: ToolNameMap) -> list[dict]:
         # thinking / redacted_thinking / server tool blocks: dropped (vLLM 400s on them)
     if not texts and not calls:
         return []
-    msg: dict[str, Any] = {"role": "assistant", "content": "\n".join(texts) if texts else None}
+    # A string even beside tool_calls: llama-cpp-python refuses null, Ollama drops the
+    # call ids of a message without string content.
+    msg: dict[str, Any] = {"role": "assistant", "content": "\n".join(texts)}
     if calls:
         msg["tool_calls"] = calls
     return [msg]
@@ -249,7 +252,7 @@ def _merge_same_role(messages: list[dict]) -> list[dict]:
                 prev["content"] = pa + pb
         else:
             texts = [t for t in (prev.get("content"), msg.get("content")) if t]
-            prev["content"] = "\n".join(texts) if texts else None
+            prev["content"] = "\n".join(texts)
             calls = prev.get("tool_calls", []) + msg.get("tool_calls", [])
             if calls:
                 prev["tool_calls"] = calls

@@ -126,6 +126,20 @@ def validate_chat_request(body: Any) -> None:
         )
 
 
+def drop_message_nulls(messages: list[Any]) -> None:
+    """Null message fields made portable, in place: an absent field instead of a null
+    one, and "" for null content. The SDKs send back the assistant message they got
+    (``content: null`` beside tool_calls, ``tool_calls: null``), which llama-cpp-python's
+    server refuses and Ollama refuses without tool calls."""
+    for message in messages:
+        if isinstance(message, dict) and None in message.values():
+            for key in [k for k, v in message.items() if v is None]:
+                if key == "content":
+                    message[key] = ""
+                else:
+                    del message[key]
+
+
 def _text_bytes(content: Any) -> int:
     if isinstance(content, str):
         return len(content.encode())
@@ -259,6 +273,8 @@ class ChatStreamRelay:
         "done",
         "error",
         "text_parts",
+        "chunk_id",
+        "created",
         "_seen_tool_calls",
         "_first_role_sent",
     )
@@ -272,6 +288,9 @@ class ChatStreamRelay:
         self.done = False
         self.error: dict[str, Any] | None = None
         self.text_parts: list[str] = []
+        # The stream's id and time, for the chunks added to it (one id per stream).
+        self.chunk_id: str | None = None
+        self.created: int | None = None
         self._seen_tool_calls: set[tuple[int, int]] = set()
         self._first_role_sent: set[int] = set()
 
@@ -304,6 +323,11 @@ class ChatStreamRelay:
             chunk["usage"] = None
         if "model" in chunk:
             chunk["model"] = self.public_model
+        if self.chunk_id is None and isinstance(chunk.get("id"), str) and chunk["id"]:
+            # (Azure's prompt-filter chunk has an empty id: the next one names the stream)
+            self.chunk_id = chunk["id"]
+            created = chunk.get("created")
+            self.created = created if isinstance(created, int) else None
         for choice in choices:
             if isinstance(choice, dict):
                 self._observe_choice(choice)

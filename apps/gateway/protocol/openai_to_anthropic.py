@@ -174,14 +174,14 @@ def _tool_result_block(msg: dict, tool_use_id: str) -> dict:
     content = msg.get("content")
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_use_id}
     if isinstance(content, list):
-        parts = [
+        content = [
             {"type": "text", "text": p["text"]}
             for p in content
             if isinstance(p, dict) and p.get("type") == "text" and p.get("text")
         ]
-        block["content"] = parts
-    else:
-        block["content"] = content if isinstance(content, str) else ""
+    # An empty result is one without content (Anthropic refuses empty text blocks).
+    if content and isinstance(content, str | list):
+        block["content"] = content
     return block
 
 
@@ -326,9 +326,12 @@ def _anthropic_tool(fn: dict) -> dict:
     tool: dict[str, Any] = {"name": str(fn.get("name") or "")}
     if fn.get("description"):
         tool["description"] = fn["description"]
-    tool["input_schema"] = (
-        params if isinstance(params, dict) else {"type": "object", "properties": {}}
-    )
+    if not isinstance(params, dict):
+        params = {"type": "object", "properties": {}}
+    elif "type" not in params:
+        # Anthropic requires an object schema; OpenAI takes {} for "no arguments".
+        params = {"type": "object", **params}
+    tool["input_schema"] = params
     return tool
 
 

@@ -52,6 +52,38 @@ def _content_parts(content: Any, where: str) -> str | list[dict]:
     return parts
 
 
+def _portable_content(role: str, content: str | list[dict]) -> str | list[dict]:
+    """Text-only content as one string: llama-cpp-python takes parts only from users,
+    and Ollama turns each part into a message of its own."""
+    if isinstance(content, str):
+        return content
+    if role == "assistant":  # what the model said, split into parts: text only
+        return "".join(p.get("text", "") for p in content)
+    if any(p["type"] != "text" for p in content):
+        return content
+    return "\n".join(p["text"] for p in content)
+
+
+def _call_arguments(arguments: Any) -> str:
+    # Ollama parses the arguments of replayed calls as JSON: never an empty string.
+    if isinstance(arguments, str) and arguments.strip():
+        return arguments
+    if isinstance(arguments, dict):
+        return orjson.dumps(arguments).decode()
+    return "{}"
+
+
+def _tool_output(output: Any) -> str:
+    """A function_call_output as text (tool messages are strings on llama-cpp-python)."""
+    if isinstance(output, str):
+        return output
+    if isinstance(output, list) and all(
+        isinstance(p, dict) and isinstance(p.get("text"), str) for p in output
+    ):
+        return "\n".join(p["text"] for p in output)
+    return orjson.dumps(output).decode()
+
+
 def _input_messages(value: Any) -> list[dict]:
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
@@ -65,9 +97,7 @@ def _input_messages(value: Any) -> list[dict]:
         kind = item.get("type", "message")
         if kind == "message" and item.get("role") in _ROLES:
             role = "system" if item["role"] == "developer" else item["role"]
-            content = _content_parts(item.get("content"), where)
-            if role == "assistant" and isinstance(content, list):
-                content = "".join(p.get("text", "") for p in content)
+            content = _portable_content(role, _content_parts(item.get("content"), where))
             messages.append({"role": role, "content": content})
         elif kind == "function_call":
             call = {
@@ -75,29 +105,31 @@ def _input_messages(value: Any) -> list[dict]:
                 "type": "function",
                 "function": {
                     "name": str(item.get("name") or ""),
-                    "arguments": item.get("arguments")
-                    if isinstance(item.get("arguments"), str)
-                    else "{}",
+                    "arguments": _call_arguments(item.get("arguments")),
                 },
             }
             last = messages[-1] if messages else None
-            if last and last["role"] == "assistant" and "tool_calls" in last:
-                last["tool_calls"].append(call)
+            if last and last["role"] == "assistant":
+                # The text the model said before its calls and the calls: one turn.
+                last.setdefault("tool_calls", []).append(call)
             else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
         elif kind == "function_call_output":
-            output = item.get("output")
             messages.append(
                 {
                     "role": "tool",
                     "tool_call_id": str(item.get("call_id") or ""),
-                    "content": output if isinstance(output, str) else orjson.dumps(output).decode(),
+                    "content": _tool_output(item.get("output")),
                 }
             )
+        elif kind == "reasoning":
+            # Agents (Codex) send earlier reasoning back; a chat backend has no field for
+            # it, and the answer it led to is in the items that follow.
+            continue
         else:
             raise RequestInvalid(
                 f"'{where}' must be a message (role user, system, developer or assistant), "
-                "a function_call or a function_call_output.",
+                "a function_call, a function_call_output or a reasoning item.",
                 "input",
             )
     return messages
@@ -116,6 +148,8 @@ def _tools(tools: Any) -> list[dict]:
         for field in ("description", "parameters", "strict"):
             if tool.get(field) is not None:
                 function[field] = tool[field]
+        # llama-cpp-python requires parameters; this is what "none" means in JSON Schema.
+        function.setdefault("parameters", {"type": "object", "properties": {}})
         out.append({"type": "function", "function": function})
     return out
 
@@ -174,6 +208,8 @@ def responses_to_chat_request(body: Any) -> dict[str, Any]:
     for field in _PASSED_ON:
         if body.get(field) is not None:
             chat[field] = body[field]
+    if "top_logprobs" in chat:
+        chat["logprobs"] = True  # Chat Completions refuses top_logprobs without it
     if body.get("tools"):
         chat["tools"] = _tools(body["tools"])
     if body.get("tool_choice") is not None:
@@ -244,10 +280,37 @@ def response_shell(response_id: str, model: str, request: dict, created_at: int)
     }
 
 
-def _finish(response: dict, finish_reason: str | None) -> None:
+def _complete_json(text: str) -> bool:
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _cut_by_max_tokens(finish_reason: str | None, output: list[dict], usage: Any, limit) -> bool:
+    """Whether the answer stopped at the token limit. Servers that parse tool calls
+    (vLLM, llama-cpp-python) say "tool_calls" also when the limit cut one off: a call
+    whose arguments break off, with the whole budget used, was cut too."""
     if finish_reason == "length":
+        return True
+    if not isinstance(limit, int):
+        return False
+    if not any(i["type"] == "function_call" and not _complete_json(i["arguments"]) for i in output):
+        return False
+    completion = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return not isinstance(completion, int) or completion >= limit
+
+
+def _finish(response: dict, finish_reason: str | None, usage: Any = None) -> None:
+    """The response's status from how the chat completion ended (and the last item's,
+    which was cut off when the answer was)."""
+    output = response["output"]
+    if _cut_by_max_tokens(finish_reason, output, usage, response.get("max_output_tokens")):
         response["status"] = "incomplete"
         response["incomplete_details"] = {"reason": "max_output_tokens"}
+        if output:
+            output[-1]["status"] = "incomplete"
     elif finish_reason == "content_filter":
         response["status"] = "incomplete"
         response["incomplete_details"] = {"reason": "content_filter"}
@@ -280,8 +343,10 @@ def function_call_item(
     }
 
 
-def chat_to_response(answer: dict, shell: dict) -> dict:
-    """A (non-stream) chat completion as a Response (its first choice)."""
+def chat_to_response(answer: dict, shell: dict, estimated_usage: dict | None = None) -> dict:
+    """A (non-stream) chat completion as a Response (its first choice).
+
+    ``estimated_usage`` (chat-completions shape) is shown when the answer has none."""
     response = dict(shell)
     choice = (answer.get("choices") or [{}])[0]
     message = choice.get("message") if isinstance(choice, dict) else None
@@ -316,8 +381,9 @@ def chat_to_response(answer: dict, shell: dict) -> dict:
                 )
             )
     response["output"] = output
-    response["usage"] = response_usage(answer.get("usage"))
-    _finish(response, choice.get("finish_reason") if isinstance(choice, dict) else None)
+    response["usage"] = response_usage(answer.get("usage")) or response_usage(estimated_usage)
+    finish_reason = choice.get("finish_reason") if isinstance(choice, dict) else None
+    _finish(response, finish_reason, answer.get("usage"))
     return response
 
 
@@ -434,12 +500,25 @@ class ChatStreamToResponseEvents:
             )
         return out
 
-    def finish(self) -> bytes:
-        """The closing events, once the upstream stream ended cleanly."""
+    def finish(self, estimated_usage: dict | None = None) -> bytes:
+        """The closing events, once the upstream stream ended cleanly.
+
+        ``estimated_usage`` (chat-completions shape) is shown when the upstream stream
+        reported none."""
+        text = "".join(self.text)
+        for item in self.items:
+            if item["type"] == "message":
+                item.update(message_item(item["id"], text))
+            else:
+                item["status"] = "completed"
+        response = self.response
+        response["output"] = self.items
+        response["usage"] = response_usage(self.usage or estimated_usage)
+        # before the items' done events: they carry the status of the one cut off
+        _finish(response, self.finish_reason, self.usage)
         out: list[bytes] = []
         for output_index, item in enumerate(self.items):
             if item["type"] == "message":
-                text = "".join(self.text)
                 part = {"type": "output_text", "text": text, "annotations": []}
                 out.append(
                     self._ev(
@@ -460,7 +539,6 @@ class ChatStreamToResponseEvents:
                         part=part,
                     )
                 )
-                item.update(message_item(item["id"], text))
             else:
                 out.append(
                     self._ev(
@@ -470,12 +548,7 @@ class ChatStreamToResponseEvents:
                         arguments=item["arguments"],
                     )
                 )
-                item["status"] = "completed"
             out.append(self._ev("response.output_item.done", output_index=output_index, item=item))
-        response = self.response
-        response["output"] = self.items
-        response["usage"] = response_usage(self.usage)
-        _finish(response, self.finish_reason)
         name = "response.completed" if response["status"] == "completed" else "response.incomplete"
         out.append(self._ev(name, response=response))
         return b"".join(out)

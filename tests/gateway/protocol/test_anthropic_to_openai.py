@@ -259,7 +259,7 @@ def test_full_tool_round_trip_history():
     ]
 
 
-def test_assistant_with_only_tool_use_has_null_content():
+def test_assistant_with_only_tool_use_has_empty_string_content():
     req, _ = translate(
         [
             {"role": "user", "content": "go"},
@@ -268,7 +268,7 @@ def test_assistant_with_only_tool_use_has_null_content():
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1"}]},
         ]
     )  # fmt: skip
-    assert req["messages"][1]["content"] is None
+    assert req["messages"][1]["content"] == ""
     assert req["messages"][1]["tool_calls"][0]["function"]["arguments"] == "{}"
     assert req["messages"][2] == {"role": "tool", "tool_call_id": "t1", "content": ""}
 
