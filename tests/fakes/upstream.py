@@ -9,8 +9,11 @@ Behaviour is steered by directives in the user/system messages, e.g. "#status=50
 underscores are spaces; after the "#chunks" words when both are given) and
 "#sayrev=uoy_llik" (the same, written reversed so the prompt itself reads as nothing);
 Anthropic route also "#cache_read=N" and
-"#cache_create=N" (cache token counts in its usage). It records every request it
-received and counts requests in flight and cancelled streams: GET /_stats, POST /_reset.
+"#cache_create=N" (cache token counts in its usage). Any route: "#prompt_x=N" reports N
+times the gateway's ⌈bytes/4⌉-style prompt estimate (a chat template that adds a long
+system prompt), "#completion_tokens=N" reports N completion tokens whatever it said (a
+server ignoring max_tokens). It records every request it received and counts requests in
+flight and cancelled streams: GET /_stats, POST /_reset.
 """
 
 import argparse
@@ -55,6 +58,18 @@ def _words(directives: dict[str, str]) -> list[str]:
 
 def _prompt_tokens(body: dict) -> int:
     return sum(len(_text_of(m.get("content")).split()) + 3 for m in body.get("messages") or [])
+
+
+def _inflated(directives: dict[str, str], texts: list[str], per_item: int, fixed: int):
+    """N × (⌈UTF-8 bytes / 4⌉ + per_item per text + fixed) for "#prompt_x=N", else None."""
+    if "prompt_x" not in directives:
+        return None
+    estimate = -(-sum(len(t.encode()) for t in texts) // 4) + per_item * len(texts) + fixed
+    return int(directives["prompt_x"]) * estimate
+
+
+def _reported_completion(directives: dict[str, str], tokens: int) -> int:
+    return int(directives["completion_tokens"]) if "completion_tokens" in directives else tokens
 
 
 def _tool_arguments(directives: dict[str, str]) -> str:
@@ -143,9 +158,13 @@ async def chat(request: web.Request) -> web.StreamResponse:
         words, tool_calls, finish, matched = _answer(body, directives)
         n = body.get("n") or 1
         prompt = _prompt_tokens(body)
+        texts = [_text_of(m.get("content")) for m in body.get("messages") or []]
+        prompt = _inflated(directives, texts, 4, 3) or prompt
         usage = {
             "prompt_tokens": prompt,
-            "completion_tokens": len(words) * n + (5 if tool_calls else 0),
+            "completion_tokens": _reported_completion(
+                directives, len(words) * n + (5 if tool_calls else 0)
+            ),
             "total_tokens": 0,
             "prompt_tokens_details": {"cached_tokens": 0},
         }
@@ -444,11 +463,15 @@ async def messages(request: web.Request) -> web.StreamResponse:
             await asyncio.sleep(int(directives["hold_ms"]) / 1000)
         content, stop_reason, stop_sequence = _anthropic_answer(body, directives)
         text_words = sum(len(b["text"].split()) for b in content if b["type"] == "text")
+        texts = [_blocks_text(m.get("content")) for m in body.get("messages") or []]
+        inflated = _inflated(directives, [_blocks_text(body.get("system")), *texts], 4, 3)
         usage = {
-            "input_tokens": _anthropic_input_tokens(body),
+            "input_tokens": inflated or _anthropic_input_tokens(body),
             "cache_creation_input_tokens": int(directives.get("cache_create", "0")),
             "cache_read_input_tokens": int(directives.get("cache_read", "0")),
-            "output_tokens": text_words + (7 if stop_reason == "tool_use" else 0),
+            "output_tokens": _reported_completion(
+                directives, text_words + (7 if stop_reason == "tool_use" else 0)
+            ),
         }
         message = {
             "id": "msg_" + uuid.uuid4().hex[:20],
@@ -581,6 +604,8 @@ async def embeddings(request: web.Request) -> web.Response:
         return web.json_response(
             {"error": {"message": "fake failure"}}, status=int(directives["status"])
         )
+    if "hold_ms" in directives:
+        await asyncio.sleep(int(directives["hold_ms"]) / 1000)
     data = []
     tokens = 0
     for index, item in enumerate(items):
@@ -595,6 +620,7 @@ async def embeddings(request: web.Request) -> web.Response:
         if body.get("encoding_format") == "base64":
             vector = base64.b64encode(struct.pack("<3f", *vector)).decode()
         data.append({"object": "embedding", "index": index, "embedding": vector})
+    tokens = _inflated(directives, [i for i in items if isinstance(i, str)], 0, 0) or tokens
     answer = {"object": "list", "data": data, "model": body.get("model")}
     if "no_usage" not in directives:
         answer["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
