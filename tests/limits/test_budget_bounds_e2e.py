@@ -12,7 +12,7 @@ from django.db.models import Sum
 
 from apps.ledger.models import UsageRecord
 from apps.provisioning.services import config_apply
-from tests.conftest import seed_document, start_gateway, wait_until
+from tests.conftest import openai_client, seed_document, start_gateway, usage_record, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -31,8 +31,9 @@ def second_gateway(server_env):
     process.stop()
 
 
-def issue_key(upstream, tenant: str, budget_nanos: int) -> str:
+def issue_key(upstream, tenant: str, budget_nanos: int, **model_fields) -> str:
     doc = seed_document(upstream.base_url)
+    doc["models"][0].update(model_fields)  # test-model
     budget = {"amount": f"{Decimal(budget_nanos) / 10**9:.9f}", "period": "monthly"}
     doc["tenants"] = [
         {
@@ -166,3 +167,66 @@ async def _fire_sdk(gateway: str, secret: str, count: int, call) -> int:
     finally:
         await client_openai.close()
         await client_anthropic.close()
+
+
+def test_an_answer_longer_than_max_tokens_is_recorded_as_reported(
+    gateway, seed, upstream, celery_worker
+):
+    raw = openai_client(gateway, seed.secret).chat.completions.with_raw_response.create(
+        model="test-model",
+        messages=[{"role": "user", "content": "#completion_tokens=5000"}],
+        max_tokens=MAX_TOKENS,
+    )
+    record = usage_record(raw.headers["x-request-id"])
+    assert record.completion_tokens == 5000
+
+
+def test_an_answer_longer_than_max_tokens_is_billed_up_to_max_tokens(
+    gateway, seed, upstream, celery_worker
+):
+    raw = openai_client(gateway, seed.secret).chat.completions.with_raw_response.create(
+        model="test-model",
+        messages=[{"role": "user", "content": "#completion_tokens=5000"}],
+        max_tokens=MAX_TOKENS,
+    )
+    record = usage_record(raw.headers["x-request-id"])
+    billed_nanos = record.prompt_tokens * INPUT_NANOS + MAX_TOKENS * OUTPUT_NANOS
+    assert record.cost * 10**9 == billed_nanos
+
+
+def test_a_request_without_max_tokens_reserves_the_models_maximum_output(
+    gateway, seed, upstream, celery_worker
+):
+    text = "hi"
+    # Fits a 100-token answer, not the 4,096 the gateway assumed for every model before.
+    budget = (PER_REQUEST + PER_MESSAGE + len(text)) * INPUT_NANOS + 100 * OUTPUT_NANOS + 1_000
+    secret = issue_key(upstream, "short-answers", budget, max_output_tokens=100)
+    answer = openai_client(gateway, secret).chat.completions.create(
+        model="test-model", messages=[{"role": "user", "content": text}]
+    )
+    assert answer.choices[0].finish_reason == "stop"
+
+
+def test_a_max_tokens_above_the_models_maximum_reserves_the_maximum(
+    gateway, seed, upstream, celery_worker
+):
+    text = "hi"
+    budget = (PER_REQUEST + PER_MESSAGE + len(text)) * INPUT_NANOS + 100 * OUTPUT_NANOS + 1_000
+    secret = issue_key(upstream, "capped-answers", budget, max_output_tokens=100)
+    answer = openai_client(gateway, secret).chat.completions.create(
+        model="test-model", messages=[{"role": "user", "content": text}], max_tokens=100_000
+    )
+    assert answer.choices[0].finish_reason == "stop"
+
+
+def test_a_request_beyond_the_budget_by_its_bound_is_refused(
+    gateway, seed, upstream, celery_worker
+):
+    text = "hi"
+    budget = (PER_REQUEST + PER_MESSAGE + len(text)) * INPUT_NANOS + 100 * OUTPUT_NANOS - 1_000
+    secret = issue_key(upstream, "just-short", budget, max_output_tokens=100)
+    with pytest.raises(openai.RateLimitError) as refused:
+        openai_client(gateway, secret).chat.completions.create(
+            model="test-model", messages=[{"role": "user", "content": text}]
+        )
+    assert refused.value.code == "insufficient_quota"
