@@ -383,6 +383,30 @@ class ModelSerializer(StrictSerializer):
     )
     display_name = serializers.CharField(max_length=200, allow_blank=True, required=False)
     enabled = serializers.BooleanField(required=False)
+    prompt_allowance_per_request = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_INT,
+        required=False,
+        help_text="Budget bound: prompt tokens the chat template may add per request",
+    )
+    prompt_allowance_per_message = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_INT,
+        required=False,
+        help_text="Budget bound: prompt tokens the chat template may add per message",
+    )
+    image_token_bound = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_INT,
+        required=False,
+        help_text="Budget bound: the most prompt tokens one image can cost",
+    )
+    max_output_tokens = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_INT,
+        required=False,
+        help_text="The most tokens one answer can have (reserved without max_tokens)",
+    )
     created_at = serializers.DateTimeField(read_only=True)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,12 @@ its total is rounded to the cent (ROUND_HALF_UP) into ``amount_due``.
 Cached tokens are part of the prompt (OpenAI's convention); if an upstream ever reports
 more cached than prompt tokens, every reported cached token is billed at the cached price
 and no uncached ones.
+
+A request is never billed more than its budget reservation: the gateway reserves the
+most tokens it can have (``prompt_tokens_bound``, ``completion_tokens_bound``: its bytes
+plus the model's allowances, and its max_tokens capped by the model's maximum output), and
+``billable_tokens`` caps the counts an upstream reports at those bounds. The ledger keeps
+the reported counts beside the bounds; only the cost is capped.
 """
 
 from bisect import bisect_right
@@ -34,6 +40,28 @@ class Rate:
     input_per_mtok: Decimal
     cached_input_per_mtok: Decimal
     output_per_mtok: Decimal
+
+
+def billable_tokens(
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int,
+    prompt_bound: int | None,
+    completion_bound: int | None,
+) -> tuple[int, int, int]:
+    """(prompt, completion, cached) as billed: the reported counts capped at the request's
+    bounds (None = no bound), cached never more than the billed prompt."""
+    prompt, completion, cached = (
+        max(prompt_tokens, 0),
+        max(completion_tokens, 0),
+        max(cached_tokens, 0),
+    )
+    if prompt_bound is not None:
+        prompt = min(prompt, prompt_bound)
+        cached = min(cached, prompt_bound)
+    if completion_bound is not None:
+        completion = min(completion, completion_bound)
+    return prompt, completion, cached
 
 
 def usage_cost(

@@ -58,10 +58,26 @@ class BackendAdmin(admin.ModelAdmin):
 
 @admin.register(Model)
 class ModelAdmin(admin.ModelAdmin):
-    list_display = ["name", "display_name", "enabled", "created_at"]
+    list_display = ["name", "display_name", "enabled", "max_output_tokens", "created_at"]
     list_filter = ["enabled"]
     search_fields = ["name", "display_name"]
     inlines = [DeploymentInline, PriceInline]
+    fieldsets = [
+        (None, {"fields": ["name", "aliases", "display_name", "enabled"]}),
+        (
+            "Budget bounds",
+            {
+                "description": "A budget reserves the most a request can cost: its text's "
+                "UTF-8 bytes plus these allowances; billing never exceeds the reservation.",
+                "fields": [
+                    "prompt_allowance_per_request",
+                    "prompt_allowance_per_message",
+                    "image_token_bound",
+                    "max_output_tokens",
+                ],
+            },
+        ),
+    ]
 
 
 @admin.register(Deployment)

@@ -38,6 +38,25 @@ class Model(models.Model):
     aliases = models.JSONField(default=list, blank=True)
     display_name = models.CharField(max_length=200, blank=True)
     enabled = models.BooleanField(default=True)
+    # Budget bounds: a budget reserves the most a request can cost, i.e. its text's UTF-8
+    # bytes (a token is at least a byte) plus these allowances for what the text does not
+    # show; billing never exceeds that reservation (README, "Limits and budgets").
+    prompt_allowance_per_request = models.PositiveIntegerField(
+        default=512,
+        help_text="Prompt tokens the chat template may add per request (default system "
+        "prompt, tool instructions)",
+    )
+    prompt_allowance_per_message = models.PositiveIntegerField(
+        default=32, help_text="Prompt tokens the chat template may add per message"
+    )
+    image_token_bound = models.PositiveIntegerField(
+        default=4096, help_text="The most prompt tokens one image can cost"
+    )
+    max_output_tokens = models.PositiveIntegerField(
+        default=4096,
+        help_text="The most tokens one answer can have: reserved when a request sets no "
+        "max_tokens, and the cap of a larger max_tokens",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -17,7 +17,18 @@ def catalog_invalidate() -> None:
 _BACKEND_FIELDS = frozenset(
     {"name", "kind", "base_url", "timeout_s", "connect_timeout_s", "extra_headers", "enabled"}
 )
-_MODEL_FIELDS = frozenset({"name", "aliases", "display_name", "enabled"})
+_MODEL_FIELDS = frozenset(
+    {
+        "name",
+        "aliases",
+        "display_name",
+        "enabled",
+        "prompt_allowance_per_request",
+        "prompt_allowance_per_message",
+        "image_token_bound",
+        "max_output_tokens",
+    }
+)
 _DEPLOYMENT_FIELDS = frozenset({"model", "backend", "upstream_model", "weight"})
 
 

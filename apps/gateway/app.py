@@ -14,10 +14,12 @@ import orjson
 import redis
 from django.conf import settings
 
+from apps.billing.pricing import billable_tokens
 from apps.gateway.caches import KeyInfo, ModelInfo
 from apps.gateway.http import ClientGone, Exchange, GatewayError, openai_error_bytes
 from apps.gateway.limits import limit_error, limits_unavailable, rate_headers
 from apps.gateway.metrics import LIMIT_REFUSALS, observe_request
+from apps.gateway.protocol.bounds import output_bound
 from apps.gateway.protocol.openai import RequestInvalid
 from apps.gateway.state import GatewayState
 from apps.keys.hashing import INFERENCE_KEY_PREFIX, secret_hash
@@ -223,13 +225,25 @@ class MeteredCall:
             await exchange.stream_end(self.tail or b"")
 
     async def admit(
-        self, model: ModelInfo, prompt_tokens: int, max_output_tokens: int | None
+        self,
+        model: ModelInfo,
+        prompt_tokens: int,
+        max_output_tokens: int | None,
+        *,
+        prompt_bound: int,
+        choices: Any = 1,
     ) -> None:
         """Check and reserve the key's and tenant's limits (one Redis round trip).
 
+        ``prompt_tokens`` is the cheap estimate rate limits reserve; ``prompt_bound`` the
+        upper bound (protocol/bounds.py) a budget reserves with the output bound, and
+        the most this request can be billed for (also without a budget).
         Raises a 429 GatewayError in the caller's protocol when a limit refuses."""
         self.model = model
         protocol = self.exchange.protocol
+        output = output_bound(max_output_tokens, model.bounds, choices)
+        self.event.prompt_tokens_bound = prompt_bound
+        self.event.completion_tokens_bound = output
         try:
             self.admission = await self.state.limiter.admit(
                 request_id=self.exchange.request_id,
@@ -237,6 +251,8 @@ class MeteredCall:
                 model=model,
                 prompt_tokens=prompt_tokens,
                 max_output_tokens=max_output_tokens,
+                budget_prompt_tokens=prompt_bound,
+                budget_output_tokens=output,
             )
         except LimitExceeded as exc:
             LIMIT_REFUSALS.labels(exc.reason, exc.scope).inc()
@@ -275,12 +291,24 @@ class MeteredCall:
         event.ttft_ms = self.exchange.ttft_ms()
         observe_request(event, model_known=self.model is not None)
         try:
-            cost = cost_nanos(
+            billed = billable_tokens(
                 event.prompt_tokens,
                 event.completion_tokens,
                 event.cached_tokens,
-                self.model.price if self.model else None,
+                event.prompt_tokens_bound,
+                event.completion_tokens_bound,
             )
+            if billed[:2] != (event.prompt_tokens, event.completion_tokens):
+                log.warning(
+                    "%s: upstream reported %d+%d tokens, over the bounds %s+%s; billing the "
+                    "bounds (raise the model's allowances or max_output_tokens if it is right)",
+                    event.request_id,
+                    event.prompt_tokens,
+                    event.completion_tokens,
+                    event.prompt_tokens_bound,
+                    event.completion_tokens_bound,
+                )
+            cost = cost_nanos(*billed, self.model.price if self.model else None)
             await self.state.limiter.settle(self.admission, event, cost)
         except Exception:  # noqa: BLE001 - Redis away: keep the event on local disk
             log.exception("settling %s failed; spooling its usage event", event.request_id)

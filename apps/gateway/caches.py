@@ -15,6 +15,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from apps.catalog.models import Backend, Model, Price
+from apps.gateway.protocol.bounds import DEFAULT_TOKEN_BOUNDS, TokenBounds
 from apps.keys.models import ApiKey
 from apps.keys.selectors import api_key_get_by_hash
 from apps.limits.limiter import LimitSpec
@@ -122,6 +123,7 @@ class ModelInfo:
     created: int
     deployments: tuple[DeploymentInfo, ...]
     price: PriceInfo | None
+    bounds: TokenBounds = DEFAULT_TOKEN_BOUNDS
 
     def deployment_order(self) -> list[DeploymentInfo]:
         """Weighted random order: weight shares the load, the rest are fallbacks."""
@@ -190,6 +192,12 @@ def _load_catalog() -> Catalog:
             created=int(model.created_at.timestamp()),
             deployments=deployments,
             price=prices.get(model.id),
+            bounds=TokenBounds(
+                per_request=model.prompt_allowance_per_request,
+                per_message=model.prompt_allowance_per_message,
+                per_image=model.image_token_bound,
+                max_output=model.max_output_tokens,
+            ),
         )
         models.append(info)
         by_name[model.name] = info

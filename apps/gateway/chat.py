@@ -36,6 +36,7 @@ from apps.gateway.protocol.content_filter import ChatChunkFilter, chat_prompt_te
 from apps.gateway.protocol.openai import (
     ChatStreamRelay,
     chat_answer_text,
+    chat_prompt_bound,
     data_chunk,
     drop_message_nulls,
     estimate_prompt_tokens,
@@ -64,7 +65,13 @@ async def chat_completion(call: MeteredCall) -> None:
     max_output = body.get("max_completion_tokens") or body.get("max_tokens")
     # Translated once, before admission, so an untranslatable request is a plain 400.
     translated = translate_chat_request(body) if has_anthropic_deployment(model) else None
-    await call.admit(model, estimate_prompt_tokens(body), max_output)
+    await call.admit(
+        model,
+        estimate_prompt_tokens(body),
+        max_output,
+        prompt_bound=chat_prompt_bound(body, model.bounds),
+        choices=body.get("n"),
+    )
     if call.key.content_policy is not None:
         await screen_prompt(call, chat_prompt_text(body))
     if stream:

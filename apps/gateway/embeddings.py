@@ -17,7 +17,11 @@ from apps.gateway.forward import (
     rewrite_model,
 )
 from apps.gateway.http import JSON_CONTENT_TYPE, Exchange
-from apps.gateway.protocol.openai import estimate_text_tokens, validate_embeddings_request
+from apps.gateway.protocol.openai import (
+    embeddings_prompt_bound,
+    estimate_text_tokens,
+    validate_embeddings_request,
+)
 from apps.gateway.state import GatewayState
 
 
@@ -32,7 +36,7 @@ async def create_embeddings(call: MeteredCall) -> None:
     call.event.model = model.name
     model = openai_compatible_only(model, "embeddings")
     estimate = sum(estimate_text_tokens(t) for t in texts) + token_ids
-    await call.admit(model, estimate, 0)
+    await call.admit(model, estimate, 0, prompt_bound=embeddings_prompt_bound(texts, token_ids))
     if call.key.content_policy is not None:
         await screen_prompt(call, "\n".join(texts))
     async with open_upstream(

@@ -41,6 +41,7 @@ from apps.gateway.protocol.anthropic import (
     anthropic_usage_counts,
     estimate_message_tokens,
     message_events,
+    messages_prompt_bound,
     messages_sse_event,
     validate_messages_request,
 )
@@ -134,7 +135,12 @@ async def create_message(call: MeteredCall) -> None:
         except TranslationError as exc:
             raise invalid_request(exc.message) from None
     request = _Request(body, model, estimate_message_tokens(body), chat_body, names)
-    await call.admit(model, request.prompt_estimate, body["max_tokens"])
+    await call.admit(
+        model,
+        request.prompt_estimate,
+        body["max_tokens"],
+        prompt_bound=messages_prompt_bound(body, model.bounds),
+    )
     if call.key.content_policy is not None:
         await screen_prompt(call, messages_prompt_text(body))
     async with open_upstream(

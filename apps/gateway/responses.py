@@ -27,6 +27,7 @@ from apps.gateway.protocol.content_filter import chat_prompt_text
 from apps.gateway.protocol.openai import (
     ChatChunkReader,
     chat_answer_text,
+    chat_prompt_bound,
     estimate_prompt_tokens,
     estimate_text_tokens,
 )
@@ -54,7 +55,12 @@ async def create_response(call: MeteredCall) -> None:
     model = openai_compatible_only(model, "Responses")
     stream = chat.get("stream") is True
     call.event.stream = stream
-    await call.admit(model, estimate_prompt_tokens(chat), chat.get("max_tokens"))
+    await call.admit(
+        model,
+        estimate_prompt_tokens(chat),
+        chat.get("max_tokens"),
+        prompt_bound=chat_prompt_bound(chat, model.bounds),
+    )
     if call.key.content_policy is not None:
         await screen_prompt(call, chat_prompt_text(chat))
     response_id = "resp_" + call.exchange.request_id.removeprefix("req_")

@@ -23,6 +23,10 @@ class UsageEvent:
     completion_tokens: int = 0
     cached_tokens: int = 0
     tokens_estimated: bool = False
+    # The most tokens the request was admitted for (its budget reservation); the cost is
+    # never more than these price (apps/billing/pricing.py). None: not admitted.
+    prompt_tokens_bound: int | None = None
+    completion_tokens_bound: int | None = None
     latency_ms: int = 0
     ttft_ms: int | None = None
     content_filter: dict[str, Any] | None = field(default=None)

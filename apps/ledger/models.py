@@ -27,6 +27,10 @@ class UsageRecord(models.Model):
     completion_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(default=0)
     tokens_estimated = models.BooleanField(default=False)
+    # The request's budget reservation in tokens; the cost prices the counts capped at
+    # these (NULL: no cap), so an upstream reporting more is recorded but not billed.
+    prompt_tokens_bound = models.PositiveBigIntegerField(null=True, blank=True)
+    completion_tokens_bound = models.PositiveBigIntegerField(null=True, blank=True)
     latency_ms = models.PositiveIntegerField(default=0)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     content_filter = models.JSONField(null=True, blank=True)

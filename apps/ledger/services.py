@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
-from apps.billing.pricing import ZERO, PriceBook, usage_cost
+from apps.billing.pricing import ZERO, PriceBook, billable_tokens, usage_cost
 from apps.core.redis import sync_client
 from apps.keys.models import ApiKey
 from apps.ledger.events import UsageEvent
@@ -52,11 +52,17 @@ def _record(event: UsageEvent) -> UsageRecord:
         completion_tokens=max(event.completion_tokens, 0),
         cached_tokens=max(event.cached_tokens, 0),
         tokens_estimated=event.tokens_estimated,
+        prompt_tokens_bound=_bound(event.prompt_tokens_bound),
+        completion_tokens_bound=_bound(event.completion_tokens_bound),
         latency_ms=max(event.latency_ms, 0),
         ttft_ms=event.ttft_ms,
         content_filter=event.content_filter,
         created_at=datetime.fromtimestamp(event.created_at, tz=UTC),
     )
+
+
+def _bound(value: int | None) -> int | None:
+    return None if value is None else min(max(value, 0), 2**63 - 1)
 
 
 def _decode(entries: Sequence) -> tuple[list[bytes], list[UsageRecord], list[tuple[bytes, bytes]]]:
@@ -84,11 +90,18 @@ def _price(records: list[UsageRecord]) -> None:
             record.price_id, record.cost = None, ZERO
         else:
             record.price_id = rate.price_id
+            prompt, completion, cached = billable_tokens(
+                record.prompt_tokens,
+                record.completion_tokens,
+                record.cached_tokens,
+                record.prompt_tokens_bound,
+                record.completion_tokens_bound,
+            )
             record.cost = usage_cost(
                 rate=rate,
-                prompt_tokens=record.prompt_tokens,
-                completion_tokens=record.completion_tokens,
-                cached_tokens=record.cached_tokens,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                cached_tokens=cached,
             )
 
 

@@ -17,8 +17,9 @@ from apps.limits.lua import ADMIT, SETTLE
 # Budget money in Redis is integer nano-USD: exact for any price with up to 3 decimals
 # per million tokens, and still 9 million USD of headroom in a 64-bit counter.
 NANOS_PER_USD = Decimal(10**9)
-# TPM and worst-case cost reservations assume this many output tokens when the client
-# set no max_tokens; the real count replaces the reservation at settlement.
+# TPM reservations assume this many output tokens when the client set no max_tokens; the
+# real count replaces the reservation at settlement. (Budgets reserve the model's own
+# maximum output instead: see Limiter.admit.)
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 # How long a slot or reservation outlives a process that died holding it.
 LEASE_MS = 15 * 60 * 1000
@@ -71,14 +72,27 @@ def budget_period_bounds(period: str, now: datetime) -> tuple[str, int]:
 
 
 def cost_nanos(prompt: int, completion: int, cached: int, price) -> int:
-    """Cost in nano-USD, rounded up; prices are USD per million tokens."""
+    """Cost in nano-USD, rounded up; prices are USD per million tokens. The same rule as
+    the ledger's apps.billing.pricing.usage_cost (give it billable_tokens' counts)."""
     if price is None:
         return 0
+    cached = max(cached, 0)
     micro_usd = (
-        (prompt - cached) * price.input_per_mtok
+        max(prompt - cached, 0) * price.input_per_mtok
         + cached * price.cached_input_per_mtok
-        + completion * price.output_per_mtok
+        + max(completion, 0) * price.output_per_mtok
     )
+    return int((micro_usd * 1000).to_integral_value(rounding=ROUND_CEILING))
+
+
+def worst_cost_nanos(prompt_bound: int, output_bound: int, price) -> int:
+    """The most a request within these token bounds can cost: every prompt token at the
+    dearer of the input and cached-input prices (nothing stops an operator pricing cached
+    tokens higher), every output token at the output price."""
+    if price is None:
+        return 0
+    prompt_price = max(price.input_per_mtok, price.cached_input_per_mtok)
+    micro_usd = prompt_bound * prompt_price + output_bound * price.output_per_mtok
     return int((micro_usd * 1000).to_integral_value(rounding=ROUND_CEILING))
 
 
@@ -153,7 +167,13 @@ class Limiter:
         model,
         prompt_tokens: int,
         max_output_tokens: int | None,
+        budget_prompt_tokens: int,
+        budget_output_tokens: int,
     ) -> Admission:
+        """Rate limits (TPM) reserve the cheap estimate, ``prompt_tokens`` +
+        ``max_output_tokens``; budgets reserve the worst-case cost of the upper bounds
+        ``budget_prompt_tokens`` + ``budget_output_tokens``, which settlement never
+        exceeds (the cost is priced on counts capped at those bounds)."""
         scopes = [
             (f"k:{key.id}", key.limits),
             (f"t:{key.tenant_id}", key.tenant_limits),
@@ -166,7 +186,10 @@ class Limiter:
         # Lua numbers are doubles: keep absurd client values (max_tokens=1e18) exact
         # integers so they are refused by the limits rather than break the script.
         tokens = min(prompt_tokens + output, MAX_RESERVATION)
-        worst_cost = min(cost_nanos(prompt_tokens, output, 0, model.price), MAX_RESERVATION)
+        worst_cost = min(
+            worst_cost_nanos(budget_prompt_tokens, budget_output_tokens, model.price),
+            MAX_RESERVATION,
+        )
         now = datetime.now(UTC)
         args: list = [request_id, tokens, worst_cost, LEASE_MS]
         for name, spec in scopes:

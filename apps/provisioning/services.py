@@ -237,15 +237,39 @@ def _apply_backends(items: list, result: ApplyResult) -> dict[str, Backend]:
     return backends
 
 
+# Budget bounds of a model (apps/catalog/models.py): field → (default, least allowed).
+MODEL_BOUNDS = {
+    "prompt_allowance_per_request": (512, 0),
+    "prompt_allowance_per_message": (32, 0),
+    "image_token_bound": (4096, 0),
+    "max_output_tokens": (4096, 1),
+}
+_MAX_BOUND = 2**31 - 1
+
+
+def _model_bounds(doc: _Doc) -> dict[str, int]:
+    """Absent = the default, so removing a field from the file restores it."""
+    values = {}
+    for name, (default, least) in MODEL_BOUNDS.items():
+        value = doc.number(name, default, integer=True)
+        if not least <= value <= _MAX_BOUND:
+            raise ConfigError(doc.sub(name), f"must be between {least} and {_MAX_BOUND}")
+        values[name] = value
+    return values
+
+
 def _apply_models(items: list, backends: dict[str, Backend], result: ApplyResult) -> None:
     for i, raw in enumerate(items):
         doc = _Doc(raw, f"models[{i}]")
-        doc.check_keys({"name", "aliases", "display_name", "deployments", "prices", "enabled"})
+        doc.check_keys(
+            {"name", "aliases", "display_name", "deployments", "prices", "enabled", *MODEL_BOUNDS}
+        )
         name = doc.text("name")
         values = {
             "aliases": doc.str_list("aliases"),
             "display_name": doc.text("display_name", required=False) or "",
             "enabled": bool(doc.data.get("enabled", True)),
+            **_model_bounds(doc),
         }
         model, created = Model.objects.get_or_create(name=name, defaults=values)
         if created:

@@ -573,6 +573,22 @@ def test_staff_catalog_models_deployments_and_append_only_prices(org):
     assert {"model.created", "deployment.created", "price.created", "deployment.deleted"} <= actions
 
 
+def test_staff_set_a_models_budget_bounds(org):
+    staff = user_client(org.staff)
+    created = staff.post(
+        "/api/v1/staff/models", {"name": "qwen-vl", "image_token_bound": 16384}, format="json"
+    )
+    assert created.json()["image_token_bound"] == 16384
+
+
+def test_a_models_maximum_output_must_be_positive(org):
+    staff = user_client(org.staff)
+    refused = staff.post(
+        "/api/v1/staff/models", {"name": "qwen-vl", "max_output_tokens": 0}, format="json"
+    )
+    assert "max_output_tokens" in refused.json()
+
+
 def test_staff_pipeline_state(org, stream_clean):
     body = user_client(org.staff).get("/api/v1/staff/pipeline").json()
     assert set(body) == {

@@ -12,8 +12,11 @@ Anthropic route also "#cache_read=N" and
 "#cache_create=N" (cache token counts in its usage). "#tool_calls=N": with tools, the
 model calls a tool until the conversation holds N tool results (default 1), then answers.
 A tool call cut by max_tokens (below the 5 tokens a call takes) ends with "length".
-It records every request it received and counts requests in flight and cancelled
-streams: GET /_stats, POST /_reset.
+Any route: "#prompt_x=N" reports N
+times the gateway's ⌈bytes/4⌉-style prompt estimate (a chat template that adds a long
+system prompt), "#completion_tokens=N" reports N completion tokens whatever it said (a
+server ignoring max_tokens). It records every request it received and counts requests in
+flight and cancelled streams: GET /_stats, POST /_reset.
 
 Under /llama/v1/... it behaves as llama-cpp-python's server: a chat request its pydantic
 schema (tests/fakes/llama_schema.py) refuses is an HTTP 500 with its JSON error, a stop
@@ -64,6 +67,18 @@ def _words(directives: dict[str, str]) -> list[str]:
 
 def _prompt_tokens(body: dict) -> int:
     return sum(len(_text_of(m.get("content")).split()) + 3 for m in body.get("messages") or [])
+
+
+def _inflated(directives: dict[str, str], texts: list[str], per_item: int, fixed: int):
+    """N × (⌈UTF-8 bytes / 4⌉ + per_item per text + fixed) for "#prompt_x=N", else None."""
+    if "prompt_x" not in directives:
+        return None
+    estimate = -(-sum(len(t.encode()) for t in texts) // 4) + per_item * len(texts) + fixed
+    return int(directives["prompt_x"]) * estimate
+
+
+def _reported_completion(directives: dict[str, str], tokens: int) -> int:
+    return int(directives["completion_tokens"]) if "completion_tokens" in directives else tokens
 
 
 def _tool_arguments(directives: dict[str, str]) -> str:
@@ -164,9 +179,13 @@ async def chat(request: web.Request) -> web.StreamResponse:
                 finish = "tool_calls"
         n = body.get("n") or 1
         prompt = _prompt_tokens(body)
+        texts = [_text_of(m.get("content")) for m in body.get("messages") or []]
+        prompt = _inflated(directives, texts, 4, 3) or prompt
         usage = {
             "prompt_tokens": prompt,
-            "completion_tokens": len(words) * n + (5 if tool_calls else 0),
+            "completion_tokens": _reported_completion(
+                directives, len(words) * n + (5 if tool_calls else 0)
+            ),
             "total_tokens": 0,
             "prompt_tokens_details": {"cached_tokens": 0},
         }
@@ -472,11 +491,15 @@ async def messages(request: web.Request) -> web.StreamResponse:
             await asyncio.sleep(int(directives["hold_ms"]) / 1000)
         content, stop_reason, stop_sequence = _anthropic_answer(body, directives)
         text_words = sum(len(b["text"].split()) for b in content if b["type"] == "text")
+        texts = [_blocks_text(m.get("content")) for m in body.get("messages") or []]
+        inflated = _inflated(directives, [_blocks_text(body.get("system")), *texts], 4, 3)
         usage = {
-            "input_tokens": _anthropic_input_tokens(body),
+            "input_tokens": inflated or _anthropic_input_tokens(body),
             "cache_creation_input_tokens": int(directives.get("cache_create", "0")),
             "cache_read_input_tokens": int(directives.get("cache_read", "0")),
-            "output_tokens": text_words + (7 if stop_reason == "tool_use" else 0),
+            "output_tokens": _reported_completion(
+                directives, text_words + (7 if stop_reason == "tool_use" else 0)
+            ),
         }
         message = {
             "id": "msg_" + uuid.uuid4().hex[:20],
@@ -609,6 +632,8 @@ async def embeddings(request: web.Request) -> web.Response:
         return web.json_response(
             {"error": {"message": "fake failure"}}, status=int(directives["status"])
         )
+    if "hold_ms" in directives:
+        await asyncio.sleep(int(directives["hold_ms"]) / 1000)
     data = []
     tokens = 0
     for index, item in enumerate(items):
@@ -623,6 +648,7 @@ async def embeddings(request: web.Request) -> web.Response:
         if body.get("encoding_format") == "base64":
             vector = base64.b64encode(struct.pack("<3f", *vector)).decode()
         data.append({"object": "embedding", "index": index, "embedding": vector})
+    tokens = _inflated(directives, [i for i in items if isinstance(i, str)], 0, 0) or tokens
     answer = {"object": "list", "data": data, "model": body.get("model")}
     if "no_usage" not in directives:
         answer["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}

@@ -125,8 +125,10 @@ def test_tpm_reserves_prompt_plus_max_tokens_and_releases_the_unused(gateway, se
 
 
 def worst_case_nanos(payload: dict, max_tokens: int) -> int:
-    # test-model: input 1.00 and output 2.00 USD per million tokens = 1 and 2 µUSD per token.
-    return (estimate_prompt_tokens(payload) * 1 + max_tokens * 2) * 1000
+    # test-model: input 1.00 and output 2.00 USD per million tokens = 1 and 2 µUSD per
+    # token. The prompt's upper bound: 512 per request + 32 per message + its UTF-8 bytes.
+    text = payload["messages"][0]["content"]
+    return (512 + 32 + len(text.encode()) + max_tokens * 2) * 1000
 
 
 def test_budget_holds_under_200_parallel_requests(

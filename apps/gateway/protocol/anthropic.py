@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from .bounds import TokenBounds, json_bytes, text_bytes
 from .sse import SSEParser, named_event
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "MessagesStreamRelay",
     "anthropic_usage_counts",
     "estimate_message_tokens",
+    "messages_prompt_bound",
     "message_events",
     "messages_sse_event",
     "parse_sse_events",
@@ -645,6 +647,50 @@ def estimate_message_tokens(body: dict) -> int:
                 {k: tool.get(k) for k in ("name", "description", "input_schema") if k in tool}
             )
     return math.ceil(text_bytes / 4) + fixed
+
+
+def _block_bound(block: Any, bounds: TokenBounds) -> int:
+    if not isinstance(block, dict):
+        return json_bytes(block)
+    kind = block.get("type")
+    if kind == "text" and isinstance(block.get("text"), str):
+        return text_bytes(block["text"])
+    if kind == "image":
+        return bounds.per_image
+    if kind == "document":
+        source = block.get("source")
+        if isinstance(source, dict) and source.get("type") == "text":
+            return json_bytes(source.get("data"))
+        # A PDF: its pages' text is within its bytes; each page also goes in as an image.
+        return json_bytes(block) + bounds.per_image
+    if kind == "tool_result" and isinstance(block.get("content"), list):
+        rest = {k: v for k, v in block.items() if k != "content"}
+        return json_bytes(rest) + sum(_block_bound(b, bounds) for b in block["content"])
+    return json_bytes(block)
+
+
+def messages_prompt_bound(body: dict, bounds: TokenBounds) -> int:
+    """An upper bound of a Messages request's input tokens (see protocol/bounds.py): the
+    UTF-8 bytes of the system prompt and every block (tool use, results and thinking by
+    their JSON), images at ``per_image``, tools by their JSON, plus the template
+    allowances (``per_request`` also covers the tool-use system prompt Anthropic adds)."""
+    total = bounds.per_request
+    system = body.get("system")
+    if isinstance(system, list):
+        total += sum(_block_bound(b, bounds) for b in system)
+    else:
+        total += json_bytes(system)
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        total += bounds.per_message
+        content = message.get("content") if isinstance(message, dict) else message
+        if isinstance(content, list):
+            total += sum(_block_bound(b, bounds) for b in content)
+        else:
+            total += json_bytes(content)
+    for name in ("tools", "tool_choice"):
+        total += json_bytes(body.get(name))
+    return total
 
 
 # ---------------------------------------------------------------------------

@@ -5,6 +5,8 @@ from typing import Any
 
 import orjson
 
+from .bounds import TokenBounds, json_bytes, text_bytes
+
 
 def openai_error_body(
     message: str, error_type: str, code: str | None = None, param: str | None = None
@@ -169,6 +171,52 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     if body.get("tools"):
         total_bytes += len(orjson.dumps(body["tools"]))
     return -(-total_bytes // 4) + 4 * len(messages) + 3
+
+
+# Request fields a server may render into the prompt besides the messages.
+_PROMPT_FIELDS = ("tools", "functions", "tool_choice", "response_format")
+
+
+def _part_bound(part: Any, bounds: TokenBounds) -> int:
+    if not isinstance(part, dict):
+        return json_bytes(part)
+    kind = part.get("type")
+    if kind == "text" and isinstance(part.get("text"), str):
+        return text_bytes(part["text"])
+    if kind in ("image_url", "input_image", "image"):
+        return bounds.per_image
+    # Audio, files and unknown parts: every byte they carry, plus a media allowance.
+    return json_bytes(part) + bounds.per_image
+
+
+def chat_prompt_bound(body: dict[str, Any], bounds: TokenBounds) -> int:
+    """An upper bound of a chat completion's prompt tokens (see protocol/bounds.py): the
+    UTF-8 bytes of every message field but the role, images at ``per_image``, tool and
+    format definitions by their JSON bytes, plus the template allowances."""
+    total = bounds.per_request
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        total += bounds.per_message
+        if not isinstance(message, dict):
+            total += json_bytes(message)
+            continue
+        for name, value in message.items():
+            if name == "role":
+                continue
+            if name == "content" and isinstance(value, list):
+                total += sum(_part_bound(part, bounds) for part in value)
+            else:
+                total += json_bytes(value)
+    for name in _PROMPT_FIELDS:
+        total += json_bytes(body.get(name))
+    return total
+
+
+def embeddings_prompt_bound(texts: list[str], token_ids: int) -> int:
+    """An upper bound of an embeddings request's tokens: each text's UTF-8 bytes plus two
+    special tokens (BERT's [CLS]/[SEP], a BOS/EOS pair), and the pre-tokenised ids as
+    given (servers embed them as they are)."""
+    return sum(text_bytes(t) + 2 for t in texts) + token_ids
 
 
 def chat_answer_text(answer: dict[str, Any]) -> str:
