@@ -9,7 +9,9 @@ Behaviour is steered by directives in the user/system messages, e.g. "#status=50
 underscores are spaces; after the "#chunks" words when both are given) and
 "#sayrev=uoy_llik" (the same, written reversed so the prompt itself reads as nothing);
 Anthropic route also "#cache_read=N" and
-"#cache_create=N" (cache token counts in its usage). It records every request it
+"#cache_create=N" (cache token counts in its usage). "#error=KIND" answers an error body
+as real servers shape it (see ``_error_body``), with "#status=N" or the kind's usual
+status; the Anthropic route takes "#error=leak" too. It records every request it
 received and counts requests in flight and cancelled streams: GET /_stats, POST /_reset.
 """
 
@@ -100,6 +102,56 @@ def _answer(
     return words, None, "stop", None
 
 
+def _leaky_message(request: web.Request) -> str:
+    """An error message echoing what a careless server may: the credentials it received,
+    its own URL, an internal hostname and IP address, and a key of ours."""
+    received = request.headers.get("Authorization") or request.headers.get("x-api-key", "")
+    return (
+        f"Invalid request to http://{request.host}{request.path} (pod vllm-0.inference.svc"
+        f".cluster.local:8000, 10.0.0.7:8000) with {received}; "
+        f"api_key={received.removeprefix('Bearer ')} and tg-Zx8Qm3LkT0pWc9YvB1nR4sHd6fJa2Ge7uKiO5lX0"
+        "; max_tokens must be at most 4096"
+    )
+
+
+def _error_body(request: web.Request, directives: dict[str, str]) -> web.Response | None:
+    """#error=detail (FastAPI's validation list, 422: vLLM, llama-cpp-python),
+    text (a plain-text 500: llama-cpp-python), ollama ({"error": "..."}, 400),
+    leak (an OpenAI-shaped 400 whose message carries secrets and internal addresses)."""
+    kind = directives.get("error")
+    if kind is None:
+        return None
+    default = {"detail": 422, "text": 500}.get(kind, 400)
+    status = int(directives.get("status", default))
+    if kind == "detail":
+        detail = [
+            {
+                "type": "missing",
+                "loc": ["body", "messages", 0, "content"],
+                "msg": "Field required",
+                "input": {"role": "user"},
+            },
+            {
+                "type": "less_than_equal",
+                "loc": ["body", "temperature"],
+                "msg": "Input should be less than or equal to 2",
+                "input": 7,
+            },
+        ]
+        return web.json_response({"detail": detail}, status=status)
+    if kind == "text":
+        return web.Response(
+            text="Requested tokens (5000) exceed context window of 4096", status=status
+        )
+    if kind == "ollama":
+        return web.json_response({"error": 'model "fake" does not support tools'}, status=status)
+    if "/messages" in request.path:
+        error = {"type": "invalid_request_error", "message": _leaky_message(request)}
+        return web.json_response({"type": "error", "error": error}, status=status)
+    error = {"message": _leaky_message(request), "type": "invalid_request_error", "code": None}
+    return web.json_response({"error": error}, status=status)
+
+
 async def chat(request: web.Request) -> web.StreamResponse:
     raw = await request.read()
     body = orjson.loads(raw)
@@ -124,6 +176,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
                 },
                 status=400,
             )
+        if (failure := _error_body(request, directives)) is not None:
+            return failure
         if "status" in directives:
             status = int(directives["status"])
             return web.json_response(
@@ -436,6 +490,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     STATE["in_flight"] += 1
     STATE["max_in_flight"] = max(STATE["max_in_flight"], STATE["in_flight"])
     try:
+        if (failure := _error_body(request, directives)) is not None:
+            return failure
         if "status" in directives:
             return _anthropic_error(int(directives["status"]))
         if "hang" in directives:
@@ -563,6 +619,8 @@ async def count_tokens(request: web.Request) -> web.Response:
     body = orjson.loads(await request.read())
     _record(request, body)
     directives = _anthropic_directives(body)
+    if (failure := _error_body(request, directives)) is not None:
+        return failure
     if "status" in directives:
         return _anthropic_error(int(directives["status"]))
     return web.json_response({"input_tokens": _anthropic_input_tokens(body) + 1000})
@@ -577,6 +635,8 @@ async def embeddings(request: web.Request) -> web.Response:
     items = [value] if isinstance(value, str) or (value and type(value[0]) is int) else value
     text = " ".join(i for i in items if isinstance(i, str))
     directives = dict(DIRECTIVE.findall(text))
+    if (failure := _error_body(request, directives)) is not None:
+        return failure
     if "status" in directives:
         return web.json_response(
             {"error": {"message": "fake failure"}}, status=int(directives["status"])
