@@ -39,6 +39,7 @@ from apps.gateway.protocol.openai import (
     data_chunk,
     estimate_prompt_tokens,
     estimate_text_tokens,
+    scrub_upstream_text,
     usage_counts,
     validate_chat_request,
 )
@@ -188,13 +189,13 @@ def _finish_stream(call: MeteredCall, relay: ChatStreamRelay, failed: bool) -> N
     """call.tail: [DONE] (after our usage chunk if one is owed) or the error event."""
     ended_cleanly = relay.done or (relay.finish_reasons and not relay.error and not failed)
     if relay.error or not ended_cleanly:
-        message = (relay.error or {}).get("message") or STREAM_ERROR_MESSAGE
+        message = scrub_upstream_text(str((relay.error or {}).get("message") or ""))
         call.event.outcome = "upstream_stream_error"
         call.event.status = 502
         call.tail = data_chunk(
             {
                 "error": {
-                    "message": str(message),
+                    "message": message or STREAM_ERROR_MESSAGE,
                     "type": "server_error",
                     "param": None,
                     "code": None,

@@ -5,7 +5,7 @@ stop_sequence, event streams with pings and input_json_delta).
 
 Behaviour is steered by directives in the user/system messages, e.g. "#status=503",
 "#chunks=20", "#delay_ms=50", "#cut=3" (drop the connection after 3 chunks),
-"#mid_error", "#no_usage", "#hang", "#say=i_will_kill_you" (the answer's words: the
+"#mid_error" ("#mid_error=leak": its message carries secrets), "#no_usage", "#hang", "#say=i_will_kill_you" (the answer's words: the
 underscores are spaces; after the "#chunks" words when both are given) and
 "#sayrev=uoy_llik" (the same, written reversed so the prompt itself reads as nothing);
 Anthropic route also "#cache_read=N" and
@@ -322,9 +322,13 @@ async def _stream(request, body, directives, words, tool_calls, finished, usage,
                 request.transport.close()
                 return response
             if position == len(words) // 2 and "mid_error" in directives:
-                await response.write(
-                    b'data: {"error": {"message": "fake mid-stream failure", "type": "server_error"}}\n\n'
+                said = (
+                    _leaky_message(request)
+                    if directives["mid_error"] == "leak"
+                    else "fake mid-stream failure"
                 )
+                error = {"error": {"message": said, "type": "server_error"}}
+                await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
                 return response
             text = word if position == 0 else " " + word
             await response.write(

