@@ -196,6 +196,7 @@ class MeteredCall:
         )
         self.admission = None
         self.model: ModelInfo | None = None
+        self.deployment = None  # the one last tried
         # Bytes held back until the event is durable (the last body part of the response).
         self.tail: bytes | None = None
         self.reply: tuple[int, bytes, tuple] | None = None
@@ -276,6 +277,7 @@ class MeteredCall:
         self.exchange.extra_headers.extend(rate_headers(self.admission.rate, protocol))
 
     def record_deployment(self, deployment) -> None:
+        self.deployment = deployment
         self.event.deployment = deployment.label
 
     async def relay_out(self, data: bytes, flt) -> None:

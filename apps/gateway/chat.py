@@ -30,6 +30,7 @@ from apps.gateway.forward import (
     parse_chat_completion,
     read_upstream,
     rewrite_model,
+    scrub_for,
 )
 from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError
 from apps.gateway.protocol.content_filter import ChatChunkFilter, chat_prompt_text
@@ -39,7 +40,6 @@ from apps.gateway.protocol.openai import (
     data_chunk,
     estimate_prompt_tokens,
     estimate_text_tokens,
-    scrub_upstream_text,
     usage_counts,
     validate_chat_request,
 )
@@ -189,7 +189,7 @@ def _finish_stream(call: MeteredCall, relay: ChatStreamRelay, failed: bool) -> N
     """call.tail: [DONE] (after our usage chunk if one is owed) or the error event."""
     ended_cleanly = relay.done or (relay.finish_reasons and not relay.error and not failed)
     if relay.error or not ended_cleanly:
-        message = scrub_upstream_text(str((relay.error or {}).get("message") or ""))
+        message = scrub_for(call.deployment, str((relay.error or {}).get("message") or ""))
         call.event.outcome = "upstream_stream_error"
         call.event.status = 502
         call.tail = data_chunk(

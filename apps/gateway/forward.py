@@ -14,7 +14,7 @@ from apps.gateway.caches import DeploymentInfo, ModelInfo
 from apps.gateway.http import GatewayError
 from apps.gateway.metrics import UPSTREAM_ERRORS
 from apps.gateway.protocol.anthropic import ANTHROPIC_ERROR_TYPES
-from apps.gateway.protocol.openai import normalise_upstream_error
+from apps.gateway.protocol.openai import normalise_upstream_error, scrub_upstream_text
 from apps.gateway.upstream import UpstreamClient
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
@@ -23,9 +23,8 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 _CREDENTIAL_HEADER_WORDS = ("auth", "key", "token", "secret")
 
 
-def _upstream_message(status: int, raw: bytes, deployment: DeploymentInfo | None) -> dict:
-    """The upstream's error object, its message scrubbed of the deployment's own
-    credentials and hostname (and anything else that looks like one)."""
+def _scrub_context(deployment: DeploymentInfo | None) -> tuple[list[str], list[str]]:
+    """The deployment's own credentials and hostname, which its messages must not show."""
     secrets: list[str] = []
     hosts: list[str] = []
     if deployment is not None:
@@ -38,6 +37,19 @@ def _upstream_message(status: int, raw: bytes, deployment: DeploymentInfo | None
         host = urlsplit(deployment.base_url).hostname
         if host:
             hosts.append(host)
+    return secrets, hosts
+
+
+def scrub_for(deployment: DeploymentInfo | None, message: str) -> str:
+    """An upstream's message (an in-band stream error), fit for the caller."""
+    secrets, hosts = _scrub_context(deployment)
+    return scrub_upstream_text(message, secrets=secrets, hosts=hosts)
+
+
+def _upstream_message(status: int, raw: bytes, deployment: DeploymentInfo | None) -> dict:
+    """The upstream's error object, its message scrubbed of the deployment's own
+    credentials and hostname (and anything else that looks like one)."""
+    secrets, hosts = _scrub_context(deployment)
     return normalise_upstream_error(raw, status, secrets=secrets, hosts=hosts)["error"]
 
 

@@ -559,11 +559,13 @@ async def _messages_stream(request, directives, message) -> web.StreamResponse:
                         request.transport.close()
                         return response
                     if position == len(words) // 2 and "mid_error" in directives:
+                        said = (
+                            _leaky_message(request)
+                            if directives["mid_error"] == "leak"
+                            else "Overloaded"
+                        )
                         await response.write(
-                            _sse(
-                                "error",
-                                {"error": {"type": "overloaded_error", "message": "Overloaded"}},
-                            )
+                            _sse("error", {"error": {"type": "overloaded_error", "message": said}})
                         )
                         return response
                     text = word if position == 0 else " " + word

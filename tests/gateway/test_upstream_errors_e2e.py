@@ -224,3 +224,15 @@ def test_an_error_in_a_started_translated_messages_stream_is_scrubbed(gateway, s
     ):
         stream.get_final_message()
     assert leaked(anthropic_message(exc.value)) == []
+
+
+def test_an_error_in_a_started_chat_stream_over_an_anthropic_backend_is_scrubbed(
+    gateway, seed, upstream
+):
+    stream = openai_client(gateway, seed.secret).chat.completions.create(
+        model=NATIVE, messages=user("#mid_error=leak"), stream=True
+    )
+    with pytest.raises(openai.APIError) as exc:
+        for _chunk in stream:
+            pass
+    assert leaked(exc.value.message) == []
