@@ -15,7 +15,7 @@ import orjson
 from apps.gateway.app import MeteredCall
 from apps.gateway.caches import ModelInfo
 from apps.gateway.filtering import blocked_chat_tail, filter_chat_completion, stream_filter_done
-from apps.gateway.forward import parse_message, read_upstream, rewrite_model
+from apps.gateway.forward import parse_message, read_upstream, rewrite_model, scrub_for
 from apps.gateway.http import JSON_CONTENT_TYPE, GatewayError
 from apps.gateway.protocol.anthropic import (
     TranslationError,
@@ -117,6 +117,10 @@ async def relay_chat_stream(
                     state["final_usage"] = True
             elif name == "error":
                 state["upstream_error"] = True
+                error = data.get("error") if isinstance(data, dict) else None
+                if isinstance(error, dict):
+                    said = str(error.get("message") or "")
+                    data = {**data, "error": {**error, "message": scrub_for(call.deployment, said)}}
             piece = converter.feed(name, data)
             if converter.done:
                 tail.append(piece)  # held back until the usage event is durable

@@ -59,17 +59,42 @@ async def send_error(exchange: Exchange, error: GatewayError) -> None:
     await exchange.respond(http_status_for(exchange, error), render_error(exchange, error))
 
 
-async def authenticate(state: GatewayState, exchange: Exchange) -> KeyInfo:
-    secret = None
+_CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key"})
+
+
+def _ambiguous_credentials() -> GatewayError:
+    # Never served with one of them: a proxy appending a header must not switch tenants.
+    return GatewayError(
+        401,
+        "The request carries more than one API key ('Authorization' and 'x-api-key' "
+        "differ, or one of them is repeated). Send exactly one.",
+        code="ambiguous_api_key",
+        anthropic_type="authentication_error",
+    )
+
+
+def request_secret(exchange: Exchange) -> str | None:
+    """The API key the request carries, from ``Authorization: Bearer`` or ``x-api-key``;
+    a request with two different ones, or either header twice, is refused (the same key
+    in both is one key, as an SDK given both may send it)."""
+    if exchange.repeats_any(_CREDENTIAL_HEADERS):
+        raise _ambiguous_credentials()
     authorization = exchange.headers.get(b"authorization")
+    api_key = exchange.headers.get(b"x-api-key")
+    bearer = None
     if authorization:
         scheme, _, token = authorization.decode("latin-1").strip().partition(" ")
-        if scheme.lower() == "bearer":
-            secret = token.strip()
-    if not secret:
-        api_key = exchange.headers.get(b"x-api-key")
-        if api_key:
-            secret = api_key.decode("latin-1").strip()
+        bearer = token.strip() if scheme.lower() == "bearer" else None
+    if api_key:
+        secret = api_key.decode("latin-1").strip()
+        if secret and authorization and bearer != secret:
+            raise _ambiguous_credentials()
+        return secret or bearer
+    return bearer
+
+
+async def authenticate(state: GatewayState, exchange: Exchange) -> KeyInfo:
+    secret = request_secret(exchange)
     if not secret:
         raise GatewayError(
             401,
@@ -173,6 +198,7 @@ class MeteredCall:
         )
         self.admission = None
         self.model: ModelInfo | None = None
+        self.deployment = None  # the one last tried
         # Bytes held back until the event is durable (the last body part of the response).
         self.tail: bytes | None = None
         self.reply: tuple[int, bytes, tuple] | None = None
@@ -267,6 +293,7 @@ class MeteredCall:
         self.exchange.extra_headers.extend(rate_headers(self.admission.rate, protocol))
 
     def record_deployment(self, deployment) -> None:
+        self.deployment = deployment
         self.event.deployment = deployment.label
 
     async def relay_out(self, data: bytes, flt) -> None:
@@ -319,7 +346,7 @@ async def handle_models(state: GatewayState, exchange: Exchange) -> None:
     key = await authenticate(state, exchange)
     catalog = await state.catalog.get()
     visible = [m for m in catalog.models if key.may_use(m.name)]
-    path = exchange.scope["path"]
+    path = exchange.scope["path"].rstrip("/")
     wanted = path[len("/v1/models/") :] if path.startswith("/v1/models/") else None
     if wanted is not None:
         visible = [m for m in visible if wanted in (m.name,)] or [
@@ -399,6 +426,11 @@ class GatewayApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         state = await self.state()
+        path = scope["path"]
+        if path.startswith("/v1/v1") and (len(path) == 6 or path[6] == "/"):
+            # The anthropic SDK appends /v1/... to its base_url, and providers' docs give
+            # that base_url as ".../v1/": the same API answers there, identically.
+            scope = {**scope, "path": path[3:]}
         exchange = Exchange(scope, receive, send)
         protocol, handler = self._route(scope["method"], scope["path"])
         if protocol == "auto":

@@ -30,6 +30,7 @@ from apps.gateway.forward import (
     parse_chat_completion,
     read_upstream,
     rewrite_model,
+    scrub_for,
 )
 from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError
 from apps.gateway.protocol.content_filter import ChatChunkFilter, chat_prompt_text
@@ -197,13 +198,13 @@ def _finish_stream(call: MeteredCall, relay: ChatStreamRelay, failed: bool) -> N
     """call.tail: [DONE] (after our usage chunk if one is owed) or the error event."""
     ended_cleanly = relay.done or (relay.finish_reasons and not relay.error and not failed)
     if relay.error or not ended_cleanly:
-        message = (relay.error or {}).get("message") or STREAM_ERROR_MESSAGE
+        message = scrub_for(call.deployment, str((relay.error or {}).get("message") or ""))
         call.event.outcome = "upstream_stream_error"
         call.event.status = 502
         call.tail = data_chunk(
             {
                 "error": {
-                    "message": str(message),
+                    "message": message or STREAM_ERROR_MESSAGE,
                     "type": "server_error",
                     "param": None,
                     "code": None,

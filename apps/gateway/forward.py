@@ -4,6 +4,7 @@ mapping of upstream failures to gateway errors."""
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -13,17 +14,57 @@ from apps.gateway.caches import DeploymentInfo, ModelInfo
 from apps.gateway.http import GatewayError
 from apps.gateway.metrics import UPSTREAM_ERRORS
 from apps.gateway.protocol.anthropic import ANTHROPIC_ERROR_TYPES
-from apps.gateway.protocol.openai import normalise_upstream_error
+from apps.gateway.protocol.openai import normalise_upstream_error, scrub_upstream_text
 from apps.gateway.upstream import UpstreamClient
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 
 
+_CREDENTIAL_HEADER_WORDS = ("auth", "key", "token", "secret")
+
+
+def _scrub_context(deployment: DeploymentInfo | None) -> tuple[list[str], list[str]]:
+    """The deployment's own credentials and hostname, which its messages must not show."""
+    secrets: list[str] = []
+    hosts: list[str] = []
+    if deployment is not None:
+        for name, value in deployment.headers.items():
+            if any(word in name.lower() for word in _CREDENTIAL_HEADER_WORDS):
+                secrets.append(value)
+                _scheme, _, token = value.partition(" ")
+                if token:
+                    secrets.append(token.strip())
+        host = urlsplit(deployment.base_url).hostname
+        if host:
+            hosts.append(host)
+    return secrets, hosts
+
+
+def scrub_for(deployment: DeploymentInfo | None, message: str) -> str:
+    """An upstream's message (an in-band stream error), fit for the caller."""
+    secrets, hosts = _scrub_context(deployment)
+    return scrub_upstream_text(message, secrets=secrets, hosts=hosts)
+
+
+def _upstream_message(status: int, raw: bytes, deployment: DeploymentInfo | None) -> dict:
+    """The upstream's error object, its message scrubbed of the deployment's own
+    credentials and hostname (and anything else that looks like one)."""
+    secrets, hosts = _scrub_context(deployment)
+    return normalise_upstream_error(raw, status, secrets=secrets, hosts=hosts)["error"]
+
+
+def _said(status: int, body: dict) -> str:
+    """What the upstream said, to end one of our messages with: ": <its words>", or "."
+    when it said nothing."""
+    message = body["message"]
+    return "." if message == f"upstream returned HTTP {status}" else f": {message}"
+
+
 def upstream_error(status: int, raw: bytes, deployment: DeploymentInfo) -> GatewayError:
     """A non-retryable upstream answer, as the client should see it."""
-    body = normalise_upstream_error(raw, status)["error"]
     if status in (401, 403, 404, 407):
-        # Our credentials or catalog are wrong, not the client's request.
+        # Our credentials or catalog are wrong, not the client's request: what the
+        # upstream says about them is for the operator, not the caller.
         return GatewayError(
             502,
             f"The upstream for this model rejected the gateway (HTTP {status}).",
@@ -32,24 +73,40 @@ def upstream_error(status: int, raw: bytes, deployment: DeploymentInfo) -> Gatew
             outcome=f"upstream_{status}",
             anthropic_type="api_error",
         )
-    # An Anthropic-native backend names the error type itself (413 request_too_large, …).
+    body = _upstream_message(status, raw, deployment)
+    if status >= 500:
+        return GatewayError(
+            502,
+            f"The upstream for this model failed (HTTP {status}){_said(status, body)}",
+            error_type="server_error",
+            code="upstream_error",
+            outcome=f"upstream_{status}",
+            anthropic_type="api_error",
+        )
+    # The client's request, refused: its status and the upstream's words, so the caller
+    # can fix it. An Anthropic-native backend names the error type itself (413
+    # request_too_large, …).
     anthropic_type = (
         body["type"]
         if deployment.kind == "anthropic" and body["type"] in ANTHROPIC_ERROR_TYPES
         else None
     )
     return GatewayError(
-        status if 400 <= status < 500 else 502,
+        status,
         body["message"],
-        error_type=body["type"] if status < 500 else "server_error",
+        error_type=body["type"],
         code=body["code"],
         param=body["param"],
         outcome=f"upstream_{status}",
-        anthropic_type=anthropic_type if status < 500 else "api_error",
+        anthropic_type=anthropic_type,
     )
 
 
-def exhausted_error(status: int | None, raw: bytes, reason: str) -> GatewayError:
+def exhausted_error(
+    status: int | None, raw: bytes, reason: str, deployment: DeploymentInfo | None = None
+) -> GatewayError:
+    """Every deployment tried; ``status`` and ``raw`` are the last answer's (from
+    ``deployment``), quoted in the message."""
     if reason == "timeout":
         return GatewayError(
             504,
@@ -59,10 +116,11 @@ def exhausted_error(status: int | None, raw: bytes, reason: str) -> GatewayError
             outcome="upstream_timeout",
             anthropic_type="timeout_error",
         )
+    said = _said(status, _upstream_message(status, raw, deployment)) if status else "."
     if status == 429:
         return GatewayError(
             429,
-            "The model's upstream is rate limited; retry shortly.",
+            f"The model's upstream is rate limited; retry shortly{said}",
             error_type="requests",
             code="upstream_rate_limited",
             outcome="upstream_429",
@@ -72,16 +130,16 @@ def exhausted_error(status: int | None, raw: bytes, reason: str) -> GatewayError
     if status in (503, 529):
         return GatewayError(
             502,
-            "The model's upstream is overloaded.",
+            f"The model's upstream is overloaded{said}",
             error_type="server_error",
             code="upstream_overloaded",
             outcome=f"upstream_{status}",
             anthropic_type="overloaded_error",
         )
-    detail = f" (last answer HTTP {status})" if status else ""
+    detail = f" (last answer HTTP {status}){said}" if status else "."
     return GatewayError(
         502,
-        f"The upstream for this model is unavailable{detail}.",
+        f"The upstream for this model is unavailable{detail}",
         error_type="server_error",
         code="upstream_unavailable",
         outcome="upstream_unavailable",
@@ -192,6 +250,7 @@ async def open_upstream(
         )
     last_status: int | None = None
     last_raw = b""
+    last_deployment: DeploymentInfo | None = None
     reason = "unavailable"
     attempts = list(deployments[: settings.GATEWAY_MAX_ATTEMPTS])
     retried_stale: set[int] = set()
@@ -243,10 +302,11 @@ async def open_upstream(
                 UPSTREAM_ERRORS.labels(deployment.backend, str(response.status)).inc()
                 if response.status in RETRYABLE_STATUSES:
                     last_status, last_raw, reason = response.status, raw, "status"
+                    last_deployment = deployment
                     continue
                 raise upstream_error(response.status, raw, deployment)
             yield response, deployment
             return
         finally:
             await request.__aexit__(None, None, None)
-    raise exhausted_error(last_status, last_raw, reason)
+    raise exhausted_error(last_status, last_raw, reason, last_deployment)

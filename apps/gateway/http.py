@@ -88,6 +88,19 @@ class Exchange:
         value = self.headers.get(name)
         return value.decode("latin-1") if value is not None else None
 
+    def repeats_any(self, names: frozenset[bytes]) -> bool:
+        """Whether one of ``names`` came more than once (``headers`` keeps the last)."""
+        raw = self.scope["headers"]
+        if len(raw) == len(self.headers):  # no name repeated at all: the usual case
+            return False
+        seen = set()
+        for name, _value in raw:
+            if name in names:
+                if name in seen:
+                    return True
+                seen.add(name)
+        return False
+
     async def read_body(self, max_bytes: int) -> bytes:
         declared = self.headers.get(b"content-length")
         if declared is not None:

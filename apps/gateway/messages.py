@@ -32,6 +32,7 @@ from apps.gateway.forward import (
     parse_message,
     read_upstream,
     rewrite_model,
+    scrub_for,
 )
 from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError, KeepAlive
 from apps.gateway.protocol.anthropic import (
@@ -52,7 +53,11 @@ from apps.gateway.protocol.anthropic_to_openai import (
     messages_to_chat_request,
 )
 from apps.gateway.protocol.content_filter import messages_prompt_text
-from apps.gateway.protocol.openai import ChatChunkReader, estimate_text_tokens, usage_counts
+from apps.gateway.protocol.openai import (
+    ChatChunkReader,
+    estimate_text_tokens,
+    usage_counts,
+)
 from apps.gateway.protocol.sse import SSEParser
 from apps.gateway.state import GatewayState
 
@@ -359,9 +364,9 @@ async def _relay_translated_stream(
     done, upstream_error = reader.done, reader.error
     ended_cleanly = done or (converter.finish_reason is not None and not upstream_error)
     if upstream_error is not None or failed or not ended_cleanly:
-        message = str((upstream_error or {}).get("message") or STREAM_ERROR_MESSAGE)
+        message = scrub_for(call.deployment, str((upstream_error or {}).get("message") or ""))
         _mark_stream_failed(call)
-        call.tail = converter.error("api_error", message)
+        call.tail = converter.error("api_error", message or STREAM_ERROR_MESSAGE)
     else:
         call.tail = converter.finish()
         if call.event.tokens_estimated and converter.completion_tokens is None:

@@ -5,7 +5,7 @@ stop_sequence, event streams with pings and input_json_delta).
 
 Behaviour is steered by directives in the user/system messages, e.g. "#status=503",
 "#chunks=20", "#delay_ms=50", "#cut=3" (drop the connection after 3 chunks),
-"#mid_error", "#no_usage", "#hang", "#say=i_will_kill_you" (the answer's words: the
+"#mid_error" ("#mid_error=leak": its message carries secrets), "#no_usage", "#hang", "#say=i_will_kill_you" (the answer's words: the
 underscores are spaces; after the "#chunks" words when both are given) and
 "#sayrev=uoy_llik" (the same, written reversed so the prompt itself reads as nothing);
 Anthropic route also "#cache_read=N" and
@@ -15,7 +15,9 @@ A tool call cut by max_tokens (below the 5 tokens a call takes) ends with "lengt
 Any route: "#prompt_x=N" reports N
 times the gateway's ⌈bytes/4⌉-style prompt estimate (a chat template that adds a long
 system prompt), "#completion_tokens=N" reports N completion tokens whatever it said (a
-server ignoring max_tokens). It records every request it received and counts requests in
+server ignoring max_tokens). "#error=KIND" answers an error body
+as real servers shape it (see ``_error_body``), with "#status=N" or the kind's usual
+status; the Anthropic route takes "#error=leak" too. It records every request it received and counts requests in
 flight and cancelled streams: GET /_stats, POST /_reset.
 
 Under /llama/v1/... it behaves as llama-cpp-python's server: a chat request its pydantic
@@ -129,6 +131,56 @@ def _llama(request: web.Request) -> bool:
     return request.path.startswith("/llama/")
 
 
+def _leaky_message(request: web.Request) -> str:
+    """An error message echoing what a careless server may: the credentials it received,
+    its own URL, an internal hostname and IP address, and a key of ours."""
+    received = request.headers.get("Authorization") or request.headers.get("x-api-key", "")
+    return (
+        f"Invalid request to http://{request.host}{request.path} (pod vllm-0.inference.svc"
+        f".cluster.local:8000, 10.0.0.7:8000) with {received}; "
+        f"api_key={received.removeprefix('Bearer ')} and tg-Zx8Qm3LkT0pWc9YvB1nR4sHd6fJa2Ge7uKiO5lX0"
+        "; max_tokens must be at most 4096"
+    )
+
+
+def _error_body(request: web.Request, directives: dict[str, str]) -> web.Response | None:
+    """#error=detail (FastAPI's validation list, 422: vLLM, llama-cpp-python),
+    text (a plain-text 500: llama-cpp-python), ollama ({"error": "..."}, 400),
+    leak (an OpenAI-shaped 400 whose message carries secrets and internal addresses)."""
+    kind = directives.get("error")
+    if kind is None:
+        return None
+    default = {"detail": 422, "text": 500}.get(kind, 400)
+    status = int(directives.get("status", default))
+    if kind == "detail":
+        detail = [
+            {
+                "type": "missing",
+                "loc": ["body", "messages", 0, "content"],
+                "msg": "Field required",
+                "input": {"role": "user"},
+            },
+            {
+                "type": "less_than_equal",
+                "loc": ["body", "temperature"],
+                "msg": "Input should be less than or equal to 2",
+                "input": 7,
+            },
+        ]
+        return web.json_response({"detail": detail}, status=status)
+    if kind == "text":
+        return web.Response(
+            text="Requested tokens (5000) exceed context window of 4096", status=status
+        )
+    if kind == "ollama":
+        return web.json_response({"error": 'model "fake" does not support tools'}, status=status)
+    if "/messages" in request.path:
+        error = {"type": "invalid_request_error", "message": _leaky_message(request)}
+        return web.json_response({"type": "error", "error": error}, status=status)
+    error = {"message": _leaky_message(request), "type": "invalid_request_error", "code": None}
+    return web.json_response({"error": error}, status=status)
+
+
 async def chat(request: web.Request) -> web.StreamResponse:
     raw = await request.read()
     body = orjson.loads(raw)
@@ -156,6 +208,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
                 },
                 status=400,
             )
+        if (failure := _error_body(request, directives)) is not None:
+            return failure
         if "status" in directives:
             status = int(directives["status"])
             return web.json_response(
@@ -310,9 +364,13 @@ async def _stream(request, body, directives, words, tool_calls, finished, usage,
                 request.transport.close()
                 return response
             if position == len(words) // 2 and "mid_error" in directives:
-                await response.write(
-                    b'data: {"error": {"message": "fake mid-stream failure", "type": "server_error"}}\n\n'
+                said = (
+                    _leaky_message(request)
+                    if directives["mid_error"] == "leak"
+                    else "fake mid-stream failure"
                 )
+                error = {"error": {"message": said, "type": "server_error"}}
+                await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
                 return response
             text = word if position == 0 else " " + word
             await response.write(
@@ -483,6 +541,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     STATE["in_flight"] += 1
     STATE["max_in_flight"] = max(STATE["max_in_flight"], STATE["in_flight"])
     try:
+        if (failure := _error_body(request, directives)) is not None:
+            return failure
         if "status" in directives:
             return _anthropic_error(int(directives["status"]))
         if "hang" in directives:
@@ -550,11 +610,13 @@ async def _messages_stream(request, directives, message) -> web.StreamResponse:
                         request.transport.close()
                         return response
                     if position == len(words) // 2 and "mid_error" in directives:
+                        said = (
+                            _leaky_message(request)
+                            if directives["mid_error"] == "leak"
+                            else "Overloaded"
+                        )
                         await response.write(
-                            _sse(
-                                "error",
-                                {"error": {"type": "overloaded_error", "message": "Overloaded"}},
-                            )
+                            _sse("error", {"error": {"type": "overloaded_error", "message": said}})
                         )
                         return response
                     text = word if position == 0 else " " + word
@@ -614,6 +676,8 @@ async def count_tokens(request: web.Request) -> web.Response:
     body = orjson.loads(await request.read())
     _record(request, body)
     directives = _anthropic_directives(body)
+    if (failure := _error_body(request, directives)) is not None:
+        return failure
     if "status" in directives:
         return _anthropic_error(int(directives["status"]))
     return web.json_response({"input_tokens": _anthropic_input_tokens(body) + 1000})
@@ -628,6 +692,8 @@ async def embeddings(request: web.Request) -> web.Response:
     items = [value] if isinstance(value, str) or (value and type(value[0]) is int) else value
     text = " ".join(i for i in items if isinstance(i, str))
     directives = dict(DIRECTIVE.findall(text))
+    if (failure := _error_body(request, directives)) is not None:
+        return failure
     if "status" in directives:
         return web.json_response(
             {"error": {"message": "fake failure"}}, status=int(directives["status"])

@@ -1,5 +1,6 @@
 """OpenAI Chat Completions shapes: errors, light request validation, token estimates."""
 
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -14,29 +15,148 @@ def openai_error_body(
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
-def normalise_upstream_error(raw: bytes, status: int) -> dict[str, Any]:
-    """Re-wrap the error shapes real servers send as {"error": {...}} with a string code."""
+# ---------------------------------------------------------------------------
+# Upstream errors: what a backend said, fit to relay to the caller
+# ---------------------------------------------------------------------------
+
+MAX_UPSTREAM_MESSAGE = 1000
+# Scrubbing is regex work: bounded so a huge error page costs no more than a small one.
+_SCRUB_INPUT_LIMIT = 8000
+_REDACTED = "[redacted]"
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_SPACES = re.compile(r"\s{2,}")
+_HTML_TITLE = re.compile(r"(?is)<title[^>]*>(.*?)</title>")
+_HTML_TAG = re.compile(r"(?s)<[^>]{0,2000}>")
+# Credentials in the forms servers echo them: a scheme and its token, key=value pairs,
+# and API keys by their well-known prefixes (ours is "tg-", admin keys "tga-").
+_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic|token)(\s+)[^\s,;'\"]+")
+_KEY_VALUE = re.compile(
+    r"(?i)\b((?:x-)?api[-_ ]?key|access[-_ ]?token|auth[-_ ]?token|secret|password|"
+    r"authorization|credential)s?([\"']?\s*[:=]\s*[\"']?)[^\s\"',;]+"
+)
+_PREFIXED_KEY = re.compile(
+    r"\b(?:sk|pk|rk|tga?|sess|xai|gsk|hf|ghp|gho|ghs|glpat|AIza)[-_][A-Za-z0-9._\-]{6,}"
+    r"|\bAKIA[0-9A-Z]{12,}"
+)
+# An opaque token: long, letters and digits mixed (a key without a known prefix).
+_OPAQUE_TOKEN = re.compile(r"(?<![\w-])(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[\w-]{32,}")
+_URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,15}://[^\s'\"<>]+")
+_IPV4 = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?(?![\w.])")
+_IPV6 = re.compile(r"\[?(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])\]?(?::\d+)?")
+_INTERNAL_HOST = re.compile(
+    r"(?i)\b(?:[a-z0-9-]+\.)+(?:internal|local|localdomain|lan|svc|cluster|corp|intranet|"
+    r"home|private)\b(?::\d{1,5})?|\blocalhost(?::\d{1,5})?\b|"
+    r"\b[a-z][a-z0-9-]*(?:\.[a-z0-9-]+)*:\d{4,5}\b"
+)
+
+
+def _ipv6_or_keep(match: re.Match) -> str:
+    text = match.group(0)
+    # Clock times ("12:30:45") have colons too: an address has "::" or 7 groups.
+    return "[address]" if "::" in text or text.count(":") >= 7 else text
+
+
+def scrub_upstream_text(
+    text: str, *, secrets: Iterable[str] = (), hosts: Iterable[str] = ()
+) -> str:
+    """``text`` without credentials, internal hosts, URLs or IP addresses, one line, at
+    most MAX_UPSTREAM_MESSAGE characters: safe to show the caller.
+
+    ``secrets`` (the backend's own credentials) and ``hosts`` (its hostname) are removed
+    wherever they appear; the patterns catch what a server may echo besides."""
+    if len(text) > _SCRUB_INPUT_LIMIT:
+        # Drop the last, possibly cut, word: half a secret would not match its pattern.
+        text = text[:_SCRUB_INPUT_LIMIT].rsplit(None, 1)[0]
+    text = _CONTROL.sub(" ", text)
+    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, _REDACTED)
+    text = _AUTH_SCHEME.sub(r"\1\2" + _REDACTED, text)
+    text = _KEY_VALUE.sub(r"\1\2" + _REDACTED, text)
+    text = _PREFIXED_KEY.sub(_REDACTED, text)
+    text = _URL.sub("[url]", text)
+    for host in sorted((h for h in hosts if h), key=len, reverse=True):
+        text = re.sub(re.escape(host) + r"(?::\d{1,5})?", "[host]", text, flags=re.IGNORECASE)
+    text = _IPV4.sub("[address]", text)
+    text = _IPV6.sub(_ipv6_or_keep, text)
+    text = _INTERNAL_HOST.sub("[host]", text)
+    text = _OPAQUE_TOKEN.sub(_REDACTED, text)
+    text = _SPACES.sub(" ", text).strip()
+    if len(text) > MAX_UPSTREAM_MESSAGE:
+        text = text[: MAX_UPSTREAM_MESSAGE - 1].rstrip() + "…"
+    return text
+
+
+def _detail_message(detail: Any) -> str | None:
+    """FastAPI's validation detail (vLLM, llama-cpp-python): a string, or a list of
+    ``{"loc": [...], "msg": "..."}`` (its ``input`` echoes the request: left out)."""
+    if isinstance(detail, str):
+        return detail
+    if not isinstance(detail, list):
+        return None
+    parts = []
+    for item in detail[:20]:
+        if isinstance(item, dict) and isinstance(item.get("msg"), str):
+            loc = item.get("loc")
+            where = ".".join(str(p) for p in loc) if isinstance(loc, list) else ""
+            parts.append(f"{where}: {item['msg']}" if where else item["msg"])
+        elif isinstance(item, str):
+            parts.append(item)
+    return "; ".join(parts) or None
+
+
+def _text_message(raw: bytes) -> str:
+    """A text or HTML error body as one line (a traceback as its last line)."""
+    text = raw[: _SCRUB_INPUT_LIMIT * 2].decode("utf-8", "replace").strip()
+    if text[:1] == "<":
+        title = _HTML_TITLE.search(text)
+        text = title.group(1) if title else _HTML_TAG.sub(" ", text)
+    if "Traceback (most recent call last)" in text:
+        lines = [line for line in text.splitlines() if line.strip()]
+        text = lines[-1] if lines else ""
+    return text
+
+
+def upstream_error_fields(raw: bytes) -> dict[str, Any]:
+    """The error object of an upstream's error body, whatever its shape: OpenAI and new
+    vLLM ``{"error": {...}}``, old vLLM ``{"object": "error", "message", ...}``,
+    Anthropic ``{"type": "error", "error": {...}}``, Ollama ``{"error": "text"}``,
+    FastAPI ``{"detail": ...}``, or plain text/HTML. ``message`` is raw (unscrubbed)
+    and may be empty."""
     try:
         body = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:
-        body = None
-    inner: Any = None
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, str):
-            inner = {"message": inner}
+        return {"message": _text_message(raw)}
+    if not isinstance(body, dict):
+        return {"message": body if isinstance(body, str) else ""}
+    inner = body.get("error", body)
+    if isinstance(inner, str):
+        return {"message": inner}
     if not isinstance(inner, dict):
-        text = raw[:500].decode("utf-8", "replace").strip() if raw else ""
-        inner = {"message": text or f"upstream returned HTTP {status}"}
-    message = inner.get("message") or inner.get("detail") or f"upstream returned HTTP {status}"
+        inner = body
+    message = inner.get("message")
+    if not isinstance(message, str):
+        message = _detail_message(inner.get("detail")) or _detail_message(body.get("detail"))
+    if message is None and isinstance(inner.get("message"), dict | list):
+        message = orjson.dumps(inner["message"]).decode()
+    return {**inner, "message": message or ""}
+
+
+def normalise_upstream_error(
+    raw: bytes, status: int, *, secrets: Iterable[str] = (), hosts: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Re-wrap the error shapes real servers send as {"error": {...}} with a string code
+    and a message fit for the caller (see ``scrub_upstream_text``)."""
+    inner = upstream_error_fields(raw)
+    message = scrub_upstream_text(inner["message"], secrets=secrets, hosts=hosts)
     code = inner.get("code")
     error_type = inner.get("type")
     return openai_error_body(
-        message=str(message),
+        message=message or f"upstream returned HTTP {status}",
         error_type=error_type
-        if isinstance(error_type, str) and error_type
+        if isinstance(error_type, str) and error_type and error_type != "error"
         else ("invalid_request_error" if status < 500 else "server_error"),
-        code=None if code is None or isinstance(code, bool) else str(code),
+        code=None if code is None or isinstance(code, bool | dict | list) else str(code),
         param=inner.get("param") if isinstance(inner.get("param"), str) else None,
     )
 

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from .anthropic import TranslationError
+from .openai import scrub_upstream_text
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -541,7 +542,8 @@ class MessagesStreamToChatStream:
         if event_type == "error":
             err = data.get("error") or {}
             etype = "invalid_request_error" if err.get("type") == "invalid_request_error" else None
-            return self.error(str(err.get("message") or "upstream error"), etype or "server_error")
+            said = scrub_upstream_text(str(err.get("message") or ""))
+            return self.error(said or "upstream error", etype or "server_error")
         return b""  # ping and unknown events
 
     def _finish_chunk(self) -> bytes:
