@@ -15,10 +15,23 @@ from apps.gateway.demo_upstream import demo_upstream  # noqa: E402
 
 gateway = GatewayApp()
 DEMO_UPSTREAM = settings.DEMO_UPSTREAM
+# The openai SDK appends "chat/completions", "models" … to its base_url, so one configured
+# as the bare host calls /chat/completions: the gateway answers there as under /v1.
+BARE_API_ROOTS = frozenset({"chat", "completions", "embeddings", "responses", "models", "messages"})
+
+
+def _gateway_path(path: str) -> str | None:
+    if path.startswith("/v1/") or path == "/v1":
+        return path
+    if path.split("/", 2)[1] in BARE_API_ROOTS:
+        return "/v1" + path
+    return None
 
 
 async def application(scope, receive, send) -> None:
-    if scope["type"] == "http" and (scope["path"].startswith("/v1/") or scope["path"] == "/v1"):
+    if scope["type"] == "http" and (path := _gateway_path(scope["path"])) is not None:
+        if path is not scope["path"]:
+            scope = {**scope, "path": path}
         await gateway(scope, receive, send)
     elif DEMO_UPSTREAM and scope["type"] == "http" and scope["path"].startswith("/demo-upstream/"):
         await demo_upstream(scope, receive, send)

@@ -3,8 +3,8 @@
 The anthropic SDK appends "/v1/messages" (and "/v1/messages/count_tokens",
 "/v1/models") to its base_url, so the ".../v1/" base_url some providers document makes
 it call "/v1/v1/...": those paths answer identically. The openai SDK appends
-"chat/completions" (and "models", "embeddings", "responses") to its base_url, which
-therefore ends in "/v1", with or without a slash."""
+"chat/completions" (and "models", "embeddings", "responses") to its base_url, so a
+base_url of the bare host calls "/chat/completions": the API answers there too."""
 
 import anthropic
 import httpx
@@ -14,7 +14,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 ANTHROPIC_BASES = ["", "/", "/v1", "/v1/"]
-OPENAI_BASES = ["/v1", "/v1/"]
+OPENAI_BASES = ["", "/", "/v1", "/v1/"]
 ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01"}
 
 
