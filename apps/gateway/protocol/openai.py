@@ -84,8 +84,6 @@ _RANGES: dict[str, tuple[int, int]] = {
     "frequency_penalty": (-2, 2),
     "top_logprobs": (0, 20),
     "n": (1, 128),
-    "max_tokens": (0, 2**31 - 1),
-    "max_completion_tokens": (1, 2**31 - 1),
 }
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _TOOL_CHOICES = frozenset({"none", "auto", "required"})
@@ -290,6 +288,11 @@ def validate_chat_request(body: Any) -> None:
     for i, message in enumerate(messages):
         _check_message(message, f"messages.[{i}]")
     check_fields(body, _OPTIONAL_TYPES, _RANGES)
+    # (no upper bound: an absurd max_tokens is the limits' to refuse, as a 429)
+    for field in ("max_tokens", "max_completion_tokens"):
+        value = body.get(field)
+        if value is not None and value < (1 if field != "max_tokens" else 0):
+            raise RequestInvalid(f"'{field}' must be positive.", field)
     _check_tools(body)
     _check_options(body)
 

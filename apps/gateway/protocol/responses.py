@@ -47,7 +47,6 @@ _FIELD_RANGES = {
     "temperature": (0, 2),
     "top_p": (0, 1),
     "top_logprobs": (0, 20),
-    "max_output_tokens": (1, 2**31 - 1),
 }
 _ROLES = {"user", "system", "developer", "assistant"}
 
@@ -221,6 +220,10 @@ def responses_to_chat_request(body: Any) -> dict[str, Any]:
     chat: dict[str, Any] = {"model": body["model"], "messages": messages}
     limit = body.get("max_output_tokens")
     if limit is not None:
+        if limit < 1:
+            raise RequestInvalid(
+                "'max_output_tokens' must be a positive integer.", "max_output_tokens"
+            )
         chat["max_tokens"] = limit
     for field in _PASSED_ON:
         if body.get(field) is not None:

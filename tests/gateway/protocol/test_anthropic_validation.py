@@ -179,7 +179,6 @@ def test_valid_request_passes():
         ({"thinking": True}, "thinking:"),
         ({"thinking": {"type": "enabled", "budget_tokens": "1k"}}, "thinking.budget_tokens"),
         ({"thinking": {"budget_tokens": 1024}}, "thinking.type: Field required"),
-        ({"max_tokens": 2**64 - 1}, "max_tokens: Input should be less than or equal to"),
         ({"messages.1.content.1.cache_control": "ephemeral"}, "messages.1.content.1.cache_control"),
         ({"system": [{"type": "text", "text": "x", "cache_control": 1}]}, "system.0.cache_control"),
         ({"tools": [{"name": "f", "input_schema": {}, "description": 1}]}, "tools.0.description"),
