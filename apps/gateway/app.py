@@ -155,14 +155,45 @@ async def resolve_model(state: GatewayState, key: KeyInfo, name: Any) -> ModelIn
     return model
 
 
+# Deeper bodies are refused: orjson writes at most 255 levels, and a body is written
+# again (model rewritten, translated, echoed) inside a few levels of our own.
+MAX_JSON_DEPTH = 128
+
+
 def parse_json_body(raw: bytes) -> Any:
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise GatewayError(
             400,
             "We could not parse the JSON body of your request. The body must be valid JSON.",
+            outcome="invalid_request",
         ) from None
+    # Nesting N levels deep takes 2N bytes at least: small bodies need no walk.
+    if len(raw) > 2 * MAX_JSON_DEPTH and json_too_deep(body, MAX_JSON_DEPTH):
+        raise GatewayError(
+            400,
+            f"The JSON body of your request is nested more than {MAX_JSON_DEPTH} levels deep.",
+            outcome="invalid_request",
+        )
+    return body
+
+
+def json_too_deep(value: Any, limit: int) -> bool:
+    """Whether arrays/objects in ``value`` nest more than ``limit`` levels (no recursion)."""
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        inner = []
+        for container in level:
+            for item in container.values() if type(container) is dict else container:
+                if type(item) is dict or type(item) is list:
+                    inner.append(item)
+        level = inner
+    return False
 
 
 def parse_openai_request(call: "MeteredCall", validate: Callable[[Any], T]) -> tuple[dict, T]:

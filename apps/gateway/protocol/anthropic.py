@@ -388,6 +388,9 @@ def _validate_source(source: object, path: str) -> str | None:
     elif stype == "url":
         if not isinstance(source.get("url"), str):
             return f"{path}.source.url: Field required"
+    elif stype == "text":
+        if not isinstance(source.get("data"), str):
+            return f"{path}.source.data: Input should be a valid string"
     elif not isinstance(stype, str):
         return f"{path}.source.type: Field required"
     return None
@@ -399,6 +402,9 @@ def _validate_block(block: object, path: str, *, in_tool_result: bool = False) -
     btype = block.get("type")
     if not isinstance(btype, str):
         return f"{path}.type: Field required"
+    cache_control = block.get("cache_control")
+    if cache_control is not None and not isinstance(cache_control, dict):
+        return f"{path}.cache_control: Input should be an object"
     if btype == "text":
         if not isinstance(block.get("text"), str):
             return f"{path}.text: Field required"
@@ -424,6 +430,10 @@ def _validate_block(block: object, path: str, *, in_tool_result: bool = False) -
                     return err
         if "is_error" in block and not isinstance(block["is_error"], bool | None):
             return f"{path}.is_error: Input should be a valid boolean"
+    elif btype == "thinking":
+        for field in ("thinking", "signature"):
+            if not isinstance(block.get(field, ""), str):
+                return f"{path}.{field}: Input should be a valid string"
     # Unknown block types pass validation; translation drops what it cannot map.
     return None
 
@@ -502,8 +512,9 @@ def validate_messages_request(body: object, *, require_max_tokens: bool = True) 
         for j, block in enumerate(system):
             if not isinstance(block, dict) or block.get("type") != "text":
                 return f"system.{j}.type: Input should be 'text'"
-            if not isinstance(block.get("text"), str):
-                return f"system.{j}.text: Field required"
+            err = _validate_block(block, f"system.{j}")
+            if err:
+                return err
 
     stops = body.get("stop_sequences")
     if stops is not None:
@@ -543,6 +554,9 @@ def validate_messages_request(body: object, *, require_max_tokens: bool = True) 
             schema = tool.get("input_schema")
             if ttype in (None, "custom") and not isinstance(schema, dict):
                 return f"tools.{j}.input_schema: Field required"
+            description = tool.get("description")
+            if description is not None and not isinstance(description, str):
+                return f"tools.{j}.description: Input should be a valid string"
 
     if body.get("tool_choice") is not None:
         err = _validate_tool_choice(body["tool_choice"])
@@ -562,8 +576,14 @@ def validate_messages_request(body: object, *, require_max_tokens: bool = True) 
             return "metadata.user_id: Input should be a valid string"
 
     thinking = body.get("thinking")
-    if thinking is not None and not isinstance(thinking, dict):
-        return "thinking: Input should be an object"
+    if thinking is not None:
+        if not isinstance(thinking, dict):
+            return "thinking: Input should be an object"
+        if not isinstance(thinking.get("type"), str):
+            return "thinking.type: Field required"
+        budget = thinking.get("budget_tokens")
+        if thinking["type"] == "enabled" and not _is_int(budget):
+            return "thinking.budget_tokens: Input should be a valid integer"
     return None
 
 

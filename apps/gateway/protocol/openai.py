@@ -168,6 +168,8 @@ class RequestInvalid(ValueError):
         self.param = param
 
 
+# Top-level fields the gateway reads, translates or echoes, and the JSON types they take.
+# Fields not listed are relayed to OpenAI-compatible backends unread.
 _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "stream": (bool,),
     "n": (int,),
@@ -175,21 +177,38 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "max_completion_tokens": (int,),
     "temperature": (int, float),
     "top_p": (int, float),
+    "top_k": (int,),
     "presence_penalty": (int, float),
     "frequency_penalty": (int, float),
     "logprobs": (bool,),
     "top_logprobs": (int,),
     "seed": (int,),
     "user": (str,),
+    "safety_identifier": (str,),
+    "reasoning_effort": (str,),
     "tools": (list,),
+    "functions": (list,),
     "stop": (str, list),
     "response_format": (dict,),
     "stream_options": (dict,),
     "tool_choice": (str, dict),
+    "function_call": (str, dict),
     "parallel_tool_calls": (bool,),
     "logit_bias": (dict,),
+    "metadata": (dict,),
+    "store": (bool,),
+}
+# OpenAI's documented ranges (inclusive).
+_RANGES: dict[str, tuple[int, int]] = {
+    "temperature": (0, 2),
+    "top_p": (0, 1),
+    "presence_penalty": (-2, 2),
+    "frequency_penalty": (-2, 2),
+    "top_logprobs": (0, 20),
+    "n": (1, 128),
 }
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_TOOL_CHOICES = frozenset({"none", "auto", "required"})
 
 
 def _type_ok(value: Any, types: tuple[type, ...]) -> bool:
@@ -207,45 +226,197 @@ def _require_model(body: Any) -> None:
         raise RequestInvalid("'model' is required and must be a string.", "model")
 
 
+def check_fields(
+    body: dict,
+    types: dict[str, tuple[type, ...]],
+    ranges: dict[str, tuple[int, int]],
+) -> None:
+    """Each optional field of ``body`` (null = absent) of its JSON type, numbers in range."""
+    for field, allowed in types.items():
+        value = body.get(field)
+        if value is not None and not _type_ok(value, allowed):
+            raise RequestInvalid(f"'{field}' has the wrong type.", field)
+    for field, (low, high) in ranges.items():
+        value = body.get(field)
+        if value is not None and not low <= value <= high:
+            raise RequestInvalid(f"'{field}' must be between {low} and {high}.", field)
+
+
+def _require_str(holder: dict, field: str, where: str, *, required: bool = True) -> None:
+    value = holder.get(field)
+    if isinstance(value, str) or (value is None and not required):
+        return
+    raise RequestInvalid(f"'{where}.{field}' must be a string.", f"{where}.{field}")
+
+
+def _require_object(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise RequestInvalid(f"'{where}' must be an object.", where)
+    return value
+
+
+def _check_content_parts(parts: list, where: str) -> None:
+    for j, part in enumerate(parts):
+        at = f"{where}.[{j}]"
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise RequestInvalid(f"'{at}' must be an object with a string 'type'.", at)
+        kind = part["type"]
+        if kind == "text":
+            _require_str(part, "text", at)
+        elif kind == "refusal":
+            _require_str(part, "refusal", at)
+        elif kind == "image_url":
+            image = _require_object(part.get("image_url"), f"{at}.image_url")
+            _require_str(image, "url", f"{at}.image_url")
+            _require_str(image, "detail", f"{at}.image_url", required=False)
+        elif kind == "input_audio":
+            audio = _require_object(part.get("input_audio"), f"{at}.input_audio")
+            _require_str(audio, "data", f"{at}.input_audio")
+            _require_str(audio, "format", f"{at}.input_audio")
+        elif kind == "file":
+            file = _require_object(part.get("file"), f"{at}.file")
+            for field in ("file_data", "file_id", "filename"):
+                _require_str(file, field, f"{at}.file", required=False)
+        # Other part types are the backend's to accept or refuse.
+
+
+def _check_function_call(call: Any, where: str) -> None:
+    """A tool call's (or the legacy function_call's) ``function``: name and JSON string."""
+    function = _require_object(call, where)
+    _require_str(function, "name", where)
+    _require_str(function, "arguments", where, required=False)
+
+
+def _check_message(message: Any, where: str) -> None:
+    if not isinstance(message, dict):
+        raise RequestInvalid(f"{where} must be an object.", where)
+    role = message.get("role")
+    if not isinstance(role, str) or role not in _ROLES:
+        raise RequestInvalid(f"{where}.role must be one of {sorted(_ROLES)}.", f"{where}.role")
+    content = message.get("content")
+    if isinstance(content, list):
+        _check_content_parts(content, f"{where}.content")
+    elif content is None:
+        if role != "assistant":
+            raise RequestInvalid(f"{where}.content is required.", f"{where}.content")
+    elif not isinstance(content, str):
+        raise RequestInvalid(
+            f"{where}.content must be a string or an array of parts.", f"{where}.content"
+        )
+    _require_str(message, "name", where, required=False)
+    _require_str(message, "tool_call_id", where, required=role == "tool")
+    tool_calls = message.get("tool_calls")
+    if tool_calls is not None:
+        if not isinstance(tool_calls, list):
+            raise RequestInvalid(f"{where}.tool_calls must be an array.", f"{where}.tool_calls")
+        for k, call in enumerate(tool_calls):
+            at = f"{where}.tool_calls.[{k}]"
+            _require_object(call, at)
+            _require_str(call, "id", at)
+            _require_str(call, "type", at, required=False)
+            _check_function_call(call.get("function"), f"{at}.function")
+    if message.get("function_call") is not None:
+        _check_function_call(message["function_call"], f"{where}.function_call")
+
+
+def _check_function(function: Any, where: str) -> None:
+    """A function tool's definition."""
+    _require_object(function, where)
+    name = function.get("name")
+    if not isinstance(name, str) or not name:
+        raise RequestInvalid(f"'{where}.name' must be a non-empty string.", f"{where}.name")
+    _require_str(function, "description", where, required=False)
+    if function.get("parameters") is not None:
+        _require_object(function["parameters"], f"{where}.parameters")
+    strict = function.get("strict")
+    if strict is not None and not isinstance(strict, bool):
+        raise RequestInvalid(f"'{where}.strict' must be a boolean.", f"{where}.strict")
+
+
+def _check_tools(body: dict) -> None:
+    for j, tool in enumerate(body.get("tools") or ()):
+        at = f"tools.[{j}]"
+        _require_object(tool, at)
+        kind = tool.get("type", "function")
+        if not isinstance(kind, str):
+            raise RequestInvalid(f"'{at}.type' must be a string.", f"{at}.type")
+        if kind == "function":
+            _check_function(tool.get("function"), f"{at}.function")
+    for j, function in enumerate(body.get("functions") or ()):
+        _check_function(function, f"functions.[{j}]")
+    for field in ("tool_choice", "function_call"):
+        choice = body.get(field)
+        if choice is not None and not _tool_choice_ok(field, choice):
+            raise RequestInvalid(
+                f"'{field}' must be 'none', 'auto', 'required' or name a function.", field
+            )
+
+
+def _tool_choice_ok(field: str, choice: str | dict) -> bool:
+    if isinstance(choice, str):
+        return choice in _TOOL_CHOICES
+    if field == "function_call":  # legacy: {"name": "f"}
+        return isinstance(choice.get("name"), str)
+    if choice.get("type") == "function":
+        function = choice.get("function")
+        return isinstance(function, dict) and isinstance(function.get("name"), str)
+    return isinstance(choice.get("type"), str)  # newer kinds (allowed_tools, custom): relayed
+
+
+def _check_options(body: dict) -> None:
+    stop = body.get("stop")
+    if isinstance(stop, list) and not all(isinstance(s, str) for s in stop):
+        raise RequestInvalid("'stop' must be a string or an array of strings.", "stop")
+    options = body.get("stream_options")
+    if options is not None:
+        if body.get("stream") is not True:
+            raise RequestInvalid(
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                "stream_options",
+            )
+        if not isinstance(options.get("include_usage", False), bool):
+            raise RequestInvalid(
+                "'stream_options.include_usage' must be a boolean.", "stream_options.include_usage"
+            )
+    response_format = body.get("response_format")
+    if response_format is not None:
+        _require_str(response_format, "type", "response_format")
+        if response_format["type"] == "json_schema":
+            schema = _require_object(
+                response_format.get("json_schema"), "response_format.json_schema"
+            )
+            _require_str(schema, "name", "response_format.json_schema")
+    for field in ("metadata", "logit_bias"):
+        mapping = body.get(field)
+        if mapping is None:
+            continue
+        kinds = (str,) if field == "metadata" else (int, float)
+        if not all(_type_ok(v, kinds) for v in mapping.values()):
+            what = "strings" if field == "metadata" else "numbers"
+            raise RequestInvalid(f"The values of '{field}' must be {what}.", field)
+
+
 def validate_chat_request(body: Any) -> None:
     """Reject what every backend would reject anyway, with OpenAI's `param` naming the field.
 
-    Everything else is passed through untouched: backends differ in what they accept.
+    Every field the gateway reads (to estimate, translate, meter or echo) is type-checked
+    here, nested ones included, so nothing after this sees a value of the wrong JSON type;
+    everything else is passed through untouched: backends differ in what they accept.
     """
     _require_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestInvalid("'messages' must be a non-empty array.", "messages")
     for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise RequestInvalid(f"messages[{i}] must be an object.", f"messages.[{i}]")
-        role = message.get("role")
-        if role not in _ROLES:
-            raise RequestInvalid(
-                f"messages[{i}].role must be one of {sorted(_ROLES)}.", f"messages.[{i}].role"
-            )
-        content = message.get("content")
-        if content is not None and not isinstance(content, str | list):
-            raise RequestInvalid(
-                f"messages[{i}].content must be a string or an array of parts.",
-                f"messages.[{i}].content",
-            )
-    for field, types in _OPTIONAL_TYPES.items():
-        value = body.get(field)
-        if value is not None and not _type_ok(value, types):
-            raise RequestInvalid(f"'{field}' has the wrong type.", field)
-    for field in ("n", "max_tokens", "max_completion_tokens"):
+        _check_message(message, f"messages.[{i}]")
+    check_fields(body, _OPTIONAL_TYPES, _RANGES)
+    # (no upper bound: an absurd max_tokens is the limits' to refuse, as a 429)
+    for field in ("max_tokens", "max_completion_tokens"):
         value = body.get(field)
         if value is not None and value < (1 if field != "max_tokens" else 0):
             raise RequestInvalid(f"'{field}' must be positive.", field)
-    n = body.get("n")
-    if n is not None and n > 128:
-        raise RequestInvalid("'n' must be at most 128.", "n")
-    if body.get("stream_options") is not None and body.get("stream") is not True:
-        raise RequestInvalid(
-            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-            "stream_options",
-        )
+    _check_tools(body)
+    _check_options(body)
 
 
 def drop_message_nulls(messages: list[Any]) -> None:
@@ -374,13 +545,13 @@ def validate_embeddings_request(body: Any) -> tuple[list[str], int]:
         raise RequestInvalid(f"'input' may have at most {MAX_EMBEDDING_INPUTS} items.", "input")
     texts: list[str] = []
     tokens = 0
-    if all(type(t) is int for t in items):
+    if _token_ids(items):
         tokens = len(items)
     else:
         for item in items:
             if isinstance(item, str) and item:
                 texts.append(item)
-            elif isinstance(item, list) and item and all(type(t) is int for t in item):
+            elif isinstance(item, list) and item and _token_ids(item):
                 tokens += len(item)
             else:
                 raise RequestInvalid(shape, "input")
@@ -388,9 +559,16 @@ def validate_embeddings_request(body: Any) -> tuple[list[str], int]:
     if encoding is not None and encoding not in ("float", "base64"):
         raise RequestInvalid("'encoding_format' must be 'float' or 'base64'.", "encoding_format")
     dimensions = body.get("dimensions")
-    if dimensions is not None and (type(dimensions) is not int or dimensions < 1):
+    if dimensions is not None and (type(dimensions) is not int or not 1 <= dimensions < 2**31):
         raise RequestInvalid("'dimensions' must be a positive integer.", "dimensions")
+    if body.get("user") is not None and not isinstance(body["user"], str):
+        raise RequestInvalid("'user' must be a string.", "user")
     return texts, tokens
+
+
+def _token_ids(items: list) -> bool:
+    # (a token id is an index into a vocabulary: never negative, never near 2**32)
+    return all(type(t) is int and 0 <= t < 2**32 for t in items)
 
 
 class ChatChunkReader:

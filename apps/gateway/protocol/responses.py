@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from apps.gateway.protocol.openai import RequestInvalid
+from apps.gateway.protocol.openai import RequestInvalid, check_fields
 from apps.gateway.protocol.sse import named_event
 
 _UNSUPPORTED = {
@@ -25,6 +25,29 @@ _UNSUPPORTED = {
     "prompt": "Stored prompt templates are not supported.",
 }
 _PASSED_ON = ("temperature", "top_p", "user", "parallel_tool_calls", "seed", "top_logprobs")
+# The fields read, passed on or echoed in the Response, and their JSON types.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "temperature": (int, float),
+    "top_p": (int, float),
+    "user": (str,),
+    "parallel_tool_calls": (bool,),
+    "seed": (int,),
+    "top_logprobs": (int,),
+    "instructions": (str,),
+    "max_output_tokens": (int,),
+    "stream": (bool,),
+    "store": (bool,),
+    "metadata": (dict,),
+    "reasoning": (dict,),
+    "text": (dict,),
+    "tools": (list,),
+    "tool_choice": (str, dict),
+}
+_FIELD_RANGES = {
+    "temperature": (0, 2),
+    "top_p": (0, 1),
+    "top_logprobs": (0, 20),
+}
 _ROLES = {"user", "system", "developer", "assistant"}
 
 
@@ -95,11 +118,13 @@ def _input_messages(value: Any) -> list[dict]:
         if not isinstance(item, dict):
             raise RequestInvalid(f"'{where}' must be an object.", "input")
         kind = item.get("type", "message")
-        if kind == "message" and item.get("role") in _ROLES:
+        role = item.get("role")
+        if kind == "message" and isinstance(role, str) and role in _ROLES:
             role = "system" if item["role"] == "developer" else item["role"]
             content = _portable_content(role, _content_parts(item.get("content"), where))
             messages.append({"role": role, "content": content})
         elif kind == "function_call":
+            _check_strings(item, where, ("call_id", "id", "arguments"), required=("name",))
             call = {
                 "id": str(item.get("call_id") or item.get("id") or f"call_{i}"),
                 "type": "function",
@@ -115,6 +140,12 @@ def _input_messages(value: Any) -> list[dict]:
             else:
                 messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
         elif kind == "function_call_output":
+            _check_strings(item, where, (), required=("call_id",))
+            output = item.get("output")
+            if not isinstance(output, str | list):
+                raise RequestInvalid(
+                    f"'{where}.output' must be a string or an array of parts.", "input"
+                )
             messages.append(
                 {
                     "role": "tool",
@@ -135,6 +166,13 @@ def _input_messages(value: Any) -> list[dict]:
     return messages
 
 
+def _check_strings(item: dict, where: str, optional: tuple, required: tuple = ()) -> None:
+    for field in (*optional, *required):
+        value = item.get(field)
+        if not isinstance(value, str) and (value is not None or field in required):
+            raise RequestInvalid(f"'{where}.{field}' must be a string.", "input")
+
+
 def _tools(tools: Any) -> list[dict]:
     if not isinstance(tools, list):
         raise RequestInvalid("'tools' must be an array.", "tools")
@@ -144,6 +182,9 @@ def _tools(tools: Any) -> list[dict]:
             raise RequestInvalid(f"'tools[{i}]': only function tools are available here.", "tools")
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             raise RequestInvalid(f"'tools[{i}].name' is required.", "tools")
+        for field, kind in (("description", str), ("parameters", dict), ("strict", bool)):
+            if tool.get(field) is not None and not isinstance(tool[field], kind):
+                raise RequestInvalid(f"'tools[{i}].{field}' has the wrong type.", "tools")
         function = {"name": tool["name"]}
         for field in ("description", "parameters", "strict"):
             if tool.get(field) is not None:
@@ -157,7 +198,12 @@ def _tools(tools: Any) -> list[dict]:
 def _tool_choice(choice: Any) -> Any:
     if choice in ("auto", "none", "required"):
         return choice
-    if isinstance(choice, dict) and choice.get("type") == "function" and choice.get("name"):
+    if (
+        isinstance(choice, dict)
+        and choice.get("type") == "function"
+        and isinstance(choice.get("name"), str)
+        and choice["name"]
+    ):
         return {"type": "function", "function": {"name": choice["name"]}}
     raise RequestInvalid("'tool_choice' must be auto, none, required or a function.", "tool_choice")
 
@@ -174,6 +220,8 @@ def _response_format(text: Any) -> dict | None:
         isinstance(fmt, dict)
         and fmt.get("type") == "json_schema"
         and isinstance(fmt.get("schema"), dict)
+        and isinstance(fmt.get("name", ""), str)
+        and isinstance(fmt.get("strict", False), bool | None)
     ):
         schema = {"name": str(fmt.get("name") or "response"), "schema": fmt["schema"]}
         if fmt.get("strict") is not None:
@@ -191,16 +239,23 @@ def responses_to_chat_request(body: Any) -> dict[str, Any]:
     for field, message in _UNSUPPORTED.items():
         if body.get(field) not in (None, False):
             raise RequestInvalid(message, field)
+    check_fields(body, _FIELD_TYPES, _FIELD_RANGES)
+    metadata = body.get("metadata")
+    if metadata is not None and not all(isinstance(v, str) for v in metadata.values()):
+        raise RequestInvalid("The values of 'metadata' must be strings.", "metadata")
+    reasoning = body.get("reasoning")
+    if reasoning is not None:
+        for field in ("effort", "summary"):
+            if not isinstance(reasoning.get(field, ""), str | None):
+                raise RequestInvalid(f"'reasoning.{field}' must be a string.", f"reasoning.{field}")
     messages = _input_messages(body.get("input"))
     instructions = body.get("instructions")
     if instructions is not None:
-        if not isinstance(instructions, str):
-            raise RequestInvalid("'instructions' must be a string.", "instructions")
         messages.insert(0, {"role": "system", "content": instructions})
     chat: dict[str, Any] = {"model": body["model"], "messages": messages}
     limit = body.get("max_output_tokens")
     if limit is not None:
-        if type(limit) is not int or limit < 1:
+        if limit < 1:
             raise RequestInvalid(
                 "'max_output_tokens' must be a positive integer.", "max_output_tokens"
             )

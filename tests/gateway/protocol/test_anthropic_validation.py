@@ -177,6 +177,19 @@ def test_valid_request_passes():
         ({"metadata": []}, "metadata: Input should be an object"),
         ({"metadata": {"user_id": 5}}, "metadata.user_id"),
         ({"thinking": True}, "thinking:"),
+        ({"thinking": {"type": "enabled", "budget_tokens": "1k"}}, "thinking.budget_tokens"),
+        ({"thinking": {"budget_tokens": 1024}}, "thinking.type: Field required"),
+        ({"messages.1.content.1.cache_control": "ephemeral"}, "messages.1.content.1.cache_control"),
+        ({"system": [{"type": "text", "text": "x", "cache_control": 1}]}, "system.0.cache_control"),
+        ({"tools": [{"name": "f", "input_schema": {}, "description": 1}]}, "tools.0.description"),
+        (
+            {"messages.0.content.0": {"type": "document", "source": {"type": "text", "data": 1}}},
+            "messages.0.content.0.source.data",
+        ),
+        (
+            {"messages.1.content.0": {"type": "thinking", "thinking": {"a": 1}, "signature": "s"}},
+            "messages.1.content.0.thinking",
+        ),
     ],
 )
 def test_invalid_requests_name_the_field(change, expected):
