@@ -235,7 +235,8 @@ def start_celery_worker(server_env: dict[str, str], name: str = "worker") -> Pro
 @dataclass
 class Seed:
     tenant_name: str
-    secret: str  # may call test-model (and its alias), slow-model, failover-model, claude-fake
+    # may call test-model (and its alias), slow-model, failover-model, claude-fake, llama-stop
+    secret: str
     restricted_secret: str  # may call other-model only
     model: str = "test-model"
 
@@ -254,6 +255,13 @@ def seed_document(upstream_base_url: str, tenant: str = "acme") -> dict:
                 "kind": "openai",
                 "base_url": upstream_base_url,
                 "api_key": "upstream-secret",
+                "timeout_s": 10,
+                "reports_stop_sequence": True,  # as vLLM: choices[].stop_reason
+            },
+            {
+                "name": "fake-llama-stop",
+                "kind": "openai",
+                "base_url": upstream_base_url.removesuffix("/v1") + "/llama/v1",
                 "timeout_s": 10,
             },
             {
@@ -302,6 +310,11 @@ def seed_document(upstream_base_url: str, tenant: str = "acme") -> dict:
                 ],
             },
             {
+                "name": "llama-stop",
+                "prices": [price],
+                "deployments": [{"backend": "fake-llama-stop", "upstream_model": "llama-stop"}],
+            },
+            {
                 "name": "claude-fake",
                 "prices": [price],
                 "deployments": [{"backend": "fake-anthropic", "upstream_model": "claude-upstream"}],
@@ -313,7 +326,13 @@ def seed_document(upstream_base_url: str, tenant: str = "acme") -> dict:
                 "keys": [
                     {
                         "name": "main",
-                        "models": ["test-model", "slow-model", "failover-model", "claude-fake"],
+                        "models": [
+                            "test-model",
+                            "slow-model",
+                            "failover-model",
+                            "claude-fake",
+                            "llama-stop",
+                        ],
                     },
                     {"name": "restricted", "models": ["other-model"]},
                 ],

@@ -9,8 +9,15 @@ Behaviour is steered by directives in the user/system messages, e.g. "#status=50
 underscores are spaces; after the "#chunks" words when both are given) and
 "#sayrev=uoy_llik" (the same, written reversed so the prompt itself reads as nothing);
 Anthropic route also "#cache_read=N" and
-"#cache_create=N" (cache token counts in its usage). It records every request it
-received and counts requests in flight and cancelled streams: GET /_stats, POST /_reset.
+"#cache_create=N" (cache token counts in its usage). "#args=newline|truncated|notjson"
+makes a tool call's arguments a raw newline inside a string, an object cut short (with
+finish_reason "length", as when max_tokens cut it) or text that is not JSON. It records
+every request it received and counts requests in flight and cancelled streams:
+GET /_stats, POST /_reset.
+
+Under /llama/v1/ the chat route behaves as llama-cpp-python does on a stop string: it
+stops before it and strips it, with ``finish_reason: "stop"`` and no ``stop_reason``
+(so end of turn and a stop string look the same).
 """
 
 import argparse
@@ -57,8 +64,17 @@ def _prompt_tokens(body: dict) -> int:
     return sum(len(_text_of(m.get("content")).split()) + 3 for m in body.get("messages") or [])
 
 
+MALFORMED_ARGUMENTS = {
+    "newline": '{"text": "line one\nline two", "city": "Oslo"}',
+    "truncated": '{"city": "Oslo", "note": "bring an umbr',
+    "notjson": "city=Oslo, days=2",
+}
+
+
 def _tool_arguments(directives: dict[str, str]) -> str:
     """A tool call's arguments: the "#say"/"#sayrev" words when given (as a message to send)."""
+    if "args" in directives:
+        return MALFORMED_ARGUMENTS[directives["args"]]
     if "say" in directives or "sayrev" in directives:
         return orjson.dumps({"message": " ".join(_words(directives))}).decode()
     return '{"city": "Oslo"}'
@@ -83,7 +99,7 @@ def _answer(
                     "function": {"name": tool, "arguments": _tool_arguments(directives)},
                 }
             ],
-            "tool_calls",
+            "length" if directives.get("args") == "truncated" else "tool_calls",
             None,
         )
     if last.get("role") == "tool":
@@ -141,6 +157,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
         if "hold_ms" in directives:
             await asyncio.sleep(int(directives["hold_ms"]) / 1000)
         words, tool_calls, finish, matched = _answer(body, directives)
+        llama = request.path.startswith("/llama/")
         n = body.get("n") or 1
         prompt = _prompt_tokens(body)
         usage = {
@@ -156,7 +173,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
                 {
                     "index": i,
                     "finish_reason": finish,
-                    "stop_reason": matched,
+                    **({} if llama else {"stop_reason": matched}),
                     "logprobs": None,
                     "message": {
                         "role": "assistant",
@@ -183,7 +200,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
             directives,
             words,
             tool_calls,
-            (finish, matched),
+            (finish, matched, llama),
             usage,
             (cid, created, model),
         )
@@ -193,7 +210,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
 
 async def _stream(request, body, directives, words, tool_calls, finished, usage, ident):
     cid, created, model = ident
-    finish, matched = finished
+    finish, matched, llama = finished
+    stop_field = {} if llama else {"stop_reason": matched}
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
@@ -285,10 +303,7 @@ async def _stream(request, body, directives, words, tool_calls, finished, usage,
                 await asyncio.sleep(delay)
         await response.write(
             event(
-                [
-                    {"index": i, "delta": {}, "finish_reason": finish, "stop_reason": matched}
-                    for i in range(n)
-                ]
+                [{"index": i, "delta": {}, "finish_reason": finish, **stop_field} for i in range(n)]
             )
         )
         if include_usage:
@@ -628,6 +643,7 @@ async def reset(request: web.Request) -> web.Response:
 def build_app() -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/llama/v1/chat/completions", chat)
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/tokenize", tokenize)

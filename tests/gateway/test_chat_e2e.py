@@ -169,6 +169,7 @@ def test_models_lists_only_what_the_key_may_use(gateway, seed):
         "slow-model",
         "failover-model",
         "claude-fake",
+        "llama-stop",
     }
 
 
