@@ -24,8 +24,12 @@ def _clean(stops: Iterable[str]) -> tuple[str, ...]:
 def find_stop(text: str, stops: Iterable[str]) -> tuple[int, str] | None:
     """(position where the text is cut, the stop string) for the first stop string that
     completes in ``text``, or None."""
+    return _find(text, _clean(stops))
+
+
+def _find(text: str, stops: tuple[str, ...]) -> tuple[int, str] | None:
     best: tuple[int, int, str] | None = None
-    for stop in _clean(stops):
+    for stop in stops:
         pos = text.find(stop)
         if pos >= 0:
             end = pos + len(stop)
@@ -60,7 +64,7 @@ class StopMatcher:
             self.cut_chars += len(text)
             return ""
         buffer = self._held + text
-        found = find_stop(buffer, self._stops)
+        found = _find(buffer, self._stops)
         if found is not None:
             pos, self.matched = found
             self._held = ""
