@@ -235,8 +235,8 @@ def start_celery_worker(server_env: dict[str, str], name: str = "worker") -> Pro
 @dataclass
 class Seed:
     tenant_name: str
-    # may call test-model (and its alias), slow-model, failover-model, claude-fake and
-    # llama-model (the fake upstream behaving as llama-cpp-python's server)
+    # may call test-model (and its alias), slow-model, failover-model, claude-fake,
+    # llama-model and llama-stop (the fake upstream behaving as llama-cpp-python's server)
     secret: str
     restricted_secret: str  # may call other-model only
     model: str = "test-model"
@@ -256,6 +256,13 @@ def seed_document(upstream_base_url: str, tenant: str = "acme") -> dict:
                 "kind": "openai",
                 "base_url": upstream_base_url,
                 "api_key": "upstream-secret",
+                "timeout_s": 10,
+                "reports_stop_sequence": True,  # as vLLM: choices[].stop_reason
+            },
+            {
+                "name": "fake-llama-stop",
+                "kind": "openai",
+                "base_url": upstream_base_url.removesuffix("/v1") + "/llama/v1",
                 "timeout_s": 10,
             },
             {
@@ -310,6 +317,11 @@ def seed_document(upstream_base_url: str, tenant: str = "acme") -> dict:
                 ],
             },
             {
+                "name": "llama-stop",
+                "prices": [price],
+                "deployments": [{"backend": "fake-llama-stop", "upstream_model": "llama-stop"}],
+            },
+            {
                 "name": "claude-fake",
                 "prices": [price],
                 "deployments": [{"backend": "fake-anthropic", "upstream_model": "claude-upstream"}],
@@ -332,6 +344,7 @@ def seed_document(upstream_base_url: str, tenant: str = "acme") -> dict:
                             "failover-model",
                             "claude-fake",
                             "llama-model",
+                            "llama-stop",
                         ],
                     },
                     {"name": "restricted", "models": ["other-model"]},

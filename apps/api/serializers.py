@@ -344,6 +344,11 @@ class BackendSerializer(StrictSerializer):
     extra_headers = serializers.DictField(
         child=serializers.CharField(max_length=2000, allow_blank=True), required=False
     )
+    reports_stop_sequence = serializers.BooleanField(
+        required=False,
+        help_text="The server names the stop string it matched (vLLM); else the gateway "
+        "matches the stop strings of Messages requests itself",
+    )
     enabled = serializers.BooleanField(required=False)
     deployment_count = serializers.IntegerField(read_only=True, required=False)
     created_at = serializers.DateTimeField(read_only=True)

@@ -23,6 +23,7 @@ class BackendForm(forms.ModelForm):
             "timeout_s",
             "connect_timeout_s",
             "extra_headers",
+            "reports_stop_sequence",
             "enabled",
         ]
 

@@ -18,6 +18,11 @@ class Backend(models.Model):
     timeout_s = models.FloatField(default=60.0)
     connect_timeout_s = models.FloatField(default=5.0)
     extra_headers = models.JSONField(default=dict, blank=True)
+    # Whether the server names the stop string it stopped on (vLLM's choices[].stop_reason).
+    # Servers that do not (llama.cpp, Ollama, …) are not sent the client's stop strings
+    # on the Messages API: the gateway matches them itself, so it can say which one ended
+    # the answer.
+    reports_stop_sequence = models.BooleanField(default=False)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -15,7 +15,16 @@ def catalog_invalidate() -> None:
 # logged: the audit only says whether one is set.
 
 _BACKEND_FIELDS = frozenset(
-    {"name", "kind", "base_url", "timeout_s", "connect_timeout_s", "extra_headers", "enabled"}
+    {
+        "name",
+        "kind",
+        "base_url",
+        "timeout_s",
+        "connect_timeout_s",
+        "extra_headers",
+        "reports_stop_sequence",
+        "enabled",
+    }
 )
 _MODEL_FIELDS = frozenset(
     {

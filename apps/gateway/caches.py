@@ -103,6 +103,7 @@ class DeploymentInfo:
     weight: int
     timeout_s: float
     connect_timeout_s: float
+    reports_stop_sequence: bool = False
 
     @property
     def label(self) -> str:
@@ -182,6 +183,7 @@ def _load_catalog() -> Catalog:
                 weight=d.weight,
                 timeout_s=d.backend.timeout_s,
                 connect_timeout_s=d.backend.connect_timeout_s,
+                reports_stop_sequence=d.backend.reports_stop_sequence,
             )
             for d in model.deployments.all()
             if d.backend.enabled

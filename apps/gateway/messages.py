@@ -124,7 +124,16 @@ class _Request:
     def build(self, deployment) -> tuple[str, bytes]:
         if deployment.kind == "anthropic":
             return "/messages", rewrite_model(self.body, deployment.upstream_model)
-        return "/chat/completions", rewrite_model(self.chat_body, deployment.upstream_model)
+        chat_body = self.chat_body
+        if "stop" in chat_body and not deployment.reports_stop_sequence:
+            # The server would stop without saying on which string: matched here instead.
+            chat_body = {k: v for k, v in chat_body.items() if k != "stop"}
+        return "/chat/completions", rewrite_model(chat_body, deployment.upstream_model)
+
+
+def _matches_stops(request: _Request, deployment) -> bool:
+    """Whether the gateway matches the client's stop sequences (not sent upstream)."""
+    return bool(request.body.get("stop_sequences")) and not deployment.reports_stop_sequence
 
 
 async def create_message(call: MeteredCall) -> None:
@@ -163,7 +172,7 @@ async def create_message(call: MeteredCall) -> None:
         elif "text/event-stream" not in response.headers.get("Content-Type", ""):
             # Some servers answer a stream request with a plain body: replay it as a stream.
             raw = await read_upstream(response)
-            message = _message(call, request, raw, native)
+            message = _message(call, request, raw, deployment)
             if call.screen is not None:
                 await filter_message(call, message)
             await call.exchange.start_stream()
@@ -173,18 +182,20 @@ async def create_message(call: MeteredCall) -> None:
             await _relay_native_stream(call, request, response)
             return
         else:
-            await _relay_translated_stream(call, request, response)
+            await _relay_translated_stream(
+                call, request, response, _matches_stops(request, deployment)
+            )
             return
-    message = _message(call, request, raw, native)
+    message = _message(call, request, raw, deployment)
     if call.screen is not None:
         await filter_message(call, message)
     call.reply = (200, orjson.dumps(message), (JSON_CONTENT_TYPE,))
 
 
-def _message(call: MeteredCall, request: _Request, raw: bytes, native: bool) -> dict:
-    if native:
+def _message(call: MeteredCall, request: _Request, raw: bytes, deployment) -> dict:
+    if deployment.kind == "anthropic":
         return _native_message(call, request, raw)
-    return _translated_message(call, request, raw)
+    return _translated_message(call, request, raw, _matches_stops(request, deployment))
 
 
 def _native_message(call: MeteredCall, request: _Request, raw: bytes) -> dict:
@@ -202,14 +213,19 @@ def _native_message(call: MeteredCall, request: _Request, raw: bytes) -> dict:
     return answer
 
 
-def _translated_message(call: MeteredCall, request: _Request, raw: bytes) -> dict:
-    """An OpenAI backend's chat completion as an Anthropic Message, usage metered."""
+def _translated_message(
+    call: MeteredCall, request: _Request, raw: bytes, match_stops: bool
+) -> dict:
+    """An OpenAI backend's chat completion as an Anthropic Message, usage metered (the
+    upstream's count: when the gateway cut the text at a stop sequence, the server still
+    generated the rest)."""
     answer = parse_chat_completion(raw)
     message = chat_response_to_message(
         answer,
         model=request.model.name,
         names=request.names or ToolNameMap(),
         stop_sequences=request.body.get("stop_sequences"),
+        match_stop_sequences=match_stops,
     )
     counts = usage_counts(answer.get("usage"))
     event = call.event
@@ -301,9 +317,12 @@ async def _relay_native_stream(
 
 
 async def _relay_translated_stream(
-    call: MeteredCall, request: _Request, response: aiohttp.ClientResponse
+    call: MeteredCall, request: _Request, response: aiohttp.ClientResponse, match_stops: bool
 ) -> None:
-    """OpenAI backend → Anthropic client: chunks converted to Anthropic's events."""
+    """OpenAI backend → Anthropic client: chunks converted to Anthropic's events.
+
+    A stop sequence matched here ends the reading: leaving the upstream response
+    unread closes its connection, so the server stops generating."""
     exchange = call.exchange
     converter = ChatStreamToMessagesStream(
         request.model.name,
@@ -311,6 +330,7 @@ async def _relay_translated_stream(
         "msg_" + exchange.request_id.removeprefix("req_"),
         request.prompt_estimate,
         stop_sequences=request.body.get("stop_sequences"),
+        match_stop_sequences=match_stops,
     )
     failed = False
     reader = ChatChunkReader()
@@ -338,7 +358,9 @@ async def _relay_translated_stream(
                 if out:
                     await call.relay_out(b"".join(out), flt)
                     keep_alive.touch()
-                if reader.done or reader.error or (flt is not None and flt.blocked):
+                if reader.done or reader.error or converter.stopped_on_sequence:
+                    break
+                if flt is not None and flt.blocked:
                     break
             else:
                 out = convert(parser.flush())
@@ -362,7 +384,11 @@ async def _relay_translated_stream(
         call.tail = flt.blocked_events(flt.delivered_deltas)
         return
     done, upstream_error = reader.done, reader.error
-    ended_cleanly = done or (converter.finish_reason is not None and not upstream_error)
+    ended_cleanly = (
+        done
+        or converter.stopped_on_sequence
+        or (converter.finish_reason is not None and not upstream_error)
+    )
     if upstream_error is not None or failed or not ended_cleanly:
         message = scrub_for(call.deployment, str((upstream_error or {}).get("message") or ""))
         _mark_stream_failed(call)

@@ -107,6 +107,12 @@ class _Doc:
             raise ConfigError(self.sub(name), "must not be negative")
         return int(value) if integer else float(value)
 
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.data.get(name, default)
+        if not isinstance(value, bool):
+            raise ConfigError(self.sub(name), "must be true or false")
+        return value
+
     def decimal(self, name: str) -> Decimal:
         value = self.data.get(name)
         if value is None:
@@ -199,6 +205,7 @@ def _apply_backends(items: list, result: ApplyResult) -> dict[str, Backend]:
                 "timeout_s",
                 "connect_timeout_s",
                 "extra_headers",
+                "reports_stop_sequence",
                 "enabled",
             }
         )
@@ -216,6 +223,7 @@ def _apply_backends(items: list, result: ApplyResult) -> dict[str, Backend]:
             "timeout_s": doc.number("timeout_s", 60.0),
             "connect_timeout_s": doc.number("connect_timeout_s", 5.0),
             "extra_headers": {str(k): str(v) for k, v in headers.items()},
+            "reports_stop_sequence": doc.flag("reports_stop_sequence", False),
             "enabled": bool(doc.data.get("enabled", True)),
         }
         api_key = doc.text("api_key", required=False) or ""

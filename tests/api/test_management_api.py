@@ -524,6 +524,15 @@ def test_staff_catalog_backend_credential_is_write_only(org):
     assert staff.delete(f"/api/v1/staff/backends/{backend.id}").status_code == 204
 
 
+def test_staff_sets_that_a_backend_reports_stop_sequences(org):
+    staff = user_client(org.staff)
+    backend = Backend.objects.get(name="fake")
+    response = staff.patch(
+        f"/api/v1/staff/backends/{backend.id}", {"reports_stop_sequence": True}, format="json"
+    )
+    assert response.json()["reports_stop_sequence"] is True
+
+
 def test_staff_catalog_models_deployments_and_append_only_prices(org):
     staff = user_client(org.staff)
     model = staff.post(

@@ -3,27 +3,31 @@
 /v1/messages/count_tokens, answering in Anthropic's format: content blocks, tool_use,
 stop_sequence, event streams with pings and input_json_delta).
 
-Behaviour is steered by directives in the user/system messages, e.g. "#status=503",
-"#chunks=20", "#delay_ms=50", "#cut=3" (drop the connection after 3 chunks),
-"#mid_error" ("#mid_error=leak": its message carries secrets), "#no_usage", "#hang", "#say=i_will_kill_you" (the answer's words: the
-underscores are spaces; after the "#chunks" words when both are given) and
-"#sayrev=uoy_llik" (the same, written reversed so the prompt itself reads as nothing);
-Anthropic route also "#cache_read=N" and
-"#cache_create=N" (cache token counts in its usage). "#tool_calls=N": with tools, the
-model calls a tool until the conversation holds N tool results (default 1), then answers.
-A tool call cut by max_tokens (below the 5 tokens a call takes) ends with "length".
-Any route: "#prompt_x=N" reports N
-times the gateway's ⌈bytes/4⌉-style prompt estimate (a chat template that adds a long
-system prompt), "#completion_tokens=N" reports N completion tokens whatever it said (a
-server ignoring max_tokens). "#error=KIND" answers an error body
-as real servers shape it (see ``_error_body``), with "#status=N" or the kind's usual
-status; the Anthropic route takes "#error=leak" too. It records every request it received and counts requests in
-flight and cancelled streams: GET /_stats, POST /_reset.
+Behaviour is steered by directives in the user/system messages:
+- "#status=503", "#chunks=20", "#delay_ms=50", "#cut=3" (drop the connection after 3
+  chunks), "#mid_error" ("#mid_error=leak": its message carries secrets), "#no_usage",
+  "#hang";
+- "#say=i_will_kill_you" (the answer's words: the underscores are spaces; after the
+  "#chunks" words when both are given) and "#sayrev=uoy_llik" (the same, written reversed
+  so the prompt itself reads as nothing);
+- Anthropic route: "#cache_read=N" and "#cache_create=N" (cache token counts in its usage);
+- tools: "#tool_calls=N" calls a tool until the conversation holds N tool results
+  (default 1), then answers; a tool call cut by max_tokens (below the 5 tokens a call
+  takes) ends with "length"; "#args=newline|truncated|notjson" makes its arguments a raw
+  newline inside a string, an object cut short (finish_reason "length") or not JSON;
+- any route: "#prompt_x=N" reports N times the gateway's ⌈bytes/4⌉-style prompt estimate
+  (a chat template that adds a long system prompt), "#completion_tokens=N" reports N
+  completion tokens whatever it said (a server ignoring max_tokens), "#error=KIND" answers
+  an error body as real servers shape it (see ``_error_body``), with "#status=N" or the
+  kind's usual status.
 
 Under /llama/v1/... it behaves as llama-cpp-python's server: a chat request its pydantic
-schema (tests/fakes/llama_schema.py) refuses is an HTTP 500 with its JSON error, a stop
-string ends with "stop" and no ``stop_reason``, a cut tool call still says "tool_calls",
-and streams carry no usage (it ignores ``stream_options``).
+schema (tests/fakes/llama_schema.py) refuses is an HTTP 500 with its JSON error; a stop
+string ends the answer before it, stripped, with "stop" and no ``stop_reason``; a cut tool
+call still says "tool_calls"; streams carry no usage (it ignores ``stream_options``).
+
+It records every request it received and counts requests in flight and cancelled streams:
+GET /_stats, POST /_reset.
 """
 
 import argparse
@@ -83,8 +87,17 @@ def _reported_completion(directives: dict[str, str], tokens: int) -> int:
     return int(directives["completion_tokens"]) if "completion_tokens" in directives else tokens
 
 
+MALFORMED_ARGUMENTS = {
+    "newline": '{"text": "line one\nline two", "city": "Oslo"}',
+    "truncated": '{"city": "Oslo", "note": "bring an umbr',
+    "notjson": "city=Oslo, days=2",
+}
+
+
 def _tool_arguments(directives: dict[str, str]) -> str:
     """A tool call's arguments: the "#say"/"#sayrev" words when given (as a message to send)."""
+    if "args" in directives:
+        return MALFORMED_ARGUMENTS[directives["args"]]
     if "say" in directives or "sayrev" in directives:
         return orjson.dumps({"message": " ".join(_words(directives))}).decode()
     return '{"city": "Oslo"}'
@@ -104,6 +117,8 @@ def _answer(
     if body.get("tools") and body.get("tool_choice") != "none" and wants_tool:
         tool = body["tools"][0]["function"]["name"]
         arguments, finish = _tool_arguments(directives), "tool_calls"
+        if directives.get("args") == "truncated":
+            finish = "length"
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         if isinstance(max_tokens, int) and max_tokens < 5:
             arguments, finish = arguments[: max_tokens * 3], "length"
@@ -227,7 +242,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
         if "hold_ms" in directives:
             await asyncio.sleep(int(directives["hold_ms"]) / 1000)
         words, tool_calls, finish, matched = _answer(body, directives)
-        if _llama(request):
+        llama = _llama(request)
+        if llama:
             matched = None
             if tool_calls:
                 finish = "tool_calls"
@@ -250,7 +266,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
                 {
                     "index": i,
                     "finish_reason": finish,
-                    **({} if _llama(request) else {"stop_reason": matched}),
+                    **({} if llama else {"stop_reason": matched}),
                     "logprobs": None,
                     "message": {
                         "role": "assistant",
@@ -277,7 +293,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
             directives,
             words,
             tool_calls,
-            (finish, matched),
+            (finish, matched, llama),
             usage,
             (cid, created, model),
         )
@@ -287,7 +303,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
 
 async def _stream(request, body, directives, words, tool_calls, finished, usage, ident):
     cid, created, model = ident
-    finish, matched = finished
+    finish, matched, llama = finished
+    stop_field = {} if llama else {"stop_reason": matched}
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
@@ -385,15 +402,7 @@ async def _stream(request, body, directives, words, tool_calls, finished, usage,
                 await asyncio.sleep(delay)
         await response.write(
             event(
-                [
-                    {
-                        "index": i,
-                        "delta": {},
-                        "finish_reason": finish,
-                        **({} if _llama(request) else {"stop_reason": matched}),
-                    }
-                    for i in range(n)
-                ]
+                [{"index": i, "delta": {}, "finish_reason": finish, **stop_field} for i in range(n)]
             )
         )
         if include_usage:

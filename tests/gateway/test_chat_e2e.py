@@ -170,6 +170,7 @@ def test_models_lists_only_what_the_key_may_use(gateway, seed):
         "failover-model",
         "claude-fake",
         "llama-model",
+        "llama-stop",
     }
 
 

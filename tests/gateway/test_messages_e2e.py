@@ -241,6 +241,149 @@ def test_stop_sequences_report_the_matched_sequence(gateway, seed, upstream):
     assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "w3")
 
 
+# "llama-stop" is served by the fake in llama-cpp-python's manner: a stop string ends the
+# answer with finish_reason "stop" and nothing saying which string it was.
+LLAMA = "llama-stop"
+STREAMED = pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
+
+
+def answer(client: anthropic.Anthropic, streamed: bool, **params):
+    if streamed:
+        with client.messages.stream(**params) as stream:
+            return stream.get_final_message()
+    return client.messages.create(**params)
+
+
+def ask_llama(gateway, secret, streamed: bool, stops: list[str], prompt: str = "hi"):
+    params = {"model": LLAMA, "max_tokens": 50, "messages": user(prompt)}
+    return answer(claude(gateway, secret), streamed, **params, stop_sequences=stops)
+
+
+@STREAMED
+def test_stop_sequence_is_reported_by_a_server_that_does_not_name_it(
+    gateway, seed, upstream, streamed
+):
+    message = ask_llama(gateway, seed.secret, streamed, ["w3", "zz"])
+    assert message.stop_reason == "stop_sequence"
+
+
+@STREAMED
+def test_matched_stop_sequence_is_named_by_a_server_that_does_not_name_it(
+    gateway, seed, upstream, streamed
+):
+    message = ask_llama(gateway, seed.secret, streamed, ["zz", "w3"])
+    assert message.stop_sequence == "w3"
+
+
+@STREAMED
+def test_text_ends_where_the_stop_sequence_began(gateway, seed, upstream, streamed):
+    message = ask_llama(gateway, seed.secret, streamed, ["w3"])
+    assert message.content[0].text == "w0 w1 w2 "
+
+
+@STREAMED
+def test_stop_sequence_spanning_stream_chunks_is_matched(gateway, seed, upstream, streamed):
+    message = ask_llama(gateway, seed.secret, streamed, ["w2 w3"])
+    assert (message.stop_sequence, message.content[0].text) == ("w2 w3", "w0 w1 ")
+
+
+@STREAMED
+def test_answer_that_meets_no_stop_sequence_ends_its_turn(gateway, seed, upstream, streamed):
+    message = ask_llama(gateway, seed.secret, streamed, ["zz"])
+    assert (message.stop_reason, message.content[0].text) == ("end_turn", "w0 w1 w2 w3 w4")
+
+
+@STREAMED
+def test_stop_sequences_are_matched_by_the_gateway_not_the_server(
+    gateway, seed, upstream, streamed
+):
+    ask_llama(gateway, seed.secret, streamed, ["w3"])
+    assert "stop" not in upstream.requests()[-1]["body"]
+
+
+def test_stream_cut_at_a_stop_sequence_stops_the_server_generating(gateway, seed, upstream):
+    ask_llama(gateway, seed.secret, True, ["w5"], prompt="hi #chunks=400 #delay_ms=5")
+    assert wait_until(lambda: upstream.stats()["cancelled"]) == 1
+
+
+def test_stream_cut_at_a_stop_sequence_is_billed_as_told(gateway, seed, upstream, celery_worker):
+    client = claude(gateway, seed.secret)
+    params = {"model": LLAMA, "max_tokens": 500, "messages": user("hi #chunks=400 #delay_ms=5")}
+    with client.messages.stream(**params, stop_sequences=["w5"]) as stream:
+        final = stream.get_final_message()
+        request_id = stream.response.headers["request-id"]
+    record = record_for(request_id)
+    assert record.completion_tokens == final.usage.output_tokens
+
+
+@STREAMED
+def test_tool_arguments_with_a_raw_newline_reach_the_client_as_an_object(
+    gateway, seed, upstream, streamed
+):
+    message = answer(
+        claude(gateway, seed.secret),
+        streamed,
+        model="test-model",
+        max_tokens=100,
+        tools=TOOLS,
+        messages=user("weather? #args=newline"),
+    )
+    call = next(b for b in message.content if b.type == "tool_use")
+    assert call.input == {"text": "line one\nline two", "city": "Oslo"}
+
+
+@STREAMED
+def test_truncated_tool_arguments_are_closed(gateway, seed, upstream, streamed):
+    message = answer(
+        claude(gateway, seed.secret),
+        streamed,
+        model="test-model",
+        max_tokens=100,
+        tools=TOOLS,
+        messages=user("weather? #args=truncated"),
+    )
+    call = next(b for b in message.content if b.type == "tool_use")
+    assert call.input == {"city": "Oslo", "note": "bring an umbr"}
+
+
+@STREAMED
+def test_tool_call_cut_by_max_tokens_stops_for_max_tokens(gateway, seed, upstream, streamed):
+    message = answer(
+        claude(gateway, seed.secret),
+        streamed,
+        model="test-model",
+        max_tokens=100,
+        tools=TOOLS,
+        messages=user("weather? #args=truncated"),
+    )
+    assert message.stop_reason == "max_tokens"
+
+
+@STREAMED
+def test_tool_arguments_that_are_not_json_arrive_as_raw_text(gateway, seed, upstream, streamed):
+    message = answer(
+        claude(gateway, seed.secret),
+        streamed,
+        model="test-model",
+        max_tokens=100,
+        tools=TOOLS,
+        messages=user("weather? #args=notjson"),
+    )
+    call = next(b for b in message.content if b.type == "tool_use")
+    assert call.input == {"_raw_arguments": "city=Oslo, days=2"}
+
+
+def test_tool_arguments_on_the_openai_surface_stay_as_the_server_wrote_them(
+    gateway, seed, upstream
+):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    completion = gpt(gateway, seed.secret).chat.completions.create(
+        model="test-model", messages=user("weather? #args=newline"), tools=tools
+    )
+    arguments = completion.choices[0].message.tool_calls[0].function.arguments
+    assert arguments == '{"text": "line one\nline two", "city": "Oslo"}'
+
+
 def test_max_tokens_stop_reason(gateway, seed, upstream):
     message = claude(gateway, seed.secret).messages.create(
         model="test-model", max_tokens=2, messages=user("hi")
@@ -744,7 +887,7 @@ def test_models_in_anthropic_shape(gateway, seed):
     client = claude(gateway, seed.secret)
     ids = [m.id for m in client.models.list(limit=2)]  # the SDK follows has_more/last_id
     assert sorted(ids) == sorted(
-        ["test-model", "slow-model", "failover-model", NATIVE, "llama-model"]
+        ["test-model", "slow-model", "failover-model", NATIVE, "llama-model", LLAMA]
     )
     page = client.models.list(limit=2)
     assert len(page.data) == 2 and page.has_more and page.last_id == page.data[-1].id

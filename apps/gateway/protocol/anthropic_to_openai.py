@@ -12,14 +12,21 @@ Design choices where the spec leaves room:
   dropped (OSS backends reject them). Backend ``reasoning_content``/``reasoning`` is
   returned as a ``thinking`` block with an empty signature (``emit_thinking=False``
   drops it instead).
-* Tool-call ``arguments`` are parsed leniently: empty → ``{}``; a JSON object → it;
-  a double-encoded JSON object string → the object; anything else (invalid JSON or
-  a non-object) → ``{"_raw_arguments": "<text>"}`` so the client sees what the model
-  produced instead of a silent ``{}``.
+* Tool-call ``arguments`` always become a JSON object (``tool_arguments``): parsed,
+  repaired (control characters in strings, a truncated object), or else the text as
+  ``{"_raw_arguments": "<text>"}`` so the client sees what the model produced instead
+  of a silent ``{}`` or a parse error; streamed pieces are repaired as they pass.
 * ``stop_reason`` follows what was emitted: any tool_use block → ``tool_use`` (Ollama
-  reports "stop"); ``finish_reason:"tool_calls"`` with no call → ``end_turn``. vLLM's
-  matched stop string becomes ``stop_sequence`` (only if the client asked for it, when
-  ``stop_sequences`` is passed). ``content_filter`` → ``refusal``.
+  reports "stop"), unless the answer was cut by ``length`` (→ ``max_tokens``: the last
+  call is likely incomplete); ``finish_reason:"tool_calls"`` with no call →
+  ``end_turn``. vLLM's matched stop string becomes ``stop_sequence`` (only if the
+  client asked for it, when ``stop_sequences`` is passed). ``content_filter`` →
+  ``refusal``.
+* Stop sequences on servers that do not say which one matched: with
+  ``match_stop_sequences`` the text is matched here (``stops``), cut before the first
+  stop string and reported as ``stop_sequence``; the request then goes upstream
+  without ``stop``. Tool calls after the cut are not part of the
+  answer (the model would not have reached them); streams stop reading there.
 * Whitespace-only text is not worth a block: it is held back and only emitted once
   real text follows, or as the sole content of an otherwise empty response.
 * Streaming tool calls: the first call streams live; a call that starts while another
@@ -41,6 +48,8 @@ from typing import Any
 import orjson
 
 from .anthropic import TranslationError, messages_sse_event
+from .stops import StopMatcher, find_stop
+from .tool_arguments import ToolArgumentsStream, parse_tool_arguments
 
 __all__ = [
     "ChatStreamToMessagesStream",
@@ -400,9 +409,11 @@ def finish_reason_to_stop_reason(
     int = stop token id). When ``stop_sequences`` is given, only a string the client
     asked for is reported (server-side stop strings would confuse it).
     """
+    reason = _STOP_REASON.get(finish_reason or "", "end_turn")
+    if reason == "max_tokens":
+        return reason, None
     if saw_tool_use:
         return "tool_use", None
-    reason = _STOP_REASON.get(finish_reason or "", "end_turn")
     if reason == "tool_use":  # the backend claimed tool calls but sent none
         reason = "end_turn"
     if (
@@ -413,32 +424,6 @@ def finish_reason_to_stop_reason(
     ):
         return "stop_sequence", matched_stop
     return reason, None
-
-
-def parse_tool_arguments(arguments: Any) -> dict:
-    """Lenient ``arguments`` → object (never a string; see module docstring)."""
-    if isinstance(arguments, dict):
-        return arguments
-    if arguments is None:
-        return {}
-    if not isinstance(arguments, str):
-        return {"_raw_arguments": orjson.dumps(arguments).decode()}
-    if not arguments.strip():
-        return {}
-    try:
-        value = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        return {"_raw_arguments": arguments}
-    if isinstance(value, str):  # double-encoded by some backends
-        try:
-            inner = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            inner = None
-        if isinstance(inner, dict):
-            return inner
-    if isinstance(value, dict):
-        return value
-    return {"_raw_arguments": arguments}
 
 
 def _new_tool_id() -> str:
@@ -500,9 +485,13 @@ def chat_response_to_message(
     model: str,
     names: ToolNameMap,
     stop_sequences: list[str] | None = None,
+    match_stop_sequences: bool = False,
     emit_thinking: bool = True,
 ) -> dict:
-    """Chat Completions response → Anthropic Message (§3.2)."""
+    """Chat Completions response → Anthropic Message (§3.2).
+
+    ``match_stop_sequences``: the backend was not sent ``stop_sequences``; the text is
+    cut at the first one here."""
     choices = resp.get("choices") or []
     choice = choices[0] if choices and isinstance(choices[0], dict) else {}
     message = choice.get("message") or {}
@@ -516,6 +505,10 @@ def chat_response_to_message(
     calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict)]
     if isinstance(message.get("function_call"), dict):  # legacy shape
         calls.append({"function": message["function_call"]})
+    matched = find_stop(text, stop_sequences) if match_stop_sequences and stop_sequences else None
+    if matched is not None:
+        text = text[: matched[0]]
+        calls = []  # generated after the stop string: the answer ended before them
     if text and (text.strip() or not calls):
         content.append({"type": "text", "text": text})
 
@@ -535,12 +528,15 @@ def chat_response_to_message(
             }
         )
 
-    stop_reason, stop_sequence = finish_reason_to_stop_reason(
-        choice.get("finish_reason"),
-        choice.get("stop_reason"),
-        saw_tool_use=bool(calls),
-        stop_sequences=stop_sequences,
-    )
+    if matched is not None:
+        stop_reason, stop_sequence = "stop_sequence", matched[1]
+    else:
+        stop_reason, stop_sequence = finish_reason_to_stop_reason(
+            choice.get("finish_reason"),
+            choice.get("stop_reason"),
+            saw_tool_use=bool(calls),
+            stop_sequences=stop_sequences,
+        )
     backend_id = str(resp.get("id") or secrets.token_hex(12))
     return {
         "id": backend_id if backend_id.startswith("msg_") else "msg_" + backend_id,
@@ -560,7 +556,7 @@ def chat_response_to_message(
 
 
 class _ToolCall:
-    __slots__ = ("args", "block_index", "id", "name", "state")
+    __slots__ = ("args", "block_index", "id", "name", "repair", "state")
 
     def __init__(self) -> None:
         self.id: str | None = None
@@ -568,6 +564,7 @@ class _ToolCall:
         self.args: list[str] = []  # fragments not yet emitted
         self.state = "pending"  # pending → live → closed
         self.block_index: int | None = None
+        self.repair = ToolArgumentsStream()
 
 
 class ChatStreamToMessagesStream:
@@ -577,6 +574,11 @@ class ChatStreamToMessagesStream:
     ``[DONE]``/EOF, or ``error(...)`` on upstream failure. If the upstream ended
     without any ``finish_reason`` (``finish_reason is None``) the stream was probably
     truncated: prefer ``error("api_error", ...)`` over ``finish()`` (§4).
+
+    ``match_stop_sequences``: the backend was not sent ``stop_sequences``; text is
+    matched here (a possible start of one is held back) and, once one matched,
+    ``stopped_on_sequence`` is true and later chunks add only usage: the driver should
+    stop reading the upstream and ``finish()``.
     """
 
     def __init__(
@@ -587,6 +589,7 @@ class ChatStreamToMessagesStream:
         input_tokens: int,
         *,
         stop_sequences: list[str] | None = None,
+        match_stop_sequences: bool = False,
         emit_thinking: bool = True,
     ) -> None:
         self.model = model
@@ -594,6 +597,8 @@ class ChatStreamToMessagesStream:
         self.message_id = message_id if message_id.startswith("msg_") else "msg_" + message_id
         self.input_tokens_estimate = input_tokens
         self._stop_sequences = stop_sequences
+        matcher = StopMatcher(stop_sequences or ()) if match_stop_sequences else None
+        self._stops = matcher if matcher else None
         self._emit_thinking = emit_thinking
 
         self._started = False
@@ -652,6 +657,11 @@ class ChatStreamToMessagesStream:
         return self._stop_sequence
 
     @property
+    def stopped_on_sequence(self) -> bool:
+        """The gateway matched one of the client's stop sequences in the text."""
+        return self._stops is not None and self._stops.matched is not None
+
+    @property
     def saw_tool_use(self) -> bool:
         return bool(self._tool_order)
 
@@ -678,11 +688,15 @@ class ChatStreamToMessagesStream:
     def _close_block(self) -> bytes:
         if self._open is None:
             return b""
+        out = b""
         if self._open_tool is not None:
+            closing = self._open_tool.repair.finish()
+            if closing:
+                out = self._delta({"type": "input_json_delta", "partial_json": closing})
             self._open_tool.state = "closed"
             self._open_tool = None
         self._open = None
-        return self._ev("content_block_stop", {"index": self._next_index - 1})
+        return out + self._ev("content_block_stop", {"index": self._next_index - 1})
 
     def _start_tool(self, call: _ToolCall) -> bytes:
         if not call.id or call.id in self._ids:
@@ -708,7 +722,10 @@ class ChatStreamToMessagesStream:
         if not joined:
             return b""
         self._emitted_chars += len(joined)
-        return self._delta({"type": "input_json_delta", "partial_json": joined})
+        piece = call.repair.feed(joined)
+        if not piece:
+            return b""
+        return self._delta({"type": "input_json_delta", "partial_json": piece})
 
     def _flush_pending_tools(self) -> bytes:
         """Emit every buffered call whole (each start, args, stop)."""
@@ -771,6 +788,8 @@ class ChatStreamToMessagesStream:
             if cached is not None:
                 self._cached_tokens = cached
         out = self.start()
+        if self.stopped_on_sequence:
+            return out
 
         choices = chunk.get("choices")
         if not isinstance(choices, list) or not choices:
@@ -803,6 +822,12 @@ class ChatStreamToMessagesStream:
             out += self._delta({"type": "thinking_delta", "thinking": reasoning})
 
         text = _content_text(delta.get("content")) or (delta.get("refusal") or "")
+        stops = self._stops
+        if text and stops is not None:
+            text = stops.feed(text)
+            if stops.matched is not None:
+                self._emitted_chars += stops.cut_chars
+                return out + (self._feed_text(text) if text else b"")
         if text:
             out += self._feed_text(text)
 
@@ -875,6 +900,10 @@ class ChatStreamToMessagesStream:
         if self._done:
             return b""
         out = self.start()
+        if self._stops is not None:
+            held = self._stops.flush()
+            if held:
+                out += self._feed_text(held)
         if self._pending_ws and self._next_index == 0 and not self._tool_order:
             # Whitespace-only answer: keep it rather than return no content at all.
             out += self._open_block("text", {"type": "text", "text": ""})
@@ -884,12 +913,15 @@ class ChatStreamToMessagesStream:
         out += self._flush_pending_tools()
         self._done = True
 
-        stop_reason, stop_sequence = finish_reason_to_stop_reason(
-            self._finish_reason,
-            self._matched_stop,
-            saw_tool_use=self.saw_tool_use,
-            stop_sequences=self._stop_sequences,
-        )
+        if self.stopped_on_sequence:
+            stop_reason, stop_sequence = "stop_sequence", self._stops.matched
+        else:
+            stop_reason, stop_sequence = finish_reason_to_stop_reason(
+                self._finish_reason,
+                self._matched_stop,
+                saw_tool_use=self.saw_tool_use,
+                stop_sequences=self._stop_sequences,
+            )
         self._stop_reason, self._stop_sequence = stop_reason, stop_sequence
         input_tokens, cached = self._input_usage()
         usage = {
