@@ -29,7 +29,7 @@ from apps.keys.services import api_key_issue, api_key_revoke, api_key_rotate, ap
 from apps.ledger.selectors import ledger_last_ingest, ledger_pipeline_state
 from apps.moderation.services import content_policy_set
 from apps.tenants import selectors as tenant_selectors
-from apps.tenants.access import IsOwner, IsStaff, ReadOrWrite, TenantAccess
+from apps.tenants.access import IsOwner, IsStaff, ManagesAdminTokens, ReadOrWrite, TenantAccess
 from apps.tenants.models import Tenant
 from apps.tenants.services import (
     TenantError,
@@ -207,6 +207,8 @@ class KeyRevokeView(TenantAPIView):
     ),
 )
 class AdminTokenListView(TenantAPIView):
+    permission_classes = [IsAuthenticated, ManagesAdminTokens]
+
     def get(self, request: Request) -> Response:
         tokens = tenant_selectors.admin_token_list(tenant=self.tenant)
         return Response(s.AdminTokenSerializer(tokens, many=True).data)
@@ -235,6 +237,8 @@ class AdminTokenListView(TenantAPIView):
     tags=["admin tokens"],
 )
 class AdminTokenRevokeView(TenantAPIView):
+    permission_classes = [IsAuthenticated, ManagesAdminTokens]
+
     def post(self, request: Request, token_id: int) -> Response:
         token = _object_or_404(
             tenant_selectors.admin_token_get(tenant=self.tenant, token_id=token_id)
