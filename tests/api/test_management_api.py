@@ -586,6 +586,9 @@ def test_staff_pipeline_state(org, stream_clean):
         "lag_seconds",
         "dead_letters",
         "last_ingest_at",
+        "beat_last_tick_at",
+        "ingest",
+        "beat",
     }
     assert body["lag_seconds"] == 0.0 and body["last_ingest_at"] is None
 
