@@ -25,11 +25,18 @@ serve: migrate
 	DEMO_UPSTREAM=1 $(BIN)/uvicorn apps.platform.asgi:application --host $(HOST) --port $(PORT) \
 		--loop uvloop --http httptools --no-access-log
 
+# One node: the worker runs the beat schedule too (-B), so `make worker` alone ingests the
+# usage stream and builds the reports. With several workers, run exactly one `make beat`
+# and start the workers with `make worker BEAT=0`. Beat's schedule state lives in var/.
+BEAT ?= 1
 worker: install
-	$(BIN)/celery -A apps.platform.celery_app worker --loglevel=INFO
+	mkdir -p var
+	$(BIN)/celery -A apps.platform.celery_app worker --loglevel=INFO \
+		$(if $(filter 1,$(BEAT)),-B -s var/celerybeat-schedule)
 
 beat: install
-	$(BIN)/celery -A apps.platform.celery_app beat --loglevel=INFO
+	mkdir -p var
+	$(BIN)/celery -A apps.platform.celery_app beat --loglevel=INFO -s var/celerybeat-schedule
 
 # The suite runs against the local PostgreSQL and Redis.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tollgate

@@ -117,6 +117,14 @@ CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Beat stamps Redis on every tick (apps/core/beat.py) so /readyz can tell it is running;
+# the loop wakes at least this often even when nothing is due.
+CELERY_BEAT_SCHEDULER = "apps.core.beat:HeartbeatScheduler"
+CELERY_BEAT_MAX_LOOP_INTERVAL = 5
+# /readyz answers 503 when the oldest usage event not yet ingested is older than this, or
+# beat has not ticked for this long (or never did). 0 = report only, never fail on it.
+PIPELINE_MAX_INGEST_LAG_S = float(os.environ.get("PIPELINE_MAX_INGEST_LAG_S", "120"))
+PIPELINE_MAX_BEAT_SILENCE_S = float(os.environ.get("PIPELINE_MAX_BEAT_SILENCE_S", "60"))
 CELERY_BEAT_SCHEDULE = {
     "ledger-ingest": {"task": "ledger.ingest", "schedule": 1.0},
     "limits-reconcile-budgets": {"task": "limits.reconcile_budgets", "schedule": 300.0},

@@ -515,3 +515,6 @@ class PipelineSerializer(serializers.Serializer):
     lag_seconds = serializers.FloatField(allow_null=True)
     dead_letters = serializers.IntegerField(allow_null=True)
     last_ingest_at = serializers.DateTimeField(allow_null=True)
+    beat_last_tick_at = serializers.DateTimeField(allow_null=True)
+    ingest = serializers.CharField(help_text='"ok", or why ingest is stalled (as /readyz)')
+    beat = serializers.CharField(help_text='"ok", or how long beat has been silent')

@@ -26,10 +26,10 @@ from apps.catalog import services as catalog_services
 from apps.catalog.models import Backend, Deployment, Model, Price
 from apps.keys.selectors import api_key_get, api_key_list, api_key_name_taken
 from apps.keys.services import api_key_issue, api_key_revoke, api_key_rotate, api_key_update
-from apps.ledger.selectors import ledger_last_ingest, ledger_pipeline_state
+from apps.ledger.selectors import ledger_last_ingest, ledger_pipeline_health
 from apps.moderation.services import content_policy_set
 from apps.tenants import selectors as tenant_selectors
-from apps.tenants.access import IsOwner, IsStaff, ReadOrWrite, TenantAccess
+from apps.tenants.access import IsOwner, IsStaff, ManagesAdminTokens, ReadOrWrite, TenantAccess
 from apps.tenants.models import Tenant
 from apps.tenants.services import (
     TenantError,
@@ -207,6 +207,8 @@ class KeyRevokeView(TenantAPIView):
     ),
 )
 class AdminTokenListView(TenantAPIView):
+    permission_classes = [IsAuthenticated, ManagesAdminTokens]
+
     def get(self, request: Request) -> Response:
         tokens = tenant_selectors.admin_token_list(tenant=self.tenant)
         return Response(s.AdminTokenSerializer(tokens, many=True).data)
@@ -235,6 +237,8 @@ class AdminTokenListView(TenantAPIView):
     tags=["admin tokens"],
 )
 class AdminTokenRevokeView(TenantAPIView):
+    permission_classes = [IsAuthenticated, ManagesAdminTokens]
+
     def post(self, request: Request, token_id: int) -> Response:
         token = _object_or_404(
             tenant_selectors.admin_token_get(tenant=self.tenant, token_id=token_id)
@@ -713,13 +717,16 @@ class PriceDetailView(StaffAPIView):
 )
 class PipelineView(StaffAPIView):
     def get(self, request: Request) -> Response:
-        state: dict[str, Any] = ledger_pipeline_state()
+        state: dict[str, Any] = ledger_pipeline_health()
         body = {
             "stream_length": state["length"],
             "pending": state["pending"],
             "lag_seconds": state["lag_seconds"],
             "dead_letters": state["dead_letters"],
             "last_ingest_at": ledger_last_ingest(),
+            "beat_last_tick_at": state["beat_last_tick"],
+            "ingest": state["ingest"],
+            "beat": state["beat"],
         }
         return Response(s.PipelineSerializer(body).data)
 

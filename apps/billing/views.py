@@ -7,11 +7,9 @@ reads ``for_tenant(tenant)`` querysets. Another tenant's objects are a 404.
 
 import base64
 import binascii
-import csv
-import io
 import math
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -27,11 +25,11 @@ from rest_framework.views import APIView
 from apps.billing import schema, selectors
 from apps.billing.models import UsageRollup
 from apps.billing.renderers import ExactJSONRenderer, decimal_text
+from apps.core.csv_export import csv_chunks
 from apps.tenants.authentication import tenant_for_request
 
 USAGE_LIMITS = {"1d": (7, 31), "1h": (24, 168), "1m": (60, 1440)}
 COST_LIMITS = (7, 180)
-CSV_ROWS_PER_CHUNK = 2000
 
 
 class TenantReportView(APIView):
@@ -267,19 +265,6 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def _csv_chunks(header: Iterable[str], rows: Iterator[tuple]) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    for count, row in enumerate(rows, 1):
-        writer.writerow([_csv_value(v) for v in row])
-        if count % CSV_ROWS_PER_CHUNK == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
-
-
 async def _async_chunks(chunks: Iterator[str]) -> AsyncIterator[str]:
     """Under ASGI, pull each chunk in the request's sync thread (one server-side cursor,
     one DB connection) instead of letting Django buffer the whole response."""
@@ -316,7 +301,9 @@ class UsageRecordsCSVView(TenantReportView):
         start, end = _csv_range(request)
         rows = selectors.usage_records_iter(tenant=self.tenant, start=start, end=end)
         name = f"usage-{self.tenant.name}-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}.csv"
-        return _csv_response(request, _csv_chunks(selectors.RECORD_COLUMNS, rows), name)
+        return _csv_response(
+            request, csv_chunks(selectors.RECORD_COLUMNS, rows, render=_csv_value), name
+        )
 
 
 @schema.rollups_csv_schema
@@ -332,7 +319,9 @@ class UsageRollupsCSVView(TenantReportView):
             tenant=self.tenant, start=start, end=end, granularity=granularity
         )
         name = f"rollups-{granularity}-{self.tenant.name}-{start:%Y%m%d}-{end:%Y%m%d}.csv"
-        return _csv_response(request, _csv_chunks(selectors.ROLLUP_COLUMNS, rows), name)
+        return _csv_response(
+            request, csv_chunks(selectors.ROLLUP_COLUMNS, rows, render=_csv_value), name
+        )
 
 
 # Statements ------------------------------------------------------------------------------

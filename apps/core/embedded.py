@@ -13,11 +13,13 @@ log = logging.getLogger(__name__)
 
 
 async def run_schedule_forever(tick_s: float = 0.5) -> None:
+    from apps.core.beat import beat_tick_record
     from apps.platform.celery_app import app
 
     app.loader.import_default_modules()  # registers the tasks of every app
     due = {name: 0.0 for name in settings.CELERY_BEAT_SCHEDULE}
     while True:
+        beat_tick_record()
         for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
             if time.monotonic() < due[name]:
                 continue

@@ -21,7 +21,11 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Readiness: the database and Redis answer."""
+    """Readiness: the database and Redis answer, and the metering pipeline moves (usage
+    ingested within PIPELINE_MAX_INGEST_LAG_S, beat ticked within
+    PIPELINE_MAX_BEAT_SILENCE_S); the pipeline's figures come along either way."""
+    from apps.ledger.selectors import ledger_pipeline_health
+
     checks = {}
     try:
         with connection.cursor() as cursor:
@@ -34,9 +38,21 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks["redis"] = "ok"
     except Exception as exc:  # noqa: BLE001
         checks["redis"] = f"error: {type(exc).__name__}"
+    health = ledger_pipeline_health()
+    checks["ingest"] = health["ingest"]
+    checks["beat"] = health["beat"]
     ok = all(v == "ok" for v in checks.values())
+    last_tick = health["beat_last_tick"]
+    pipeline = {
+        "lag_seconds": health["lag_seconds"],
+        "pending": health["pending"],
+        "stream_length": health["length"],
+        "beat_last_tick_at": last_tick.isoformat() if last_tick else None,
+        "beat_silent_seconds": health["beat_silent_seconds"],
+    }
     return JsonResponse(
-        {"status": "ok" if ok else "unavailable", **checks}, status=200 if ok else 503
+        {"status": "ok" if ok else "unavailable", **checks, "pipeline": pipeline},
+        status=200 if ok else 503,
     )
 
 

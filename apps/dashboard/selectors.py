@@ -20,7 +20,7 @@ from apps.billing import selectors as billing
 from apps.catalog.models import Backend, Model
 from apps.keys.models import ApiKey
 from apps.ledger.models import UsageRecord
-from apps.ledger.selectors import ledger_last_ingest, ledger_pipeline_state
+from apps.ledger.selectors import ledger_last_ingest, ledger_pipeline_health
 from apps.tenants.models import AdminToken, Membership, Tenant
 
 # Keys ------------------------------------------------------------------------------------
@@ -353,7 +353,7 @@ def staff_models() -> list[dict[str, Any]]:
 
 
 def staff_pipeline() -> dict[str, Any]:
-    state = ledger_pipeline_state()
+    state = ledger_pipeline_health()
     state["last_ingest"] = ledger_last_ingest()
     state["records_last_hour"] = UsageRecord.objects.filter(
         ingested_at__gte=timezone.now() - timedelta(hours=1)

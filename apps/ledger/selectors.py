@@ -36,3 +36,39 @@ def ledger_last_ingest():
     from apps.ledger.models import UsageRecord
 
     return UsageRecord.objects.order_by("-id").values_list("ingested_at", flat=True).first()
+
+
+def _over(value: float | None, limit: float) -> bool:
+    return limit > 0 and value is not None and value > limit
+
+
+def ledger_pipeline_health() -> dict:
+    """``ledger_pipeline_state()`` plus when the beat schedule last ran, and a verdict per
+    stage for /readyz: ``ingest`` fails when the oldest event not yet ingested is older
+    than PIPELINE_MAX_INGEST_LAG_S, ``beat`` when it has been silent for longer than
+    PIPELINE_MAX_BEAT_SILENCE_S or never ran (a limit of 0 never fails)."""
+    from apps.core.beat import beat_last_tick
+
+    state = ledger_pipeline_state()
+    last_tick = beat_last_tick()
+    silence = None if last_tick is None else max(0.0, time.time() - last_tick.timestamp())
+    state["beat_last_tick"] = last_tick
+    state["beat_silent_seconds"] = silence
+    lag_limit = settings.PIPELINE_MAX_INGEST_LAG_S
+    beat_limit = settings.PIPELINE_MAX_BEAT_SILENCE_S
+    if state["lag_seconds"] is None:
+        state["ingest"] = "unknown: the usage stream could not be read"
+    elif _over(state["lag_seconds"], lag_limit):
+        state["ingest"] = (
+            f"stalled: the oldest event not ingested is {state['lag_seconds']:.0f} s old"
+            f" (limit {lag_limit:g} s); is a worker running?"
+        )
+    else:
+        state["ingest"] = "ok"
+    if last_tick is None and beat_limit > 0:
+        state["beat"] = "never ran: start `make worker` (or a beat process)"
+    elif _over(silence, beat_limit):
+        state["beat"] = f"silent for {silence:.0f} s (limit {beat_limit:g} s)"
+    else:
+        state["beat"] = "ok"
+    return state

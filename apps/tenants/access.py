@@ -3,12 +3,19 @@
 Used by every management API view (through the DRF permission classes below) and by the
 dashboard's HTML views (``tenant_access_for`` + ``require_role``):
 
-* an **admin token** (``Authorization: Bearer tga-…``) acts for its own tenant with the
-  role ``admin``; naming another tenant (``?tenant=``) is a 404;
+* an **admin token** (``Authorization: Bearer tga-…``) acts for its own tenant with at
+  most the role ``admin``, and never more than the user who created it has in that tenant
+  *now* (``admin_token_role``): demote the creator to viewer and the token reads only;
+  remove them and it stops working (401). Tokens the operator issued (config as code)
+  act as admin. Naming another tenant (``?tenant=``) is a 404;
 * a **signed-in user** acts for the tenant selected by ``?tenant=<name>``, else the one
   stored in the session (``session_tenant_set``), else their only membership; the role
   is their membership's. A tenant they are not a member of does not exist for them (404);
 * **staff** may select any tenant and act as its ``owner``.
+
+**Admin tokens** are created and revoked by owners only (staff count as owners), on the
+dashboard and the API alike (``require_admin_token_manager``), and never by a token: a
+token cannot mint a credential that outlives its creator's rights.
 
 A role too low for the operation is a 403 (the tenant is theirs, the action is not);
 anything of another tenant is a 404, never a 403, so its existence does not leak.
@@ -71,6 +78,42 @@ class TenantAccess:
         return self.has_role(OWNER)
 
 
+def _lower(a: str, b: str) -> str:
+    return a if ROLE_RANK[a] <= ROLE_RANK[b] else b
+
+
+def admin_token_role(token: AdminToken) -> str | None:
+    """The role an admin token acts with: ``admin`` at most, and never more than the user
+    who created it has in the token's tenant now (staff: owner). None: that user was
+    deleted, deactivated or is no longer a member, and the token no longer works."""
+    if not token.issued_by_user:
+        return ADMIN  # issued by the operator (config as code)
+    creator = token.created_by
+    if creator is None or not creator.is_active:
+        return None
+    if creator.is_staff:
+        return ADMIN
+    role = (
+        Membership.objects.filter(user=creator, tenant_id=token.tenant_id)
+        .values_list("role", flat=True)
+        .first()
+    )
+    return None if role is None else _lower(role, ADMIN)
+
+
+def can_manage_admin_tokens(access: TenantAccess) -> bool:
+    """Owners (and staff) create and revoke admin tokens; admin tokens never do."""
+    return access.token is None and access.has_role(OWNER)
+
+
+def require_admin_token_manager(access: TenantAccess) -> TenantAccess:
+    """PermissionDenied (403) unless the caller may create and revoke admin tokens."""
+    if not can_manage_admin_tokens(access):
+        who = "an admin token" if access.token is not None else f"you are {access.role}"
+        raise PermissionDenied(f"Only owners create and revoke admin tokens ({who}).")
+    return access
+
+
 def _query_param(request: Any, name: str) -> str | None:
     value = request.GET.get(name)
     return value or None
@@ -91,7 +134,12 @@ def _resolve(request: Any) -> TenantAccess:
     if isinstance(token, AdminToken):
         if wanted is not None and wanted != token.tenant.name:
             raise Http404("No such tenant.")
-        return TenantAccess(tenant=token.tenant, role=ADMIN, user=None, token=token)
+        role = admin_token_role(token)
+        if role is None:
+            raise exceptions.AuthenticationFailed(
+                "This admin token's creator is no longer a member of its tenant."
+            )
+        return TenantAccess(tenant=token.tenant, role=role, user=None, token=token)
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated or not isinstance(user, AbstractBaseUser):
         raise PermissionDenied("Sign in or send an admin token.")
@@ -210,6 +258,18 @@ class ReadOrWrite(_TenantRole):
 
     def required_role(self, request) -> str:
         return VIEWER if request.method in SAFE_METHODS else ADMIN
+
+
+class ManagesAdminTokens(_TenantRole):
+    """Members read the token list; creating and revoking is ``can_manage_admin_tokens``."""
+
+    def has_permission(self, request, view) -> bool:
+        if not super().has_permission(request, view):
+            return False
+        if request.method in SAFE_METHODS or can_manage_admin_tokens(view.access):
+            return True
+        self.message = "Only owners create and revoke admin tokens."
+        return False
 
 
 class IsStaff(BasePermission):

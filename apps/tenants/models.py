@@ -51,6 +51,18 @@ class AdminToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # Who created it decides what it may do (apps.tenants.access.admin_token_role): a token
+    # a user created acts with at most that user's role in the tenant *now*, and stops
+    # working when the user is no longer a member (or deleted: created_by NULL with
+    # issued_by_user set). Tokens the operator issued (config as code) act as admin.
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    issued_by_user = models.BooleanField(default=False)
 
     class Meta:
         constraints = [

@@ -7,7 +7,7 @@ def admin_token_get_active(*, secret: str) -> AdminToken | None:
     if not secret.startswith(ADMIN_TOKEN_PREFIX) or len(secret) > 128:
         return None
     return (
-        AdminToken.objects.select_related("tenant")
+        AdminToken.objects.select_related("tenant", "created_by")
         .filter(key_hash=secret_hash(secret), revoked_at__isnull=True)
         .first()
     )

@@ -39,15 +39,28 @@ class TenantError(ValueError):
 # Admin tokens ------------------------------------------------------------------------------
 
 
+def _acting_user(actor) -> AbstractBaseUser | None:
+    """The signed-in user behind ``actor`` (a user or a TenantAccess); None for the system."""
+    user = getattr(actor, "user", None) if hasattr(actor, "actor") else actor
+    return user if isinstance(user, AbstractBaseUser) and user.pk is not None else None
+
+
 @transaction.atomic
 def admin_token_issue(*, tenant: Tenant, name: str, actor=None) -> tuple[AdminToken, str]:
-    """Create a token; the secret is returned once and never stored."""
+    """Create a token; the secret is returned once and never stored. Who may is decided by
+    apps.tenants.access (``require_admin_token_manager``); the token remembers the user who
+    created it, and acts with at most that user's role (``actor`` None: the operator)."""
+    if isinstance(actor, AdminToken) or getattr(actor, "token", None) is not None:
+        raise TenantError("actor", "an admin token cannot create admin tokens")
     secret = secret_generate(ADMIN_TOKEN_PREFIX)
+    creator = _acting_user(actor)
     token = AdminToken.objects.create(
         tenant=tenant,
         name=name,
         prefix=secret_visible_prefix(secret),
         key_hash=secret_hash(secret),
+        created_by=creator,
+        issued_by_user=creator is not None,
     )
     audit_record(
         tenant=tenant,

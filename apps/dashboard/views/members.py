@@ -13,7 +13,12 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.audit.selectors import audit_event_list
 from apps.dashboard import selectors
-from apps.dashboard.access import access_required, current_access, tenant_switch
+from apps.dashboard.access import (
+    access_required,
+    current_access,
+    require_admin_token_manager,
+    tenant_switch,
+)
 from apps.dashboard.forms import AdminTokenForm, InviteForm, RoleForm
 from apps.dashboard.views.common import one_time_put, page
 from apps.tenants.models import Membership
@@ -164,7 +169,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def token_create(request: HttpRequest) -> HttpResponse:
-    access = access_required(request, OWNER)
+    access = require_admin_token_manager(access_required(request))
     form = AdminTokenForm(request.POST)
     if form.is_valid():
         try:
@@ -193,7 +198,7 @@ def token_create(request: HttpRequest) -> HttpResponse:
 def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     access = access_required(request)
     token = selectors.admin_token_get(tenant=access.tenant, token_id=token_id)
-    access_required(request, OWNER)
+    require_admin_token_manager(access)
     admin_token_revoke(admin_token=token, actor=request.user)
     messages.success(request, f"Token {token.name} ({token.prefix}…) revoked.")
     return redirect("dashboard:tokens")
