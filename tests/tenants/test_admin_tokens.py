@@ -243,7 +243,7 @@ def test_a_token_the_operator_issued_acts_as_admin(org):
 def test_existing_tokens_get_their_creator_from_the_audit_log(org):
     from django.apps import apps as registry
 
-    migration = importlib.import_module("apps.tenants.migrations.0005_admintoken_created_by_e")
+    migration = importlib.import_module("apps.tenants.migrations.0005_admintoken_created_by")
     token, _secret = admin_token_issue(tenant=org.acme, name="old", actor=org.admin)
     AdminToken.objects.filter(id=token.id).update(created_by=None, issued_by_user=False)
     migration.creators_from_audit_log(registry, None)
@@ -254,6 +254,6 @@ def test_existing_tokens_get_their_creator_from_the_audit_log(org):
 def test_existing_operator_tokens_stay_the_operators(org):
     from django.apps import apps as registry
 
-    migration = importlib.import_module("apps.tenants.migrations.0005_admintoken_created_by_e")
+    migration = importlib.import_module("apps.tenants.migrations.0005_admintoken_created_by")
     migration.creators_from_audit_log(registry, None)
     assert org.acme_token_row().issued_by_user is False
