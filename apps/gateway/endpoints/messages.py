@@ -286,7 +286,7 @@ async def _relay_native_stream(
         return
     if not relay.stopped:
         _mark_stream_failed(call)
-    if not relay.finished:  # never a silent close (§4)
+    if not relay.finished:  # never a silent close (docs/protocols.md §4)
         message = STREAM_ERROR_MESSAGE if failed else "The upstream stream ended early."
         error = {"type": "error", "error": {"type": "api_error", "message": message}}
         tail.append(messages_sse_event("error", error))
