@@ -2,7 +2,11 @@
 source (every import statement, also those inside functions)."""
 
 import ast
+import importlib
+import sys
 from pathlib import Path
+
+import pytest
 
 import apps.gateway
 
@@ -149,3 +153,14 @@ def test_protocol_code_imports_nothing_from_the_rest_of_the_gateway():
         if (i == PACKAGE or i.startswith(PACKAGE + ".")) and not i.startswith(PACKAGE + ".protocol")
     )
     assert outside == []
+
+
+def test_the_gateway_fails_to_start_when_a_route_module_cannot_be_imported(monkeypatch):
+    # A broken module must stop the process at start-up, not turn its routes into 404s.
+    # (None in sys.modules makes its import raise ImportError; the earlier name of the
+    # /v1/messages module is blocked too, so the test means the same on either layout.)
+    for name in ("apps.gateway.endpoints.messages", "apps.gateway.messages"):
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "apps.gateway.app")
+    with pytest.raises(ImportError):
+        importlib.import_module("apps.gateway.app").GatewayApp()
