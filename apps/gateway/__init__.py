@@ -1,0 +1,33 @@
+"""The /v1 gateway: the metered hot path, a bare ASGI app outside Django's request cycle.
+
+Modules, lowest first; a module imports only from those above it (and from other
+Django apps), never from one below it, so there is no import circle
+(tests/gateway/test_layout.py checks it):
+
+``protocol/``
+    Plain Python, sans-IO: OpenAI and Anthropic shapes, validation, SSE, translation
+    and stream converters. Imports nothing from Django or the rest of the gateway.
+``errors``
+    One class per error (status, OpenAI type/code, Anthropic type, ledger outcome,
+    headers) and one renderer per protocol.
+``exchange``
+    The ASGI plumbing of one request/response (body, headers, stream, keep-alive).
+``caches``, ``metrics``, ``limits``
+    The in-process caches of keys and catalog, the metrics, limits as clients see
+    them.
+``upstream/``
+    ``client``: the pooled HTTP client, the only module that imports aiohttp (its
+    exceptions mapped once into ``TransportError``s). ``bodies``: request bodies per
+    deployment, answers read and checked. ``failover``: ordered attempts, retries
+    before the first byte, upstream answers mapped to errors.
+``state``
+    The per-process state: caches, limiter, upstream client, Redis.
+``call``, ``filtering``
+    ``MeteredCall`` (one usage event per authenticated request), authentication,
+    model resolution, request parsing; content filtering of one call.
+``endpoints/``
+    One module per route family: chat (with ``chat_anthropic`` for Anthropic-native
+    deployments), messages, count_tokens, responses, embeddings, models.
+``app``
+    ``GatewayApp``: the route table and the dispatch, nothing else.
+"""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from apps.gateway.http import GatewayError
+from apps.gateway.errors import PromptFiltered
 from apps.gateway.protocol.content_filter import (
     ChatChunkFilter,
     MessageEventFilter,
@@ -36,7 +36,7 @@ from apps.moderation.policy import EffectivePolicy, Verdict, verdict_merge
 from apps.moderation.scanner import Scanner, StreamGuard
 
 if TYPE_CHECKING:
-    from apps.gateway.app import MeteredCall
+    from apps.gateway.call import MeteredCall
 
 CONTENT_FILTER_OUTCOME = "content_filter"
 
@@ -69,16 +69,7 @@ class Screen:
         self._record()
         if verdict.blocked:
             rules = self.policy.describe(verdict.filtered, "prompt")
-            raise GatewayError(
-                400,
-                "The prompt was filtered by this API key's content policy "
-                f"({rules}). Please modify your prompt and retry.",
-                code=CONTENT_FILTER_OUTCOME,
-                param="prompt",
-                outcome=CONTENT_FILTER_OUTCOME,
-                anthropic_type="invalid_request_error",
-                extra=openai_content_filter_error(verdict.results),
-            )
+            raise PromptFiltered(rules, openai_content_filter_error(verdict.results))
 
     def prompt_results(self) -> list | None:
         return prompt_filter_results(self.prompt.results) if self.prompt is not None else None

@@ -4,7 +4,7 @@ import math
 import time
 from datetime import UTC, datetime
 
-from apps.gateway.http import GatewayError
+from apps.gateway.errors import BudgetExhausted, GatewayError, RateLimited
 from apps.limits.limiter import LimitExceeded, RateState, reset_duration
 
 
@@ -75,33 +75,5 @@ def limit_error(exc: LimitExceeded, protocol: str) -> GatewayError:
     if exc.reason == "budget":
         # Retrying cannot help until the period resets or the budget is raised.
         headers.append((b"x-should-retry", b"false"))
-        return GatewayError(
-            429,
-            message,
-            error_type="insufficient_quota",
-            code="insufficient_quota",
-            outcome="budget_exceeded",
-            headers=headers,
-            anthropic_type="rate_limit_error",
-        )
-    return GatewayError(
-        429,
-        message,
-        error_type="tokens" if exc.reason == "tokens" else "requests",
-        code="rate_limit_exceeded",
-        outcome=f"limit_{exc.reason}",
-        headers=headers,
-        anthropic_type="rate_limit_error",
-    )
-
-
-def limits_unavailable() -> GatewayError:
-    return GatewayError(
-        503,
-        "Limits cannot be checked right now; the request was not sent. Please retry.",
-        error_type="server_error",
-        code="limits_unavailable",
-        outcome="limits_unavailable",
-        anthropic_type="api_error",
-        headers=[(b"retry-after", b"1")],
-    )
+        return BudgetExhausted(message, headers)
+    return RateLimited(message, exc.reason, headers)

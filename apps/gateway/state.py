@@ -15,7 +15,7 @@ from apps.core.redis import (
     is_embedded,
 )
 from apps.gateway.caches import CatalogCache, KeyCache
-from apps.gateway.upstream import UpstreamClient
+from apps.gateway.upstream.client import UpstreamClient
 from apps.ledger.spool import spool_replay_forever
 from apps.limits.limiter import Limiter
 from apps.moderation.remote import RemoteModerationClient

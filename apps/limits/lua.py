@@ -10,11 +10,9 @@ Per scope (the key, then its tenant) nine keys, in this order:
   7 res   zset request id → lease expiry (ms)           budget reservations ...
   8 resh  hash request id → reserved money (nano-USD)   ... and their amounts
   9 ress  string, the sum of reservations
-Leases make a crashed process's slots and reservations expire on their own.
+and five arguments: rpm, tpm, max_concurrent, budget (nano-USD), budget period end (ms);
+-1 = none. Leases make a crashed process's slots and reservations expire on their own.
 """
-
-SCOPE_KEYS = 9
-SCOPE_ARGS = 5  # rpm, tpm, max_concurrent, budget (nano-USD), budget period end (ms); -1 = none
 
 _COMMON = r"""
 local WINDOW = 60000

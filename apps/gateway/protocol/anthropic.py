@@ -1,6 +1,6 @@
 """Anthropic Messages API shapes: errors, request validation, SSE framing, token estimate.
 
-Pure Python (no Django). See /work/shared/protocols.md §2.
+Pure Python (no Django). See docs/protocols.md §2; bare § numbers below are its sections.
 """
 
 from __future__ import annotations

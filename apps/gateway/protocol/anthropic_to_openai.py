@@ -1,7 +1,7 @@
 """Anthropic Messages client → OpenAI-compatible Chat Completions backend.
 
 Request (§3.1), non-stream response (§3.2) and the chunk → event state machine (§3.3)
-of /work/shared/protocols.md. Pure Python, no Django.
+of docs/protocols.md. Pure Python, no Django.
 
 Design choices where the spec leaves room:
 

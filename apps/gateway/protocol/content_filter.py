@@ -2,7 +2,7 @@
 results written into answers, and the stream filters that sit between a relay and the
 client.
 
-OpenAI surface (protocols.md §1.6, Azure's shapes):
+OpenAI surface (docs/protocols.md §1.6, Azure's shapes):
   * prompt: ``prompt_filter_results: [{"prompt_index": 0, "content_filter_results": …}]``
     at the top level of a completion; in a stream, a first chunk with ``choices: []``
     and ``prompt_filter_results`` (same id/model as the rest, so SDK helpers accumulate

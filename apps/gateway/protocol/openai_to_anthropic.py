@@ -1,6 +1,6 @@
 """OpenAI Chat Completions client → Anthropic-native Messages backend.
 
-Reverse of ``anthropic_to_openai`` (§3 of /work/shared/protocols.md). Pure Python.
+Reverse of ``anthropic_to_openai`` (docs/protocols.md §3). Pure Python.
 
 Design choices where the spec leaves room:
 

@@ -5,9 +5,7 @@ from typing import Any
 
 import orjson
 
-DONE = b"[DONE]"
 DONE_EVENT = b"data: [DONE]\n\n"
-KEEPALIVE_COMMENT = b": keep-alive\n\n"
 
 
 def named_event(event_type: str, data: Any) -> bytes:

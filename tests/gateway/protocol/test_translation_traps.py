@@ -1,4 +1,4 @@
-"""One regression test per translation bug listed in protocols.md §3.4.
+"""One regression test per translation bug listed in docs/protocols.md §3.4.
 
 Each test is named after the trap and would have failed on the buggy behaviour.
 """

@@ -1,5 +1,5 @@
 """POST /v1/responses: OpenAI's Responses API, served by the model's OpenAI-compatible
-deployments through Chat Completions (apps/gateway/protocol/responses.py translates).
+deployments through Chat Completions (``protocol.responses`` translates).
 
 Metered like a chat completion (endpoint ``responses``). Under a content policy the
 prompt is screened as usual; with a completion policy on, a stream is answered from a
@@ -8,21 +8,13 @@ checked non-stream completion replayed as events (nothing unchecked reaches the 
 
 import time
 
-import aiohttp
 import orjson
 
-from apps.gateway.app import MeteredCall, authenticate, parse_openai_request, resolve_model
 from apps.gateway.caches import ModelInfo
-from apps.gateway.chat import settle_chat_usage
+from apps.gateway.call import MeteredCall, authenticate, parse_openai_request, resolve_model
+from apps.gateway.endpoints.chat import settle_chat_usage
+from apps.gateway.exchange import JSON_CONTENT_TYPE, Exchange
 from apps.gateway.filtering import filter_chat_completion, screen_prompt
-from apps.gateway.forward import (
-    open_upstream,
-    openai_compatible_only,
-    parse_chat_completion,
-    read_upstream,
-    rewrite_model,
-)
-from apps.gateway.http import JSON_CONTENT_TYPE, Exchange
 from apps.gateway.protocol.content_filter import chat_prompt_text
 from apps.gateway.protocol.openai import (
     ChatChunkReader,
@@ -39,6 +31,14 @@ from apps.gateway.protocol.responses import (
 )
 from apps.gateway.protocol.sse import SSEParser
 from apps.gateway.state import GatewayState
+from apps.gateway.upstream.bodies import (
+    openai_compatible_only,
+    parse_chat_completion,
+    read_upstream,
+    rewrite_model,
+)
+from apps.gateway.upstream.client import ReadError
+from apps.gateway.upstream.failover import open_upstream
 
 STREAM_ERROR_MESSAGE = "The upstream failed while streaming the response."
 
@@ -141,7 +141,7 @@ async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: 
         async with _chat_upstream(call, model, chat, stream=True) as (response, _deployment):
             if "text/event-stream" not in response.headers.get("Content-Type", ""):
                 # Some servers answer a stream request with a plain completion.
-                answer = parse_chat_completion(await response.read())
+                answer = parse_chat_completion(await read_upstream(response))
                 await _answer(call, chat, shell, answer, True)
                 return
             await exchange.start_stream()
@@ -149,13 +149,13 @@ async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: 
             relayed = True
             parser = SSEParser()
             try:
-                async for data in response.content.iter_any():
+                async for data in response.chunks():
                     out = [converter.feed(chunk) for chunk in reader.chunks(parser.feed(data))]
                     if out:
                         await exchange.stream_send(b"".join(out))
                     if reader.done or reader.error:
                         break
-            except (aiohttp.ClientError, TimeoutError):
+            except ReadError:
                 failed = True
     finally:
         if relayed:  # (nothing sent, nothing billed)

@@ -1,4 +1,4 @@
-"""POST /v1/messages and POST /v1/messages/count_tokens: the Anthropic Messages API.
+"""POST /v1/messages: the Anthropic Messages API.
 
 The deployment's kind decides the upstream request (a model may mix both kinds; a
 failover crosses kinds freely, since nothing reached the client before):
@@ -12,29 +12,19 @@ failover crosses kinds freely, since nothing reached the client before):
 
 Ledger: protocol ``anthropic``, endpoint ``messages``, tokens in the OpenAI convention
 (cached tokens inside ``prompt_tokens`` and again in ``cached_tokens``: see README,
-"Token counts"). ``count_tokens`` is not billed: it appends a usage event with 0 tokens
-and endpoint ``messages.count_tokens`` (an audit trail of calls, never a cost).
+"Token counts").
 """
 
 import dataclasses
 
-import aiohttp
 import orjson
 from django.conf import settings
 
-from apps.gateway.app import MeteredCall, authenticate, parse_json_body, resolve_model
 from apps.gateway.caches import ModelInfo
+from apps.gateway.call import MeteredCall, authenticate, parse_json_body, resolve_model
+from apps.gateway.errors import InvalidRequest, param_named_in
+from apps.gateway.exchange import JSON_CONTENT_TYPE, Exchange, KeepAlive
 from apps.gateway.filtering import filter_message, screen_prompt, stream_filter_done
-from apps.gateway.forward import (
-    loads_or_none,
-    open_upstream,
-    parse_chat_completion,
-    parse_message,
-    read_upstream,
-    rewrite_model,
-    scrub_for,
-)
-from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError, KeepAlive
 from apps.gateway.protocol.anthropic import (
     PING_EVENT,
     MessagesStreamRelay,
@@ -60,6 +50,14 @@ from apps.gateway.protocol.openai import (
 )
 from apps.gateway.protocol.sse import SSEParser
 from apps.gateway.state import GatewayState
+from apps.gateway.upstream.bodies import (
+    parse_chat_completion,
+    parse_message,
+    read_upstream,
+    rewrite_model,
+)
+from apps.gateway.upstream.client import ReadError, UpstreamResponse
+from apps.gateway.upstream.failover import open_upstream, scrub_for
 
 STREAM_ERROR_MESSAGE = "The upstream failed while streaming the response."
 MAX_MODEL_NAME = 128
@@ -68,11 +66,6 @@ MAX_MODEL_NAME = 128
 async def handle_messages(state: GatewayState, exchange: Exchange) -> None:
     key = await authenticate(state, exchange)
     await MeteredCall(state, exchange, key, "messages").run(create_message)
-
-
-async def handle_count_tokens(state: GatewayState, exchange: Exchange) -> None:
-    key = await authenticate(state, exchange)
-    await MeteredCall(state, exchange, key, "messages.count_tokens").run(count_tokens)
 
 
 # Passed on to Anthropic-native backends as the client sent them: the beta features it
@@ -87,18 +80,11 @@ def native_headers(call: MeteredCall) -> dict[str, str] | None:
     return found or None
 
 
-def invalid_request(message: str) -> GatewayError:
-    param = message.partition(":")[0] if ":" in message else None
-    return GatewayError(
-        400,
-        message,
-        param=param,
-        outcome="invalid_request",
-        anthropic_type="invalid_request_error",
-    )
+def invalid_request(message: str) -> InvalidRequest:
+    return InvalidRequest(message, param_named_in(message), "invalid_request_error")
 
 
-def _parse(call: MeteredCall, *, require_max_tokens: bool) -> dict:
+def parse_messages_body(call: MeteredCall, *, require_max_tokens: bool) -> dict:
     body = parse_json_body(call.raw_body)
     if isinstance(body, dict) and isinstance(body.get("model"), str):
         call.event.model = body["model"][:MAX_MODEL_NAME]
@@ -106,11 +92,6 @@ def _parse(call: MeteredCall, *, require_max_tokens: bool) -> dict:
     if problem:
         raise invalid_request(problem)
     return body
-
-
-# ---------------------------------------------------------------------------
-# POST /v1/messages
-# ---------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(slots=True)
@@ -137,7 +118,7 @@ def _matches_stops(request: _Request, deployment) -> bool:
 
 
 async def create_message(call: MeteredCall) -> None:
-    body = _parse(call, require_max_tokens=True)
+    body = parse_messages_body(call, require_max_tokens=True)
     model = await resolve_model(call.state, call.key, body["model"])
     call.event.model = model.name
     stream = body.get("stream") is True
@@ -260,7 +241,7 @@ def _mark_stream_failed(call: MeteredCall) -> None:
 
 
 async def _relay_native_stream(
-    call: MeteredCall, request: _Request, response: aiohttp.ClientResponse
+    call: MeteredCall, request: _Request, response: UpstreamResponse
 ) -> None:
     """Anthropic backend → Anthropic client: bytes through, usage captured."""
     exchange = call.exchange
@@ -271,7 +252,7 @@ async def _relay_native_stream(
     await exchange.start_stream()
     try:
         try:
-            async for data in response.content.iter_any():
+            async for data in response.chunks():
                 out = relay.feed(data)
                 if relay.finished:
                     # The last event is held back until the usage event is durable.
@@ -283,7 +264,7 @@ async def _relay_native_stream(
                     await exchange.stream_send(out)
                 if flt is not None and flt.blocked:
                     break
-        except (aiohttp.ClientError, TimeoutError):
+        except ReadError:
             failed = True
     finally:
         prompt, completion, cached = relay.counts()
@@ -305,7 +286,7 @@ async def _relay_native_stream(
         return
     if not relay.stopped:
         _mark_stream_failed(call)
-    if not relay.finished:  # never a silent close (§4)
+    if not relay.finished:  # never a silent close (docs/protocols.md §4)
         message = STREAM_ERROR_MESSAGE if failed else "The upstream stream ended early."
         error = {"type": "error", "error": {"type": "api_error", "message": message}}
         tail.append(messages_sse_event("error", error))
@@ -317,7 +298,7 @@ async def _relay_native_stream(
 
 
 async def _relay_translated_stream(
-    call: MeteredCall, request: _Request, response: aiohttp.ClientResponse, match_stops: bool
+    call: MeteredCall, request: _Request, response: UpstreamResponse, match_stops: bool
 ) -> None:
     """OpenAI backend → Anthropic client: chunks converted to Anthropic's events.
 
@@ -353,7 +334,7 @@ async def _relay_translated_stream(
     keep_alive = KeepAlive(exchange, PING_EVENT, settings.GATEWAY_STREAM_PING_S)
     try:
         try:
-            async for data in response.content.iter_any():
+            async for data in response.chunks():
                 out = convert(parser.feed(data))
                 if out:
                     await call.relay_out(b"".join(out), flt)
@@ -366,7 +347,7 @@ async def _relay_translated_stream(
                 out = convert(parser.flush())
                 if out:
                     await call.relay_out(b"".join(out), flt)
-        except (aiohttp.ClientError, TimeoutError):
+        except ReadError:
             failed = True
     finally:
         keep_alive.stop()
@@ -402,75 +383,3 @@ async def _relay_translated_stream(
         call.tail = await flt.finish(call.tail)
         if stream_filter_done(call, flt.guard, flt.delivered_deltas):
             call.tail += flt.blocked_events(flt.delivered_deltas)
-
-
-# ---------------------------------------------------------------------------
-# POST /v1/messages/count_tokens
-# ---------------------------------------------------------------------------
-
-
-async def count_tokens(call: MeteredCall) -> None:
-    """``{"input_tokens": N}``: from an Anthropic-native deployment's own
-    /messages/count_tokens when the model has one (its 4xx relayed; unreachable or
-    5xx falls back), else from an OpenAI-compatible server's ``/tokenize`` (vLLM),
-    else ``estimate_message_tokens`` (documented there: ⌈text bytes / 4⌉ +
-    per-message, per-tool and per-image charges)."""
-    body = _parse(call, require_max_tokens=False)
-    model = await resolve_model(call.state, call.key, body["model"])
-    call.event.model = model.name
-    native = tuple(d for d in model.deployments if d.kind == "anthropic")
-    count = None
-    if native:
-        try:
-            answer = await _ask_json(call, model, native, "/messages/count_tokens", body)
-        except GatewayError as exc:
-            if exc.status < 500:
-                raise
-            answer = None
-        if isinstance(answer, dict) and isinstance(answer.get("input_tokens"), int):
-            count = answer["input_tokens"]
-    if count is None:
-        count = await _tokenize_count(call, model, body)
-    if count is None:
-        count = estimate_message_tokens(body)
-    call.reply = (200, orjson.dumps({"input_tokens": count}), (JSON_CONTENT_TYPE,))
-
-
-async def _tokenize_count(call: MeteredCall, model: ModelInfo, body: dict) -> int | None:
-    """The exact count from an OpenAI-compatible server's ``/tokenize`` (vLLM's, at the
-    server root, applies the chat template); None when none answers with one."""
-    roots = tuple(
-        dataclasses.replace(d, base_url=d.base_url.removesuffix("/").removesuffix("/v1"))
-        for d in model.deployments
-        if d.kind != "anthropic"
-    )
-    if not roots:
-        return None
-    try:
-        chat, _names = messages_to_chat_request(body, upstream_model="")
-    except TranslationError:
-        return None
-    request = {"messages": chat["messages"]}
-    if chat.get("tools"):
-        request["tools"] = chat["tools"]
-    try:
-        answer = await _ask_json(call, model, roots, "/tokenize", request)
-    except GatewayError:
-        return None
-    count = answer.get("count") if isinstance(answer, dict) else None
-    return count if type(count) is int and count >= 0 else None
-
-
-async def _ask_json(call: MeteredCall, model: ModelInfo, deployments, path: str, body: dict):
-    """One non-stream request to ``deployments`` of ``model``; its JSON answer (None when
-    unreadable). Upstream failures raise GatewayError, as open_upstream does."""
-    async with open_upstream(
-        call.state.upstream,
-        dataclasses.replace(model, deployments=deployments),
-        path,
-        lambda d: rewrite_model(body, d.upstream_model),
-        stream=False,
-        on_deployment=call.record_deployment,
-        native_headers=native_headers(call),
-    ) as (response, _deployment):
-        return loads_or_none(await read_upstream(response))

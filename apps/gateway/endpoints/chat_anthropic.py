@@ -1,6 +1,6 @@
 """/v1/chat/completions served by an Anthropic-native backend: the reverse translation.
 
-chat.py calls in here only for models with at least one deployment of kind
+``chat`` calls in here only for models with at least one deployment of kind
 ``anthropic``, so its OpenAI-backend hot path is unchanged. The request is translated
 once (``chat_to_messages_request``, errors → 400) and each deployment gets the body
 its kind takes; the answer (JSON or event stream) is translated into a chat completion
@@ -9,14 +9,13 @@ its kind takes; the answer (JSON or event stream) is translated into a chat comp
 
 import time
 
-import aiohttp
 import orjson
 
-from apps.gateway.app import MeteredCall
 from apps.gateway.caches import ModelInfo
+from apps.gateway.call import MeteredCall
+from apps.gateway.errors import InvalidRequest, param_named_in
+from apps.gateway.exchange import JSON_CONTENT_TYPE
 from apps.gateway.filtering import blocked_chat_tail, filter_chat_completion, stream_filter_done
-from apps.gateway.forward import parse_message, read_upstream, rewrite_model, scrub_for
-from apps.gateway.http import JSON_CONTENT_TYPE, GatewayError
 from apps.gateway.protocol.anthropic import (
     TranslationError,
     anthropic_usage_counts,
@@ -29,6 +28,9 @@ from apps.gateway.protocol.openai_to_anthropic import (
     message_response_to_chat,
 )
 from apps.gateway.protocol.sse import SSEParser
+from apps.gateway.upstream.bodies import parse_message, read_upstream, rewrite_model
+from apps.gateway.upstream.client import ReadError, UpstreamResponse
+from apps.gateway.upstream.failover import scrub_for
 
 STREAM_ERROR_MESSAGE = "The upstream failed while streaming the response."
 
@@ -46,8 +48,7 @@ def translate_chat_request(body: dict) -> dict:
     try:
         return chat_to_messages_request(body, upstream_model="")
     except TranslationError as exc:
-        param = exc.message.partition(":")[0] if ":" in exc.message else None
-        raise GatewayError(400, exc.message, param=param, outcome="invalid_request") from None
+        raise InvalidRequest(exc.message, param_named_in(exc.message)) from None
 
 
 def chat_request_builder(body: dict, translated: dict):
@@ -61,7 +62,7 @@ def chat_request_builder(body: dict, translated: dict):
     return build
 
 
-async def _read_message(response: aiohttp.ClientResponse) -> dict:
+async def _read_message(response: UpstreamResponse) -> dict:
     return parse_message(await read_upstream(response))
 
 
@@ -78,7 +79,7 @@ def _settle_message_usage(call: MeteredCall, body: dict, message: dict) -> None:
 
 
 async def answer_chat_once(
-    call: MeteredCall, body: dict, model: ModelInfo, response: aiohttp.ClientResponse
+    call: MeteredCall, body: dict, model: ModelInfo, response: UpstreamResponse
 ) -> None:
     message = await _read_message(response)
     _settle_message_usage(call, body, message)
@@ -92,7 +93,7 @@ async def relay_chat_stream(
     call: MeteredCall,
     body: dict,
     model: ModelInfo,
-    response: aiohttp.ClientResponse,
+    response: UpstreamResponse,
     client_wants_usage: bool,
 ) -> None:
     """Anthropic event stream → chat.completion.chunk stream (data lines, [DONE])."""
@@ -150,7 +151,7 @@ async def relay_chat_stream(
         parser = SSEParser()
         try:
             try:
-                async for data in response.content.iter_any():
+                async for data in response.chunks():
                     out = convert(parsed(parser.feed(data)))
                     if out:
                         await call.relay_out(b"".join(out), flt)
@@ -160,7 +161,7 @@ async def relay_chat_stream(
                     out = convert(parsed(parser.flush()))
                     if out:
                         await call.relay_out(b"".join(out), flt)
-            except (aiohttp.ClientError, TimeoutError):
+            except ReadError:
                 failed = True
         finally:
             _settle_stream_usage(call, body, converter, state)

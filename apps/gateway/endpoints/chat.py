@@ -1,38 +1,31 @@
 """POST /v1/chat/completions.
 
 OpenAI-compatible deployments are relayed here (the hot path); a model with an
-Anthropic-native deployment also goes through apps.gateway.anthropic_backend, which
+Anthropic-native deployment also goes through ``chat_anthropic``, which
 translates the request per deployment and the answer back.
 """
 
 import time
 
-import aiohttp
 import orjson
 
-from apps.gateway.anthropic_backend import (
+from apps.gateway.caches import ModelInfo
+from apps.gateway.call import MeteredCall, authenticate, parse_openai_request, resolve_model
+from apps.gateway.endpoints.chat_anthropic import (
     answer_chat_once,
     chat_request_builder,
     has_anthropic_deployment,
     relay_chat_stream,
     translate_chat_request,
 )
-from apps.gateway.app import MeteredCall, authenticate, parse_openai_request, resolve_model
-from apps.gateway.caches import ModelInfo
+from apps.gateway.errors import GatewayError
+from apps.gateway.exchange import JSON_CONTENT_TYPE, Exchange
 from apps.gateway.filtering import (
     blocked_chat_tail,
     filter_chat_completion,
     screen_prompt,
     stream_filter_done,
 )
-from apps.gateway.forward import (
-    open_upstream,
-    parse_chat_completion,
-    read_upstream,
-    rewrite_model,
-    scrub_for,
-)
-from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError
 from apps.gateway.protocol.content_filter import ChatChunkFilter, chat_prompt_text
 from apps.gateway.protocol.openai import (
     ChatStreamRelay,
@@ -47,6 +40,9 @@ from apps.gateway.protocol.openai import (
 )
 from apps.gateway.protocol.sse import DONE_EVENT, SSEParser
 from apps.gateway.state import GatewayState
+from apps.gateway.upstream.bodies import parse_chat_completion, read_upstream, rewrite_model
+from apps.gateway.upstream.client import ReadError
+from apps.gateway.upstream.failover import open_upstream, scrub_for
 
 STREAM_ERROR_MESSAGE = "The upstream failed while streaming the response."
 
@@ -151,12 +147,12 @@ async def _relay_stream(
                         return
                     if "text/event-stream" not in response.headers.get("Content-Type", ""):
                         # Some servers answer a stream request with a plain completion.
-                        await _replay_as_stream(call, body, relay, await response.read())
+                        await _replay_as_stream(call, body, relay, await read_upstream(response))
                         return
                     await exchange.start_stream()
                     parser = SSEParser()
                     try:
-                        async for data in response.content.iter_any():
+                        async for data in response.chunks():
                             out = [
                                 piece
                                 for _event, payload in parser.feed(data)
@@ -174,7 +170,7 @@ async def _relay_stream(
                                     piece = await flt.feed(piece)
                                 if piece:
                                     await exchange.stream_send(piece)
-                    except (aiohttp.ClientError, TimeoutError):
+                    except ReadError:
                         failed = True
                 break
             except GatewayError as exc:

@@ -1,4 +1,4 @@
-"""The gateway's minimal ASGI plumbing: one request/response exchange and its errors."""
+"""The gateway's minimal ASGI plumbing: one request/response exchange."""
 
 import asyncio
 import contextlib
@@ -6,9 +6,14 @@ import os
 import time
 from typing import Any
 
-import orjson
-
-from apps.gateway.protocol.openai import openai_error_body
+from apps.gateway.errors import (
+    BodyTooLarge,
+    ContentLengthInvalid,
+    GatewayError,
+    render_anthropic,
+    render_openai,
+    status_for,
+)
 
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 SSE_HEADERS = (
@@ -16,34 +21,6 @@ SSE_HEADERS = (
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 )
-
-
-class GatewayError(Exception):
-    """An answer other than success, rendered in the caller's protocol."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        error_type: str = "invalid_request_error",
-        code: str | None = None,
-        param: str | None = None,
-        outcome: str | None = None,
-        headers: list[tuple[bytes, bytes]] | None = None,
-        anthropic_type: str | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.error_type = error_type
-        self.code = code
-        self.param = param
-        self.outcome = outcome or (code or error_type)
-        self.headers = headers or []
-        self.anthropic_type = anthropic_type
-        self.extra = extra  # more fields of the OpenAI error object (e.g. innererror)
 
 
 class ClientGone(Exception):
@@ -84,10 +61,6 @@ class Exchange:
         self.extra_headers: list[tuple[bytes, bytes]] = []
         self.first_byte_at: float | None = None
 
-    def header(self, name: bytes) -> str | None:
-        value = self.headers.get(name)
-        return value.decode("latin-1") if value is not None else None
-
     def repeats_any(self, names: frozenset[bytes]) -> bool:
         """Whether one of ``names`` came more than once (``headers`` keeps the last)."""
         raw = self.scope["headers"]
@@ -107,9 +80,9 @@ class Exchange:
             try:
                 too_large = int(declared) > max_bytes
             except ValueError:
-                raise GatewayError(400, "Invalid Content-Length header.") from None
+                raise ContentLengthInvalid() from None
             if too_large:
-                raise body_too_large(max_bytes)
+                raise BodyTooLarge(max_bytes)
         parts = []
         size = 0
         while True:
@@ -119,7 +92,7 @@ class Exchange:
             body = message.get("body", b"")
             size += len(body)
             if size > max_bytes:
-                raise body_too_large(max_bytes)
+                raise BodyTooLarge(max_bytes)
             parts.append(body)
             if not message.get("more_body", False):
                 return b"".join(parts)
@@ -146,6 +119,17 @@ class Exchange:
         )
         await self.send({"type": "http.response.body", "body": body})
         self.finished = True
+
+    async def respond_error(self, error: GatewayError) -> None:
+        """``error`` in the route's protocol, unless a response already started."""
+        if self.response_started:
+            return
+        self.extra_headers.extend(error.headers)
+        if self.protocol == "anthropic":
+            body = render_anthropic(error, self.request_id)
+        else:
+            body = render_openai(error)
+        await self.respond(status_for(error, self.protocol), body)
 
     async def start_stream(self) -> None:
         self.response_started = True
@@ -229,19 +213,3 @@ class KeepAlive:
             await exchange.send(
                 {"type": "http.response.body", "body": self.payload, "more_body": True}
             )
-
-
-def body_too_large(max_bytes: int) -> GatewayError:
-    return GatewayError(
-        413,
-        f"Request body too large: the limit is {max_bytes} bytes.",
-        code="request_too_large",
-        anthropic_type="request_too_large",
-    )
-
-
-def openai_error_bytes(error: GatewayError) -> bytes:
-    body = openai_error_body(error.message, error.error_type, code=error.code, param=error.param)
-    if error.extra:
-        body["error"].update(error.extra)
-    return orjson.dumps(body)

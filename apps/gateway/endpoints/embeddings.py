@@ -6,23 +6,23 @@ vectors unless told otherwise: the answer is relayed as the backend gives it).""
 
 import orjson
 
-from apps.gateway.app import MeteredCall, authenticate, parse_openai_request, resolve_model
+from apps.gateway.call import MeteredCall, authenticate, parse_openai_request, resolve_model
+from apps.gateway.errors import UpstreamBadResponse
+from apps.gateway.exchange import JSON_CONTENT_TYPE, Exchange
 from apps.gateway.filtering import screen_prompt
-from apps.gateway.forward import (
-    bad_upstream_response,
-    loads_or_none,
-    open_upstream,
-    openai_compatible_only,
-    read_upstream,
-    rewrite_model,
-)
-from apps.gateway.http import JSON_CONTENT_TYPE, Exchange
 from apps.gateway.protocol.openai import (
     embeddings_prompt_bound,
     estimate_text_tokens,
     validate_embeddings_request,
 )
 from apps.gateway.state import GatewayState
+from apps.gateway.upstream.bodies import (
+    loads_or_none,
+    openai_compatible_only,
+    read_upstream,
+    rewrite_model,
+)
+from apps.gateway.upstream.failover import open_upstream
 
 
 async def handle_embeddings(state: GatewayState, exchange: Exchange) -> None:
@@ -50,7 +50,7 @@ async def create_embeddings(call: MeteredCall) -> None:
         raw = await read_upstream(response)
     answer = loads_or_none(raw)
     if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
-        raise bad_upstream_response("an embeddings list")
+        raise UpstreamBadResponse("an embeddings list")
     answer["model"] = model.name
     if call.screen is not None and (results := call.screen.prompt_results()) is not None:
         answer["prompt_filter_results"] = results

@@ -1,0 +1,302 @@
+"""A metered call: the key authenticated, the body parsed, the model resolved, and
+``MeteredCall`` running the rest so that it yields exactly one usage event."""
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+import redis
+from django.conf import settings
+
+from apps.billing.pricing import billable_tokens
+from apps.gateway.caches import KeyInfo, ModelInfo
+from apps.gateway.errors import (
+    AmbiguousApiKey,
+    ApiKeyInvalid,
+    ApiKeyMissing,
+    BodyNotJson,
+    BodyTooDeep,
+    GatewayError,
+    InternalError,
+    InvalidRequest,
+    KeyExpired,
+    KeyRevoked,
+    LimitsUnavailable,
+    ModelNotAllowed,
+    ModelNotFound,
+    status_for,
+)
+from apps.gateway.exchange import ClientGone, Exchange
+from apps.gateway.limits import limit_error, rate_headers
+from apps.gateway.metrics import LIMIT_REFUSALS, observe_request
+from apps.gateway.protocol.bounds import output_bound
+from apps.gateway.protocol.openai import RequestInvalid
+from apps.gateway.state import GatewayState
+from apps.keys.hashing import INFERENCE_KEY_PREFIX, secret_hash
+from apps.ledger.events import UsageEvent
+from apps.ledger.spool import spool_append
+from apps.limits.limiter import LimitExceeded, cost_nanos
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+_CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key"})
+
+
+def request_secret(exchange: Exchange) -> str | None:
+    """The API key the request carries, from ``Authorization: Bearer`` or ``x-api-key``;
+    a request with two different ones, or either header twice, is refused (the same key
+    in both is one key, as an SDK given both may send it)."""
+    if exchange.repeats_any(_CREDENTIAL_HEADERS):
+        raise AmbiguousApiKey()
+    authorization = exchange.headers.get(b"authorization")
+    api_key = exchange.headers.get(b"x-api-key")
+    bearer = None
+    if authorization:
+        scheme, _, token = authorization.decode("latin-1").strip().partition(" ")
+        bearer = token.strip() if scheme.lower() == "bearer" else None
+    if api_key:
+        secret = api_key.decode("latin-1").strip()
+        if secret and authorization and bearer != secret:
+            raise AmbiguousApiKey()
+        return secret or bearer
+    return bearer
+
+
+async def authenticate(state: GatewayState, exchange: Exchange) -> KeyInfo:
+    secret = request_secret(exchange)
+    if not secret:
+        raise ApiKeyMissing()
+    info = None
+    if secret.startswith(INFERENCE_KEY_PREFIX) and len(secret) <= 128:
+        info = await state.keys.get(secret_hash(secret))
+    if info is None:
+        shown = secret[:6] + "…" if len(secret) > 10 else "…"
+        raise ApiKeyInvalid(shown)
+    if info.revoked:
+        raise KeyRevoked()
+    if info.expires_at is not None and info.expires_at <= time.time():
+        raise KeyExpired()
+    return info
+
+
+async def resolve_model(state: GatewayState, key: KeyInfo, name: Any) -> ModelInfo:
+    catalog = await state.catalog.get()
+    model = catalog.by_name.get(name) if isinstance(name, str) else None
+    if model is None and isinstance(name, str):
+        model = (await state.catalog.refresh(older_than_s=1.0)).by_name.get(name)
+    if model is None:
+        raise ModelNotFound(name)
+    if not key.may_use(model.name):
+        raise ModelNotAllowed(model.name)
+    return model
+
+
+# Deeper bodies are refused: orjson writes at most 255 levels, and a body is written
+# again (model rewritten, translated, echoed) inside a few levels of our own.
+MAX_JSON_DEPTH = 128
+
+
+def parse_json_body(raw: bytes) -> Any:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BodyNotJson() from None
+    # Nesting N levels deep takes 2N bytes at least: small bodies need no walk.
+    if len(raw) > 2 * MAX_JSON_DEPTH and json_too_deep(body, MAX_JSON_DEPTH):
+        raise BodyTooDeep(MAX_JSON_DEPTH)
+    return body
+
+
+def json_too_deep(value: Any, limit: int) -> bool:
+    """Whether arrays/objects in ``value`` nest more than ``limit`` levels (no recursion)."""
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        inner = []
+        for container in level:
+            for item in container.values() if type(container) is dict else container:
+                if type(item) is dict or type(item) is list:
+                    inner.append(item)
+        level = inner
+    return False
+
+
+def parse_openai_request(call: "MeteredCall", validate: Callable[[Any], T]) -> tuple[dict, T]:
+    """The request's JSON body (its model noted on the usage event as soon as it is
+    known) and what ``validate`` returns; its RequestInvalid is an OpenAI 400."""
+    body = parse_json_body(call.raw_body)
+    if isinstance(body, dict) and isinstance(body.get("model"), str):
+        call.event.model = body["model"]
+    try:
+        checked = validate(body)
+    except RequestInvalid as exc:
+        raise InvalidRequest(exc.message, exc.param) from None
+    return body, checked
+
+
+class MeteredCall:
+    """Runs a metered request: everything after authentication yields one usage event,
+    appended to the durable stream before the response completes."""
+
+    def __init__(self, state: GatewayState, exchange: Exchange, key: KeyInfo, endpoint: str):
+        self.state = state
+        self.exchange = exchange
+        self.key = key
+        self.event = UsageEvent(
+            request_id=exchange.request_id,
+            tenant_id=key.tenant_id,
+            api_key_id=key.id,
+            model="",
+            protocol=exchange.protocol,
+            endpoint=endpoint,
+            stream=False,
+            created_at=exchange.created_at,
+        )
+        self.admission = None
+        self.model: ModelInfo | None = None
+        self.deployment = None  # the one last tried
+        # Bytes held back until the event is durable (the last body part of the response).
+        self.tail: bytes | None = None
+        self.reply: tuple[int, bytes, tuple] | None = None
+        self.raw_body = b""
+        # Content filtering of this request (filtering.Screen); None = off.
+        self.screen = None
+
+    async def run(self, body: Callable[["MeteredCall"], Awaitable[None]]) -> None:
+        exchange = self.exchange
+        task = asyncio.current_task()
+        watcher: asyncio.Task | None = None
+        error: GatewayError | None = None
+        try:
+            self.raw_body = await exchange.read_body(settings.GATEWAY_MAX_BODY_BYTES)
+            # From here on the client can only tell us it left.
+            watcher = asyncio.create_task(exchange.watch_disconnect(task))
+            await body(self)
+        except GatewayError as exc:
+            error = exc
+        except ClientGone:
+            exchange.disconnected = True
+            self._mark("client_disconnected", 499)
+        except asyncio.CancelledError:
+            if not exchange.disconnected:
+                await asyncio.shield(self._settle("cancelled", 499))
+                raise
+            task.uncancel()
+            self._mark("client_disconnected", 499)
+        except Exception:  # noqa: BLE001 - never a traceback to the client
+            log.exception("gateway request %s failed", exchange.request_id)
+            error = InternalError()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        if error is not None:
+            self._mark(error.outcome, status_for(error, exchange.protocol))
+        await self._settle()
+        if exchange.disconnected:
+            return
+        if error is not None and not exchange.response_started:
+            await exchange.respond_error(error)
+        elif self.reply is not None:
+            await exchange.respond(*self.reply)
+        elif exchange.response_started:
+            await exchange.stream_end(self.tail or b"")
+
+    async def admit(
+        self,
+        model: ModelInfo,
+        prompt_tokens: int,
+        max_output_tokens: int | None,
+        *,
+        prompt_bound: int,
+        choices: Any = 1,
+    ) -> None:
+        """Check and reserve the key's and tenant's limits (one Redis round trip).
+
+        ``prompt_tokens`` is the cheap estimate rate limits reserve; ``prompt_bound`` the
+        upper bound (protocol/bounds.py) a budget reserves with the output bound, and
+        the most this request can be billed for (also without a budget).
+        Raises a 429 (RateLimited, BudgetExhausted) when a limit refuses."""
+        self.model = model
+        protocol = self.exchange.protocol
+        output = output_bound(max_output_tokens, model.bounds, choices)
+        self.event.prompt_tokens_bound = prompt_bound
+        self.event.completion_tokens_bound = output
+        try:
+            self.admission = await self.state.limiter.admit(
+                request_id=self.exchange.request_id,
+                key=self.key,
+                model=model,
+                prompt_tokens=prompt_tokens,
+                max_output_tokens=max_output_tokens,
+                budget_prompt_tokens=prompt_bound,
+                budget_output_tokens=output,
+            )
+        except LimitExceeded as exc:
+            LIMIT_REFUSALS.labels(exc.reason, exc.scope).inc()
+            raise limit_error(exc, protocol) from None
+        except (redis.RedisError, OSError):
+            # Fail closed by default; fail-open may be chosen for rate limits, never budgets.
+            budgets = (self.key.limits, self.key.tenant_limits)
+            if not settings.LIMITS_FAIL_OPEN or any(s and s.budget_nanos for s in budgets):
+                raise LimitsUnavailable() from None
+            log.warning("limits unavailable; admitting %s without rate limits", self.key.prefix)
+            return
+        self.exchange.extra_headers.extend(rate_headers(self.admission.rate, protocol))
+
+    def record_deployment(self, deployment) -> None:
+        self.deployment = deployment
+        self.event.deployment = deployment.label
+
+    async def relay_out(self, data: bytes, flt) -> None:
+        """Send stream bytes to the client, through the content filter when one is on."""
+        if flt is not None:
+            data = await flt.feed(data)
+        if data:
+            await self.exchange.stream_send(data)
+
+    def _mark(self, outcome: str, status: int) -> None:
+        self.event.outcome = outcome
+        self.event.status = status
+
+    async def _settle(self, outcome: str | None = None, status: int | None = None) -> None:
+        if outcome is not None and status is not None:
+            self._mark(outcome, status)
+        event = self.event
+        if event.status == 0:
+            event.status = 200
+            event.outcome = "ok"
+        event.latency_ms = self.exchange.elapsed_ms()
+        event.ttft_ms = self.exchange.ttft_ms()
+        observe_request(event, model_known=self.model is not None)
+        try:
+            billed = billable_tokens(
+                event.prompt_tokens,
+                event.completion_tokens,
+                event.cached_tokens,
+                event.prompt_tokens_bound,
+                event.completion_tokens_bound,
+            )
+            if billed[:2] != (event.prompt_tokens, event.completion_tokens):
+                log.warning(
+                    "%s: upstream reported %d+%d tokens, over the bounds %s+%s; billing the "
+                    "bounds (raise the model's allowances or max_output_tokens if it is right)",
+                    event.request_id,
+                    event.prompt_tokens,
+                    event.completion_tokens,
+                    event.prompt_tokens_bound,
+                    event.completion_tokens_bound,
+                )
+            cost = cost_nanos(*billed, self.model.price if self.model else None)
+            await self.state.limiter.settle(self.admission, event, cost)
+        except Exception:  # noqa: BLE001 - Redis away: keep the event on local disk
+            log.exception("settling %s failed; spooling its usage event", event.request_id)
+            spool_append(event.to_bytes())

@@ -1,0 +1,1 @@
+"""Calling upstreams: client (the aiohttp seam), bodies, failover; see apps/gateway/__init__.py."""
