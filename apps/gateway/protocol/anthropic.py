@@ -763,6 +763,9 @@ class MessagesStreamRelay:
     except ``message_start``, whose ``message.model`` is rewritten to the public name.
     Only message_start / message_delta / message_stop / error are JSON-parsed, to
     capture usage (message_delta values override message_start's, §2.4) and the end.
+    A stream converter (see the package header): the upstream's own ``message_stop`` or
+    ``error`` goes through ``feed``, so ``finish()`` adds nothing and ``fail()`` adds an
+    error only when the upstream sent none. An event left unterminated at EOF is dropped.
     """
 
     __slots__ = (
@@ -775,6 +778,7 @@ class MessagesStreamRelay:
         "_parser",
         "_pending",
         "_start_done",
+        "_closed",
     )
 
     def __init__(self, public_model: str) -> None:
@@ -787,13 +791,36 @@ class MessagesStreamRelay:
         self._parser = SSEParser()
         self._pending = b""
         self._start_done = False
+        self._closed = False
 
     @property
     def finished(self) -> bool:
         return self.stopped or self.error is not None
 
+    done = finished
+
+    @property
+    def complete(self) -> bool:
+        return self.stopped
+
+    def start(self) -> bytes:
+        return b""
+
+    def finish(self, estimated_usage: dict | None = None) -> bytes:
+        self._closed = True
+        return b""
+
+    def fail(self, message: str, error_type: str = "api_error") -> bytes:
+        if self._closed or self.finished:
+            return b""
+        self._closed = True
+        error = {"type": "error", "error": {"type": error_type, "message": message}}
+        return messages_sse_event("error", error)
+
     def feed(self, data: bytes) -> bytes:
         """Raw upstream bytes in, the bytes to send on (complete events only)."""
+        if not data:
+            return b""
         for event, payload in self._parser.feed(data):
             self._observe(event, payload)
         buffer = self._pending + data if self._pending else data
