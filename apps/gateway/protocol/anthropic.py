@@ -243,32 +243,15 @@ def message_events(message: dict) -> list[tuple[str, dict]]:
 def parse_sse_events(raw: bytes | str) -> list[tuple[str | None, str]]:
     """Parse a complete SSE byte string into ``(event_name, data)`` pairs.
 
-    Handles LF/CR/CRLF, comments and multi-line data (§4). Meant for complete
-    buffers (tests, small upstream bodies), not incremental parsing.
+    ``SSEParser``'s rules (LF/CR/CRLF, comments, multi-line data, §4) over a whole
+    buffer (tests, small upstream bodies), what an unterminated last event holds too.
     """
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    out: list[tuple[str | None, str]] = []
-    event: str | None = None
-    data: list[str] = []
-    for line in text.split("\n"):
-        if line == "":
-            if data:
-                out.append((event, "\n".join(data)))
-            event, data = None, []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if name == "event":
-            event = value
-        elif name == "data":
-            data.append(value)
-    if data:
-        out.append((event, "\n".join(data)))
-    return out
+    parser = SSEParser()
+    data = raw.encode() if isinstance(raw, str) else raw
+    return [
+        (None if name is None else name.decode(), payload.decode())
+        for name, payload in (*parser.feed(data), *parser.flush())
+    ]
 
 
 def stream_invariant_violations(events: Iterable[tuple[str | None, dict]]) -> list[str]:
