@@ -75,8 +75,9 @@ def messages_upstream(ending: str) -> bytes:
 # --------------------------------------------------------------------------- clients
 
 
-def chat_client(raw: bytes) -> tuple[str | None, str | None]:
-    """(text, error message) as the openai SDK's stream accumulator sees the stream."""
+def chat_client(raw: bytes, *, usage: bool = False):
+    """(text, error message) as the openai SDK's stream accumulator sees the stream, or
+    with ``usage`` the output tokens it reports."""
     streaming = pytest.importorskip("openai.lib.streaming.chat")
     types = pytest.importorskip("openai.types.chat")
     frames = [f for f in raw.split(b"\n\n") if f]
@@ -89,11 +90,15 @@ def chat_client(raw: bytes) -> tuple[str | None, str | None]:
         if "error" in data:
             return None, data["error"]["message"]
         state.handle_chunk(types.ChatCompletionChunk.model_validate(data))
-    return state.get_final_completion().choices[0].message.content, None
+    final = state.get_final_completion()
+    if usage:
+        return final.usage.completion_tokens
+    return final.choices[0].message.content, None
 
 
-def messages_client(raw: bytes) -> tuple[str | None, str | None]:
-    """(text, error message) as the anthropic SDK's event accumulator sees the stream."""
+def messages_client(raw: bytes, *, usage: bool = False):
+    """(text, error message) as the anthropic SDK's event accumulator sees the stream, or
+    with ``usage`` the output tokens it reports."""
     streaming = pytest.importorskip("anthropic.lib.streaming._messages")
     events = [(n, orjson.loads(d)) for n, d in parse_sse_events(raw)]
     assert stream_invariant_violations(events) == []
@@ -108,16 +113,21 @@ def messages_client(raw: bytes) -> tuple[str | None, str | None]:
         if "json_bufs" in params:
             kwargs["json_bufs"] = json_bufs
         snapshot = streaming.accumulate_event(**kwargs)
+    if usage:
+        return snapshot.usage.output_tokens
     return "".join(b.text for b in snapshot.content if b.type == "text"), None
 
 
-def responses_client(raw: bytes) -> tuple[str | None, str | None]:
-    """(text, error message) from the Response the last event carries (openai's type)."""
+def responses_client(raw: bytes, *, usage: bool = False):
+    """(text, error message) from the Response the last event carries (openai's type), or
+    with ``usage`` the output tokens it reports."""
     types = pytest.importorskip("openai.types.responses")
     name, data = parse_sse_events(raw)[-1]
     response = types.Response.model_validate(orjson.loads(data)["response"])
     if name == "response.failed":
         return None, response.error.message
+    if usage:
+        return response.usage.output_tokens
     return response.output_text, None
 
 
@@ -192,6 +202,11 @@ def test_the_upstream_usage_is_kept(kind):
     converter = make()
     drive(converter, upstream("done"), 5)
     assert converter.usage is not None
+
+
+def test_the_client_is_shown_the_upstream_output_tokens(kind):
+    make, upstream, client = kind
+    assert client(drive(make(), upstream("done"), 5), usage=True) == 4
 
 
 @pytest.mark.parametrize("size", [1, 7, 100000])
