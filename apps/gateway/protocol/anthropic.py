@@ -802,7 +802,7 @@ class MessagesStreamRelay:
 
     def feed(self, data: bytes) -> bytes:
         """Raw upstream bytes in, the bytes to send on (complete events only)."""
-        if not data:
+        if not data or self._closed:
             return b""
         for event, payload in self._parser.feed(data):
             self._observe(event, payload)

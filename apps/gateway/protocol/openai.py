@@ -657,7 +657,7 @@ class ChatStreamRelay:
 
     def feed(self, data: bytes) -> bytes:
         """Raw upstream bytes in (b"" once it closed), the bytes to send to the client."""
-        if self.done:
+        if self.done or self._closed:
             return b""
         out = b""
         for _event, payload in self._parser.feed(data) if data else self._parser.flush():

@@ -175,7 +175,7 @@ def drive(converter, raw: bytes, size: int, *, transport_failed: bool = False) -
     else:
         out.append(converter.finish(ESTIMATE))
     # a converter that has ended sends nothing more, whatever the driver calls
-    assert converter.fail("again") + converter.finish(ESTIMATE) + converter.feed(b"x") == b""
+    assert converter.fail("again") + converter.finish(ESTIMATE) == b""
     return b"".join(out)
 
 
@@ -233,6 +233,14 @@ def test_an_upstream_error_is_kept(kind):
     converter = make()
     drive(converter, upstream("error"), 5)
     assert converter.error["message"] == "Overloaded"
+
+
+@pytest.mark.parametrize("ending", ["done", "cut", "error"])
+def test_nothing_goes_out_after_the_end(kind, ending):
+    make, upstream, _client = kind
+    converter = make()
+    drive(converter, upstream(ending), 5)
+    assert converter.feed(upstream("done")) == b""
 
 
 def test_an_upstream_error_stops_the_reading(kind):
