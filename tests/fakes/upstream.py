@@ -580,7 +580,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
             "stop_sequence": stop_sequence,
             "usage": usage,
         }
-        if not body.get("stream"):
+        # (#json_stream: a server that answers a stream request with a plain Message)
+        if not body.get("stream") or "json_stream" in directives:
             STATE["completed"] += 1
             return web.Response(body=orjson.dumps(message), content_type="application/json")
         return await _messages_stream(request, directives, message)

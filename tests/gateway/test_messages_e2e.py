@@ -785,6 +785,16 @@ def test_openai_sdk_stream_against_a_native_upstream(gateway, seed, upstream, ce
     assert record.stream and record.completion_tokens == 2 and not record.tokens_estimated
 
 
+def test_openai_sdk_stream_gets_the_whole_answer_when_a_native_upstream_sends_json(
+    gateway, seed, upstream
+):
+    stream = gpt(gateway, seed.secret).chat.completions.create(
+        model=NATIVE, messages=user("hi #chunks=3 #json_stream"), stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "w0 w1 w2"
+
+
 def test_openai_sdk_tools_against_a_native_upstream(gateway, seed, upstream):
     api = gpt(gateway, seed.secret)
     tools = [

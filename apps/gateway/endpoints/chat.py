@@ -38,7 +38,6 @@ from apps.gateway.protocol.openai import (
     usage_counts,
     validate_chat_request,
 )
-from apps.gateway.protocol.sse import DONE_EVENT, SSEParser
 from apps.gateway.state import GatewayState
 from apps.gateway.upstream.bodies import parse_chat_completion, read_upstream, rewrite_model
 from apps.gateway.upstream.client import ReadError
@@ -126,7 +125,9 @@ async def _relay_stream(
     options = body.get("stream_options")
     client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
     body["stream_options"] = {**(options or {}), "include_usage": True}
-    relay = ChatStreamRelay(model.name, client_wants_usage)
+    relay = ChatStreamRelay(
+        model.name, client_wants_usage, "chatcmpl-" + call.exchange.request_id.removeprefix("req_")
+    )
     exchange = call.exchange
     failed = native = False
     flt = call.screen.chat_filter() if call.screen is not None else None
@@ -150,26 +151,20 @@ async def _relay_stream(
                         await _replay_as_stream(call, body, relay, await read_upstream(response))
                         return
                     await exchange.start_stream()
-                    parser = SSEParser()
                     try:
                         async for data in response.chunks():
-                            out = [
-                                piece
-                                for _event, payload in parser.feed(data)
-                                if (piece := relay.feed(payload)) is not None
-                            ]
+                            out = relay.feed(data)
                             if out:
-                                await call.relay_out(b"".join(out), flt)
-                            if relay.done or relay.error or (flt is not None and flt.blocked):
+                                await call.relay_out(out, flt)
+                            if relay.done or (flt is not None and flt.blocked):
                                 break
-                        for _event, payload in parser.flush():
-                            if (piece := relay.feed(payload)) is not None:
+                        else:
+                            out = relay.feed(b"")
+                            if out and (flt is None or not flt.blocked):
                                 if flt is not None:
-                                    if flt.blocked:
-                                        break
-                                    piece = await flt.feed(piece)
-                                if piece:
-                                    await exchange.stream_send(piece)
+                                    out = await flt.feed(out)
+                                if out:
+                                    await exchange.stream_send(out)
                     except ReadError:
                         failed = True
                 break
@@ -192,35 +187,20 @@ async def _relay_stream(
 
 def _finish_stream(call: MeteredCall, relay: ChatStreamRelay, failed: bool) -> None:
     """call.tail: [DONE] (after our usage chunk if one is owed) or the error event."""
-    ended_cleanly = relay.done or (relay.finish_reasons and not relay.error and not failed)
-    if relay.error or not ended_cleanly:
+    if failed or not relay.complete:
         message = scrub_for(call.deployment, str((relay.error or {}).get("message") or ""))
         call.event.outcome = "upstream_stream_error"
         call.event.status = 502
-        call.tail = data_chunk(
-            {
-                "error": {
-                    "message": message or STREAM_ERROR_MESSAGE,
-                    "type": "server_error",
-                    "param": None,
-                    "code": None,
-                }
-            }
-        )
+        call.tail = relay.fail(message or STREAM_ERROR_MESSAGE)
         return
-    tail = b""
-    if relay.client_wants_usage and relay.usage is None:
-        event = call.event
-        tail = relay.usage_chunk(
-            relay.chunk_id or "chatcmpl-" + call.exchange.request_id.removeprefix("req_"),
-            relay.created or int(time.time()),
-            {
-                "prompt_tokens": event.prompt_tokens,
-                "completion_tokens": event.completion_tokens,
-                "total_tokens": event.prompt_tokens + event.completion_tokens,
-            },
-        )
-    call.tail = tail + DONE_EVENT
+    event = call.event
+    call.tail = relay.finish(
+        {
+            "prompt_tokens": event.prompt_tokens,
+            "completion_tokens": event.completion_tokens,
+            "total_tokens": event.prompt_tokens + event.completion_tokens,
+        }
+    )
 
 
 async def _end_filtered_stream(
@@ -262,8 +242,8 @@ async def _replay_as_stream(call: MeteredCall, body: dict, relay: ChatStreamRela
                 "finish_reason": choice.get("finish_reason") or "stop",
             }
         )
-    pieces = [relay.feed(orjson.dumps({**base, "choices": choices}))]
+    pieces = [relay.feed(data_chunk({**base, "choices": choices}))]
     if answer.get("usage"):
-        pieces.append(relay.feed(orjson.dumps({**base, "choices": [], "usage": answer["usage"]})))
+        pieces.append(relay.feed(data_chunk({**base, "choices": [], "usage": answer["usage"]})))
     relay.done = True
-    await call.exchange.stream_send(b"".join(p for p in pieces if p))
+    await call.exchange.stream_send(b"".join(pieces))

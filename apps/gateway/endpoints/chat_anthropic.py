@@ -20,6 +20,7 @@ from apps.gateway.protocol.anthropic import (
     TranslationError,
     anthropic_usage_counts,
     message_events,
+    messages_sse_event,
 )
 from apps.gateway.protocol.openai import estimate_prompt_tokens, estimate_text_tokens
 from apps.gateway.protocol.openai_to_anthropic import (
@@ -27,7 +28,6 @@ from apps.gateway.protocol.openai_to_anthropic import (
     chat_to_messages_request,
     message_response_to_chat,
 )
-from apps.gateway.protocol.sse import SSEParser
 from apps.gateway.upstream.bodies import parse_message, read_upstream, rewrite_model
 from apps.gateway.upstream.client import ReadError, UpstreamResponse
 from apps.gateway.upstream.failover import scrub_for
@@ -103,79 +103,50 @@ async def relay_chat_stream(
         client_wants_usage,
         "chatcmpl-" + exchange.request_id.removeprefix("req_"),
         int(time.time()),
+        scrub=lambda said: scrub_for(call.deployment, said),
     )
-    state = {"deltas": 0, "final_usage": False, "upstream_error": False}
     tail: list[bytes] = []
-
-    def convert(events) -> list[bytes]:
-        out = []
-        for name, data in events:
-            if name == "content_block_delta":
-                state["deltas"] += 1
-            elif name == "message_delta":
-                usage = data.get("usage") if isinstance(data, dict) else None
-                if isinstance(usage, dict) and isinstance(usage.get("output_tokens"), int):
-                    state["final_usage"] = True
-            elif name == "error":
-                state["upstream_error"] = True
-                error = data.get("error") if isinstance(data, dict) else None
-                if isinstance(error, dict):
-                    said = str(error.get("message") or "")
-                    data = {**data, "error": {**error, "message": scrub_for(call.deployment, said)}}
-            piece = converter.feed(name, data)
-            if converter.done:
-                tail.append(piece)  # held back until the usage event is durable
-                break
-            if piece:
-                out.append(piece)
-        return out
-
-    def parsed(pairs):
-        for event, payload in pairs:
-            if event is None or event == b"ping":
-                continue
-            try:
-                data = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                continue
-            yield event.decode("utf-8", "replace"), data
-
     failed = False
     flt = call.screen.chat_filter() if call.screen is not None else None
     if "text/event-stream" not in response.headers.get("Content-Type", ""):
         message = await _read_message(response)
         await exchange.start_stream()
-        convert(message_events(message))
+        tail.append(
+            converter.feed(b"".join(messages_sse_event(n, d) for n, d in message_events(message)))
+        )
     else:
         await exchange.start_stream()
-        parser = SSEParser()
         try:
             try:
                 async for data in response.chunks():
-                    out = convert(parsed(parser.feed(data)))
+                    out = converter.feed(data)
+                    if converter.done:
+                        tail.append(out)  # held back until the usage event is durable
+                        break
                     if out:
-                        await call.relay_out(b"".join(out), flt)
-                    if converter.done or (flt is not None and flt.blocked):
+                        await call.relay_out(out, flt)
+                    if flt is not None and flt.blocked:
                         break
                 else:
-                    out = convert(parsed(parser.flush()))
-                    if out:
-                        await call.relay_out(b"".join(out), flt)
+                    out = converter.feed(b"")
+                    if converter.done:
+                        tail.append(out)
+                    elif out:
+                        await call.relay_out(out, flt)
             except ReadError:
                 failed = True
         finally:
-            _settle_stream_usage(call, body, converter, state)
+            _settle_stream_usage(call, body, converter)
     if flt is not None and flt.blocked:
         stream_filter_done(call, flt.guard, flt.delivered_content_chunks)
         call.tail = blocked_chat_tail(call, flt, model.name, client_wants_usage)
         return
-    if not converter.done or state["upstream_error"] or failed:
+    if failed or not converter.complete:
         call.event.outcome = "upstream_stream_error"
         call.event.status = 502
-        if not converter.done:
-            tail.append(converter.error(STREAM_ERROR_MESSAGE))
+        tail.append(converter.fail(STREAM_ERROR_MESSAGE))
     else:
-        _settle_stream_usage(call, body, converter, state)
+        _settle_stream_usage(call, body, converter)
     call.tail = b"".join(tail)
     if flt is not None:
         call.tail = await flt.finish(call.tail)
@@ -184,16 +155,16 @@ async def relay_chat_stream(
 
 
 def _settle_stream_usage(
-    call: MeteredCall, body: dict, converter: MessagesStreamToChatStream, state: dict
+    call: MeteredCall, body: dict, converter: MessagesStreamToChatStream
 ) -> None:
     event = call.event
     prompt = converter.prompt_tokens
     event.prompt_tokens = estimate_prompt_tokens(body) if prompt is None else prompt
     event.cached_tokens = converter.cached_tokens or 0
-    if state["final_usage"] and converter.completion_tokens is not None:
+    if converter.final_usage and converter.completion_tokens is not None:
         event.completion_tokens = converter.completion_tokens
         event.tokens_estimated = prompt is None
     else:
         # Cut short (client gone, upstream failed): the content events delivered.
-        event.completion_tokens = max(state["deltas"], 0)
+        event.completion_tokens = max(converter.content_deltas, 0)
         event.tokens_estimated = True

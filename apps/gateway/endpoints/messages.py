@@ -44,11 +44,9 @@ from apps.gateway.protocol.anthropic_to_openai import (
 )
 from apps.gateway.protocol.content_filter import messages_prompt_text
 from apps.gateway.protocol.openai import (
-    ChatChunkReader,
     estimate_text_tokens,
     usage_counts,
 )
-from apps.gateway.protocol.sse import SSEParser
 from apps.gateway.state import GatewayState
 from apps.gateway.upstream.bodies import (
     parse_chat_completion,
@@ -287,9 +285,9 @@ async def _relay_native_stream(
     if not relay.stopped:
         _mark_stream_failed(call)
     if not relay.finished:  # never a silent close (docs/protocols.md §4)
-        message = STREAM_ERROR_MESSAGE if failed else "The upstream stream ended early."
-        error = {"type": "error", "error": {"type": "api_error", "message": message}}
-        tail.append(messages_sse_event("error", error))
+        tail.append(
+            relay.fail(STREAM_ERROR_MESSAGE if failed else "The upstream stream ended early.")
+        )
     call.tail = b"".join(tail)
     if flt is not None:
         call.tail = await flt.finish(call.tail)
@@ -314,39 +312,25 @@ async def _relay_translated_stream(
         match_stop_sequences=match_stops,
     )
     failed = False
-    reader = ChatChunkReader()
-    content_chunks = 0
-    parser = SSEParser()
     flt = call.screen.message_filter() if call.screen is not None else None
-
-    def convert(payloads) -> list[bytes]:
-        nonlocal content_chunks
-        out = []
-        for chunk in reader.chunks(payloads):
-            piece = converter.feed(chunk)
-            if piece:
-                if b"content_block_delta" in piece:
-                    content_chunks += 1
-                out.append(piece)
-        return out
 
     await exchange.start_stream()
     keep_alive = KeepAlive(exchange, PING_EVENT, settings.GATEWAY_STREAM_PING_S)
     try:
         try:
             async for data in response.chunks():
-                out = convert(parser.feed(data))
+                out = converter.feed(data)
                 if out:
-                    await call.relay_out(b"".join(out), flt)
+                    await call.relay_out(out, flt)
                     keep_alive.touch()
-                if reader.done or reader.error or converter.stopped_on_sequence:
+                if converter.done or converter.stopped_on_sequence:
                     break
                 if flt is not None and flt.blocked:
                     break
             else:
-                out = convert(parser.flush())
+                out = converter.feed(b"")
                 if out:
-                    await call.relay_out(b"".join(out), flt)
+                    await call.relay_out(out, flt)
         except ReadError:
             failed = True
     finally:
@@ -358,22 +342,16 @@ async def _relay_translated_stream(
             event.cached_tokens = converter.cached_tokens or 0
         else:
             event.prompt_tokens = request.prompt_estimate if prompt is None else prompt
-            event.completion_tokens = content_chunks
+            event.completion_tokens = converter.content_chunks
             event.tokens_estimated = True
     if flt is not None and flt.blocked:
         stream_filter_done(call, flt.guard, flt.delivered_deltas)
         call.tail = flt.blocked_events(flt.delivered_deltas)
         return
-    done, upstream_error = reader.done, reader.error
-    ended_cleanly = (
-        done
-        or converter.stopped_on_sequence
-        or (converter.finish_reason is not None and not upstream_error)
-    )
-    if upstream_error is not None or failed or not ended_cleanly:
-        message = scrub_for(call.deployment, str((upstream_error or {}).get("message") or ""))
+    if failed or not converter.complete:
+        message = scrub_for(call.deployment, str((converter.error or {}).get("message") or ""))
         _mark_stream_failed(call)
-        call.tail = converter.error("api_error", message or STREAM_ERROR_MESSAGE)
+        call.tail = converter.fail(message or STREAM_ERROR_MESSAGE)
     else:
         call.tail = converter.finish()
         if call.event.tokens_estimated and converter.completion_tokens is None:

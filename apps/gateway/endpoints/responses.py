@@ -17,7 +17,6 @@ from apps.gateway.exchange import JSON_CONTENT_TYPE, Exchange
 from apps.gateway.filtering import filter_chat_completion, screen_prompt
 from apps.gateway.protocol.content_filter import chat_prompt_text
 from apps.gateway.protocol.openai import (
-    ChatChunkReader,
     chat_answer_text,
     chat_prompt_bound,
     estimate_prompt_tokens,
@@ -29,7 +28,6 @@ from apps.gateway.protocol.responses import (
     response_shell,
     responses_to_chat_request,
 )
-from apps.gateway.protocol.sse import SSEParser
 from apps.gateway.state import GatewayState
 from apps.gateway.upstream.bodies import (
     openai_compatible_only,
@@ -128,7 +126,7 @@ async def _answer(call: MeteredCall, chat: dict, shell: dict, answer: dict, stre
         "usage": answer.get("usage"),
     }
     await call.exchange.start_stream()
-    await call.exchange.stream_send(converter.start() + converter.feed(chunk))
+    await call.exchange.stream_send(converter.start() + converter.feed_chunk(chunk))
     call.tail = converter.finish(_estimated_usage(call))
 
 
@@ -136,7 +134,6 @@ async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: 
     exchange = call.exchange
     converter = ChatStreamToResponseEvents(shell)
     failed = relayed = False
-    reader = ChatChunkReader()
     try:
         async with _chat_upstream(call, model, chat, stream=True) as (response, _deployment):
             if "text/event-stream" not in response.headers.get("Content-Type", ""):
@@ -147,13 +144,12 @@ async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: 
             await exchange.start_stream()
             await exchange.stream_send(converter.start())
             relayed = True
-            parser = SSEParser()
             try:
                 async for data in response.chunks():
-                    out = [converter.feed(chunk) for chunk in reader.chunks(parser.feed(data))]
+                    out = converter.feed(data)
                     if out:
-                        await exchange.stream_send(b"".join(out))
-                    if reader.done or reader.error:
+                        await exchange.stream_send(out)
+                    if converter.done:
                         break
             except ReadError:
                 failed = True
@@ -163,10 +159,10 @@ async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: 
                 i["arguments"] for i in converter.items if i["type"] == "function_call"
             )
             settle_chat_usage(call, chat, converter.usage, estimate_text_tokens(said))
-    error = reader.error
-    if error is not None or failed or not (reader.done or converter.finish_reason is not None):
+    if failed or not converter.complete:
         call.event.outcome = "upstream_stream_error"
         call.event.status = 502
-        call.tail = converter.failed(str((error or {}).get("message") or STREAM_ERROR_MESSAGE))
+        error = converter.error or {}
+        call.tail = converter.fail(str(error.get("message") or STREAM_ERROR_MESSAGE))
         return
     call.tail = converter.finish(_estimated_usage(call))

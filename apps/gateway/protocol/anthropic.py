@@ -243,32 +243,15 @@ def message_events(message: dict) -> list[tuple[str, dict]]:
 def parse_sse_events(raw: bytes | str) -> list[tuple[str | None, str]]:
     """Parse a complete SSE byte string into ``(event_name, data)`` pairs.
 
-    Handles LF/CR/CRLF, comments and multi-line data (§4). Meant for complete
-    buffers (tests, small upstream bodies), not incremental parsing.
+    ``SSEParser``'s rules (LF/CR/CRLF, comments, multi-line data, §4) over a whole
+    buffer (tests, small upstream bodies), what an unterminated last event holds too.
     """
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    out: list[tuple[str | None, str]] = []
-    event: str | None = None
-    data: list[str] = []
-    for line in text.split("\n"):
-        if line == "":
-            if data:
-                out.append((event, "\n".join(data)))
-            event, data = None, []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if name == "event":
-            event = value
-        elif name == "data":
-            data.append(value)
-    if data:
-        out.append((event, "\n".join(data)))
-    return out
+    parser = SSEParser()
+    data = raw.encode() if isinstance(raw, str) else raw
+    return [
+        (None if name is None else name.decode(), payload.decode())
+        for name, payload in (*parser.feed(data), *parser.flush())
+    ]
 
 
 def stream_invariant_violations(events: Iterable[tuple[str | None, dict]]) -> list[str]:
@@ -763,6 +746,9 @@ class MessagesStreamRelay:
     except ``message_start``, whose ``message.model`` is rewritten to the public name.
     Only message_start / message_delta / message_stop / error are JSON-parsed, to
     capture usage (message_delta values override message_start's, §2.4) and the end.
+    A stream converter (see the package header): the upstream's own ``message_stop`` or
+    ``error`` goes through ``feed``, so ``finish()`` adds nothing and ``fail()`` adds an
+    error only when the upstream sent none. An event left unterminated at EOF is dropped.
     """
 
     __slots__ = (
@@ -775,6 +761,7 @@ class MessagesStreamRelay:
         "_parser",
         "_pending",
         "_start_done",
+        "_closed",
     )
 
     def __init__(self, public_model: str) -> None:
@@ -787,13 +774,36 @@ class MessagesStreamRelay:
         self._parser = SSEParser()
         self._pending = b""
         self._start_done = False
+        self._closed = False
 
     @property
     def finished(self) -> bool:
         return self.stopped or self.error is not None
 
+    done = finished
+
+    @property
+    def complete(self) -> bool:
+        return self.stopped
+
+    def start(self) -> bytes:
+        return b""
+
+    def finish(self, estimated_usage: dict | None = None) -> bytes:
+        self._closed = True
+        return b""
+
+    def fail(self, message: str, error_type: str = "api_error") -> bytes:
+        if self._closed or self.finished:
+            return b""
+        self._closed = True
+        error = {"type": "error", "error": {"type": error_type, "message": message}}
+        return messages_sse_event("error", error)
+
     def feed(self, data: bytes) -> bytes:
         """Raw upstream bytes in, the bytes to send on (complete events only)."""
+        if not data or self._closed:
+            return b""
         for event, payload in self._parser.feed(data):
             self._observe(event, payload)
         buffer = self._pending + data if self._pending else data

@@ -48,6 +48,8 @@ from typing import Any
 import orjson
 
 from .anthropic import TranslationError, messages_sse_event
+from .openai import chat_stream_error, chat_stream_payload
+from .sse import SSEParser
 from .stops import StopMatcher, find_stop
 from .tool_arguments import ToolArgumentsStream, parse_tool_arguments
 
@@ -568,12 +570,13 @@ class _ToolCall:
 
 
 class ChatStreamToMessagesStream:
-    """Stateful converter from parsed OpenAI chunks to encoded Anthropic SSE events.
+    """Stateful converter from an upstream chat-completions stream to Anthropic events.
 
-    Call ``start()`` once, ``feed(chunk)`` per upstream chunk, then ``finish()`` at
-    ``[DONE]``/EOF, or ``error(...)`` on upstream failure. If the upstream ended
-    without any ``finish_reason`` (``finish_reason is None``) the stream was probably
-    truncated: prefer ``error("api_error", ...)`` over ``finish()`` (§4).
+    A stream converter (see the package header): ``start()`` once, ``feed(data)`` per
+    read of upstream bytes, then ``finish()`` at ``[DONE]``/EOF, or ``fail(...)`` on
+    upstream failure. If the upstream ended without any ``finish_reason``
+    (``complete`` is false) the stream was probably truncated: ``fail()``, not
+    ``finish()`` (§4).
 
     ``match_stop_sequences``: the backend was not sent ``stop_sequences``; text is
     matched here (a possible start of one is held back) and, once one matched,
@@ -602,7 +605,12 @@ class ChatStreamToMessagesStream:
         self._emit_thinking = emit_thinking
 
         self._started = False
-        self._done = False
+        self._closed = False
+        self._parser = SSEParser()
+        self.done = False  # the upstream's [DONE] or error arrived: stop reading
+        self.error: dict | None = None  # the upstream's in-band error
+        self.usage: dict | None = None  # the upstream's last usage object
+        self.content_chunks = 0  # chunks that produced a content_block_delta
         self._next_index = 0
         self._open: str | None = None  # "text" | "thinking" | "tool"
         self._open_tool: _ToolCall | None = None
@@ -666,8 +674,11 @@ class ChatStreamToMessagesStream:
         return bool(self._tool_order)
 
     @property
-    def done(self) -> bool:
-        return self._done
+    def complete(self) -> bool:
+        """The upstream ended its answer: [DONE], a finish_reason, or our stop sequence."""
+        return self.error is None and (
+            self.done or self.stopped_on_sequence or self._finish_reason is not None
+        )
 
     # -- event helpers -----------------------------------------------------
 
@@ -774,10 +785,32 @@ class ChatStreamToMessagesStream:
         }
         return self._ev("message_start", {"message": message}) + self._ev("ping", {})
 
-    def feed(self, chunk: dict) -> bytes:
-        """Translate one parsed upstream chunk into zero or more Anthropic events."""
-        if self._done or not isinstance(chunk, dict):
+    def feed(self, data: bytes) -> bytes:
+        """Raw upstream bytes in (b"" once it closed), Anthropic events out."""
+        if self._closed or self.done:
             return b""
+        out = b""
+        for _event, payload in self._parser.feed(data) if data else self._parser.flush():
+            if payload.startswith(b"[DONE]"):
+                self.done = True
+                break
+            chunk = chat_stream_payload(payload)
+            if chunk is None:
+                continue
+            error = chat_stream_error(chunk)
+            if error is not None:
+                self.error = error
+                self.done = True
+                break
+            piece = self._feed_chunk(chunk)
+            if piece:
+                if b"content_block_delta" in piece:
+                    self.content_chunks += 1
+                out += piece
+        return out
+
+    def _feed_chunk(self, chunk: dict) -> bytes:
+        """Translate one parsed upstream chunk into zero or more Anthropic events."""
         usage = chunk.get("usage")
         if isinstance(usage, dict):  # cumulative when present on every chunk, so keep latest
             prompt, completion, cached = _usage_numbers(usage)
@@ -787,6 +820,7 @@ class ChatStreamToMessagesStream:
                 self._completion_tokens = completion
             if cached is not None:
                 self._cached_tokens = cached
+            self.usage = usage
         out = self.start()
         if self.stopped_on_sequence:
             return out
@@ -895,9 +929,11 @@ class ChatStreamToMessagesStream:
             out += self._flush_args(call)
         return out
 
-    def finish(self) -> bytes:
-        """Close everything: last content_block_stop, message_delta, message_stop."""
-        if self._done:
+    def finish(self, estimated_usage: dict | None = None) -> bytes:
+        """Close everything: last content_block_stop, message_delta, message_stop (the
+        output count is the upstream's, else our own estimate: ``estimated_usage`` is
+        not needed)."""
+        if self._closed:
             return b""
         out = self.start()
         if self._stops is not None:
@@ -911,7 +947,7 @@ class ChatStreamToMessagesStream:
             self._pending_ws = ""
         out += self._close_block()
         out += self._flush_pending_tools()
-        self._done = True
+        self._closed = True
 
         if self.stopped_on_sequence:
             stop_reason, stop_sequence = "stop_sequence", self._stops.matched
@@ -937,9 +973,9 @@ class ChatStreamToMessagesStream:
         out += self._ev("message_stop", {})
         return out
 
-    def error(self, error_type: str, message: str) -> bytes:
+    def fail(self, message: str, error_type: str = "api_error") -> bytes:
         """``event: error`` after a started stream; nothing is emitted afterwards."""
-        if self._done:
+        if self._closed:
             return b""
-        self._done = True
+        self._closed = True
         return self._ev("error", {"error": {"type": error_type, "message": message}})

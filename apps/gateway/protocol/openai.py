@@ -1,12 +1,14 @@
 """OpenAI Chat Completions shapes: errors, light request validation, token estimates."""
 
 import re
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
 from .bounds import TokenBounds, json_bytes, text_bytes
+from .sse import DONE_EVENT, SSEParser
 
 
 def openai_error_body(
@@ -571,34 +573,29 @@ def _token_ids(items: list) -> bool:
     return all(type(t) is int and 0 <= t < 2**32 for t in items)
 
 
-class ChatChunkReader:
-    """An upstream chat-completions stream's SSE payloads in, its chunks (dicts) out.
+def chat_stream_payload(payload: bytes) -> dict[str, Any] | None:
+    """One upstream chat-completions SSE payload as a chunk, or None for the keep-alives
+    and junk some servers emit. ``[DONE]`` is the caller's to check first."""
+    try:
+        chunk = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    return chunk if isinstance(chunk, dict) else None
 
-    Notes the end (``[DONE]``) and an in-band error event, and skips keep-alives and the
-    junk some servers emit; the caller stops reading once ``done`` or ``error`` is set."""
 
-    __slots__ = ("done", "error")
+def chat_stream_error(chunk: dict[str, Any]) -> dict[str, Any] | None:
+    """The upstream's in-band error object, when ``chunk`` is one (``{"error": …}``)."""
+    if "error" in chunk and "choices" not in chunk:
+        found = chunk["error"]
+        return found if isinstance(found, dict) else {"message": str(found)}
+    return None
 
-    def __init__(self) -> None:
-        self.done = False
-        self.error: dict[str, Any] | None = None
 
-    def chunks(self, payloads: Iterable[tuple[Any, bytes]]) -> Iterator[dict[str, Any]]:
-        for _event, payload in payloads:
-            if payload.startswith(b"[DONE]"):
-                self.done = True
-                return
-            try:
-                chunk = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                continue
-            if not isinstance(chunk, dict):
-                continue
-            if "error" in chunk and "choices" not in chunk:
-                found = chunk["error"]
-                self.error = found if isinstance(found, dict) else {"message": str(found)}
-                return
-            yield chunk
+def stream_error_chunk(message: str, error_type: str = "server_error") -> bytes:
+    """The error event that ends an OpenAI-surface stream (nothing follows it)."""
+    return data_chunk(
+        {"error": {"message": message, "type": error_type, "param": None, "code": None}}
+    )
 
 
 class ChatStreamRelay:
@@ -608,6 +605,8 @@ class ChatStreamRelay:
     it when the client did not ask, strips repeated tool-call id/name/type that some
     backends resend (the SDK helpers would concatenate them), and counts delivered
     content chunks as the completion estimate should the upstream report no usage.
+    A stream converter (see the package header): ``[DONE]`` sets ``done`` and is sent
+    by ``finish()``; an upstream error sets ``error`` and is answered by ``fail()``.
     """
 
     __slots__ = (
@@ -623,10 +622,16 @@ class ChatStreamRelay:
         "created",
         "_seen_tool_calls",
         "_first_role_sent",
+        "stream_id",
+        "_parser",
+        "_closed",
     )
 
-    def __init__(self, public_model: str, client_wants_usage: bool) -> None:
+    def __init__(
+        self, public_model: str, client_wants_usage: bool, stream_id: str = "chatcmpl-stream"
+    ) -> None:
         self.public_model = public_model
+        self.stream_id = stream_id  # for the chunks we add when the upstream named none
         self.client_wants_usage = client_wants_usage
         self.usage: dict[str, Any] | None = None
         self.content_chunks = 0
@@ -639,9 +644,31 @@ class ChatStreamRelay:
         self.created: int | None = None
         self._seen_tool_calls: set[tuple[int, int]] = set()
         self._first_role_sent: set[int] = set()
+        self._parser = SSEParser()
+        self._closed = False
 
-    def feed(self, data: bytes) -> bytes | None:
-        """One upstream SSE data payload in, the bytes to send to the client (or None)."""
+    @property
+    def complete(self) -> bool:
+        """The upstream ended its answer ([DONE], or a finish_reason before it closed)."""
+        return self.error is None and (self.done or bool(self.finish_reasons))
+
+    def start(self) -> bytes:
+        return b""
+
+    def feed(self, data: bytes) -> bytes:
+        """Raw upstream bytes in (b"" once it closed), the bytes to send to the client."""
+        if self.done or self._closed:
+            return b""
+        out = b""
+        for _event, payload in self._parser.feed(data) if data else self._parser.flush():
+            piece = self._payload(payload)
+            if piece:
+                out += piece
+            elif self.done:
+                break
+        return out
+
+    def _payload(self, data: bytes) -> bytes | None:
         if data.startswith(b"[DONE]"):
             self.done = True
             return None
@@ -654,6 +681,7 @@ class ChatStreamRelay:
         if "error" in chunk and "choices" not in chunk:
             error = chunk["error"]
             self.error = error if isinstance(error, dict) else {"message": str(error)}
+            self.done = True
             return None
         usage = chunk.get("usage")
         if isinstance(usage, dict):
@@ -678,6 +706,23 @@ class ChatStreamRelay:
             if isinstance(choice, dict):
                 self._observe_choice(choice)
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def finish(self, estimated_usage: dict[str, Any] | None = None) -> bytes:
+        """``[DONE]``, after a usage chunk when the client asked for usage and the
+        upstream reported none (``estimated_usage``: what the gateway billed)."""
+        if self._closed:
+            return b""
+        self._closed = True
+        if self.client_wants_usage and self.usage is None and estimated_usage is not None:
+            chunk_id, created = self.chunk_id or self.stream_id, self.created or int(time.time())
+            return self.usage_chunk(chunk_id, created, estimated_usage) + DONE_EVENT
+        return DONE_EVENT
+
+    def fail(self, message: str, error_type: str = "server_error") -> bytes:
+        if self._closed:
+            return b""
+        self._closed = True
+        return stream_error_chunk(message, error_type)
 
     def _observe_choice(self, choice: dict[str, Any]) -> None:
         index = choice.get("index", 0)

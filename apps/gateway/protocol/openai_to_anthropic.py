@@ -20,12 +20,14 @@ Design choices where the spec leaves room:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from .anthropic import TranslationError
-from .openai import scrub_upstream_text
+from .openai import scrub_upstream_text, stream_error_chunk
+from .sse import SSEParser
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -412,15 +414,31 @@ def message_response_to_chat(resp: dict, *, model: str, created: int | None = No
 
 
 class MessagesStreamToChatStream:
-    """Anthropic SSE events (already split into name + parsed data) → OpenAI chunks.
+    """An Anthropic event stream (raw upstream bytes) → OpenAI chunks.
 
-    ``feed`` returns encoded ``data: …\\n\\n`` lines. After ``message_stop`` it has sent
-    ``[DONE]``; after an ``error`` event it has sent the error object; later calls
-    return ``b""``. If the upstream ends without either, call ``error(...)`` (§4).
+    A stream converter (see the package header): ``feed`` returns encoded
+    ``data: …\\n\\n`` lines. After ``message_stop`` it has sent ``[DONE]``; after an
+    ``error`` event it has sent the error object (its message through ``scrub``); both
+    set ``done``, and later calls return ``b""``. If the upstream ends without either,
+    call ``fail(...)`` (§4).
     """
 
-    def __init__(self, model: str, include_usage: bool, chat_id: str, created: int) -> None:
+    def __init__(
+        self,
+        model: str,
+        include_usage: bool,
+        chat_id: str,
+        created: int,
+        *,
+        scrub: Callable[[str], str] = scrub_upstream_text,
+    ) -> None:
         self.model = model
+        self.scrub = scrub
+        self._parser = SSEParser()
+        self.error: dict | None = None  # the upstream's error event's object
+        self.content_deltas = 0  # content_block_delta events seen
+        self.final_usage = False  # message_delta carried output_tokens
+        self._stopped = False
         self.include_usage = include_usage
         self.chat_id = chat_id
         self.created = created
@@ -467,6 +485,26 @@ class MessagesStreamToChatStream:
     def done(self) -> bool:
         return self._done
 
+    @property
+    def complete(self) -> bool:
+        """message_stop arrived (and [DONE] went out)."""
+        return self._stopped
+
+    @property
+    def usage(self) -> dict | None:
+        """The upstream's usage as far as told (message_delta's values over message_start's)."""
+        if self._input_tokens is None and self._output_tokens is None:
+            return None
+        usage = {"input_tokens": self._input_tokens, "output_tokens": self._output_tokens}
+        if self._cache_read is not None:
+            usage["cache_read_input_tokens"] = self._cache_read
+        if self._cache_creation is not None:
+            usage["cache_creation_input_tokens"] = self._cache_creation
+        return usage
+
+    def start(self) -> bytes:
+        return b""
+
     # -- helpers -----------------------------------------------------------
 
     def _finish_for(self, stop_reason: str | None) -> str:
@@ -510,9 +548,32 @@ class MessagesStreamToChatStream:
 
     # -- events ------------------------------------------------------------
 
-    def feed(self, event_type: str, data: dict) -> bytes:
+    def feed(self, data: bytes) -> bytes:
+        """Raw upstream bytes in (b"" once it closed), chat chunks out."""
+        if self._done:
+            return b""
+        out = b""
+        for event, payload in self._parser.feed(data) if data else self._parser.flush():
+            if event is None or event == b"ping":
+                continue
+            try:
+                parsed = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            out += self._event(event.decode("utf-8", "replace"), parsed)
+            if self._done:
+                break
+        return out
+
+    def _event(self, event_type: str, data: Any) -> bytes:
         if self._done or not isinstance(data, dict):
             return b""
+        if event_type == "content_block_delta":
+            self.content_deltas += 1
+        elif event_type == "message_delta":
+            usage = data.get("usage")
+            if isinstance(usage, dict) and isinstance(usage.get("output_tokens"), int):
+                self.final_usage = True
         if event_type == "message_start":
             message = data.get("message") or {}
             self._take_usage(message.get("usage"))
@@ -537,13 +598,15 @@ class MessagesStreamToChatStream:
             out = self._finish_chunk()
             if self.include_usage:
                 out += self._usage_chunk()
-            self._done = True
+            self._done = self._stopped = True
             return out + b"data: [DONE]\n\n"
         if event_type == "error":
-            err = data.get("error") or {}
+            err = data.get("error")
+            self.error = err if isinstance(err, dict) else {"message": str(err)}
+            err = err if isinstance(err, dict) else {}
             etype = "invalid_request_error" if err.get("type") == "invalid_request_error" else None
-            said = scrub_upstream_text(str(err.get("message") or ""))
-            return self.error(said or "upstream error", etype or "server_error")
+            said = scrub_upstream_text(self.scrub(str(err.get("message") or "")))
+            return self.fail(said or "upstream error", etype or "server_error")
         return b""  # ping and unknown events
 
     def _finish_chunk(self) -> bytes:
@@ -610,10 +673,13 @@ class MessagesStreamToChatStream:
             return self._tool_delta(state["tool"], {"arguments": partial})
         return b""  # signature_delta, citations_delta, unknown
 
-    def error(self, message: str, error_type: str = "server_error") -> bytes:
+    def finish(self, estimated_usage: dict | None = None) -> bytes:
+        """The end (finish chunk, usage chunk if asked, [DONE]) unless message_stop sent it."""
+        return self._event("message_stop", {})
+
+    def fail(self, message: str, error_type: str = "server_error") -> bytes:
         """``data: {"error": …}`` after a started stream; nothing follows."""
         if self._done:
             return b""
         self._done = True
-        body = {"error": {"message": message, "type": error_type, "param": None, "code": None}}
-        return b"data: " + orjson.dumps(body) + b"\n\n"
+        return stream_error_chunk(message, error_type)

@@ -15,8 +15,13 @@ from typing import Any
 
 import orjson
 
-from apps.gateway.protocol.openai import RequestInvalid, check_fields
-from apps.gateway.protocol.sse import named_event
+from apps.gateway.protocol.openai import (
+    RequestInvalid,
+    chat_stream_error,
+    chat_stream_payload,
+    check_fields,
+)
+from apps.gateway.protocol.sse import SSEParser, named_event
 
 _UNSUPPORTED = {
     "previous_response_id": "Stored responses are not kept here: send the whole input.",
@@ -455,10 +460,15 @@ class ChatStreamToResponseEvents:
     The sequence, as OpenAI sends it: response.created, response.in_progress; per output
     item output_item.added, (content_part.added, output_text.delta…, output_text.done,
     content_part.done | function_call_arguments.delta…, .done), output_item.done; and
-    response.completed (or .incomplete) with the whole Response and its usage."""
+    response.completed (or .incomplete) with the whole Response and its usage.
+    A stream converter (see the package header): raw upstream bytes in."""
 
     def __init__(self, shell: dict) -> None:
         self.response = dict(shell)
+        self._parser = SSEParser()
+        self._started = self._closed = False
+        self.done = False  # the upstream's [DONE] or error arrived: stop reading
+        self.error: dict | None = None  # the upstream's in-band error
         self.rid = shell["id"].removeprefix("resp_")
         self.sequence = 0
         self.items: list[dict] = []
@@ -473,7 +483,16 @@ class ChatStreamToResponseEvents:
         self.sequence += 1
         return out
 
+    @property
+    def complete(self) -> bool:
+        return self.error is None and (self.done or self.finish_reason is not None)
+
     def start(self) -> bytes:
+        """response.created and .in_progress (once; feed, finish and fail send them if
+        not yet sent)."""
+        if self._started:
+            return b""
+        self._started = True
         snapshot = {
             **self.response,
             "created_at": self.response.get("created_at") or int(time.time()),
@@ -482,7 +501,28 @@ class ChatStreamToResponseEvents:
             "response.in_progress", response=snapshot
         )
 
-    def feed(self, chunk: dict) -> bytes:
+    def feed(self, data: bytes) -> bytes:
+        """Raw upstream bytes in (b"" once it closed), Responses events out."""
+        if self._closed or self.done:
+            return b""
+        out = self.start()
+        for _event, payload in self._parser.feed(data) if data else self._parser.flush():
+            if payload.startswith(b"[DONE]"):
+                self.done = True
+                break
+            chunk = chat_stream_payload(payload)
+            if chunk is None:
+                continue
+            error = chat_stream_error(chunk)
+            if error is not None:
+                self.error = error
+                self.done = True
+                break
+            out += self.feed_chunk(chunk)
+        return out
+
+    def feed_chunk(self, chunk: dict) -> bytes:
+        """One parsed chat chunk (a whole answer replayed as one, too)."""
         out: list[bytes] = []
         if isinstance(chunk.get("usage"), dict):
             self.usage = chunk["usage"]
@@ -560,6 +600,10 @@ class ChatStreamToResponseEvents:
 
         ``estimated_usage`` (chat-completions shape) is shown when the upstream stream
         reported none."""
+        if self._closed:
+            return b""
+        self._closed = True
+        prologue = self.start()
         text = "".join(self.text)
         for item in self.items:
             if item["type"] == "message":
@@ -571,7 +615,7 @@ class ChatStreamToResponseEvents:
         response["usage"] = response_usage(self.usage or estimated_usage)
         # before the items' done events: they carry the status of the one cut off
         _finish(response, self.finish_reason, self.usage)
-        out: list[bytes] = []
+        out: list[bytes] = [prologue]
         for output_index, item in enumerate(self.items):
             if item["type"] == "message":
                 part = {"type": "output_text", "text": text, "annotations": []}
@@ -608,9 +652,13 @@ class ChatStreamToResponseEvents:
         out.append(self._ev(name, response=response))
         return b"".join(out)
 
-    def failed(self, message: str) -> bytes:
+    def fail(self, message: str, error_type: str = "server_error") -> bytes:
+        if self._closed:
+            return b""
+        self._closed = True
+        prologue = self.start()
         response = self.response
         response["status"] = "failed"
         response["output"] = self.items
-        response["error"] = {"code": "server_error", "message": message}
-        return self._ev("response.failed", response=response)
+        response["error"] = {"code": error_type, "message": message}
+        return prologue + self._ev("response.failed", response=response)

@@ -14,6 +14,7 @@ from apps.gateway.protocol.anthropic_to_openai import (
     messages_to_chat_request,
     parse_tool_arguments,
 )
+from apps.gateway.protocol.openai import data_chunk
 
 # -- helpers ------------------------------------------------------------------
 
@@ -63,7 +64,7 @@ def run(chunks, *, names=None, input_tokens=11, **kw):
     )
     raw = conv.start()
     for c in chunks:
-        raw += conv.feed(c)
+        raw += conv.feed(data_chunk(c))
     raw += conv.finish()
     events = [(n, orjson.loads(d)) for n, d in parse_sse_events(raw)]
     assert stream_invariant_violations(events) == []
@@ -870,11 +871,11 @@ def test_stream_legacy_function_call_delta():
 
 def test_stream_error_event_and_nothing_after():
     conv = ChatStreamToMessagesStream("m", ToolNameMap(), "msg_1", 0)
-    raw = conv.start() + conv.feed(chunk({"content": "Hi"}))
-    raw += conv.error("overloaded_error", "Overloaded")
-    assert conv.feed(chunk({"content": "more"})) == b""
+    raw = conv.start() + conv.feed(data_chunk(chunk({"content": "Hi"})))
+    raw += conv.fail("Overloaded", "overloaded_error")
+    assert conv.feed(data_chunk(chunk({"content": "more"}))) == b""
     assert conv.finish() == b""
-    assert conv.error("api_error", "x") == b""
+    assert conv.fail("x") == b""
     events = [(n, orjson.loads(d)) for n, d in parse_sse_events(raw)]
     assert events[-1] == (
         "error",
@@ -885,7 +886,7 @@ def test_stream_error_event_and_nothing_after():
 
 def test_stream_start_is_idempotent_and_feed_starts_implicitly():
     conv = ChatStreamToMessagesStream("m", ToolNameMap(), "abc", 0)
-    raw = conv.feed(chunk({"content": "x"}))
+    raw = conv.feed(data_chunk(chunk({"content": "x"})))
     assert raw.startswith(b"event: message_start\n")
     assert conv.start() == b""
     raw += conv.finish()
@@ -898,9 +899,9 @@ def test_stream_start_is_idempotent_and_feed_starts_implicitly():
 def test_stream_finish_reason_property_detects_truncation():
     conv = ChatStreamToMessagesStream("m", ToolNameMap(), "msg_1", 0)
     conv.start()
-    conv.feed(chunk({"content": "cut"}))
+    conv.feed(data_chunk(chunk({"content": "cut"})))
     assert conv.finish_reason is None  # caller should send error(), not finish()
-    conv.feed(chunk({}, "stop"))
+    conv.feed(data_chunk(chunk({}, "stop")))
     assert conv.finish_reason == "stop"
     assert conv.stop_reason is None  # only known once finish() ran
     conv.finish()

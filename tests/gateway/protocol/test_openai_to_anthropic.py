@@ -3,6 +3,7 @@
 import orjson
 import pytest
 
+from apps.gateway.protocol.anthropic import messages_sse_event
 from apps.gateway.protocol.openai_to_anthropic import (
     DEFAULT_MAX_TOKENS,
     MessagesStreamToChatStream,
@@ -402,7 +403,7 @@ def anthropic_events(*blocks, stop_reason="end_turn", usage=None):
 
 def convert(events, include_usage=True):
     conv = MessagesStreamToChatStream("gpt-x", include_usage, "chatcmpl-1", 1730000000)
-    raw = b"".join(conv.feed(name, data) for name, data in events)
+    raw = b"".join(conv.feed(messages_sse_event(name, data)) for name, data in events)
     assert raw.endswith(b"data: [DONE]\n\n")
     frames = [f for f in raw.split(b"\n\n") if f]
     assert all(f.startswith(b"data: ") and b"\nevent:" not in f for f in frames)
@@ -505,30 +506,32 @@ def test_stream_tool_input_given_whole_in_block_start():
 def test_stream_error_event():
     conv = MessagesStreamToChatStream("gpt-x", True, "chatcmpl-1", 1)
     events = anthropic_events(("text", ["Hi"]))[:4]
-    raw = b"".join(conv.feed(n, d) for n, d in events)
-    raw += conv.feed("error", {"type": "error",
-                               "error": {"type": "overloaded_error", "message": "Overloaded"}})  # fmt: skip
+    raw = b"".join(conv.feed(messages_sse_event(n, d)) for n, d in events)
+    raw += conv.feed(messages_sse_event("error", {"type": "error",
+                               "error": {"type": "overloaded_error", "message": "Overloaded"}}))  # fmt: skip
     assert raw.endswith(
         b'data: {"error":{"message":"Overloaded","type":"server_error","param":null,"code":null}}\n\n'
     )
     assert b"[DONE]" not in raw
-    assert conv.feed("message_stop", {"type": "message_stop"}) == b""
-    assert conv.error("again") == b""
+    assert conv.feed(messages_sse_event("message_stop", {"type": "message_stop"})) == b""
+    assert conv.fail("again") == b""
 
 
 def test_stream_ignores_ping_unknown_and_signature_events():
     conv = MessagesStreamToChatStream("gpt-x", False, "c", 1)
-    conv.feed("message_start", {"type": "message_start", "message": {"usage": {}}})
-    assert conv.feed("ping", {"type": "ping"}) == b""
-    assert conv.feed("future_event", {"type": "future_event"}) == b""
-    assert conv.feed("content_block_delta", {"type": "content_block_delta", "index": 9,
-                                             "delta": {"type": "signature_delta"}}) == b""  # fmt: skip
+    conv.feed(
+        messages_sse_event("message_start", {"type": "message_start", "message": {"usage": {}}})
+    )
+    assert conv.feed(messages_sse_event("ping", {"type": "ping"})) == b""
+    assert conv.feed(messages_sse_event("future_event", {"type": "future_event"})) == b""
+    assert conv.feed(messages_sse_event("content_block_delta", {"type": "content_block_delta", "index": 9,
+                                             "delta": {"type": "signature_delta"}})) == b""  # fmt: skip
 
 
 def test_stream_message_stop_without_message_delta_still_finishes():
     conv = MessagesStreamToChatStream("gpt-x", False, "c", 1)
-    raw = conv.feed("message_start", {"type": "message_start", "message": {}})
-    raw += conv.feed("message_stop", {"type": "message_stop"})
+    raw = conv.feed(messages_sse_event("message_start", {"type": "message_start", "message": {}}))
+    raw += conv.feed(messages_sse_event("message_stop", {"type": "message_stop"}))
     frames = [orjson.loads(f[6:]) for f in raw.split(b"\n\n") if f and f != b"data: [DONE]"]
     assert frames[-1]["choices"][0]["finish_reason"] == "stop"
     assert raw.endswith(b"data: [DONE]\n\n")

@@ -14,7 +14,7 @@ import pytest
 from openai.types.responses import Response
 
 from apps.gateway.protocol.anthropic_to_openai import messages_to_chat_request
-from apps.gateway.protocol.openai import ChatStreamRelay, drop_message_nulls
+from apps.gateway.protocol.openai import ChatStreamRelay, data_chunk, drop_message_nulls
 from apps.gateway.protocol.openai_to_anthropic import chat_to_messages_request
 from apps.gateway.protocol.responses import (
     ChatStreamToResponseEvents,
@@ -346,7 +346,7 @@ def answer(finish_reason: str, tool_calls=None, content=None, usage=None) -> dic
 
 def streamed(chunks: list[dict], request: dict, estimated_usage=None) -> Response:
     converter = ChatStreamToResponseEvents(shell(**request))
-    raw = converter.start() + b"".join(converter.feed(c) for c in chunks)
+    raw = converter.start() + b"".join(converter.feed(data_chunk(c)) for c in chunks)
     raw += converter.finish(estimated_usage)
     *_, last = raw.split(b"\n\n")[:-1]
     data = orjson.loads(last.split(b"data: ", 1)[1])
@@ -436,5 +436,5 @@ def test_a_chat_stream_relay_keeps_the_id_and_time_of_the_stream():
          "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]},
         {"id": "chatcmpl-other", "created": 1730000001, "model": "m", "choices": []},
     ):  # fmt: skip
-        relay.feed(orjson.dumps(chunk))
+        relay.feed(data_chunk(chunk))
     assert (relay.chunk_id, relay.created) == ("chatcmpl-up", 1730000000)

@@ -6,7 +6,7 @@ from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from apps.gateway.protocol.anthropic import parse_sse_events
-from apps.gateway.protocol.openai import RequestInvalid
+from apps.gateway.protocol.openai import RequestInvalid, data_chunk
 from apps.gateway.protocol.responses import (
     ChatStreamToResponseEvents,
     chat_to_response,
@@ -97,11 +97,11 @@ def test_stream_events_accumulate_to_the_same_response():
     converter = ChatStreamToResponseEvents(shell)
     raw = converter.start()
     for piece in ("Hel", "lo"):
-        raw += converter.feed({"choices": [{"index": 0, "delta": {"content": piece}}]})
-    raw += converter.feed(
+        raw += converter.feed(data_chunk({"choices": [{"index": 0, "delta": {"content": piece}}]}))
+    raw += converter.feed(data_chunk(
         {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}], "usage": {
             "prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
-    )  # fmt: skip
+    ))  # fmt: skip
     raw += converter.finish()
     events = [(name, orjson.loads(data)) for name, data in parse_sse_events(raw)]
     assert [e["sequence_number"] for _, e in events] == list(range(len(events)))

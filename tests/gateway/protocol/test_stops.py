@@ -4,6 +4,7 @@ answer): the matcher alone, then through both translations with the SDK as the o
 import pytest
 
 from apps.gateway.protocol.anthropic_to_openai import ToolNameMap, chat_response_to_message
+from apps.gateway.protocol.openai import data_chunk
 from apps.gateway.protocol.stops import StopMatcher, find_stop
 from tests.gateway.protocol.test_translation_traps import chunk, message_delta, run, sdk_message
 
@@ -168,7 +169,7 @@ def test_stream_says_it_stopped_on_a_sequence_so_the_driver_stops_reading():
         "m", ToolNameMap(), "msg_1", 5, stop_sequences=["###"], match_stop_sequences=True
     )
     for c in text_chunks("Hi ###"):
-        conv.feed(c)
+        conv.feed(data_chunk(c))
     assert conv.stopped_on_sequence
 
 

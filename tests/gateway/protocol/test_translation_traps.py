@@ -16,6 +16,7 @@ from apps.gateway.protocol.anthropic_to_openai import (
     chat_response_to_message,
     messages_to_chat_request,
 )
+from apps.gateway.protocol.openai import data_chunk
 
 
 def chunk(delta=None, finish=None, **choice_extra):
@@ -32,7 +33,7 @@ def run(chunks, *, names=None, **kw):
     conv = ChatStreamToMessagesStream("claude-x", names or ToolNameMap(), "msg_1", 5, **kw)
     raw = conv.start()
     for c in chunks:
-        raw += conv.feed(c)
+        raw += conv.feed(data_chunk(c))
     raw += conv.finish()
     events = [(n, orjson.loads(d)) for n, d in parse_sse_events(raw)]
     assert stream_invariant_violations(events) == []
@@ -348,8 +349,8 @@ def test_trap_cache_tokens_zero_in_message_start_lazy_start_uses_early_usage():
     conv = ChatStreamToMessagesStream("claude-x", ToolNameMap(), "msg_1", 5)
     early = {"prompt_tokens": 1000, "completion_tokens": 0, "total_tokens": 1000,
              "prompt_tokens_details": {"cached_tokens": 800}}  # fmt: skip
-    raw = conv.feed({**chunk({"role": "assistant", "content": ""}), "usage": early})
-    raw += conv.feed(chunk({"content": "Hi"}, "stop"))
+    raw = conv.feed(data_chunk({**chunk({"role": "assistant", "content": ""}), "usage": early}))
+    raw += conv.feed(data_chunk(chunk({"content": "Hi"}, "stop")))
     raw += conv.finish()
     events = [(n, orjson.loads(d)) for n, d in parse_sse_events(raw)]
     assert stream_invariant_violations(events) == []
