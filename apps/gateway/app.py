@@ -14,7 +14,7 @@ import orjson
 import redis
 from django.conf import settings
 
-from apps.billing.pricing import billable_tokens
+from apps.billing.pricing import billable_tokens, cost_nanos
 from apps.gateway.caches import KeyInfo, ModelInfo
 from apps.gateway.http import ClientGone, Exchange, GatewayError, openai_error_bytes
 from apps.gateway.limits import limit_error, limits_unavailable, rate_headers
@@ -25,7 +25,7 @@ from apps.gateway.state import GatewayState
 from apps.keys.hashing import INFERENCE_KEY_PREFIX, secret_hash
 from apps.ledger.events import UsageEvent
 from apps.ledger.spool import spool_append
-from apps.limits.limiter import LimitExceeded, cost_nanos
+from apps.limits.limiter import LimitExceeded
 
 log = logging.getLogger(__name__)
 

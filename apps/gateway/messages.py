@@ -35,11 +35,11 @@ from apps.gateway.forward import (
     scrub_for,
 )
 from apps.gateway.http import JSON_CONTENT_TYPE, Exchange, GatewayError, KeepAlive
+from apps.gateway.metering import meter, meter_stream
 from apps.gateway.protocol.anthropic import (
     PING_EVENT,
     MessagesStreamRelay,
     TranslationError,
-    anthropic_usage_counts,
     estimate_message_tokens,
     message_events,
     messages_prompt_bound,
@@ -56,9 +56,9 @@ from apps.gateway.protocol.content_filter import messages_prompt_text
 from apps.gateway.protocol.openai import (
     ChatChunkReader,
     estimate_text_tokens,
-    usage_counts,
 )
 from apps.gateway.protocol.sse import SSEParser
+from apps.gateway.protocol.usage import from_anthropic, from_openai
 from apps.gateway.state import GatewayState
 
 STREAM_ERROR_MESSAGE = "The upstream failed while streaming the response."
@@ -202,14 +202,12 @@ def _native_message(call: MeteredCall, request: _Request, raw: bytes) -> dict:
     """An Anthropic backend's Message, model renamed, usage metered."""
     answer = parse_message(raw)
     answer["model"] = request.model.name
-    counts = anthropic_usage_counts(answer.get("usage"))
-    event = call.event
-    if counts is None:
-        event.prompt_tokens = request.prompt_estimate
-        event.completion_tokens = estimate_text_tokens(_text_of(answer))
-        event.tokens_estimated = True
-    else:
-        event.prompt_tokens, event.completion_tokens, event.cached_tokens = counts
+    meter(
+        call.event,
+        from_anthropic(answer.get("usage")),
+        request.prompt_estimate,
+        lambda: estimate_text_tokens(_text_of(answer)),
+    )
     return answer
 
 
@@ -227,19 +225,18 @@ def _translated_message(
         stop_sequences=request.body.get("stop_sequences"),
         match_stop_sequences=match_stops,
     )
-    counts = usage_counts(answer.get("usage"))
-    event = call.event
-    if counts is None:
-        event.prompt_tokens = request.prompt_estimate
-        event.completion_tokens = estimate_text_tokens(_text_of(message))
-        event.tokens_estimated = True
+    billed = meter(
+        call.event,
+        from_openai(answer.get("usage")),
+        request.prompt_estimate,
+        lambda: estimate_text_tokens(_text_of(message)),
+    )
+    if not billed.reported:
         message["usage"] = {
             **message["usage"],
-            "input_tokens": event.prompt_tokens,
-            "output_tokens": event.completion_tokens,
+            "input_tokens": billed.prompt,
+            "output_tokens": billed.completion,
         }
-    else:
-        event.prompt_tokens, event.completion_tokens, event.cached_tokens = counts
     return message
 
 
@@ -287,16 +284,14 @@ async def _relay_native_stream(
             failed = True
     finally:
         prompt, completion, cached = relay.counts()
-        event = call.event
-        event.prompt_tokens = request.prompt_estimate if prompt is None else prompt
-        event.cached_tokens = cached
-        if completion is None or not relay.finished:
-            # Cut short (client gone, upstream failed): the content events delivered.
-            event.completion_tokens = max(completion or 0, relay.content_deltas)
-            event.tokens_estimated = True
-        else:
-            event.completion_tokens = completion
-        event.tokens_estimated = event.tokens_estimated or prompt is None
+        meter_stream(
+            call.event,
+            prompt=prompt,
+            cached=cached,
+            completion=completion if relay.finished else None,
+            prompt_estimate=request.prompt_estimate,
+            delivered=max(completion or 0, relay.content_deltas),
+        )
     if flt is not None and flt.guard is not None and (flt.blocked or relay.stopped):
         # Filtered: what is still held is checked before the end goes out.
         call.tail = b"" if flt.blocked else await flt.finish(b"".join(tail))
@@ -370,15 +365,16 @@ async def _relay_translated_stream(
             failed = True
     finally:
         keep_alive.stop()
-        event = call.event
-        prompt, completion = converter.prompt_tokens, converter.completion_tokens
-        if prompt is not None and completion is not None:
-            event.prompt_tokens, event.completion_tokens = prompt, completion
-            event.cached_tokens = converter.cached_tokens or 0
-        else:
-            event.prompt_tokens = request.prompt_estimate if prompt is None else prompt
-            event.completion_tokens = content_chunks
-            event.tokens_estimated = True
+        prompt = converter.prompt_tokens
+        meter_stream(
+            call.event,
+            prompt=prompt,
+            cached=converter.cached_tokens,
+            # a completion count without the prompt's is no final usage
+            completion=converter.completion_tokens if prompt is not None else None,
+            prompt_estimate=request.prompt_estimate,
+            delivered=content_chunks,
+        )
     if flt is not None and flt.blocked:
         stream_filter_done(call, flt.guard, flt.delivered_deltas)
         call.tail = flt.blocked_events(flt.delivered_deltas)

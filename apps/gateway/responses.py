@@ -13,7 +13,6 @@ import orjson
 
 from apps.gateway.app import MeteredCall, authenticate, parse_openai_request, resolve_model
 from apps.gateway.caches import ModelInfo
-from apps.gateway.chat import settle_chat_usage
 from apps.gateway.filtering import filter_chat_completion, screen_prompt
 from apps.gateway.forward import (
     open_upstream,
@@ -23,6 +22,7 @@ from apps.gateway.forward import (
     rewrite_model,
 )
 from apps.gateway.http import JSON_CONTENT_TYPE, Exchange
+from apps.gateway.metering import meter_chat
 from apps.gateway.protocol.content_filter import chat_prompt_text
 from apps.gateway.protocol.openai import (
     ChatChunkReader,
@@ -112,7 +112,7 @@ async def _answer(call: MeteredCall, chat: dict, shell: dict, answer: dict, stre
     message = choice.get("message") or {}
     calls = message.get("tool_calls") or []
     text = chat_answer_text(answer) + _calls_text(calls)
-    settle_chat_usage(call, chat, answer.get("usage"), estimate_text_tokens(text))
+    meter_chat(call.event, chat, answer.get("usage"), estimate_text_tokens(text))
     if call.screen is not None:
         await filter_chat_completion(call, answer)
     if not stream:
@@ -162,7 +162,7 @@ async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: 
             said = "".join(converter.text) + "".join(
                 i["arguments"] for i in converter.items if i["type"] == "function_call"
             )
-            settle_chat_usage(call, chat, converter.usage, estimate_text_tokens(said))
+            meter_chat(call.event, chat, converter.usage, estimate_text_tokens(said))
     error = reader.error
     if error is not None or failed or not (reader.done or converter.finish_reason is not None):
         call.event.outcome = "upstream_stream_error"

@@ -50,6 +50,7 @@ import orjson
 from .anthropic import TranslationError, messages_sse_event
 from .stops import StopMatcher, find_stop
 from .tool_arguments import ToolArgumentsStream, parse_tool_arguments
+from .usage import Usage, openai_counts, to_anthropic
 
 __all__ = [
     "ChatStreamToMessagesStream",
@@ -430,29 +431,10 @@ def _new_tool_id() -> str:
     return "toolu_" + secrets.token_hex(12)
 
 
-def _usage_numbers(usage: Any) -> tuple[int | None, int | None, int | None]:
-    """(prompt, completion, cached) from an OpenAI usage object."""
-    if not isinstance(usage, dict):
-        return None, None, None
-    prompt = usage.get("prompt_tokens")
-    completion = usage.get("completion_tokens")
-    details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    return (
-        prompt if isinstance(prompt, int) else None,
-        completion if isinstance(completion, int) else None,
-        cached if isinstance(cached, int) else None,
-    )
-
-
-def _anthropic_usage(prompt: int | None, completion: int | None, cached: int | None) -> dict:
-    cached = cached or 0
-    return {
-        "input_tokens": max((prompt or 0) - cached, 0),
-        "output_tokens": completion or 0,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": cached,
-    }
+def _anthropic_usage(usage: Any) -> dict:
+    """An OpenAI usage object shown as Anthropic's (counts it lacks are 0)."""
+    prompt, completion, cached = openai_counts(usage)
+    return to_anthropic(Usage(prompt or 0, completion or 0, cached or 0))
 
 
 def _reasoning_of(obj: dict) -> str | None:
@@ -546,7 +528,7 @@ def chat_response_to_message(
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": stop_sequence,
-        "usage": _anthropic_usage(*_usage_numbers(resp.get("usage"))),
+        "usage": _anthropic_usage(resp.get("usage")),
     }
 
 
@@ -780,7 +762,7 @@ class ChatStreamToMessagesStream:
             return b""
         usage = chunk.get("usage")
         if isinstance(usage, dict):  # cumulative when present on every chunk, so keep latest
-            prompt, completion, cached = _usage_numbers(usage)
+            prompt, completion, cached = openai_counts(usage)
             if prompt is not None:
                 self._prompt_tokens = prompt
             if completion is not None:
