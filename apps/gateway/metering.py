@@ -44,7 +44,10 @@ def record(event: UsageEvent, usage: Usage) -> None:
 def meter_chat(event: UsageEvent, body: dict, usage: object, completion_estimate: int) -> None:
     """A chat completion (or stream) with an OpenAI usage object: the prompt estimate is
     the chat request's."""
-    meter(event, from_openai(usage), lambda: estimate_prompt_tokens(body), completion_estimate)
+    mapped = from_openai(usage)
+    if mapped is None:
+        mapped = Usage(estimate_prompt_tokens(body), completion_estimate, reported=False)
+    record(event, mapped)
 
 
 def meter_embedding(event: UsageEvent, usage: object, prompt_estimate: int) -> Usage:

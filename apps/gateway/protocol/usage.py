@@ -19,15 +19,16 @@ and store; a usage object without its prompt or completion count is no usage (th
 gateway estimates instead).
 """
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 # The ledger's token columns are 32-bit; no real request comes near it.
 MAX_TOKENS = 2**31 - 1
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(NamedTuple):
+    """Immutable; a NamedTuple rather than a frozen dataclass because one is built per
+    request and a frozen dataclass's __init__ costs several times more."""
+
     prompt: int
     completion: int
     cached: int = 0
@@ -43,6 +44,10 @@ def count(value: Any) -> int | None:
     return value if value <= MAX_TOKENS else MAX_TOKENS
 
 
+def _is_count(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_TOKENS
+
+
 def openai_counts(usage: Any) -> tuple[int | None, int | None, int | None]:
     """(prompt, completion, cached) of an OpenAI usage object, None for each one missing
     (streams report them piecemeal)."""
@@ -54,10 +59,16 @@ def openai_counts(usage: Any) -> tuple[int | None, int | None, int | None]:
 
 
 def from_openai(usage: Any) -> Usage | None:
-    """An OpenAI (chat, completions, embeddings) usage object, or None if unusable."""
-    prompt, completion, cached = openai_counts(usage)
-    if prompt is None or completion is None:
+    """An OpenAI (chat, completions) usage object, or None if unusable."""
+    if not isinstance(usage, dict):
         return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if not (_is_count(prompt) and _is_count(completion)):  # the common case, inline
+        prompt, completion, _ = openai_counts(usage)
+        if prompt is None or completion is None:
+            return None
+    details = usage.get("prompt_tokens_details")
+    cached = count(details.get("cached_tokens")) if isinstance(details, dict) else None
     return Usage(prompt, completion, cached or 0)
 
 
