@@ -720,12 +720,13 @@ class ChatStreamToMessagesStream:
 
     # -- state machine -----------------------------------------------------
 
-    def _input_usage(self) -> tuple[int, int]:
-        """(input_tokens, cache_read_input_tokens): backend numbers if seen, else the estimate."""
+    def _usage(self, output_tokens: int) -> dict:
+        """The Anthropic usage object: backend numbers if seen, else the prompt estimate."""
         cached = self._cached_tokens or 0
-        if self._prompt_tokens is None:
-            return self.input_tokens_estimate, cached
-        return max(self._prompt_tokens - cached, 0), cached
+        prompt = self._prompt_tokens
+        if prompt is None:
+            prompt = self.input_tokens_estimate + cached
+        return to_anthropic(Usage(prompt, output_tokens, cached))
 
     def start(self) -> bytes:
         """message_start (+ ping). Idempotent.
@@ -738,7 +739,6 @@ class ChatStreamToMessagesStream:
         if self._started:
             return b""
         self._started = True
-        input_tokens, cache_read = self._input_usage()
         message = {
             "id": self.message_id,
             "type": "message",
@@ -747,12 +747,7 @@ class ChatStreamToMessagesStream:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {
-                "input_tokens": input_tokens,
-                "output_tokens": 0,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": cache_read,
-            },
+            "usage": self._usage(0),
         }
         return self._ev("message_start", {"message": message}) + self._ev("ping", {})
 
@@ -905,13 +900,7 @@ class ChatStreamToMessagesStream:
                 stop_sequences=self._stop_sequences,
             )
         self._stop_reason, self._stop_sequence = stop_reason, stop_sequence
-        input_tokens, cached = self._input_usage()
-        usage = {
-            "input_tokens": input_tokens,
-            "output_tokens": self.output_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": cached,
-        }
+        usage = self._usage(self.output_tokens)
         out += self._ev(
             "message_delta",
             {"delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence}, "usage": usage},
