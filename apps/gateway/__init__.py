@@ -12,9 +12,10 @@ Django apps), never from one below it, so there is no import circle
     headers) and one renderer per protocol.
 ``exchange``
     The ASGI plumbing of one request/response (body, headers, stream, keep-alive).
-``caches``, ``metrics``, ``limits``
+``caches``, ``metrics``, ``limits``, ``metering``
     The in-process caches of keys and catalog, the metrics, limits as clients see
-    them.
+    them, and a call's ``Usage`` written into its usage event (the documented
+    estimates where the upstream reported none).
 ``upstream/``
     ``client``: the pooled HTTP client, the only module that imports aiohttp (its
     exceptions mapped once into ``TransportError``s). ``bodies``: request bodies per

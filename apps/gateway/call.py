@@ -11,7 +11,7 @@ import orjson
 import redis
 from django.conf import settings
 
-from apps.billing.pricing import billable_tokens
+from apps.billing.pricing import billable_tokens, cost_nanos
 from apps.gateway.caches import KeyInfo, ModelInfo
 from apps.gateway.errors import (
     AmbiguousApiKey,
@@ -38,7 +38,7 @@ from apps.gateway.state import GatewayState
 from apps.keys.hashing import INFERENCE_KEY_PREFIX, secret_hash
 from apps.ledger.events import UsageEvent
 from apps.ledger.spool import spool_append
-from apps.limits.limiter import LimitExceeded, cost_nanos
+from apps.limits.limiter import LimitExceeded
 
 log = logging.getLogger(__name__)
 

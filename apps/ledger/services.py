@@ -48,9 +48,9 @@ def _record(event: UsageEvent) -> UsageRecord:
         stream=event.stream,
         status=event.status,
         outcome=event.outcome[:40],
-        prompt_tokens=max(event.prompt_tokens, 0),
-        completion_tokens=max(event.completion_tokens, 0),
-        cached_tokens=max(event.cached_tokens, 0),
+        prompt_tokens=_count(event.prompt_tokens),
+        completion_tokens=_count(event.completion_tokens),
+        cached_tokens=_count(event.cached_tokens),
         tokens_estimated=event.tokens_estimated,
         prompt_tokens_bound=_bound(event.prompt_tokens_bound),
         completion_tokens_bound=_bound(event.completion_tokens_bound),
@@ -59,6 +59,12 @@ def _record(event: UsageEvent) -> UsageRecord:
         content_filter=event.content_filter,
         created_at=datetime.fromtimestamp(event.created_at, tz=UTC),
     )
+
+
+def _count(value: int) -> int:
+    # The token columns are 32-bit: an event from an older gateway (or the spool) with an
+    # absurd count must still land rather than fail its whole batch.
+    return min(max(value, 0), 2**31 - 1)
 
 
 def _bound(value: int | None) -> int | None:

@@ -6,16 +6,17 @@ import functools
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 
 import redis.asyncio as aioredis
 
+from apps.billing.pricing import worst_cost_nanos
 from apps.core.fastredis import FastRedis
 from apps.ledger.events import UsageEvent
 from apps.limits.lua import ADMIT, SETTLE
 
-# Budget money in Redis is integer nano-USD: exact for any price with up to 3 decimals
-# per million tokens, and still 9 million USD of headroom in a 64-bit counter.
+# Budget money in Redis is integer nano-USD (each request's exact cost rounded up, see
+# apps.billing.pricing), with 9 million USD of headroom in a 64-bit counter.
 NANOS_PER_USD = Decimal(10**9)
 # TPM reservations assume this many output tokens when the client set no max_tokens; the
 # real count replaces the reservation at settlement. (Budgets reserve the model's own
@@ -69,31 +70,6 @@ def _period_bounds(period: str, year: int, month: int, day: int) -> tuple[str, i
 def budget_period_bounds(period: str, now: datetime) -> tuple[str, int]:
     """(period id, end of the period in epoch ms, -1 for never) in UTC."""
     return _period_bounds(period, now.year, now.month, now.day)
-
-
-def cost_nanos(prompt: int, completion: int, cached: int, price) -> int:
-    """Cost in nano-USD, rounded up; prices are USD per million tokens. The same rule as
-    the ledger's apps.billing.pricing.usage_cost (give it billable_tokens' counts)."""
-    if price is None:
-        return 0
-    cached = max(cached, 0)
-    micro_usd = (
-        max(prompt - cached, 0) * price.input_per_mtok
-        + cached * price.cached_input_per_mtok
-        + max(completion, 0) * price.output_per_mtok
-    )
-    return int((micro_usd * 1000).to_integral_value(rounding=ROUND_CEILING))
-
-
-def worst_cost_nanos(prompt_bound: int, output_bound: int, price) -> int:
-    """The most a request within these token bounds can cost: every prompt token at the
-    dearer of the input and cached-input prices (nothing stops an operator pricing cached
-    tokens higher), every output token at the output price."""
-    if price is None:
-        return 0
-    prompt_price = max(price.input_per_mtok, price.cached_input_per_mtok)
-    micro_usd = prompt_bound * prompt_price + output_bound * price.output_per_mtok
-    return int((micro_usd * 1000).to_integral_value(rounding=ROUND_CEILING))
 
 
 @functools.lru_cache(maxsize=4096)

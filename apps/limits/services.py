@@ -10,15 +10,15 @@ drained (no event is waiting in the stream) and nothing settled while it looked.
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_CEILING, Decimal
 
 from django.db.models import Count, Sum
 
+from apps.billing.pricing import ZERO, nanos
 from apps.core.redis import sync_client
 from apps.keys.models import ApiKey
 from apps.ledger.models import UsageRecord
 from apps.ledger.selectors import ledger_pipeline_state
-from apps.limits.limiter import NANOS_PER_USD, budget_period_bounds, scope_keys
+from apps.limits.limiter import budget_period_bounds, scope_keys
 from apps.tenants.models import Tenant
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,7 @@ def budget_reconcile(*, now: datetime | None = None) -> list[BudgetDrift]:
         if start is not None:
             records = records.filter(created_at__gte=start)
         totals = records.aggregate(cost=Sum("cost"), n=Count("id"))
-        exact = (totals["cost"] or Decimal(0)) * NANOS_PER_USD
-        ledger_nanos = int(exact.to_integral_value(rounding=ROUND_CEILING))
+        ledger_nanos = nanos(totals["cost"] or ZERO)
         after = int(client.get(counter_key) or 0)
         if before != after or not _pipeline_drained():
             continue  # something settled meanwhile: look again next run

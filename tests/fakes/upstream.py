@@ -10,7 +10,10 @@ Behaviour is steered by directives in the user/system messages:
 - "#say=i_will_kill_you" (the answer's words: the underscores are spaces; after the
   "#chunks" words when both are given) and "#sayrev=uoy_llik" (the same, written reversed
   so the prompt itself reads as nothing);
-- Anthropic route: "#cache_read=N" and "#cache_create=N" (cache token counts in its usage);
+- Anthropic route: "#cache_read=N" and "#cache_create=N" (cache token counts in its usage),
+  "#input_tokens=N" (its input_tokens);
+- chat route: "#prompt_tokens=N" and "#cached=N" (the usage's prompt and cached counts),
+  "#omit=completion_tokens,prompt_tokens_details" (usage without those fields);
 - tools: "#tool_calls=N" calls a tool until the conversation holds N tool results
   (default 1), then answers; a tool call cut by max_tokens (below the 5 tokens a call
   takes) ends with "length"; "#args=newline|truncated|notjson" makes its arguments a raw
@@ -252,14 +255,16 @@ async def chat(request: web.Request) -> web.StreamResponse:
         texts = [_text_of(m.get("content")) for m in body.get("messages") or []]
         prompt = _inflated(directives, texts, 4, 3) or prompt
         usage = {
-            "prompt_tokens": prompt,
+            "prompt_tokens": int(directives.get("prompt_tokens", prompt)),
             "completion_tokens": _reported_completion(
                 directives, len(words) * n + (5 if tool_calls else 0)
             ),
             "total_tokens": 0,
-            "prompt_tokens_details": {"cached_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": int(directives.get("cached", "0"))},
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        for field in directives.get("omit", "").split(","):
+            usage.pop(field, None)
         cid, created, model = "chatcmpl-" + uuid.uuid4().hex[:10], int(time.time()), body["model"]
         if not body.get("stream"):
             choices = [
@@ -563,7 +568,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
         texts = [_blocks_text(m.get("content")) for m in body.get("messages") or []]
         inflated = _inflated(directives, [_blocks_text(body.get("system")), *texts], 4, 3)
         usage = {
-            "input_tokens": inflated or _anthropic_input_tokens(body),
+            "input_tokens": int(
+                directives.get("input_tokens", inflated or _anthropic_input_tokens(body))
+            ),
             "cache_creation_input_tokens": int(directives.get("cache_create", "0")),
             "cache_read_input_tokens": int(directives.get("cache_read", "0")),
             "output_tokens": _reported_completion(

@@ -18,7 +18,7 @@ LAYERS = (
     ("protocol",),
     ("errors",),
     ("exchange",),
-    ("caches", "metrics", "limits"),
+    ("caches", "metrics", "limits", "metering"),
     ("upstream",),
     ("state",),
     ("call", "filtering"),

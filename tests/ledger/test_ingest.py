@@ -57,6 +57,14 @@ def test_the_same_event_ingested_twice_yields_one_record(seed, clean_stream):
     assert clean_stream.xlen(settings.LEDGER_STREAM) == 0
 
 
+def test_an_event_with_a_count_beyond_the_ledger_columns_still_lands(seed, clean_stream):
+    key = ApiKey.objects.get(name="main")
+    append(clean_stream, event_for(key, "req_absurd", cached_tokens=10**15))
+    append(clean_stream, event_for(key, "req_after"))
+    usage_ingest(consumer="t1")
+    assert UsageRecord.objects.filter(request_id__in=["req_absurd", "req_after"]).count() == 2
+
+
 def test_entries_of_a_dead_consumer_are_reclaimed(seed, clean_stream, settings):
     key = ApiKey.objects.get(name="main")
     for i in range(3):

@@ -3,9 +3,8 @@ never below what settlement and the ledger charge for the same request."""
 
 from decimal import Decimal
 
-from apps.billing.pricing import Rate, billable_tokens, usage_cost
+from apps.billing.pricing import Rate, billable_tokens, cost_nanos, usage_cost, worst_cost_nanos
 from apps.gateway.caches import PriceInfo
-from apps.limits.limiter import cost_nanos, worst_cost_nanos
 
 PRICE = PriceInfo(Decimal("1.00"), Decimal("0.50"), Decimal("2.00"))
 CACHED_DEARER = PriceInfo(Decimal("1.00"), Decimal("3.00"), Decimal("2.00"))

@@ -26,6 +26,7 @@ from apps.gateway.filtering import (
     screen_prompt,
     stream_filter_done,
 )
+from apps.gateway.metering import meter_chat
 from apps.gateway.protocol.content_filter import ChatChunkFilter, chat_prompt_text
 from apps.gateway.protocol.openai import (
     ChatStreamRelay,
@@ -35,7 +36,6 @@ from apps.gateway.protocol.openai import (
     drop_message_nulls,
     estimate_prompt_tokens,
     estimate_text_tokens,
-    usage_counts,
     validate_chat_request,
 )
 from apps.gateway.state import GatewayState
@@ -82,18 +82,6 @@ def _builder(body: dict, translated: dict | None):
     return chat_request_builder(body, translated)
 
 
-def settle_chat_usage(call: MeteredCall, body: dict, usage, completion_estimate: int) -> None:
-    """The usage event's tokens from a chat completion's usage, else estimated."""
-    counts = usage_counts(usage)
-    event = call.event
-    if counts is None:
-        event.prompt_tokens = estimate_prompt_tokens(body)
-        event.completion_tokens = completion_estimate
-        event.tokens_estimated = True
-    else:
-        event.prompt_tokens, event.completion_tokens, event.cached_tokens = counts
-
-
 async def _relay_once(
     call: MeteredCall, body: dict, model: ModelInfo, translated: dict | None
 ) -> None:
@@ -111,8 +99,8 @@ async def _relay_once(
         raw = await read_upstream(response)
     answer = parse_chat_completion(raw)
     answer["model"] = model.name
-    settle_chat_usage(
-        call, body, answer.get("usage"), estimate_text_tokens(chat_answer_text(answer))
+    meter_chat(
+        call.event, body, answer.get("usage"), estimate_text_tokens(chat_answer_text(answer))
     )
     if call.screen is not None:
         await filter_chat_completion(call, answer)
@@ -178,7 +166,7 @@ async def _relay_stream(
             delivered = relay.content_chunks
             if flt is not None and flt.guard is not None:
                 delivered = flt.guard.delivered_text_items
-            settle_chat_usage(call, body, relay.usage, delivered)
+            meter_chat(call.event, body, relay.usage, delivered)
     if flt is not None and not native:
         await _end_filtered_stream(call, body, relay, flt, failed)
         return

@@ -16,9 +16,9 @@ from apps.gateway.call import MeteredCall
 from apps.gateway.errors import InvalidRequest, param_named_in
 from apps.gateway.exchange import JSON_CONTENT_TYPE
 from apps.gateway.filtering import blocked_chat_tail, filter_chat_completion, stream_filter_done
+from apps.gateway.metering import meter, meter_stream
 from apps.gateway.protocol.anthropic import (
     TranslationError,
-    anthropic_usage_counts,
     message_events,
     messages_sse_event,
 )
@@ -28,6 +28,7 @@ from apps.gateway.protocol.openai_to_anthropic import (
     chat_to_messages_request,
     message_response_to_chat,
 )
+from apps.gateway.protocol.usage import from_anthropic
 from apps.gateway.upstream.bodies import parse_message, read_upstream, rewrite_model
 from apps.gateway.upstream.client import ReadError, UpstreamResponse
 from apps.gateway.upstream.failover import scrub_for
@@ -67,15 +68,14 @@ async def _read_message(response: UpstreamResponse) -> dict:
 
 
 def _settle_message_usage(call: MeteredCall, body: dict, message: dict) -> None:
-    counts = anthropic_usage_counts(message.get("usage"))
-    event = call.event
-    if counts is None:
-        text = "".join(str(b.get("text") or "") for b in message["content"] if isinstance(b, dict))
-        event.prompt_tokens = estimate_prompt_tokens(body)
-        event.completion_tokens = estimate_text_tokens(text)
-        event.tokens_estimated = True
-    else:
-        event.prompt_tokens, event.completion_tokens, event.cached_tokens = counts
+    meter(
+        call.event,
+        from_anthropic(message.get("usage")),
+        lambda: estimate_prompt_tokens(body),
+        lambda: estimate_text_tokens(
+            "".join(str(b.get("text") or "") for b in message["content"] if isinstance(b, dict))
+        ),
+    )
 
 
 async def answer_chat_once(
@@ -157,14 +157,11 @@ async def relay_chat_stream(
 def _settle_stream_usage(
     call: MeteredCall, body: dict, converter: MessagesStreamToChatStream
 ) -> None:
-    event = call.event
-    prompt = converter.prompt_tokens
-    event.prompt_tokens = estimate_prompt_tokens(body) if prompt is None else prompt
-    event.cached_tokens = converter.cached_tokens or 0
-    if converter.final_usage and converter.completion_tokens is not None:
-        event.completion_tokens = converter.completion_tokens
-        event.tokens_estimated = prompt is None
-    else:
-        # Cut short (client gone, upstream failed): the content events delivered.
-        event.completion_tokens = max(converter.content_deltas, 0)
-        event.tokens_estimated = True
+    meter_stream(
+        call.event,
+        prompt=converter.prompt_tokens,
+        cached=converter.cached_tokens,
+        completion=converter.completion_tokens if converter.final_usage else None,
+        prompt_estimate=lambda: estimate_prompt_tokens(body),
+        delivered=converter.content_deltas,
+    )

@@ -10,6 +10,7 @@ from apps.gateway.call import MeteredCall, authenticate, parse_openai_request, r
 from apps.gateway.errors import UpstreamBadResponse
 from apps.gateway.exchange import JSON_CONTENT_TYPE, Exchange
 from apps.gateway.filtering import screen_prompt
+from apps.gateway.metering import meter_embedding
 from apps.gateway.protocol.openai import (
     embeddings_prompt_bound,
     estimate_text_tokens,
@@ -54,14 +55,6 @@ async def create_embeddings(call: MeteredCall) -> None:
     answer["model"] = model.name
     if call.screen is not None and (results := call.screen.prompt_results()) is not None:
         answer["prompt_filter_results"] = results
-    usage = answer.get("usage")
-    prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-    event = call.event
-    if type(prompt) is int and prompt >= 0:
-        event.prompt_tokens = prompt
-    else:
-        event.prompt_tokens = estimate
-        event.tokens_estimated = True
+    if not meter_embedding(call.event, answer.get("usage"), estimate).reported:
         answer["usage"] = {"prompt_tokens": estimate, "total_tokens": estimate}
-    event.completion_tokens = 0
     call.reply = (200, orjson.dumps(answer), (JSON_CONTENT_TYPE,))

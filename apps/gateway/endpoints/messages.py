@@ -25,11 +25,11 @@ from apps.gateway.call import MeteredCall, authenticate, parse_json_body, resolv
 from apps.gateway.errors import InvalidRequest, param_named_in
 from apps.gateway.exchange import JSON_CONTENT_TYPE, Exchange, KeepAlive
 from apps.gateway.filtering import filter_message, screen_prompt, stream_filter_done
+from apps.gateway.metering import meter, meter_stream
 from apps.gateway.protocol.anthropic import (
     PING_EVENT,
     MessagesStreamRelay,
     TranslationError,
-    anthropic_usage_counts,
     estimate_message_tokens,
     message_events,
     messages_prompt_bound,
@@ -45,8 +45,8 @@ from apps.gateway.protocol.anthropic_to_openai import (
 from apps.gateway.protocol.content_filter import messages_prompt_text
 from apps.gateway.protocol.openai import (
     estimate_text_tokens,
-    usage_counts,
 )
+from apps.gateway.protocol.usage import from_anthropic, from_openai
 from apps.gateway.state import GatewayState
 from apps.gateway.upstream.bodies import (
     parse_chat_completion,
@@ -181,14 +181,12 @@ def _native_message(call: MeteredCall, request: _Request, raw: bytes) -> dict:
     """An Anthropic backend's Message, model renamed, usage metered."""
     answer = parse_message(raw)
     answer["model"] = request.model.name
-    counts = anthropic_usage_counts(answer.get("usage"))
-    event = call.event
-    if counts is None:
-        event.prompt_tokens = request.prompt_estimate
-        event.completion_tokens = estimate_text_tokens(_text_of(answer))
-        event.tokens_estimated = True
-    else:
-        event.prompt_tokens, event.completion_tokens, event.cached_tokens = counts
+    meter(
+        call.event,
+        from_anthropic(answer.get("usage")),
+        request.prompt_estimate,
+        lambda: estimate_text_tokens(_text_of(answer)),
+    )
     return answer
 
 
@@ -206,19 +204,18 @@ def _translated_message(
         stop_sequences=request.body.get("stop_sequences"),
         match_stop_sequences=match_stops,
     )
-    counts = usage_counts(answer.get("usage"))
-    event = call.event
-    if counts is None:
-        event.prompt_tokens = request.prompt_estimate
-        event.completion_tokens = estimate_text_tokens(_text_of(message))
-        event.tokens_estimated = True
+    billed = meter(
+        call.event,
+        from_openai(answer.get("usage")),
+        request.prompt_estimate,
+        lambda: estimate_text_tokens(_text_of(message)),
+    )
+    if not billed.reported:
         message["usage"] = {
             **message["usage"],
-            "input_tokens": event.prompt_tokens,
-            "output_tokens": event.completion_tokens,
+            "input_tokens": billed.prompt,
+            "output_tokens": billed.completion,
         }
-    else:
-        event.prompt_tokens, event.completion_tokens, event.cached_tokens = counts
     return message
 
 
@@ -266,16 +263,14 @@ async def _relay_native_stream(
             failed = True
     finally:
         prompt, completion, cached = relay.counts()
-        event = call.event
-        event.prompt_tokens = request.prompt_estimate if prompt is None else prompt
-        event.cached_tokens = cached
-        if completion is None or not relay.finished:
-            # Cut short (client gone, upstream failed): the content events delivered.
-            event.completion_tokens = max(completion or 0, relay.content_deltas)
-            event.tokens_estimated = True
-        else:
-            event.completion_tokens = completion
-        event.tokens_estimated = event.tokens_estimated or prompt is None
+        meter_stream(
+            call.event,
+            prompt=prompt,
+            cached=cached,
+            completion=completion if relay.finished else None,
+            prompt_estimate=request.prompt_estimate,
+            delivered=max(completion or 0, relay.content_deltas),
+        )
     if flt is not None and flt.guard is not None and (flt.blocked or relay.stopped):
         # Filtered: what is still held is checked before the end goes out.
         call.tail = b"" if flt.blocked else await flt.finish(b"".join(tail))
@@ -335,15 +330,16 @@ async def _relay_translated_stream(
             failed = True
     finally:
         keep_alive.stop()
-        event = call.event
-        prompt, completion = converter.prompt_tokens, converter.completion_tokens
-        if prompt is not None and completion is not None:
-            event.prompt_tokens, event.completion_tokens = prompt, completion
-            event.cached_tokens = converter.cached_tokens or 0
-        else:
-            event.prompt_tokens = request.prompt_estimate if prompt is None else prompt
-            event.completion_tokens = converter.content_chunks
-            event.tokens_estimated = True
+        prompt = converter.prompt_tokens
+        meter_stream(
+            call.event,
+            prompt=prompt,
+            cached=converter.cached_tokens,
+            # a completion count without the prompt's is no final usage
+            completion=converter.completion_tokens if prompt is not None else None,
+            prompt_estimate=request.prompt_estimate,
+            delivered=converter.content_chunks,
+        )
     if flt is not None and flt.blocked:
         stream_filter_done(call, flt.guard, flt.delivered_deltas)
         call.tail = flt.blocked_events(flt.delivered_deltas)

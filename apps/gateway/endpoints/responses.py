@@ -12,9 +12,9 @@ import orjson
 
 from apps.gateway.caches import ModelInfo
 from apps.gateway.call import MeteredCall, authenticate, parse_openai_request, resolve_model
-from apps.gateway.endpoints.chat import settle_chat_usage
 from apps.gateway.exchange import JSON_CONTENT_TYPE, Exchange
 from apps.gateway.filtering import filter_chat_completion, screen_prompt
+from apps.gateway.metering import meter_chat
 from apps.gateway.protocol.content_filter import chat_prompt_text
 from apps.gateway.protocol.openai import (
     chat_answer_text,
@@ -110,7 +110,7 @@ async def _answer(call: MeteredCall, chat: dict, shell: dict, answer: dict, stre
     message = choice.get("message") or {}
     calls = message.get("tool_calls") or []
     text = chat_answer_text(answer) + _calls_text(calls)
-    settle_chat_usage(call, chat, answer.get("usage"), estimate_text_tokens(text))
+    meter_chat(call.event, chat, answer.get("usage"), estimate_text_tokens(text))
     if call.screen is not None:
         await filter_chat_completion(call, answer)
     if not stream:
@@ -158,7 +158,7 @@ async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: 
             said = "".join(converter.text) + "".join(
                 i["arguments"] for i in converter.items if i["type"] == "function_call"
             )
-            settle_chat_usage(call, chat, converter.usage, estimate_text_tokens(said))
+            meter_chat(call.event, chat, converter.usage, estimate_text_tokens(said))
     if failed or not converter.complete:
         call.event.outcome = "upstream_stream_error"
         call.event.status = 502

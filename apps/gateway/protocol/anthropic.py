@@ -16,6 +16,7 @@ import orjson
 
 from .bounds import TokenBounds, json_bytes, text_bytes
 from .sse import SSEParser, named_event
+from .usage import anthropic_prompt, count, from_anthropic
 
 __all__ = [
     "ANTHROPIC_ERROR_TYPES",
@@ -702,23 +703,10 @@ def messages_prompt_bound(body: dict, bounds: TokenBounds) -> int:
 
 
 def anthropic_usage_counts(usage: Any) -> tuple[int, int, int] | None:
-    """(prompt, completion, cached) in the ledger's OpenAI convention, or None.
-
-    Cached tokens count inside ``prompt`` and again in ``cached``: prompt =
-    input_tokens + cache_creation_input_tokens + cache_read_input_tokens, cached =
-    cache_read_input_tokens.
-    """
-    if not isinstance(usage, dict):
-        return None
-    input_tokens = usage.get("input_tokens")
-    output_tokens = usage.get("output_tokens")
-    if not _is_int(input_tokens) or not _is_int(output_tokens):
-        return None
-    creation = usage.get("cache_creation_input_tokens")
-    read = usage.get("cache_read_input_tokens")
-    creation = creation if _is_int(creation) else 0
-    read = read if _is_int(read) else 0
-    return input_tokens + creation + read, output_tokens, read
+    """(prompt, completion, cached) of an Anthropic usage object in the ledger's
+    convention (``protocol.usage.from_anthropic``), or None."""
+    mapped = from_anthropic(usage)
+    return None if mapped is None else (mapped.prompt, mapped.completion, mapped.cached)
 
 
 # The end of an SSE event: a blank line, whatever the line endings.
@@ -824,7 +812,7 @@ class MessagesStreamRelay:
         prompt = (
             None
             if input_tokens is None
-            else input_tokens + usage.get("cache_creation_input_tokens", 0) + cached
+            else anthropic_prompt(input_tokens, usage.get("cache_creation_input_tokens"), cached)
         )
         completion = usage.get("output_tokens") if self.final_usage else None
         return prompt, completion, cached
@@ -851,8 +839,8 @@ class MessagesStreamRelay:
             usage = holder.get("usage") if isinstance(holder, dict) else None
             if isinstance(usage, dict):
                 for key in _USAGE_KEYS:
-                    if _is_int(usage.get(key)):
-                        self.usage[key] = usage[key]
+                    if (n := count(usage.get(key))) is not None:
+                        self.usage[key] = n
                 if event == b"message_delta" and _is_int(usage.get("output_tokens")):
                     self.final_usage = True
 

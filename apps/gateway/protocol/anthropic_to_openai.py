@@ -52,6 +52,7 @@ from .openai import chat_stream_error, chat_stream_payload
 from .sse import SSEParser
 from .stops import StopMatcher, find_stop
 from .tool_arguments import ToolArgumentsStream, parse_tool_arguments
+from .usage import Usage, openai_counts, to_anthropic
 
 __all__ = [
     "ChatStreamToMessagesStream",
@@ -432,29 +433,10 @@ def _new_tool_id() -> str:
     return "toolu_" + secrets.token_hex(12)
 
 
-def _usage_numbers(usage: Any) -> tuple[int | None, int | None, int | None]:
-    """(prompt, completion, cached) from an OpenAI usage object."""
-    if not isinstance(usage, dict):
-        return None, None, None
-    prompt = usage.get("prompt_tokens")
-    completion = usage.get("completion_tokens")
-    details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    return (
-        prompt if isinstance(prompt, int) else None,
-        completion if isinstance(completion, int) else None,
-        cached if isinstance(cached, int) else None,
-    )
-
-
-def _anthropic_usage(prompt: int | None, completion: int | None, cached: int | None) -> dict:
-    cached = cached or 0
-    return {
-        "input_tokens": max((prompt or 0) - cached, 0),
-        "output_tokens": completion or 0,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": cached,
-    }
+def _anthropic_usage(usage: Any) -> dict:
+    """An OpenAI usage object shown as Anthropic's (counts it lacks are 0)."""
+    prompt, completion, cached = openai_counts(usage)
+    return to_anthropic(Usage(prompt or 0, completion or 0, cached or 0))
 
 
 def _reasoning_of(obj: dict) -> str | None:
@@ -548,7 +530,7 @@ def chat_response_to_message(
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": stop_sequence,
-        "usage": _anthropic_usage(*_usage_numbers(resp.get("usage"))),
+        "usage": _anthropic_usage(resp.get("usage")),
     }
 
 
@@ -749,12 +731,13 @@ class ChatStreamToMessagesStream:
 
     # -- state machine -----------------------------------------------------
 
-    def _input_usage(self) -> tuple[int, int]:
-        """(input_tokens, cache_read_input_tokens): backend numbers if seen, else the estimate."""
+    def _usage(self, output_tokens: int) -> dict:
+        """The Anthropic usage object: backend numbers if seen, else the prompt estimate."""
         cached = self._cached_tokens or 0
-        if self._prompt_tokens is None:
-            return self.input_tokens_estimate, cached
-        return max(self._prompt_tokens - cached, 0), cached
+        prompt = self._prompt_tokens
+        if prompt is None:
+            prompt = self.input_tokens_estimate + cached
+        return to_anthropic(Usage(prompt, output_tokens, cached))
 
     def start(self) -> bytes:
         """message_start (+ ping). Idempotent.
@@ -767,7 +750,6 @@ class ChatStreamToMessagesStream:
         if self._started:
             return b""
         self._started = True
-        input_tokens, cache_read = self._input_usage()
         message = {
             "id": self.message_id,
             "type": "message",
@@ -776,12 +758,7 @@ class ChatStreamToMessagesStream:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {
-                "input_tokens": input_tokens,
-                "output_tokens": 0,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": cache_read,
-            },
+            "usage": self._usage(0),
         }
         return self._ev("message_start", {"message": message}) + self._ev("ping", {})
 
@@ -813,7 +790,7 @@ class ChatStreamToMessagesStream:
         """Translate one parsed upstream chunk into zero or more Anthropic events."""
         usage = chunk.get("usage")
         if isinstance(usage, dict):  # cumulative when present on every chunk, so keep latest
-            prompt, completion, cached = _usage_numbers(usage)
+            prompt, completion, cached = openai_counts(usage)
             if prompt is not None:
                 self._prompt_tokens = prompt
             if completion is not None:
@@ -959,13 +936,7 @@ class ChatStreamToMessagesStream:
                 stop_sequences=self._stop_sequences,
             )
         self._stop_reason, self._stop_sequence = stop_reason, stop_sequence
-        input_tokens, cached = self._input_usage()
-        usage = {
-            "input_tokens": input_tokens,
-            "output_tokens": self.output_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": cached,
-        }
+        usage = self._usage(self.output_tokens)
         out += self._ev(
             "message_delta",
             {"delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence}, "usage": usage},

@@ -778,16 +778,3 @@ class ChatStreamRelay:
 
 def data_chunk(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-
-def usage_counts(usage: dict[str, Any] | None) -> tuple[int, int, int] | None:
-    """(prompt, completion, cached) from an OpenAI usage object, or None if unusable."""
-    if not isinstance(usage, dict):
-        return None
-    prompt = usage.get("prompt_tokens")
-    completion = usage.get("completion_tokens")
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        return None
-    details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    return prompt, completion, cached if isinstance(cached, int) else 0

@@ -28,6 +28,7 @@ import orjson
 from .anthropic import TranslationError
 from .openai import scrub_upstream_text, stream_error_chunk
 from .sse import SSEParser
+from .usage import Usage, anthropic_counts, anthropic_prompt, from_anthropic_counts, to_openai
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -344,21 +345,9 @@ def _anthropic_tool(fn: dict) -> dict:
 
 
 def _chat_usage(usage: Any) -> dict:
-    usage = usage if isinstance(usage, dict) else {}
-
-    def num(key: str) -> int:
-        v = usage.get(key)
-        return v if isinstance(v, int) else 0
-
-    cache_read = num("cache_read_input_tokens")
-    prompt = num("input_tokens") + num("cache_creation_input_tokens") + cache_read
-    completion = num("output_tokens")
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cache_read},
-    }
+    """An Anthropic usage object shown as OpenAI's (counts it lacks are 0)."""
+    input_tokens, output_tokens, write, read = anthropic_counts(usage)
+    return to_openai(from_anthropic_counts(input_tokens or 0, output_tokens or 0, write, read))
 
 
 def _chat_id(backend_id: Any) -> str:
@@ -460,7 +449,7 @@ class MessagesStreamToChatStream:
     def prompt_tokens(self) -> int | None:
         if self._input_tokens is None:
             return None
-        return self._input_tokens + (self._cache_creation or 0) + (self._cache_read or 0)
+        return anthropic_prompt(self._input_tokens, self._cache_creation, self._cache_read)
 
     @property
     def completion_tokens(self) -> int | None:
@@ -533,15 +522,15 @@ class MessagesStreamToChatStream:
         if not isinstance(usage, dict):
             return
         # message_delta values are cumulative and override message_start (§2.4).
-        for key, attr in (
-            ("input_tokens", "_input_tokens"),
-            ("output_tokens", "_output_tokens"),
-            ("cache_read_input_tokens", "_cache_read"),
-            ("cache_creation_input_tokens", "_cache_creation"),
-        ):
-            v = usage.get(key)
-            if isinstance(v, int):
-                setattr(self, attr, v)
+        input_tokens, output_tokens, write, read = anthropic_counts(usage)
+        if input_tokens is not None:
+            self._input_tokens = input_tokens
+        if output_tokens is not None:
+            self._output_tokens = output_tokens
+        if read is not None:
+            self._cache_read = read
+        if write is not None:
+            self._cache_creation = write
 
     def _tool_delta(self, tool_index: int, function: dict, **extra: Any) -> bytes:
         return self._chunk({"tool_calls": [{"index": tool_index, **extra, "function": function}]})
@@ -616,9 +605,7 @@ class MessagesStreamToChatStream:
         return self._chunk({}, self._finish_for(self._stop_reason))
 
     def _usage_chunk(self) -> bytes:
-        cache_read = self._cache_read or 0
-        prompt = self.prompt_tokens or 0
-        completion = self._output_tokens or 0
+        usage = Usage(self.prompt_tokens or 0, self._output_tokens or 0, self._cache_read or 0)
         payload = {
             "id": self.chat_id,
             "object": "chat.completion.chunk",
@@ -626,12 +613,7 @@ class MessagesStreamToChatStream:
             "model": self.model,
             "system_fingerprint": None,
             "choices": [],
-            "usage": {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-                "prompt_tokens_details": {"cached_tokens": cache_read},
-            },
+            "usage": to_openai(usage),
         }
         return b"data: " + orjson.dumps(payload) + b"\n\n"
 

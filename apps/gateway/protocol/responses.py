@@ -22,6 +22,7 @@ from apps.gateway.protocol.openai import (
     check_fields,
 )
 from apps.gateway.protocol.sse import SSEParser, named_event
+from apps.gateway.protocol.usage import count, from_openai, to_responses
 
 _UNSUPPORTED = {
     "previous_response_id": "Stored responses are not kept here: send the whole input.",
@@ -289,25 +290,12 @@ def responses_to_chat_request(body: Any) -> dict[str, Any]:
 
 
 def response_usage(usage: dict | None) -> dict[str, Any] | None:
-    if not isinstance(usage, dict):
+    mapped = from_openai(usage)
+    if mapped is None:
         return None
-    prompt = int(usage.get("prompt_tokens") or 0)
-    completion = int(usage.get("completion_tokens") or 0)
-    details = usage.get("prompt_tokens_details") or {}
-    cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
-    reasoning_details = usage.get("completion_tokens_details") or {}
-    reasoning = (
-        int(reasoning_details.get("reasoning_tokens") or 0)
-        if isinstance(reasoning_details, dict)
-        else 0
-    )
-    return {
-        "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
-        "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": reasoning},
-        "total_tokens": prompt + completion,
-    }
+    details = usage.get("completion_tokens_details")  # type: ignore[union-attr]
+    reasoning = count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+    return to_responses(mapped, reasoning or 0)
 
 
 def response_shell(response_id: str, model: str, request: dict, created_at: int) -> dict:
@@ -612,7 +600,7 @@ class ChatStreamToResponseEvents:
                 item["status"] = "completed"
         response = self.response
         response["output"] = self.items
-        response["usage"] = response_usage(self.usage or estimated_usage)
+        response["usage"] = response_usage(self.usage) or response_usage(estimated_usage)
         # before the items' done events: they carry the status of the one cut off
         _finish(response, self.finish_reason, self.usage)
         out: list[bytes] = [prologue]

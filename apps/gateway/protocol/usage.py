@@ -1,0 +1,144 @@
+"""Token usage: the one place that reads and writes the protocols' usage objects.
+
+Tollgate counts tokens in four classes, in OpenAI's convention (cached tokens inside the
+prompt, and again in ``cached``):
+
+    prompt       every input token: uncached + cache writes + cache reads
+    cached       cache reads (priced at the cached-input rate)
+    cache_write  cache writes (priced as ordinary input)
+    completion   every output token
+
+OpenAI: prompt = ``prompt_tokens``, cached = ``prompt_tokens_details.cached_tokens``.
+Anthropic: prompt = ``input_tokens + cache_creation_input_tokens + cache_read_input_tokens``,
+cached = ``cache_read_input_tokens``, cache_write = ``cache_creation_input_tokens``.
+
+Upstreams are not trusted: a count that is not a non-negative JSON integer (a string, a
+float, a bool, a negative number) is missing, and none exceeds ``MAX_TOKENS`` (what the
+ledger can store), so whatever an upstream says maps to ints that are safe to add, price
+and store; a usage object without its prompt or completion count is no usage (the
+gateway estimates instead).
+"""
+
+from typing import Any, NamedTuple
+
+# The ledger's token columns are 32-bit; no real request comes near it.
+MAX_TOKENS = 2**31 - 1
+
+
+class Usage(NamedTuple):
+    """Immutable; a NamedTuple rather than a frozen dataclass because one is built per
+    request and a frozen dataclass's __init__ costs several times more."""
+
+    prompt: int
+    completion: int
+    cached: int = 0
+    cache_write: int = 0
+    # False: the gateway's estimate (the upstream reported no usable usage).
+    reported: bool = True
+
+
+def count(value: Any) -> int | None:
+    """A token count from an upstream's JSON value; None when it is not one."""
+    if type(value) is not int or value < 0:  # bool is an int subclass: not a count
+        return None
+    return value if value <= MAX_TOKENS else MAX_TOKENS
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_TOKENS
+
+
+def openai_counts(usage: Any) -> tuple[int | None, int | None, int | None]:
+    """(prompt, completion, cached) of an OpenAI usage object, None for each one missing
+    (streams report them piecemeal)."""
+    if not isinstance(usage, dict):
+        return None, None, None
+    details = usage.get("prompt_tokens_details")
+    cached = count(details.get("cached_tokens")) if isinstance(details, dict) else None
+    return count(usage.get("prompt_tokens")), count(usage.get("completion_tokens")), cached
+
+
+def from_openai(usage: Any) -> Usage | None:
+    """An OpenAI (chat, completions) usage object, or None if unusable."""
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if not (_is_count(prompt) and _is_count(completion)):  # the common case, inline
+        prompt, completion, _ = openai_counts(usage)
+        if prompt is None or completion is None:
+            return None
+    details = usage.get("prompt_tokens_details")
+    cached = count(details.get("cached_tokens")) if isinstance(details, dict) else None
+    return Usage(prompt, completion, cached or 0)
+
+
+def anthropic_counts(usage: Any) -> tuple[int | None, int | None, int | None, int | None]:
+    """(input, output, cache write, cache read) of an Anthropic usage object, None for each
+    one missing (a stream's message_delta repeats only some)."""
+    if not isinstance(usage, dict):
+        return None, None, None, None
+    return (
+        count(usage.get("input_tokens")),
+        count(usage.get("output_tokens")),
+        count(usage.get("cache_creation_input_tokens")),
+        count(usage.get("cache_read_input_tokens")),
+    )
+
+
+def anthropic_prompt(input_tokens: int, cache_write: int | None, cache_read: int | None) -> int:
+    """The prompt (every input token) of Anthropic's three input counts."""
+    return min(input_tokens + (cache_write or 0) + (cache_read or 0), MAX_TOKENS)
+
+
+def from_anthropic_counts(
+    input_tokens: int, output_tokens: int, cache_write: int | None, cache_read: int | None
+) -> Usage:
+    return Usage(
+        anthropic_prompt(input_tokens, cache_write, cache_read),
+        output_tokens,
+        cache_read or 0,
+        cache_write or 0,
+    )
+
+
+def from_anthropic(usage: Any) -> Usage | None:
+    """An Anthropic usage object, or None without input_tokens and output_tokens."""
+    input_tokens, output_tokens, write, read = anthropic_counts(usage)
+    if input_tokens is None or output_tokens is None:
+        return None
+    return from_anthropic_counts(input_tokens, output_tokens, write, read)
+
+
+def to_openai(usage: Usage) -> dict[str, Any]:
+    """The OpenAI chat usage object (shown to an OpenAI client of an Anthropic upstream)."""
+    return {
+        "prompt_tokens": usage.prompt,
+        "completion_tokens": usage.completion,
+        "total_tokens": usage.prompt + usage.completion,
+        "prompt_tokens_details": {"cached_tokens": usage.cached},
+    }
+
+
+def to_anthropic(usage: Usage) -> dict[str, Any]:
+    """The Anthropic usage object (shown to an Anthropic client of an OpenAI upstream):
+    input_tokens are the prompt tokens neither read from nor written to the cache."""
+    return {
+        "input_tokens": max(usage.prompt - usage.cached - usage.cache_write, 0),
+        "output_tokens": usage.completion,
+        "cache_creation_input_tokens": usage.cache_write,
+        "cache_read_input_tokens": usage.cached,
+    }
+
+
+def to_responses(usage: Usage, reasoning_tokens: int = 0) -> dict[str, Any]:
+    """The Responses API usage object."""
+    return {
+        "input_tokens": usage.prompt,
+        "input_tokens_details": {
+            "cached_tokens": usage.cached,
+            "cache_write_tokens": usage.cache_write,
+        },
+        "output_tokens": usage.completion,
+        "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
+        "total_tokens": usage.prompt + usage.completion,
+    }
