@@ -103,6 +103,7 @@ class DeploymentInfo:
     # What its backend's kind means (protocol spoken, APIs offered, …): asked, never
     # the kind's name compared.
     adapter: BackendAdapter
+    speaks: str  # adapter.speaks, copied: the hot path asks it on every request
     base_url: str
     headers: dict[str, str]
     upstream_model: str
@@ -189,6 +190,7 @@ def _load_catalog() -> Catalog:
                 id=d.id,
                 backend=d.backend.name,
                 adapter=adapter,
+                speaks=adapter.speaks,
                 base_url=d.backend.base_url.rstrip("/"),
                 headers=_backend_headers(d.backend, adapter),
                 upstream_model=d.upstream_model,

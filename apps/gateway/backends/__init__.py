@@ -5,7 +5,7 @@ Every other module of this package defines one kind and registers its adapter; t
 all imported here, so adding a kind is adding one file. ``Backend.kind`` accepts only
 registered kinds, and the catalog cache attaches each deployment's adapter when it
 loads (a deployment of an unknown kind is left out, loudly), so the hot path reads
-``deployment.adapter`` instead of comparing kind names.
+``deployment.adapter`` (and ``deployment.speaks``) instead of comparing kind names.
 """
 
 import importlib

@@ -107,7 +107,7 @@ async def _relay_once(
         stream=False,
         on_deployment=call.record_deployment,
     ) as (response, deployment):
-        if deployment.adapter.speaks == ANTHROPIC:
+        if deployment.speaks == ANTHROPIC:
             await answer_chat_once(call, body, model, response)
             return
         raw = await read_upstream(response)
@@ -142,7 +142,7 @@ async def _relay_stream(
                     stream=True,
                     on_deployment=call.record_deployment,
                 ) as (response, deployment):
-                    if deployment.adapter.speaks == ANTHROPIC:
+                    if deployment.speaks == ANTHROPIC:
                         native = True  # it meters the usage itself
                         await relay_chat_stream(call, body, model, response, client_wants_usage)
                         return

@@ -40,7 +40,7 @@ STREAM_ERROR_MESSAGE = "The upstream failed while streaming the response."
 def has_anthropic_deployment(model: ModelInfo) -> bool:
     # A plain loop: ~4x cheaper than any() over a generator, and this runs per request.
     for deployment in model.deployments:  # noqa: SIM110
-        if deployment.adapter.speaks == ANTHROPIC:
+        if deployment.speaks == ANTHROPIC:
             return True
     return False
 
@@ -58,7 +58,7 @@ def chat_request_builder(body: dict, translated: dict):
     deployment's backend speaks."""
 
     def build(deployment):
-        if deployment.adapter.speaks == ANTHROPIC:
+        if deployment.speaks == ANTHROPIC:
             return "/messages", rewrite_model(translated, deployment.upstream_model)
         return rewrite_model(body, deployment.upstream_model)
 

@@ -105,7 +105,7 @@ class _Request:
     names: ToolNameMap | None
 
     def build(self, deployment) -> tuple[str, bytes]:
-        if deployment.adapter.speaks == ANTHROPIC:
+        if deployment.speaks == ANTHROPIC:
             return "/messages", rewrite_model(self.body, deployment.upstream_model)
         chat_body = self.chat_body
         if "stop" in chat_body and not deployment.reports_stop_sequence:
@@ -126,7 +126,7 @@ async def create_message(call: MeteredCall) -> None:
     stream = body.get("stream") is True
     call.event.stream = stream
     chat_body = names = None
-    if any(d.adapter.speaks != ANTHROPIC for d in model.deployments):
+    if any(d.speaks != ANTHROPIC for d in model.deployments):
         try:
             chat_body, names = messages_to_chat_request(body, upstream_model="")
         except TranslationError as exc:
@@ -149,7 +149,7 @@ async def create_message(call: MeteredCall) -> None:
         on_deployment=call.record_deployment,
         native_headers=native_headers(call),
     ) as (response, deployment):
-        native = deployment.adapter.speaks == ANTHROPIC
+        native = deployment.speaks == ANTHROPIC
         if not stream:
             raw = await read_upstream(response)
         elif "text/event-stream" not in response.headers.get("Content-Type", ""):
@@ -176,7 +176,7 @@ async def create_message(call: MeteredCall) -> None:
 
 
 def _message(call: MeteredCall, request: _Request, raw: bytes, deployment) -> dict:
-    if deployment.adapter.speaks == ANTHROPIC:
+    if deployment.speaks == ANTHROPIC:
         return _native_message(call, request, raw)
     return _translated_message(call, request, raw, _matches_stops(request, deployment))
 

@@ -145,7 +145,7 @@ async def open_upstream(
         target = path
         if type(payload) is tuple:
             target, payload = payload
-        extra = native_headers if deployment.adapter.speaks == ANTHROPIC else None
+        extra = native_headers if deployment.speaks == ANTHROPIC else None
         try:
             response = await client.post(
                 deployment, target, payload, stream=stream, extra_headers=extra
