@@ -152,7 +152,9 @@ class Catalog:
     models: tuple[ModelInfo, ...]
 
 
-def _backend_adapter(backend: Backend, adapters: dict[str, BackendAdapter | None]):
+def _backend_adapter(
+    backend: Backend, adapters: dict[str, BackendAdapter | None]
+) -> BackendAdapter | None:
     """The backend's adapter; None (logged once per load) for a kind no adapter is
     registered for (a row written around the model's validation), whose deployments
     are then left out rather than guessed at."""

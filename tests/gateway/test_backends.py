@@ -166,6 +166,15 @@ def test_a_kind_speaking_a_protocol_the_gateway_does_not_implement_is_refused():
         register(Gemini())
 
 
+def test_a_kind_offering_an_api_its_protocol_has_no_endpoint_for_is_refused():
+    class Embedder(OpenAIAdapter):
+        kind = "test-embedder"
+        speaks = ANTHROPIC
+
+    with pytest.raises(ValueError, match="embeddings"):
+        register(Embedder())
+
+
 def test_a_kind_cannot_be_registered_twice():
     class Again(OpenAIAdapter):
         kind = "openai"

@@ -10,6 +10,12 @@ from typing import ClassVar
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
 PROTOCOLS = (OPENAI, ANTHROPIC)
+# The APIs beyond chat the gateway implements for a backend of each protocol (the
+# endpoints build the request in that protocol's shape).
+PROTOCOL_APIS = {
+    OPENAI: frozenset({"embeddings", "responses", "tokenize"}),
+    ANTHROPIC: frozenset({"count_tokens"}),
+}
 
 MAX_KIND_LENGTH = 16  # Backend.kind's column
 
@@ -72,6 +78,9 @@ def register(adapter: BackendAdapter) -> BackendAdapter:
         raise ValueError(f"a backend kind is 1 to {MAX_KIND_LENGTH} characters: {kind!r}")
     if adapter.speaks not in PROTOCOLS:
         raise ValueError(f"backend kind {kind!r} speaks {adapter.speaks!r}, not one of {PROTOCOLS}")
+    if not adapter.apis <= PROTOCOL_APIS[adapter.speaks]:
+        extra = sorted(adapter.apis - PROTOCOL_APIS[adapter.speaks])
+        raise ValueError(f"backend kind {kind!r} cannot offer {extra} over {adapter.speaks}")
     if ADAPTERS.get(kind, adapter) is not adapter:
         raise ValueError(f"backend kind {kind!r} is registered twice")
     ADAPTERS[kind] = adapter
