@@ -170,7 +170,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RoleEnum": "apps.tenants.models.Membership.Role",
         "BudgetPeriodEnum": "apps.limits.fields.BudgetPeriod",
-        "BackendKindEnum": "apps.catalog.models.Backend.Kind",
+        "BackendKindEnum": "apps.gateway.backends.backend_kind_choices",
     },
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

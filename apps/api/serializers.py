@@ -12,6 +12,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.catalog.models import Backend, Model
+from apps.gateway.backends import backend_kind_choices
 from apps.keys.models import ApiKey
 from apps.limits.fields import BudgetPeriod
 from apps.moderation.policy import PolicyError
@@ -329,7 +330,7 @@ class TenantUpdateSerializer(TenantWriteSerializer):
 class BackendSerializer(StrictSerializer):
     id = serializers.IntegerField(read_only=True)
     name = serializers.RegexField(SLUG, max_length=64)
-    kind = serializers.ChoiceField(choices=Backend.Kind.choices, required=False)
+    kind = serializers.ChoiceField(choices=backend_kind_choices(), required=False)
     base_url = serializers.URLField(max_length=500)
     credential = serializers.CharField(
         write_only=True,
@@ -352,6 +353,12 @@ class BackendSerializer(StrictSerializer):
     enabled = serializers.BooleanField(required=False)
     deployment_count = serializers.IntegerField(read_only=True, required=False)
     created_at = serializers.DateTimeField(read_only=True)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        # The registry as it is now, not as it was when this module was imported.
+        fields["kind"].choices = backend_kind_choices()
+        return fields
 
     def get_has_credential(self, obj) -> bool:
         return bool(obj.credential_encrypted)

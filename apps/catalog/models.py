@@ -3,15 +3,14 @@ from decimal import Decimal
 from django.db import models
 
 from apps.catalog.crypto import credential_decrypt, credential_encrypt
+from apps.gateway.backends import backend_kind_choices
 
 
 class Backend(models.Model):
-    class Kind(models.TextChoices):
-        OPENAI = "openai", "OpenAI-compatible"
-        ANTHROPIC = "anthropic", "Anthropic Messages"
-
     name = models.SlugField(max_length=64, unique=True)
-    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.OPENAI)
+    # The kinds are the gateway's registered adapters (a callable: a new kind needs no
+    # migration); a kind outside them is refused by every form, serializer and config.
+    kind = models.CharField(max_length=16, choices=backend_kind_choices, default="openai")
     base_url = models.URLField(max_length=500)
     # Fernet token of the upstream API key; never stored or logged in clear.
     credential_encrypted = models.TextField(blank=True, default="")

@@ -7,6 +7,11 @@ Django apps), never from one below it, so there is no import circle
 ``protocol/``
     Plain Python, sans-IO: OpenAI and Anthropic shapes, validation, SSE, translation
     and stream converters. Imports nothing from Django or the rest of the gateway.
+``backends/``
+    One adapter per backend kind (auth headers, the protocol it speaks, the APIs it
+    offers, its error types) and the registry ``{kind: adapter}``; plain Python too
+    (the catalog's ``Backend.kind`` takes its choices from it). Nothing else compares
+    kind names: a new kind is one new module here.
 ``errors``
     One class per error (status, OpenAI type/code, Anthropic type, ledger outcome,
     headers) and one renderer per protocol.

@@ -6,6 +6,7 @@ through Django's async ORM bridge: never on the warm path.
 """
 
 import asyncio
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from apps.catalog.models import Backend, Model, Price
+from apps.gateway.backends import BackendAdapter, UnknownBackendKind, adapter_for
 from apps.gateway.protocol.bounds import DEFAULT_TOKEN_BOUNDS, TokenBounds
 from apps.keys.models import ApiKey
 from apps.keys.selectors import api_key_get_by_hash
@@ -23,6 +25,8 @@ from apps.moderation.policy import EffectivePolicy
 from apps.moderation.services import content_policy_effective
 
 MAX_NEGATIVE_ENTRIES = 10_000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +100,10 @@ class KeyCache:
 class DeploymentInfo:
     id: int
     backend: str
-    kind: str
+    # What its backend's kind means (protocol spoken, APIs offered, …): asked, never
+    # the kind's name compared.
+    adapter: BackendAdapter
+    speaks: str  # adapter.speaks, copied: the hot path asks it on every request
     base_url: str
     headers: dict[str, str]
     upstream_model: str
@@ -145,17 +152,24 @@ class Catalog:
     models: tuple[ModelInfo, ...]
 
 
-def _backend_headers(backend: Backend) -> dict[str, str]:
-    headers = {str(k): str(v) for k, v in (backend.extra_headers or {}).items()}
-    credential = backend.credential
-    if credential:
-        if backend.kind == Backend.Kind.ANTHROPIC:
-            headers["x-api-key"] = credential
-        else:
-            headers["Authorization"] = f"Bearer {credential}"
-    if backend.kind == Backend.Kind.ANTHROPIC:
-        headers.setdefault("anthropic-version", "2023-06-01")
-    return headers
+def _backend_adapter(
+    backend: Backend, adapters: dict[str, BackendAdapter | None]
+) -> BackendAdapter | None:
+    """The backend's adapter; None (logged once per load) for a kind no adapter is
+    registered for (a row written around the model's validation), whose deployments
+    are then left out rather than guessed at."""
+    if backend.name not in adapters:
+        try:
+            adapters[backend.name] = adapter_for(backend.kind)
+        except UnknownBackendKind as exc:
+            log.error("backend %s left out of the catalog: %s", backend.name, exc)
+            adapters[backend.name] = None
+    return adapters[backend.name]
+
+
+def _backend_headers(backend: Backend, adapter: BackendAdapter) -> dict[str, str]:
+    extra = {str(k): str(v) for k, v in (backend.extra_headers or {}).items()}
+    return adapter.headers(backend.credential, extra)
 
 
 def _load_catalog() -> Catalog:
@@ -170,15 +184,17 @@ def _load_catalog() -> Catalog:
     by_name: dict[str, ModelInfo] = {}
     models = []
     aliases: list[tuple[str, ModelInfo]] = []
+    adapters: dict[str, BackendAdapter | None] = {}
     queryset = Model.objects.filter(enabled=True).prefetch_related("deployments__backend")
     for model in queryset.order_by("name"):
         deployments = tuple(
             DeploymentInfo(
                 id=d.id,
                 backend=d.backend.name,
-                kind=d.backend.kind,
+                adapter=adapter,
+                speaks=adapter.speaks,
                 base_url=d.backend.base_url.rstrip("/"),
-                headers=_backend_headers(d.backend),
+                headers=_backend_headers(d.backend, adapter),
                 upstream_model=d.upstream_model,
                 weight=d.weight,
                 timeout_s=d.backend.timeout_s,
@@ -186,7 +202,7 @@ def _load_catalog() -> Catalog:
                 reports_stop_sequence=d.backend.reports_stop_sequence,
             )
             for d in model.deployments.all()
-            if d.backend.enabled
+            if d.backend.enabled and (adapter := _backend_adapter(d.backend, adapters))
         )
         info = ModelInfo(
             name=model.name,

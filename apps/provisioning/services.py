@@ -16,6 +16,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from apps.catalog.models import Backend, Deployment, Model, Price
 from apps.core.redis import KEYS_INVALIDATE_CHANNEL, publish
+from apps.gateway.backends import backend_kinds
 from apps.keys.models import ApiKey
 from apps.keys.services import api_key_issue, api_key_update
 from apps.limits.fields import BudgetPeriod
@@ -211,8 +212,8 @@ def _apply_backends(items: list, result: ApplyResult) -> dict[str, Backend]:
         )
         name = doc.text("name")
         kind = doc.text("kind", default="openai")
-        if kind not in Backend.Kind.values:
-            raise ConfigError(doc.sub("kind"), f"must be one of {Backend.Kind.values}")
+        if kind not in backend_kinds():
+            raise ConfigError(doc.sub("kind"), f"must be one of {list(backend_kinds())}")
         base_url = doc.text("base_url")
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(doc.sub("base_url"), "must be an http(s) URL")

@@ -16,6 +16,7 @@ PACKAGE = "apps.gateway"
 # Lowest first: a module may import its own layer and the layers before it.
 LAYERS = (
     ("protocol",),
+    ("backends",),
     ("errors",),
     ("exchange",),
     ("caches", "metrics", "limits", "metering"),

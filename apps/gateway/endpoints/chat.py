@@ -9,6 +9,7 @@ import time
 
 import orjson
 
+from apps.gateway.backends import ANTHROPIC
 from apps.gateway.caches import ModelInfo
 from apps.gateway.call import MeteredCall, authenticate, parse_openai_request, resolve_model
 from apps.gateway.endpoints.chat_anthropic import (
@@ -93,7 +94,7 @@ async def _relay_once(
         stream=False,
         on_deployment=call.record_deployment,
     ) as (response, deployment):
-        if deployment.kind == "anthropic":
+        if deployment.speaks == ANTHROPIC:
             await answer_chat_once(call, body, model, response)
             return
         raw = await read_upstream(response)
@@ -130,7 +131,7 @@ async def _relay_stream(
                     stream=True,
                     on_deployment=call.record_deployment,
                 ) as (response, deployment):
-                    if deployment.kind == "anthropic":
+                    if deployment.speaks == ANTHROPIC:
                         native = True  # it meters the usage itself
                         await relay_chat_stream(call, body, model, response, client_wants_usage)
                         return

@@ -1,16 +1,18 @@
 """/v1/chat/completions served by an Anthropic-native backend: the reverse translation.
 
-``chat`` calls in here only for models with at least one deployment of kind
-``anthropic``, so its OpenAI-backend hot path is unchanged. The request is translated
-once (``chat_to_messages_request``, errors → 400) and each deployment gets the body
-its kind takes; the answer (JSON or event stream) is translated into a chat completion
-(or chunks), usage metered in the ledger's OpenAI convention.
+``chat`` calls in here only for models with at least one deployment whose backend
+speaks Anthropic's API, so its OpenAI-backend hot path is unchanged. The request is
+translated once (``chat_to_messages_request``, errors → 400) and each deployment gets
+the body of the protocol its backend's adapter speaks; the answer (JSON or event
+stream) is translated into a chat completion (or chunks), usage metered in the
+ledger's OpenAI convention.
 """
 
 import time
 
 import orjson
 
+from apps.gateway.backends import ANTHROPIC
 from apps.gateway.caches import ModelInfo
 from apps.gateway.call import MeteredCall
 from apps.gateway.errors import InvalidRequest, param_named_in
@@ -39,7 +41,7 @@ STREAM_ERROR_MESSAGE = "The upstream failed while streaming the response."
 def has_anthropic_deployment(model: ModelInfo) -> bool:
     # A plain loop: ~4x cheaper than any() over a generator, and this runs per request.
     for deployment in model.deployments:  # noqa: SIM110
-        if deployment.kind == "anthropic":
+        if deployment.speaks == ANTHROPIC:
             return True
     return False
 
@@ -53,10 +55,11 @@ def translate_chat_request(body: dict) -> dict:
 
 
 def chat_request_builder(body: dict, translated: dict):
-    """build_body for open_upstream: the path and body follow the deployment's kind."""
+    """build_body for open_upstream: the path and body follow the protocol the
+    deployment's backend speaks."""
 
     def build(deployment):
-        if deployment.kind == "anthropic":
+        if deployment.speaks == ANTHROPIC:
             return "/messages", rewrite_model(translated, deployment.upstream_model)
         return rewrite_model(body, deployment.upstream_model)
 

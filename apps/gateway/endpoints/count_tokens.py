@@ -34,7 +34,7 @@ async def count_tokens(call: MeteredCall) -> None:
     body = parse_messages_body(call, require_max_tokens=False)
     model = await resolve_model(call.state, call.key, body["model"])
     call.event.model = model.name
-    native = tuple(d for d in model.deployments if d.kind == "anthropic")
+    native = tuple(d for d in model.deployments if d.adapter.offers("count_tokens"))
     count = None
     if native:
         try:
@@ -58,7 +58,7 @@ async def _tokenize_count(call: MeteredCall, model: ModelInfo, body: dict) -> in
     roots = tuple(
         dataclasses.replace(d, base_url=d.base_url.removesuffix("/").removesuffix("/v1"))
         for d in model.deployments
-        if d.kind != "anthropic"
+        if d.adapter.offers("tokenize")
     )
     if not roots:
         return None

@@ -18,8 +18,8 @@ from apps.gateway.protocol.openai import (
 )
 from apps.gateway.state import GatewayState
 from apps.gateway.upstream.bodies import (
+    deployments_offering,
     loads_or_none,
-    openai_compatible_only,
     read_upstream,
     rewrite_model,
 )
@@ -35,7 +35,7 @@ async def create_embeddings(call: MeteredCall) -> None:
     body, (texts, token_ids) = parse_openai_request(call, validate_embeddings_request)
     model = await resolve_model(call.state, call.key, body["model"])
     call.event.model = model.name
-    model = openai_compatible_only(model, "embeddings")
+    model = deployments_offering(model, "embeddings", "embeddings")
     estimate = sum(estimate_text_tokens(t) for t in texts) + token_ids
     await call.admit(model, estimate, 0, prompt_bound=embeddings_prompt_bound(texts, token_ids))
     if call.key.content_policy is not None:

@@ -1,12 +1,13 @@
 """POST /v1/messages: the Anthropic Messages API.
 
-The deployment's kind decides the upstream request (a model may mix both kinds; a
-failover crosses kinds freely, since nothing reached the client before):
+The protocol the deployment's backend speaks (its adapter's ``speaks``) decides the
+upstream request (a model may mix both; a failover crosses them freely, since nothing
+reached the client before):
 
-* ``openai`` (any OpenAI-compatible server): the request is translated
+* OpenAI's (any OpenAI-compatible server): the request is translated
   (``messages_to_chat_request``) and POSTed to ``/chat/completions``; the answer is
   translated back, streams chunk by chunk into Anthropic's event sequence.
-* ``anthropic``: passed through untouched but for ``model`` (the upstream name) to
+* Anthropic's: passed through untouched but for ``model`` (the upstream name) to
   ``/messages``; streams are relayed byte for byte, parsed only for usage and to put
   the public model name in ``message_start``.
 
@@ -20,6 +21,7 @@ import dataclasses
 import orjson
 from django.conf import settings
 
+from apps.gateway.backends import ANTHROPIC
 from apps.gateway.caches import ModelInfo
 from apps.gateway.call import MeteredCall, authenticate, parse_json_body, resolve_model
 from apps.gateway.errors import InvalidRequest, param_named_in
@@ -101,7 +103,7 @@ class _Request:
     names: ToolNameMap | None
 
     def build(self, deployment) -> tuple[str, bytes]:
-        if deployment.kind == "anthropic":
+        if deployment.speaks == ANTHROPIC:
             return "/messages", rewrite_model(self.body, deployment.upstream_model)
         chat_body = self.chat_body
         if "stop" in chat_body and not deployment.reports_stop_sequence:
@@ -122,7 +124,7 @@ async def create_message(call: MeteredCall) -> None:
     stream = body.get("stream") is True
     call.event.stream = stream
     chat_body = names = None
-    if any(d.kind != "anthropic" for d in model.deployments):
+    if any(d.speaks != ANTHROPIC for d in model.deployments):
         try:
             chat_body, names = messages_to_chat_request(body, upstream_model="")
         except TranslationError as exc:
@@ -145,7 +147,7 @@ async def create_message(call: MeteredCall) -> None:
         on_deployment=call.record_deployment,
         native_headers=native_headers(call),
     ) as (response, deployment):
-        native = deployment.kind == "anthropic"
+        native = deployment.speaks == ANTHROPIC
         if not stream:
             raw = await read_upstream(response)
         elif "text/event-stream" not in response.headers.get("Content-Type", ""):
@@ -172,7 +174,7 @@ async def create_message(call: MeteredCall) -> None:
 
 
 def _message(call: MeteredCall, request: _Request, raw: bytes, deployment) -> dict:
-    if deployment.kind == "anthropic":
+    if deployment.speaks == ANTHROPIC:
         return _native_message(call, request, raw)
     return _translated_message(call, request, raw, _matches_stops(request, deployment))
 

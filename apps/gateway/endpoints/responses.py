@@ -30,7 +30,7 @@ from apps.gateway.protocol.responses import (
 )
 from apps.gateway.state import GatewayState
 from apps.gateway.upstream.bodies import (
-    openai_compatible_only,
+    deployments_offering,
     parse_chat_completion,
     read_upstream,
     rewrite_model,
@@ -50,7 +50,7 @@ async def create_response(call: MeteredCall) -> None:
     body, chat = parse_openai_request(call, responses_to_chat_request)
     model = await resolve_model(call.state, call.key, body["model"])
     call.event.model = model.name
-    model = openai_compatible_only(model, "Responses")
+    model = deployments_offering(model, "responses", "Responses")
     stream = chat.get("stream") is True
     call.event.stream = stream
     await call.admit(

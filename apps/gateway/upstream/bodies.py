@@ -43,12 +43,12 @@ def parse_message(raw: bytes) -> dict:
     return answer
 
 
-def openai_compatible_only(model: ModelInfo, api: str) -> ModelInfo:
-    """The model with only its OpenAI-compatible deployments, for an API that Anthropic
-    backends do not offer (embeddings, responses); a 400 when it has none."""
-    served = tuple(d for d in model.deployments if d.kind != "anthropic")
+def deployments_offering(model: ModelInfo, api: str, api_name: str) -> ModelInfo:
+    """The model with only the deployments whose backend offers ``api`` (embeddings,
+    responses: not every kind does); a 400 naming ``api_name`` when it has none."""
+    served = tuple(d for d in model.deployments if d.adapter.offers(api))
     if not served:
-        raise ModelNotSupported(model.name, api)
+        raise ModelNotSupported(model.name, api_name)
     return dataclasses.replace(model, deployments=served)
 
 

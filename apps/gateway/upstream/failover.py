@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from apps.gateway.backends import ANTHROPIC
 from apps.gateway.caches import DeploymentInfo, ModelInfo
 from apps.gateway.errors import (
     GatewayError,
@@ -20,7 +21,6 @@ from apps.gateway.errors import (
     UpstreamUnavailable,
 )
 from apps.gateway.metrics import UPSTREAM_ERRORS
-from apps.gateway.protocol.anthropic import ANTHROPIC_ERROR_TYPES
 from apps.gateway.protocol.openai import normalise_upstream_error, scrub_upstream_text
 from apps.gateway.upstream.client import (
     ConnectError,
@@ -86,12 +86,7 @@ def upstream_error(status: int, raw: bytes, deployment: DeploymentInfo) -> Gatew
     # The client's request, refused: its status and the upstream's words, so the caller
     # can fix it. An Anthropic-native backend names the error type itself (413
     # request_too_large, …).
-    anthropic_type = (
-        body["type"]
-        if deployment.kind == "anthropic" and body["type"] in ANTHROPIC_ERROR_TYPES
-        else None
-    )
-    return UpstreamRefusedRequest(status, body, anthropic_type)
+    return UpstreamRefusedRequest(status, body, deployment.adapter.error_type(body))
 
 
 def exhausted_error(
@@ -150,7 +145,7 @@ async def open_upstream(
         target = path
         if type(payload) is tuple:
             target, payload = payload
-        extra = native_headers if deployment.kind == "anthropic" else None
+        extra = native_headers if deployment.speaks == ANTHROPIC else None
         try:
             response = await client.post(
                 deployment, target, payload, stream=stream, extra_headers=extra
