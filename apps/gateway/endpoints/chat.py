@@ -69,10 +69,21 @@ async def chat_completion(call: MeteredCall) -> None:
         await _relay_once(call, body, model, translated)
 
 
-def _builder(body: dict, translated: dict | None):
-    if translated is None:
-        return lambda d: rewrite_model(body, d.upstream_model)
-    return chat_request_builder(body, translated)
+def _open_upstream(
+    call: MeteredCall, body: dict, model: ModelInfo, translated: dict | None, *, stream: bool
+):
+    return open_upstream(
+        call.state.upstream,
+        model,
+        "/chat/completions",
+        (
+            (lambda d: rewrite_model(body, d.upstream_model))
+            if translated is None
+            else chat_request_builder(body, translated)
+        ),
+        stream=stream,
+        on_deployment=call.record_deployment,
+    )
 
 
 def settle_chat_usage(call: MeteredCall, body: dict, usage, completion_estimate: int) -> None:
@@ -90,14 +101,10 @@ def settle_chat_usage(call: MeteredCall, body: dict, usage, completion_estimate:
 async def _relay_once(
     call: MeteredCall, body: dict, model: ModelInfo, translated: dict | None
 ) -> None:
-    async with open_upstream(
-        call.state.upstream,
-        model,
-        "/chat/completions",
-        _builder(body, translated),
-        stream=False,
-        on_deployment=call.record_deployment,
-    ) as (response, deployment):
+    async with _open_upstream(call, body, model, translated, stream=False) as (
+        response,
+        deployment,
+    ):
         if deployment.kind == "anthropic":
             await answer_chat_once(call, body, model, response)
             return
@@ -136,14 +143,10 @@ async def _relay_stream(
 
     for attempt in range(2):
         try:
-            async with open_upstream(
-                call.state.upstream,
-                model,
-                "/chat/completions",
-                _builder(body, translated),
-                stream=True,
-                on_deployment=call.record_deployment,
-            ) as (response, deployment):
+            async with _open_upstream(call, body, model, translated, stream=True) as (
+                response,
+                deployment,
+            ):
                 if deployment.kind == "anthropic":
                     await relay_chat_stream(call, body, model, response, client_wants_usage)
                 elif "text/event-stream" not in response.headers.get("Content-Type", ""):
