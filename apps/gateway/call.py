@@ -256,13 +256,6 @@ class MeteredCall:
         self.deployment = deployment
         self.event.deployment = deployment.label
 
-    async def relay_out(self, data: bytes, flt) -> None:
-        """Send stream bytes to the client, through the content filter when one is on."""
-        if flt is not None:
-            data = await flt.feed(data)
-        if data:
-            await self.exchange.stream_send(data)
-
     def _mark(self, outcome: str, status: int) -> None:
         self.event.outcome = outcome
         self.event.status = status

@@ -6,7 +6,8 @@ stop_sequence, event streams with pings and input_json_delta).
 Behaviour is steered by directives in the user/system messages:
 - "#status=503", "#chunks=20", "#delay_ms=50", "#cut=3" (drop the connection after 3
   chunks), "#mid_error" ("#mid_error=leak": its message carries secrets), "#no_usage",
-  "#hang";
+  "#hang", "#unterminated_end" (the finish_reason event without its blank line, then the
+  close);
 - "#say=i_will_kill_you" (the answer's words: the underscores are spaces; after the
   "#chunks" words when both are given) and "#sayrev=uoy_llik" (the same, written reversed
   so the prompt itself reads as nothing);
@@ -405,11 +406,14 @@ async def _stream(request, body, directives, words, tool_calls, finished, usage,
             )
             if delay:
                 await asyncio.sleep(delay)
-        await response.write(
-            event(
-                [{"index": i, "delta": {}, "finish_reason": finish, **stop_field} for i in range(n)]
-            )
+        last = event(
+            [{"index": i, "delta": {}, "finish_reason": finish, **stop_field} for i in range(n)]
         )
+        if "unterminated_end" in directives:
+            # The last event without its blank line, then the close: no usage, no [DONE].
+            await response.write(last.rstrip(b"\n"))
+            return response
+        await response.write(last)
         if include_usage:
             await response.write(
                 b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"

@@ -147,3 +147,10 @@ def test_a_failure_mid_stream_ends_with_response_failed(gateway, seed, upstream,
     assert events[0][0] == "response.created" and events[-1][0] == "response.failed"
     record = usage_record(request_id)
     assert record.outcome == "upstream_stream_error" and record.completion_tokens > 0
+
+
+def test_a_stream_whose_last_event_is_unterminated_still_completes(gateway, seed, upstream):
+    events = openai_client(gateway, seed.secret).responses.create(
+        model="test-model", input="hi #chunks=3 #unterminated_end", stream=True
+    )
+    assert [event.type for event in events][-1] == "response.completed"

@@ -236,3 +236,11 @@ def test_an_error_in_a_started_chat_stream_over_an_anthropic_backend_is_scrubbed
         for _chunk in stream:
             pass
     assert leaked(exc.value.message) == []
+
+
+def test_an_error_in_a_started_responses_stream_is_scrubbed(gateway, seed, upstream):
+    events = openai_client(gateway, seed.secret).responses.create(
+        model="test-model", input="#mid_error=leak", stream=True
+    )
+    failed = [event for event in events if event.type == "response.failed"]
+    assert leaked(failed[0].response.error.message) == []

@@ -19,16 +19,12 @@ from apps.gateway.endpoints.chat_anthropic import (
     relay_chat_stream,
     translate_chat_request,
 )
+from apps.gateway.endpoints.stream import end_stream, relay_stream
 from apps.gateway.errors import GatewayError
 from apps.gateway.exchange import JSON_CONTENT_TYPE, Exchange
-from apps.gateway.filtering import (
-    blocked_chat_tail,
-    filter_chat_completion,
-    screen_prompt,
-    stream_filter_done,
-)
+from apps.gateway.filtering import blocked_chat_tail, filter_chat_completion, screen_prompt
 from apps.gateway.metering import meter_chat
-from apps.gateway.protocol.content_filter import ChatChunkFilter, chat_prompt_text
+from apps.gateway.protocol.content_filter import chat_prompt_text
 from apps.gateway.protocol.openai import (
     ChatStreamRelay,
     chat_answer_text,
@@ -41,10 +37,7 @@ from apps.gateway.protocol.openai import (
 )
 from apps.gateway.state import GatewayState
 from apps.gateway.upstream.bodies import parse_chat_completion, read_upstream, rewrite_model
-from apps.gateway.upstream.client import ReadError
-from apps.gateway.upstream.failover import open_upstream, scrub_for
-
-STREAM_ERROR_MESSAGE = "The upstream failed while streaming the response."
+from apps.gateway.upstream.failover import open_upstream
 
 
 async def handle_chat_completions(state: GatewayState, exchange: Exchange) -> None:
@@ -77,23 +70,30 @@ async def chat_completion(call: MeteredCall) -> None:
         await _relay_once(call, body, model, translated)
 
 
-def _builder(body: dict, translated: dict | None):
-    if translated is None:
-        return lambda d: rewrite_model(body, d.upstream_model)
-    return chat_request_builder(body, translated)
+def _open_upstream(
+    call: MeteredCall, body: dict, model: ModelInfo, translated: dict | None, *, stream: bool
+):
+    return open_upstream(
+        call.state.upstream,
+        model,
+        "/chat/completions",
+        (
+            (lambda d: rewrite_model(body, d.upstream_model))
+            if translated is None
+            else chat_request_builder(body, translated)
+        ),
+        stream=stream,
+        on_deployment=call.record_deployment,
+    )
 
 
 async def _relay_once(
     call: MeteredCall, body: dict, model: ModelInfo, translated: dict | None
 ) -> None:
-    async with open_upstream(
-        call.state.upstream,
-        model,
-        "/chat/completions",
-        _builder(body, translated),
-        stream=False,
-        on_deployment=call.record_deployment,
-    ) as (response, deployment):
+    async with _open_upstream(call, body, model, translated, stream=False) as (
+        response,
+        deployment,
+    ):
         if deployment.speaks == ANTHROPIC:
             await answer_chat_once(call, body, model, response)
             return
@@ -117,96 +117,53 @@ async def _relay_stream(
     relay = ChatStreamRelay(
         model.name, client_wants_usage, "chatcmpl-" + call.exchange.request_id.removeprefix("req_")
     )
-    exchange = call.exchange
-    failed = native = False
     flt = call.screen.chat_filter() if call.screen is not None else None
-    try:
-        for attempt in range(2):
-            try:
-                async with open_upstream(
-                    call.state.upstream,
-                    model,
-                    "/chat/completions",
-                    _builder(body, translated),
-                    stream=True,
-                    on_deployment=call.record_deployment,
-                ) as (response, deployment):
-                    if deployment.speaks == ANTHROPIC:
-                        native = True  # it meters the usage itself
-                        await relay_chat_stream(call, body, model, response, client_wants_usage)
-                        return
-                    if "text/event-stream" not in response.headers.get("Content-Type", ""):
-                        # Some servers answer a stream request with a plain completion.
-                        await _replay_as_stream(call, body, relay, await read_upstream(response))
-                        return
-                    await exchange.start_stream()
-                    try:
-                        async for data in response.chunks():
-                            out = relay.feed(data)
-                            if out:
-                                await call.relay_out(out, flt)
-                            if relay.done or (flt is not None and flt.blocked):
-                                break
-                        else:
-                            out = relay.feed(b"")
-                            if out and (flt is None or not flt.blocked):
-                                if flt is not None:
-                                    out = await flt.feed(out)
-                                if out:
-                                    await exchange.stream_send(out)
-                    except ReadError:
-                        failed = True
-                break
-            except GatewayError as exc:
-                # Some servers refuse the stream_options we add for metering: without it.
-                if attempt or options is not None or "stream_options" not in exc.message:
-                    raise
-                body.pop("stream_options", None)
-    finally:
-        if exchange.response_started and not native:  # nothing reached the client: no bill
-            delivered = relay.content_chunks
-            if flt is not None and flt.guard is not None:
-                delivered = flt.guard.delivered_text_items
-            meter_chat(call.event, body, relay.usage, delivered)
-    if flt is not None and not native:
-        await _end_filtered_stream(call, body, relay, flt, failed)
-        return
-    _finish_stream(call, relay, failed)
 
+    def settle() -> None:
+        delivered = relay.content_chunks
+        if flt is not None and flt.guard is not None:
+            delivered = flt.guard.delivered_text_items
+        meter_chat(call.event, body, relay.usage, delivered)
 
-def _finish_stream(call: MeteredCall, relay: ChatStreamRelay, failed: bool) -> None:
-    """call.tail: [DONE] (after our usage chunk if one is owed) or the error event."""
-    if failed or not relay.complete:
-        message = scrub_for(call.deployment, str((relay.error or {}).get("message") or ""))
-        call.event.outcome = "upstream_stream_error"
-        call.event.status = 502
-        call.tail = relay.fail(message or STREAM_ERROR_MESSAGE)
-        return
-    event = call.event
-    call.tail = relay.finish(
-        {
-            "prompt_tokens": event.prompt_tokens,
-            "completion_tokens": event.completion_tokens,
-            "total_tokens": event.prompt_tokens + event.completion_tokens,
-        }
-    )
-
-
-async def _end_filtered_stream(
-    call: MeteredCall, body: dict, relay: ChatStreamRelay, flt: ChatChunkFilter, failed: bool
-) -> None:
-    """The end of a stream under a content policy: held text checked, then the usual end
-    (usage chunk, [DONE]) or, on a block, finish_reason content_filter."""
-    _finish_stream(call, relay, failed)
-    # (blocked mid-stream: nothing more goes out but the end below)
-    call.tail = b"" if flt.blocked else await flt.finish(call.tail or b"")
-    if stream_filter_done(call, flt.guard, flt.delivered_content_chunks):
-        call.tail += blocked_chat_tail(
-            call, flt, relay.public_model, relay.client_wants_usage, relay.chunk_id, relay.created
+    def blocked_tail() -> bytes:
+        return blocked_chat_tail(
+            call, flt, relay.public_model, client_wants_usage, relay.chunk_id, relay.created
         )
 
+    for attempt in range(2):
+        try:
+            async with _open_upstream(call, body, model, translated, stream=True) as (
+                response,
+                deployment,
+            ):
+                if deployment.speaks == ANTHROPIC:
+                    await relay_chat_stream(call, body, model, response, client_wants_usage)
+                elif "text/event-stream" not in response.headers.get("Content-Type", ""):
+                    # Some servers answer a stream request with a plain completion.
+                    raw = await read_upstream(response)
+                    await _replay_as_stream(call, relay, raw)
+                    settle()
+                    await end_stream(
+                        call, relay, flt=flt, failed=False, held=b"", blocked_tail=blocked_tail
+                    )
+                else:
+                    await relay_stream(
+                        call,
+                        response.chunks(),
+                        relay,
+                        flt=flt,
+                        settle=settle,
+                        blocked_tail=blocked_tail,
+                    )
+            return
+        except GatewayError as exc:
+            # Some servers refuse the stream_options we add for metering: without it.
+            if attempt or options is not None or "stream_options" not in exc.message:
+                raise
+            body.pop("stream_options", None)
 
-async def _replay_as_stream(call: MeteredCall, body: dict, relay: ChatStreamRelay, raw: bytes):
+
+async def _replay_as_stream(call: MeteredCall, relay: ChatStreamRelay, raw: bytes) -> None:
     answer = parse_chat_completion(raw)
     if call.screen is not None:
         await filter_chat_completion(call, answer)

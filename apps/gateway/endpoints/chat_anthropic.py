@@ -9,15 +9,17 @@ ledger's OpenAI convention.
 """
 
 import time
+from collections.abc import AsyncIterator
 
 import orjson
 
 from apps.gateway.backends import ANTHROPIC
 from apps.gateway.caches import ModelInfo
 from apps.gateway.call import MeteredCall
+from apps.gateway.endpoints.stream import relay_stream
 from apps.gateway.errors import InvalidRequest, param_named_in
 from apps.gateway.exchange import JSON_CONTENT_TYPE
-from apps.gateway.filtering import blocked_chat_tail, filter_chat_completion, stream_filter_done
+from apps.gateway.filtering import blocked_chat_tail, filter_chat_completion
 from apps.gateway.metering import meter, meter_stream
 from apps.gateway.protocol.anthropic import (
     TranslationError,
@@ -32,10 +34,8 @@ from apps.gateway.protocol.openai_to_anthropic import (
 )
 from apps.gateway.protocol.usage import from_anthropic
 from apps.gateway.upstream.bodies import parse_message, read_upstream, rewrite_model
-from apps.gateway.upstream.client import ReadError, UpstreamResponse
+from apps.gateway.upstream.client import UpstreamResponse
 from apps.gateway.upstream.failover import scrub_for
-
-STREAM_ERROR_MESSAGE = "The upstream failed while streaming the response."
 
 
 def has_anthropic_deployment(model: ModelInfo) -> bool:
@@ -100,61 +100,33 @@ async def relay_chat_stream(
     client_wants_usage: bool,
 ) -> None:
     """Anthropic event stream → chat.completion.chunk stream (data lines, [DONE])."""
-    exchange = call.exchange
     converter = MessagesStreamToChatStream(
         model.name,
         client_wants_usage,
-        "chatcmpl-" + exchange.request_id.removeprefix("req_"),
+        "chatcmpl-" + call.exchange.request_id.removeprefix("req_"),
         int(time.time()),
         scrub=lambda said: scrub_for(call.deployment, said),
     )
-    tail: list[bytes] = []
-    failed = False
     flt = call.screen.chat_filter() if call.screen is not None else None
-    if "text/event-stream" not in response.headers.get("Content-Type", ""):
+    if "text/event-stream" in response.headers.get("Content-Type", ""):
+        chunks = response.chunks()
+    else:  # a whole Message for a stream request: replayed as its event stream
         message = await _read_message(response)
-        await exchange.start_stream()
-        tail.append(
-            converter.feed(b"".join(messages_sse_event(n, d) for n, d in message_events(message)))
-        )
-    else:
-        await exchange.start_stream()
-        try:
-            try:
-                async for data in response.chunks():
-                    out = converter.feed(data)
-                    if converter.done:
-                        tail.append(out)  # held back until the usage event is durable
-                        break
-                    if out:
-                        await call.relay_out(out, flt)
-                    if flt is not None and flt.blocked:
-                        break
-                else:
-                    out = converter.feed(b"")
-                    if converter.done:
-                        tail.append(out)
-                    elif out:
-                        await call.relay_out(out, flt)
-            except ReadError:
-                failed = True
-        finally:
-            _settle_stream_usage(call, body, converter)
-    if flt is not None and flt.blocked:
-        stream_filter_done(call, flt.guard, flt.delivered_content_chunks)
-        call.tail = blocked_chat_tail(call, flt, model.name, client_wants_usage)
-        return
-    if failed or not converter.complete:
-        call.event.outcome = "upstream_stream_error"
-        call.event.status = 502
-        tail.append(converter.fail(STREAM_ERROR_MESSAGE))
-    else:
-        _settle_stream_usage(call, body, converter)
-    call.tail = b"".join(tail)
-    if flt is not None:
-        call.tail = await flt.finish(call.tail)
-        if stream_filter_done(call, flt.guard, flt.delivered_content_chunks):
-            call.tail += blocked_chat_tail(call, flt, model.name, client_wants_usage)
+        chunks = _one(b"".join(messages_sse_event(n, d) for n, d in message_events(message)))
+    await relay_stream(
+        call,
+        chunks,
+        converter,
+        flt=flt,
+        settle=lambda: _settle_stream_usage(call, body, converter),
+        blocked_tail=lambda: blocked_chat_tail(
+            call, flt, model.name, client_wants_usage, converter.chat_id, converter.created
+        ),
+    )
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _settle_stream_usage(

@@ -19,14 +19,14 @@ Ledger: protocol ``anthropic``, endpoint ``messages``, tokens in the OpenAI conv
 import dataclasses
 
 import orjson
-from django.conf import settings
 
 from apps.gateway.backends import ANTHROPIC
 from apps.gateway.caches import ModelInfo
 from apps.gateway.call import MeteredCall, authenticate, parse_json_body, resolve_model
+from apps.gateway.endpoints.stream import relay_stream
 from apps.gateway.errors import InvalidRequest, param_named_in
-from apps.gateway.exchange import JSON_CONTENT_TYPE, Exchange, KeepAlive
-from apps.gateway.filtering import filter_message, screen_prompt, stream_filter_done
+from apps.gateway.exchange import JSON_CONTENT_TYPE, Exchange
+from apps.gateway.filtering import filter_message, screen_prompt
 from apps.gateway.metering import meter, meter_stream
 from apps.gateway.protocol.anthropic import (
     PING_EVENT,
@@ -56,10 +56,9 @@ from apps.gateway.upstream.bodies import (
     read_upstream,
     rewrite_model,
 )
-from apps.gateway.upstream.client import ReadError, UpstreamResponse
-from apps.gateway.upstream.failover import open_upstream, scrub_for
+from apps.gateway.upstream.client import UpstreamResponse
+from apps.gateway.upstream.failover import open_upstream
 
-STREAM_ERROR_MESSAGE = "The upstream failed while streaming the response."
 MAX_MODEL_NAME = 128
 
 
@@ -232,38 +231,14 @@ def _text_of(message: dict) -> str:
     return "".join(parts)
 
 
-def _mark_stream_failed(call: MeteredCall) -> None:
-    call.event.outcome = "upstream_stream_error"
-    call.event.status = 502
-
-
 async def _relay_native_stream(
     call: MeteredCall, request: _Request, response: UpstreamResponse
 ) -> None:
     """Anthropic backend → Anthropic client: bytes through, usage captured."""
-    exchange = call.exchange
     relay = MessagesStreamRelay(request.model.name)
-    tail: list[bytes] = []
-    failed = False
     flt = call.screen.message_filter() if call.screen is not None else None
-    await exchange.start_stream()
-    try:
-        try:
-            async for data in response.chunks():
-                out = relay.feed(data)
-                if relay.finished:
-                    # The last event is held back until the usage event is durable.
-                    tail.append(out)
-                    break
-                if flt is not None:
-                    out = await flt.feed(out)
-                if out:
-                    await exchange.stream_send(out)
-                if flt is not None and flt.blocked:
-                    break
-        except ReadError:
-            failed = True
-    finally:
+
+    def settle() -> None:
         prompt, completion, cached = relay.counts()
         meter_stream(
             call.event,
@@ -273,23 +248,15 @@ async def _relay_native_stream(
             prompt_estimate=request.prompt_estimate,
             delivered=max(completion or 0, relay.content_deltas),
         )
-    if flt is not None and flt.guard is not None and (flt.blocked or relay.stopped):
-        # Filtered: what is still held is checked before the end goes out.
-        call.tail = b"" if flt.blocked else await flt.finish(b"".join(tail))
-        if stream_filter_done(call, flt.guard, flt.delivered_deltas):
-            call.tail += flt.blocked_events(flt.delivered_deltas)
-        return
-    if not relay.stopped:
-        _mark_stream_failed(call)
-    if not relay.finished:  # never a silent close (docs/protocols.md §4)
-        tail.append(
-            relay.fail(STREAM_ERROR_MESSAGE if failed else "The upstream stream ended early.")
-        )
-    call.tail = b"".join(tail)
-    if flt is not None:
-        call.tail = await flt.finish(call.tail)
-        if stream_filter_done(call, flt.guard, flt.delivered_deltas):
-            call.tail += flt.blocked_events(flt.delivered_deltas)
+
+    await relay_stream(
+        call,
+        response.chunks(),
+        relay,
+        flt=flt,
+        settle=settle,
+        blocked_tail=lambda: flt.blocked_events(flt.delivered),
+    )
 
 
 async def _relay_translated_stream(
@@ -299,39 +266,17 @@ async def _relay_translated_stream(
 
     A stop sequence matched here ends the reading: leaving the upstream response
     unread closes its connection, so the server stops generating."""
-    exchange = call.exchange
     converter = ChatStreamToMessagesStream(
         request.model.name,
         request.names or ToolNameMap(),
-        "msg_" + exchange.request_id.removeprefix("req_"),
+        "msg_" + call.exchange.request_id.removeprefix("req_"),
         request.prompt_estimate,
         stop_sequences=request.body.get("stop_sequences"),
         match_stop_sequences=match_stops,
     )
-    failed = False
     flt = call.screen.message_filter() if call.screen is not None else None
 
-    await exchange.start_stream()
-    keep_alive = KeepAlive(exchange, PING_EVENT, settings.GATEWAY_STREAM_PING_S)
-    try:
-        try:
-            async for data in response.chunks():
-                out = converter.feed(data)
-                if out:
-                    await call.relay_out(out, flt)
-                    keep_alive.touch()
-                if converter.done or converter.stopped_on_sequence:
-                    break
-                if flt is not None and flt.blocked:
-                    break
-            else:
-                out = converter.feed(b"")
-                if out:
-                    await call.relay_out(out, flt)
-        except ReadError:
-            failed = True
-    finally:
-        keep_alive.stop()
+    def settle() -> None:
         prompt = converter.prompt_tokens
         meter_stream(
             call.event,
@@ -342,20 +287,19 @@ async def _relay_translated_stream(
             prompt_estimate=request.prompt_estimate,
             delivered=converter.content_chunks,
         )
-    if flt is not None and flt.blocked:
-        stream_filter_done(call, flt.guard, flt.delivered_deltas)
-        call.tail = flt.blocked_events(flt.delivered_deltas)
-        return
-    if failed or not converter.complete:
-        message = scrub_for(call.deployment, str((converter.error or {}).get("message") or ""))
-        _mark_stream_failed(call)
-        call.tail = converter.fail(message or STREAM_ERROR_MESSAGE)
-    else:
-        call.tail = converter.finish()
+
+    def bill_what_the_client_was_told() -> None:
+        # Completed without usage: the output tokens message_delta showed.
         if call.event.tokens_estimated and converter.completion_tokens is None:
-            # Completed without usage: bill what the client was told in message_delta.
             call.event.completion_tokens = converter.output_tokens
-    if flt is not None:
-        call.tail = await flt.finish(call.tail)
-        if stream_filter_done(call, flt.guard, flt.delivered_deltas):
-            call.tail += flt.blocked_events(flt.delivered_deltas)
+
+    await relay_stream(
+        call,
+        response.chunks(),
+        converter,
+        flt=flt,
+        settle=settle,
+        blocked_tail=lambda: flt.blocked_events(flt.delivered),
+        after_finish=bill_what_the_client_was_told,
+        ping=PING_EVENT,
+    )

@@ -12,6 +12,7 @@ import orjson
 
 from apps.gateway.caches import ModelInfo
 from apps.gateway.call import MeteredCall, authenticate, parse_openai_request, resolve_model
+from apps.gateway.endpoints.stream import estimated_usage, relay_stream
 from apps.gateway.exchange import JSON_CONTENT_TYPE, Exchange
 from apps.gateway.filtering import filter_chat_completion, screen_prompt
 from apps.gateway.metering import meter_chat
@@ -35,10 +36,7 @@ from apps.gateway.upstream.bodies import (
     read_upstream,
     rewrite_model,
 )
-from apps.gateway.upstream.client import ReadError
 from apps.gateway.upstream.failover import open_upstream
-
-STREAM_ERROR_MESSAGE = "The upstream failed while streaming the response."
 
 
 async def handle_responses(state: GatewayState, exchange: Exchange) -> None:
@@ -85,19 +83,6 @@ def _chat_upstream(call: MeteredCall, model: ModelInfo, chat: dict, *, stream: b
     )
 
 
-def _estimated_usage(call: MeteredCall) -> dict | None:
-    """The settled counts in chat-completions shape when they are estimates (the
-    upstream reported none): the client sees what is billed, as on /v1/messages."""
-    event = call.event
-    if not event.tokens_estimated:
-        return None
-    return {
-        "prompt_tokens": event.prompt_tokens,
-        "completion_tokens": event.completion_tokens,
-        "total_tokens": event.prompt_tokens + event.completion_tokens,
-    }
-
-
 def _calls_text(calls) -> str:
     """The arguments of tool calls: output tokens too, for the estimate."""
     return "".join(
@@ -114,7 +99,7 @@ async def _answer(call: MeteredCall, chat: dict, shell: dict, answer: dict, stre
     if call.screen is not None:
         await filter_chat_completion(call, answer)
     if not stream:
-        result = chat_to_response(answer, shell, _estimated_usage(call))
+        result = chat_to_response(answer, shell, estimated_usage(call.event))
         call.reply = (200, orjson.dumps(result), (JSON_CONTENT_TYPE,))
         return
     # the whole answer replayed as one stream
@@ -127,42 +112,30 @@ async def _answer(call: MeteredCall, chat: dict, shell: dict, answer: dict, stre
     }
     await call.exchange.start_stream()
     await call.exchange.stream_send(converter.start() + converter.feed_chunk(chunk))
-    call.tail = converter.finish(_estimated_usage(call))
+    call.tail = converter.finish(estimated_usage(call.event))
 
 
 async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: dict) -> None:
-    exchange = call.exchange
     converter = ChatStreamToResponseEvents(shell)
-    failed = relayed = False
-    try:
-        async with _chat_upstream(call, model, chat, stream=True) as (response, _deployment):
-            if "text/event-stream" not in response.headers.get("Content-Type", ""):
-                # Some servers answer a stream request with a plain completion.
-                answer = parse_chat_completion(await read_upstream(response))
-                await _answer(call, chat, shell, answer, True)
-                return
-            await exchange.start_stream()
-            await exchange.stream_send(converter.start())
-            relayed = True
-            try:
-                async for data in response.chunks():
-                    out = converter.feed(data)
-                    if out:
-                        await exchange.stream_send(out)
-                    if converter.done:
-                        break
-            except ReadError:
-                failed = True
-    finally:
-        if relayed:  # (nothing sent, nothing billed)
-            said = "".join(converter.text) + "".join(
-                i["arguments"] for i in converter.items if i["type"] == "function_call"
-            )
-            meter_chat(call.event, chat, converter.usage, estimate_text_tokens(said))
-    if failed or not converter.complete:
-        call.event.outcome = "upstream_stream_error"
-        call.event.status = 502
-        error = converter.error or {}
-        call.tail = converter.fail(str(error.get("message") or STREAM_ERROR_MESSAGE))
-        return
-    call.tail = converter.finish(_estimated_usage(call))
+
+    def settle() -> None:
+        said = "".join(converter.text) + "".join(
+            i["arguments"] for i in converter.items if i["type"] == "function_call"
+        )
+        meter_chat(call.event, chat, converter.usage, estimate_text_tokens(said))
+
+    async with _chat_upstream(call, model, chat, stream=True) as (response, _deployment):
+        if "text/event-stream" not in response.headers.get("Content-Type", ""):
+            # Some servers answer a stream request with a plain completion.
+            answer = parse_chat_completion(await read_upstream(response))
+            await _answer(call, chat, shell, answer, True)
+            return
+        # (no stream filter: under a completion policy a stream is answered by _answer)
+        await relay_stream(
+            call,
+            response.chunks(),
+            converter,
+            flt=None,
+            settle=settle,
+            prologue=True,
+        )

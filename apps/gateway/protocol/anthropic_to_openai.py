@@ -562,8 +562,8 @@ class ChatStreamToMessagesStream:
 
     ``match_stop_sequences``: the backend was not sent ``stop_sequences``; text is
     matched here (a possible start of one is held back) and, once one matched,
-    ``stopped_on_sequence`` is true and later chunks add only usage: the driver should
-    stop reading the upstream and ``finish()``.
+    ``stopped_on_sequence`` (so ``done``) is true and later chunks add only usage: the
+    driver stops reading the upstream and calls ``finish()``.
     """
 
     def __init__(
@@ -589,7 +589,7 @@ class ChatStreamToMessagesStream:
         self._started = False
         self._closed = False
         self._parser = SSEParser()
-        self.done = False  # the upstream's [DONE] or error arrived: stop reading
+        self._upstream_done = False  # its [DONE] or error arrived
         self.error: dict | None = None  # the upstream's in-band error
         self.usage: dict | None = None  # the upstream's last usage object
         self.content_chunks = 0  # chunks that produced a content_block_delta
@@ -659,8 +659,13 @@ class ChatStreamToMessagesStream:
     def complete(self) -> bool:
         """The upstream ended its answer: [DONE], a finish_reason, or our stop sequence."""
         return self.error is None and (
-            self.done or self.stopped_on_sequence or self._finish_reason is not None
+            self._upstream_done or self.stopped_on_sequence or self._finish_reason is not None
         )
+
+    @property
+    def done(self) -> bool:
+        """Stop reading: the upstream said its last word, or a stop sequence matched."""
+        return self._upstream_done or self.stopped_on_sequence
 
     # -- event helpers -----------------------------------------------------
 
@@ -764,12 +769,12 @@ class ChatStreamToMessagesStream:
 
     def feed(self, data: bytes) -> bytes:
         """Raw upstream bytes in (b"" once it closed), Anthropic events out."""
-        if self._closed or self.done:
+        if self._closed or self._upstream_done:
             return b""
         out = b""
         for _event, payload in self._parser.feed(data) if data else self._parser.flush():
             if payload.startswith(b"[DONE]"):
-                self.done = True
+                self._upstream_done = True
                 break
             chunk = chat_stream_payload(payload)
             if chunk is None:
@@ -777,7 +782,7 @@ class ChatStreamToMessagesStream:
             error = chat_stream_error(chunk)
             if error is not None:
                 self.error = error
-                self.done = True
+                self._upstream_done = True
                 break
             piece = self._feed_chunk(chunk)
             if piece:

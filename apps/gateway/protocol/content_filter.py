@@ -186,6 +186,8 @@ class ChatChunkFilter:
     def delivered_content_chunks(self) -> int:
         return self.guard.delivered_text_items if self.guard is not None else 0
 
+    delivered = delivered_content_chunks  # what a block bills, as MessageEventFilter's
+
     def _frames(self, data: bytes) -> list[bytes]:
         buffer = self._buffer + data
         *frames, self._buffer = buffer.split(b"\n\n")
@@ -304,6 +306,11 @@ class MessageEventFilter:
     @property
     def blocked(self) -> bool:
         return self.guard is not None and self.guard.blocked
+
+    @property
+    def delivered(self) -> int:
+        """What a block bills: the content deltas the client got."""
+        return self.delivered_deltas
 
     async def feed(self, data: bytes) -> bytes:
         return await self._events(self._parser.feed(data))
