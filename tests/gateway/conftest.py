@@ -19,26 +19,39 @@ def inprocess_gateway(seed) -> Iterator[InProcessGateway]:
     gateway.close()
 
 
-@pytest.fixture
-def scripted_seed(transactional_db, redis_url) -> Seed:
-    """The usual seed (tests/conftest.py), its backends answered by a scripted upstream."""
+@pytest.fixture(scope="module")
+def scripted_seed(django_db_setup, django_db_blocker, redis_url) -> Iterator[Seed]:
+    """The usual seed (tests/conftest.py), its backends answered by a scripted upstream.
+
+    Seeded once per module and committed (the gateway reads it from its own thread),
+    then flushed at the module's end: a flush per test would cost more than the tests.
+    Only tests that leave the catalog and keys as they found them may share it."""
+    from django.core.management import call_command
+
     from apps.provisioning.services import config_apply
 
-    result = config_apply(document=seed_document(SCRIPTED_UPSTREAM_URL))
+    with django_db_blocker.unblock():
+        result = config_apply(document=seed_document(SCRIPTED_UPSTREAM_URL))
     secrets = {k["name"]: k["secret"] for k in result.keys_created}
-    return Seed(tenant_name="acme", secret=secrets["main"], restricted_secret=secrets["restricted"])
+    yield Seed(tenant_name="acme", secret=secrets["main"], restricted_secret=secrets["restricted"])
+    with django_db_blocker.unblock():
+        call_command("flush", verbosity=0, interactive=False)
 
 
 @pytest.fixture
-def scripted_gateway(scripted_seed) -> Iterator[Callable[[Handler], InProcessGateway]]:
-    """``scripted_gateway(handler)``: the gateway app in this process, its upstream client
-    replaced by a ``ScriptedUpstream`` answering with ``handler``."""
+def scripted_gateway(
+    scripted_seed, django_db_blocker
+) -> Iterator[Callable[[Handler], InProcessGateway]]:
+    """``scripted_gateway(handler)``: the gateway app in this process over the scripted
+    seed, its upstream client replaced by a ``ScriptedUpstream`` answering with
+    ``handler``."""
     gateways: list[InProcessGateway] = []
 
     def make(handler: Handler) -> InProcessGateway:
         gateways.append(InProcessGateway(ScriptedUpstream(handler)))
         return gateways[-1]
 
-    yield make
-    for gateway in gateways:
-        gateway.close()
+    with django_db_blocker.unblock():
+        yield make
+        for gateway in gateways:
+            gateway.close()

@@ -40,6 +40,9 @@ from apps.gateway.upstream.client import ReadError, TransportError
 from apps.ledger.events import UsageEvent
 
 BASE_URL = "http://gateway"
+# How long a hanging scripted upstream waits for the gateway to close its response
+# before it gives up (a gateway that never notices its client left fails, not hangs).
+HANG_LIMIT_S = 5.0
 
 
 @dataclass
@@ -113,7 +116,10 @@ class ScriptedResponse:
         if answer.raise_after is not None and self.chunks_read >= answer.raise_after:
             raise self._error()
         if answer.hang_after is not None and self.chunks_read >= answer.hang_after:
-            await self._closing.wait()
+            try:
+                await asyncio.wait_for(self._closing.wait(), HANG_LIMIT_S)
+            except TimeoutError:
+                raise ReadError("the scripted upstream hung up") from None
             raise ReadError("the response was closed")
         pieces = self._pieces()
         if self.chunks_read >= len(pieces):
@@ -211,14 +217,14 @@ class InProcessGateway:
         return self.loop.run_until_complete(coroutine)
 
     def stream_and_leave(
-        self, path: str, *, body: dict, headers: dict[str, str], after_parts: int
+        self, path: str, *, body: dict, headers: dict[str, str], once_received: bytes
     ) -> LeftStream:
-        """POST ``body`` and disconnect once ``after_parts`` body parts of the streamed
-        response arrived, as a client closing its connection does."""
-        return self.run(self._stream_and_leave(path, body, headers, after_parts))
+        """POST ``body`` and disconnect once the streamed response's body holds
+        ``once_received``, as a client closing its connection does."""
+        return self.run(self._stream_and_leave(path, body, headers, once_received))
 
     async def _stream_and_leave(
-        self, path: str, body: dict, headers: dict[str, str], after_parts: int
+        self, path: str, body: dict, headers: dict[str, str], once_received: bytes
     ) -> LeftStream:
         raw = orjson.dumps(body)
         scope = {
@@ -257,7 +263,7 @@ class InProcessGateway:
                 start.update(message)
             elif message["type"] == "http.response.body" and not gone.is_set():
                 parts.append(message.get("body", b""))
-                if len(parts) >= after_parts:
+                if once_received in b"".join(parts):
                     gone.set()
 
         await self.app(scope, receive, send)
