@@ -21,7 +21,8 @@ def inprocess_gateway(seed) -> Iterator[InProcessGateway]:
 
 @pytest.fixture(scope="module")
 def scripted_seed(django_db_setup, django_db_blocker, redis_url) -> Iterator[Seed]:
-    """The usual seed (tests/conftest.py), its backends answered by a scripted upstream.
+    """The usual seed (tests/conftest.py) and a claude-failover model, its backends
+    answered by a scripted upstream.
 
     Seeded once per module and committed (the gateway reads it from its own thread),
     then flushed at the module's end: a flush per test would cost more than the tests.
@@ -30,8 +31,21 @@ def scripted_seed(django_db_setup, django_db_blocker, redis_url) -> Iterator[See
 
     from apps.provisioning.services import config_apply
 
+    document = seed_document(SCRIPTED_UPSTREAM_URL)
+    # Failover onto an Anthropic-native deployment, which the usual seed has no model for.
+    document["models"].append(
+        {
+            "name": "claude-failover",
+            "prices": document["models"][0]["prices"],
+            "deployments": [
+                {"backend": "dead", "upstream_model": "x", "weight": 1000000},
+                {"backend": "fake-anthropic", "upstream_model": "claude-failover", "weight": 1},
+            ],
+        }
+    )
+    document["tenants"][0]["keys"][0]["models"].append("claude-failover")
     with django_db_blocker.unblock():
-        result = config_apply(document=seed_document(SCRIPTED_UPSTREAM_URL))
+        result = config_apply(document=document)
     secrets = {k["name"]: k["secret"] for k in result.keys_created}
     yield Seed(tenant_name="acme", secret=secrets["main"], restricted_secret=secrets["restricted"])
     with django_db_blocker.unblock():

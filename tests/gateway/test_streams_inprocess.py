@@ -378,8 +378,9 @@ def test_a_deployment_that_cannot_be_reached_fails_over_before_the_first_byte(
     scripted_gateway, scripted_seed, route
 ):
     client, backend = ROUTES[route]
+    model, survivor = ("failover-model", "fake/fake-failover")
     if backend is ANTHROPIC_BACKEND:
-        pytest.skip("the seed has no failover model on an Anthropic backend")
+        model, survivor = ("claude-failover", "fake-anthropic/claude-failover")
 
     def handler(deployment, path, body):
         if deployment.backend == "dead":
@@ -387,13 +388,13 @@ def test_a_deployment_that_cannot_be_reached_fails_over_before_the_first_byte(
         return ScriptedAnswer(chunks=backend["stream"]())
 
     gateway = scripted_gateway(handler)
-    seen = client(gateway, scripted_seed.secret, "failover-model")
+    seen = client(gateway, scripted_seed.secret, model)
     assert seen.error is None
     assert seen.text == TEXT
-    assert [c.deployment.backend for c in gateway.upstream.calls] == ["dead", "fake"]
+    assert [c.deployment.label for c in gateway.upstream.calls] == ["dead/x", survivor]
     event = settled(gateway)
     assert event.outcome == "ok"
-    assert event.deployment == "fake/fake-failover"
+    assert event.deployment == survivor
 
 
 # --- chat completions: the usage chunk and stream_options ------------------------------
