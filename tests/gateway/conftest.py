@@ -8,6 +8,8 @@ from tests.gateway.inprocess import Handler, InProcessGateway, ScriptedUpstream
 # Where the seeded backends point when the upstream is scripted: nothing listens there,
 # and nothing is sent there (the scripted upstream answers in its place).
 SCRIPTED_UPSTREAM_URL = "http://scripted-upstream.invalid/v1"
+# The scripted gateways' usage events go to a stream no Celery worker drains.
+USAGE_STREAM = "tollgate:usage:inprocess-tests"
 
 
 @pytest.fixture
@@ -62,7 +64,7 @@ def scripted_gateway(
     gateways: list[InProcessGateway] = []
 
     def make(handler: Handler) -> InProcessGateway:
-        gateways.append(InProcessGateway(ScriptedUpstream(handler)))
+        gateways.append(InProcessGateway(ScriptedUpstream(handler), usage_stream=USAGE_STREAM))
         return gateways[-1]
 
     with django_db_blocker.unblock():

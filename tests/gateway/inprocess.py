@@ -32,12 +32,14 @@ import redis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
+from django.test import override_settings
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from apps.gateway.app import GatewayApp
 from apps.gateway.caches import DeploymentInfo
 from apps.gateway.upstream.client import ReadError, TransportError
 from apps.ledger.events import UsageEvent
+from tests.conftest import wait_until
 
 BASE_URL = "http://gateway"
 # How long a hanging scripted upstream waits for the gateway to close its response
@@ -51,9 +53,9 @@ class ScriptedAnswer:
 
     ``chunks`` are the body's pieces as the gateway reads them (an SSE stream split
     wherever the test likes); ``body`` a whole body instead. ``raise_after=n``: the body
-    breaks off with ``error`` after ``n`` chunks (after reading ``n`` of them as a
-    whole body). ``hang_after=n``: after ``n`` chunks the upstream is still generating
-    and sends nothing more until the gateway closes the response. Headers default to
+    breaks off with ``error`` after ``n`` chunks (a whole-body read breaks off too).
+    ``hang_after=n``: after ``n`` chunks the upstream is still generating and sends
+    nothing more until the gateway closes the response (a whole-body read hangs too). Headers default to
     the content type of an SSE stream (chunks) or of JSON (body). A handler that
     raises a transport error (``ConnectError`` …) fails the request as the real
     client does before any answer."""
@@ -94,12 +96,22 @@ class ScriptedResponse:
         error = self.answer.error
         return error("scripted upstream failure") if isinstance(error, type) else error
 
+    async def _hang(self) -> None:
+        try:
+            await asyncio.wait_for(self._closing.wait(), HANG_LIMIT_S)
+        except TimeoutError:
+            raise ReadError("the scripted upstream hung up") from None
+        raise ReadError("the response was closed")
+
     async def read(self) -> bytes:
         await asyncio.sleep(0)
         pieces = self._pieces()
         if self.answer.raise_after is not None:
             self.chunks_read = self.answer.raise_after
             raise self._error()
+        if self.answer.hang_after is not None:
+            self.chunks_read = self.answer.hang_after
+            await self._hang()
         self.chunks_read = len(pieces)
         return b"".join(pieces)
 
@@ -116,11 +128,7 @@ class ScriptedResponse:
         if answer.raise_after is not None and self.chunks_read >= answer.raise_after:
             raise self._error()
         if answer.hang_after is not None and self.chunks_read >= answer.hang_after:
-            try:
-                await asyncio.wait_for(self._closing.wait(), HANG_LIMIT_S)
-            except TimeoutError:
-                raise ReadError("the scripted upstream hung up") from None
-            raise ReadError("the response was closed")
+            await self._hang()
         pieces = self._pieces()
         if self.chunks_read >= len(pieces):
             raise StopAsyncIteration
@@ -181,13 +189,21 @@ class LeftStream:
 
 
 class InProcessGateway:
-    def __init__(self, upstream: ScriptedUpstream | None = None) -> None:
+    """``usage_stream``: the Redis stream the gateway appends its usage events to (the
+    configured one by default). A stream of its own keeps them from a Celery worker an
+    end-to-end test left running, which would ingest and delete them."""
+
+    def __init__(
+        self, upstream: ScriptedUpstream | None = None, *, usage_stream: str | None = None
+    ) -> None:
         self.loop = asyncio.new_event_loop()
         self.app = GatewayApp()
-        state = self.loop.run_until_complete(self.app.state())
+        self.usage_stream = usage_stream or settings.LEDGER_STREAM
+        # The state reads the stream's name once, when it is made.
+        with override_settings(LEDGER_STREAM=self.usage_stream):
+            state = self.loop.run_until_complete(self.app.state())
         if upstream is not None:
-            self.loop.run_until_complete(state.upstream.close())
-            state.upstream = upstream
+            state.upstream = upstream  # the seam: what the endpoints post through
         self.upstream = upstream
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app), base_url=BASE_URL, timeout=30
@@ -197,7 +213,7 @@ class InProcessGateway:
             transport=httpx2.ASGITransport(app=self.app), base_url=BASE_URL, timeout=30
         )
         self._redis = redis.Redis.from_url(settings.REDIS_URL)
-        newest = self._redis.xrevrange(settings.LEDGER_STREAM, count=1)
+        newest = self._redis.xrevrange(self.usage_stream, count=1)
         self._events_after = newest[0][0] if newest else b"0-0"
 
     def request(
@@ -275,7 +291,7 @@ class InProcessGateway:
 
     def usage_events(self) -> list[UsageEvent]:
         """The usage events appended to the Redis stream since this gateway was made."""
-        entries = self._redis.xrange(settings.LEDGER_STREAM, min=b"(" + self._events_after)
+        entries = self._redis.xrange(self.usage_stream, min=b"(" + self._events_after)
         return [UsageEvent.from_bytes(fields[b"e"]) for _id, fields in entries]
 
     def close(self) -> None:
@@ -290,7 +306,20 @@ class InProcessGateway:
 
 
 def ingest_usage() -> None:
-    """Move the usage events in the Redis stream into the ledger (the worker's task)."""
+    """Move the usage events in the Redis stream into the ledger (the worker's task).
+
+    A Celery worker an end-to-end test left running may hold a batch it read and has not
+    committed yet: returns once the stream is empty, which it is when every event is in
+    the ledger (or the dead letters), whoever ingested it."""
     from apps.ledger.services import usage_ingest
 
-    usage_ingest(consumer="inprocess-tests", max_seconds=30)
+    client = redis.Redis.from_url(settings.REDIS_URL)
+
+    def drained() -> bool:
+        usage_ingest(consumer="inprocess-tests", max_seconds=30)
+        return client.xlen(settings.LEDGER_STREAM) == 0
+
+    try:
+        wait_until(drained, timeout=60)
+    finally:
+        client.close()

@@ -278,6 +278,20 @@ def test_a_whole_stream_reaches_the_client_and_bills_the_upstreams_usage(
 
 
 @route
+def test_a_stream_split_inside_its_events_reaches_the_client_whole(
+    scripted_gateway, scripted_seed, route
+):
+    client, backend = ROUTES[route]
+    whole = b"".join(backend["stream"]())
+    pieces = [whole[i : i + 7] for i in range(0, len(whole), 7)]
+    gateway = scripted_gateway(always(ScriptedAnswer(chunks=pieces)))
+    seen = client(gateway, scripted_seed.secret, backend["model"])
+    assert seen.error is None
+    assert seen.text == TEXT
+    assert settled(gateway).completion_tokens == COMPLETION_TOKENS
+
+
+@route
 def test_a_stream_the_upstream_closes_mid_way_ends_in_an_error_the_client_sees(
     scripted_gateway, scripted_seed, route
 ):
