@@ -1,8 +1,15 @@
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.gateway.inprocess import InProcessGateway
+from tests.conftest import Seed, seed_document
+from tests.gateway.inprocess import Handler, InProcessGateway, ScriptedUpstream
+
+# Where the seeded backends point when the upstream is scripted: nothing listens there,
+# and nothing is sent there (the scripted upstream answers in its place).
+SCRIPTED_UPSTREAM_URL = "http://scripted-upstream.invalid/v1"
+# The scripted gateways' usage events go to a stream no Celery worker drains.
+USAGE_STREAM = "tollgate:usage:inprocess-tests"
 
 
 @pytest.fixture
@@ -15,3 +22,55 @@ def inprocess_gateway(seed, settings) -> Iterator[InProcessGateway]:
     gateway = InProcessGateway()
     yield gateway
     gateway.close()
+
+
+@pytest.fixture(scope="module")
+def scripted_seed(django_db_setup, django_db_blocker, redis_url) -> Iterator[Seed]:
+    """The usual seed (tests/conftest.py) and a claude-failover model, its backends
+    answered by a scripted upstream.
+
+    Seeded once per module and committed (the gateway reads it from its own thread),
+    then flushed at the module's end: a flush per test would cost more than the tests.
+    Only tests that leave the catalog and keys as they found them may share it."""
+    from django.core.management import call_command
+
+    from apps.provisioning.services import config_apply
+
+    document = seed_document(SCRIPTED_UPSTREAM_URL)
+    # Failover onto an Anthropic-native deployment, which the usual seed has no model for.
+    document["models"].append(
+        {
+            "name": "claude-failover",
+            "prices": document["models"][0]["prices"],
+            "deployments": [
+                {"backend": "dead", "upstream_model": "x", "weight": 1000000},
+                {"backend": "fake-anthropic", "upstream_model": "claude-failover", "weight": 1},
+            ],
+        }
+    )
+    document["tenants"][0]["keys"][0]["models"].append("claude-failover")
+    with django_db_blocker.unblock():
+        result = config_apply(document=document)
+    secrets = {k["name"]: k["secret"] for k in result.keys_created}
+    yield Seed(tenant_name="acme", secret=secrets["main"], restricted_secret=secrets["restricted"])
+    with django_db_blocker.unblock():
+        call_command("flush", verbosity=0, interactive=False)
+
+
+@pytest.fixture
+def scripted_gateway(
+    scripted_seed, django_db_blocker
+) -> Iterator[Callable[[Handler], InProcessGateway]]:
+    """``scripted_gateway(handler)``: the gateway app in this process over the scripted
+    seed, its upstream client replaced by a ``ScriptedUpstream`` answering with
+    ``handler``."""
+    gateways: list[InProcessGateway] = []
+
+    def make(handler: Handler) -> InProcessGateway:
+        gateways.append(InProcessGateway(ScriptedUpstream(handler), usage_stream=USAGE_STREAM))
+        return gateways[-1]
+
+    with django_db_blocker.unblock():
+        yield make
+        for gateway in gateways:
+            gateway.close()
