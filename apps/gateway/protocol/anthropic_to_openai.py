@@ -48,8 +48,7 @@ from typing import Any
 import orjson
 
 from .anthropic import TranslationError, messages_sse_event
-from .openai import chat_stream_error, chat_stream_payload
-from .sse import SSEParser
+from .openai import UpstreamChatChunks
 from .stops import StopMatcher, find_stop
 from .tool_arguments import ToolArgumentsStream, parse_tool_arguments
 from .usage import Usage, openai_counts, to_anthropic
@@ -588,9 +587,7 @@ class ChatStreamToMessagesStream:
 
         self._started = False
         self._closed = False
-        self._parser = SSEParser()
-        self._upstream_done = False  # its [DONE] or error arrived
-        self.error: dict | None = None  # the upstream's in-band error
+        self._upstream = UpstreamChatChunks()  # its [DONE] or error ends it
         self.usage: dict | None = None  # the upstream's last usage object
         self.content_chunks = 0  # chunks that produced a content_block_delta
         self._next_index = 0
@@ -659,13 +656,13 @@ class ChatStreamToMessagesStream:
     def complete(self) -> bool:
         """The upstream ended its answer: [DONE], a finish_reason, or our stop sequence."""
         return self.error is None and (
-            self._upstream_done or self.stopped_on_sequence or self._finish_reason is not None
+            self._upstream.ended or self.stopped_on_sequence or self._finish_reason is not None
         )
 
     @property
     def done(self) -> bool:
         """Stop reading: the upstream said its last word, or a stop sequence matched."""
-        return self._upstream_done or self.stopped_on_sequence
+        return self._upstream.ended or self.stopped_on_sequence
 
     # -- event helpers -----------------------------------------------------
 
@@ -769,27 +766,21 @@ class ChatStreamToMessagesStream:
 
     def feed(self, data: bytes) -> bytes:
         """Raw upstream bytes in (b"" once it closed), Anthropic events out."""
-        if self._closed or self._upstream_done:
+        if self._closed or self._upstream.ended:
             return b""
         out = b""
-        for _event, payload in self._parser.feed(data) if data else self._parser.flush():
-            if payload.startswith(b"[DONE]"):
-                self._upstream_done = True
-                break
-            chunk = chat_stream_payload(payload)
-            if chunk is None:
-                continue
-            error = chat_stream_error(chunk)
-            if error is not None:
-                self.error = error
-                self._upstream_done = True
-                break
+        for chunk in self._upstream.read(data):
             piece = self._feed_chunk(chunk)
             if piece:
                 if b"content_block_delta" in piece:
                     self.content_chunks += 1
                 out += piece
         return out
+
+    @property
+    def error(self) -> dict | None:
+        """The upstream's in-band error, if one ended its stream."""
+        return self._upstream.error
 
     def _feed_chunk(self, chunk: dict) -> bytes:
         """Translate one parsed upstream chunk into zero or more Anthropic events."""

@@ -2,7 +2,7 @@
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -589,6 +589,37 @@ def chat_stream_error(chunk: dict[str, Any]) -> dict[str, Any] | None:
         found = chunk["error"]
         return found if isinstance(found, dict) else {"message": str(found)}
     return None
+
+
+class UpstreamChatChunks:
+    """The chunks of an upstream chat-completions stream, read from raw bytes (b"" once
+    it closed): keep-alives and junk are skipped; ``[DONE]`` or an in-band error ends it
+    (``ended``, ``error``), and nothing is read after that. The translating converters
+    read their upstream through one of these."""
+
+    __slots__ = ("_parser", "ended", "error")
+
+    def __init__(self) -> None:
+        self._parser = SSEParser()
+        self.ended = False
+        self.error: dict[str, Any] | None = None
+
+    def read(self, data: bytes) -> Iterator[dict[str, Any]]:
+        if self.ended:
+            return
+        for _event, payload in self._parser.feed(data) if data else self._parser.flush():
+            if payload.startswith(b"[DONE]"):
+                self.ended = True
+                return
+            chunk = chat_stream_payload(payload)
+            if chunk is None:
+                continue
+            error = chat_stream_error(chunk)
+            if error is not None:
+                self.error = error
+                self.ended = True
+                return
+            yield chunk
 
 
 def stream_error_chunk(message: str, error_type: str = "server_error") -> bytes:

@@ -15,13 +15,8 @@ from typing import Any
 
 import orjson
 
-from apps.gateway.protocol.openai import (
-    RequestInvalid,
-    chat_stream_error,
-    chat_stream_payload,
-    check_fields,
-)
-from apps.gateway.protocol.sse import SSEParser, named_event
+from apps.gateway.protocol.openai import RequestInvalid, UpstreamChatChunks, check_fields
+from apps.gateway.protocol.sse import named_event
 from apps.gateway.protocol.usage import count, from_openai, to_responses
 
 _UNSUPPORTED = {
@@ -453,10 +448,8 @@ class ChatStreamToResponseEvents:
 
     def __init__(self, shell: dict) -> None:
         self.response = dict(shell)
-        self._parser = SSEParser()
+        self._upstream = UpstreamChatChunks()
         self._started = self._closed = False
-        self.done = False  # the upstream's [DONE] or error arrived: stop reading
-        self.error: dict | None = None  # the upstream's in-band error
         self.rid = shell["id"].removeprefix("resp_")
         self.sequence = 0
         self.items: list[dict] = []
@@ -470,6 +463,15 @@ class ChatStreamToResponseEvents:
         out = response_event(event_type, {**data, "sequence_number": self.sequence})
         self.sequence += 1
         return out
+
+    @property
+    def done(self) -> bool:
+        """The upstream's [DONE] or in-band error arrived: stop reading."""
+        return self._upstream.ended
+
+    @property
+    def error(self) -> dict | None:
+        return self._upstream.error
 
     @property
     def complete(self) -> bool:
@@ -494,18 +496,7 @@ class ChatStreamToResponseEvents:
         if self._closed or self.done:
             return b""
         out = self.start()
-        for _event, payload in self._parser.feed(data) if data else self._parser.flush():
-            if payload.startswith(b"[DONE]"):
-                self.done = True
-                break
-            chunk = chat_stream_payload(payload)
-            if chunk is None:
-                continue
-            error = chat_stream_error(chunk)
-            if error is not None:
-                self.error = error
-                self.done = True
-                break
+        for chunk in self._upstream.read(data):
             out += self.feed_chunk(chunk)
         return out
 
