@@ -115,13 +115,19 @@ def _mark_blocked(call: MeteredCall) -> None:
     call.event.status = 200  # (a status of 0 would be settled as "ok")
 
 
-async def filter_chat_completion(call: MeteredCall, answer: dict) -> None:
-    """A chat completion (non-stream): results on it, blocked choices withheld."""
-    screen: Screen = call.screen
+def _with_prompt_results(screen: Screen, answer: dict) -> bool:
+    """The prompt's results put on a non-stream answer; whether its completion is to be
+    checked as well."""
     results = screen.prompt_results()
     if results is not None:
         answer["prompt_filter_results"] = results
-    if not screen.policy.completion_active:
+    return screen.policy.completion_active
+
+
+async def filter_chat_completion(call: MeteredCall, answer: dict) -> None:
+    """A chat completion (non-stream): results on it, blocked choices withheld."""
+    screen: Screen = call.screen
+    if not _with_prompt_results(screen, answer):
         return
     blocked = False
     for choice in answer.get("choices") or ():
@@ -140,10 +146,7 @@ async def filter_chat_completion(call: MeteredCall, answer: dict) -> None:
 async def filter_message(call: MeteredCall, message: dict) -> None:
     """An Anthropic Message (non-stream): results on it, withheld with refusal on a block."""
     screen: Screen = call.screen
-    results = screen.prompt_results()
-    if results is not None:
-        message["prompt_filter_results"] = results
-    if not screen.policy.completion_active:
+    if not _with_prompt_results(screen, message):
         return
     verdict = await screen.check_completion(message_text(message))
     if verdict.blocked:
