@@ -291,6 +291,15 @@ def test_a_stream_split_inside_its_events_reaches_the_client_whole(
     assert settled(gateway).completion_tokens == COMPLETION_TOKENS
 
 
+def assert_billed_as_a_broken_stream(event) -> None:
+    """A stream the upstream broke after one word: a 502 failure, billed the one word
+    delivered, as an estimate."""
+    assert event.outcome == "upstream_stream_error"
+    assert event.status == 502
+    assert event.completion_tokens == 1
+    assert event.tokens_estimated is True
+
+
 @route
 def test_a_stream_the_upstream_closes_mid_way_ends_in_an_error_the_client_sees(
     scripted_gateway, scripted_seed, route
@@ -302,10 +311,7 @@ def test_a_stream_the_upstream_closes_mid_way_ends_in_an_error_the_client_sees(
     assert seen.text == WORDS[0]
     assert seen.failure is not None
     event = settled(gateway)
-    assert event.outcome == "upstream_stream_error"
-    assert event.status == 502
-    assert event.completion_tokens == 1  # the one word delivered
-    assert event.tokens_estimated is True
+    assert_billed_as_a_broken_stream(event)
 
 
 @route
@@ -319,10 +325,7 @@ def test_a_stream_whose_connection_breaks_mid_way_ends_in_an_error_the_client_se
     assert seen.text == WORDS[0]
     assert seen.failure is not None
     event = settled(gateway)
-    assert event.outcome == "upstream_stream_error"
-    assert event.status == 502
-    assert event.completion_tokens == 1  # the one word delivered
-    assert event.tokens_estimated is True
+    assert_billed_as_a_broken_stream(event)
 
 
 @route
