@@ -12,6 +12,7 @@ from typing import Any
 from apps.gateway.endpoints.chat import handle_chat_completions
 from apps.gateway.endpoints.count_tokens import handle_count_tokens
 from apps.gateway.endpoints.embeddings import handle_embeddings
+from apps.gateway.endpoints.key import handle_key
 from apps.gateway.endpoints.messages import handle_messages
 from apps.gateway.endpoints.models import handle_models
 from apps.gateway.endpoints.responses import handle_responses
@@ -30,6 +31,7 @@ ROUTES: dict[tuple[str, str], tuple[str, Handler]] = {
     ("POST", "/v1/embeddings"): ("openai", handle_embeddings),
     ("POST", "/v1/responses"): ("openai", handle_responses),
     ("GET", "/v1/models"): ("auto", handle_models),
+    ("GET", "/v1/key"): ("auto", handle_key),
     ("POST", "/v1/messages"): ("anthropic", handle_messages),
     ("POST", "/v1/messages/count_tokens"): ("anthropic", handle_count_tokens),
 }

@@ -43,6 +43,7 @@ class KeyInfo:
     # The effective content policy (tenant default merged with the key's override),
     # compiled once per load; None when every category is off (no filtering work).
     content_policy: EffectivePolicy | None = None
+    name: str = ""
 
     def may_use(self, model_name: str) -> bool:
         return "*" in self.allowed_models or model_name in self.allowed_models
@@ -60,6 +61,7 @@ def _key_info(api_key: ApiKey) -> KeyInfo:
         limits=LimitSpec.from_fields(api_key),
         tenant_limits=LimitSpec.from_fields(api_key.tenant),
         content_policy=content_policy_effective(api_key=api_key),
+        name=api_key.name,
     )
 
 

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from apps.billing.pricing import worst_cost_nanos
 from apps.core.fastredis import FastRedis
 from apps.ledger.events import UsageEvent
-from apps.limits.lua import ADMIT, SETTLE
+from apps.limits.lua import ADMIT, SETTLE, STANDING
 
 # Budget money in Redis is integer nano-USD (each request's exact cost rounded up, see
 # apps.billing.pricing), with 9 million USD of headroom in a 64-bit counter.
@@ -108,6 +108,19 @@ class Admission:
     rate: RateState | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ScopeUse:
+    """What one scope (a key or a tenant) has used now: requests and tokens in the
+    sliding minute, concurrency slots held, and money (nano-USD) settled in the current
+    budget period and reserved by requests still running."""
+
+    requests: int
+    tokens: int
+    concurrent: int
+    spent_nanos: int
+    reserved_nanos: int
+
+
 class LimitExceeded(Exception):
     def __init__(self, reason: str, scope: str, retry_after_ms: int, rate: RateState | None):
         super().__init__(reason)
@@ -125,9 +138,16 @@ class Limiter:
         self._scripts = {
             "admit": redis.register_script(ADMIT),
             "settle": redis.register_script(SETTLE),
+            "standing": redis.register_script(STANDING),
         }
         self._shas = (
-            {"admit": fast.register(ADMIT), "settle": fast.register(SETTLE)} if fast else {}
+            {
+                "admit": fast.register(ADMIT),
+                "settle": fast.register(SETTLE),
+                "standing": fast.register(STANDING),
+            }
+            if fast
+            else {}
         )
 
     async def _run(self, script: str, keys: list, args: list):
@@ -203,6 +223,30 @@ class Limiter:
         if rate.rpm is not None or rate.tpm is not None:
             admission.rate = rate
         return admission
+
+    async def standing(self, *, key) -> dict[str, ScopeUse | None]:
+        """``{"key": …, "tenant": …}``: each scope's use now, read in one round trip
+        without changing anything; None for a scope without limits (nothing is counted
+        for it). Raises Redis' errors."""
+        scopes = [
+            ("key", f"k:{key.id}", key.limits),
+            ("tenant", f"t:{key.tenant_id}", key.tenant_limits),
+        ]
+        counted = [
+            (label, name, spec) for label, name, spec in scopes if spec is not None and spec.active
+        ]
+        standing: dict[str, ScopeUse | None] = {"key": None, "tenant": None}
+        if not counted:
+            return standing
+        now = datetime.now(UTC)
+        keys: list[str] = []
+        for _label, name, spec in counted:
+            keys.extend(scope_keys(name, budget_period_bounds(spec.budget_period, now)[0]))
+        result = await self._run("standing", keys, [])
+        for index, (label, _name, _spec) in enumerate(counted):
+            values = [int(v) for v in result[5 * index : 5 * index + 5]]
+            standing[label] = ScopeUse(*values)
+        return standing
 
     async def settle(self, admission: Admission | None, event: UsageEvent, cost: int = 0) -> None:
         """Replace reservations with the real counts, release the slot and append the

@@ -152,3 +152,34 @@ redis.call('XADD', KEYS[#KEYS], '*', 'e', ARGV[4])
 return 1
 """
 )
+
+# KEYS: 9 per scope. Read-only: nothing expires or changes, so a key looking at its own
+# standing never moves a window. Returns per scope: requests in the window, tokens in the
+# window, concurrency slots held, money settled in the period, money reserved.
+STANDING = r"""
+local WINDOW = 60000
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- The amounts of the entries scored after cutoff, in batches (unpack has a stack limit).
+local function sum(zkey, hkey, cutoff)
+  local total, offset = 0, 0
+  while true do
+    local ids = redis.call('ZRANGEBYSCORE', zkey, '(' .. cutoff, '+inf', 'LIMIT', offset, 500)
+    if #ids == 0 then return total end
+    local amounts = redis.call('HMGET', hkey, unpack(ids))
+    for i = 1, #amounts do total = total + (tonumber(amounts[i]) or 0) end
+    offset = offset + #ids
+  end
+end
+local out = {}
+for s = 1, #KEYS / 9 do
+  local k = (s - 1) * 9
+  local requests = redis.call('ZCOUNT', KEYS[k+1], '(' .. (now - WINDOW), '+inf')
+  local tokens = sum(KEYS[k+2], KEYS[k+3], now - WINDOW)
+  local slots = redis.call('ZCOUNT', KEYS[k+5], '(' .. now, '+inf')
+  local reserved = sum(KEYS[k+7], KEYS[k+8], now)
+  table.insert(out, requests); table.insert(out, tostring(tokens)); table.insert(out, slots)
+  table.insert(out, redis.call('GET', KEYS[k+6]) or '0'); table.insert(out, tostring(reserved))
+end
+return out
+"""
