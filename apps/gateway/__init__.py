@@ -33,8 +33,8 @@ Django apps), never from one below it, so there is no import circle
     model resolution, request parsing; content filtering of one call.
 ``endpoints/``
     One module per route family: chat (with ``chat_anthropic`` for Anthropic-native
-    deployments), messages, count_tokens, responses, embeddings, models; ``stream``,
-    the one driver of every stream converter, below them all.
+    deployments), messages, count_tokens, responses, embeddings, models, key (a key's
+    own standing); ``stream``, the one driver of every stream converter, below them all.
 ``app``
     ``GatewayApp``: the route table and the dispatch, nothing else.
 """
