@@ -105,6 +105,10 @@ def test_a_budget_reads_as_exact_decimal_strings(inprocess_gateway, limited):
     )
 
 
+def test_the_keys_budget_period_reads_as_its_limit_reset(inprocess_gateway, limited):
+    assert standing(inprocess_gateway, bearer(limited.secret))["limit_reset"] == "monthly"
+
+
 def test_the_tenants_budget_reads_with_its_period(inprocess_gateway, limited):
     budget = standing(inprocess_gateway, bearer(limited.secret))["limits"]["tenant"]["budget"]
     assert (budget["amount"], budget["period"]) == ("100.000000000", "daily")

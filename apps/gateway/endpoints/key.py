@@ -94,6 +94,7 @@ def key_standing(key: KeyInfo, standing: dict[str, ScopeUse | None] | None) -> d
             "limit": budget["amount"] if budget else None,
             "usage": budget["spent"] if budget else None,
             "limit_remaining": budget["remaining"] if budget else None,
+            "limit_reset": budget["period"] if budget else None,
             "is_free_tier": False,
             "limits": {"key": key_scope, "tenant": tenant_scope},
             # Prepaid balances do not exist yet.
