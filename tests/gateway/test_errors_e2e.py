@@ -238,6 +238,7 @@ ROUTES = [
     ("GET", "/v1/models"),
     ("GET", "/v1/models/test-model"),
     ("GET", "/v1/models/%00"),
+    ("GET", "/v1/key"),
     ("POST", "/v1/messages"),
     ("POST", "/v1/messages/count_tokens"),
     ("POST", "/v1/embeddings"),
