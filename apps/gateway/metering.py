@@ -37,14 +37,24 @@ def record(event: UsageEvent, usage: Usage) -> None:
     event.prompt_tokens = usage.prompt
     event.completion_tokens = usage.completion
     event.cached_tokens = usage.cached
+    event.cache_write_5m_tokens = usage.cache_write_5m
+    event.cache_write_1h_tokens = usage.cache_write_1h
+    event.reasoning_tokens = usage.reasoning
+    event.service_tier = usage.service_tier
     if not usage.reported:
         event.tokens_estimated = True
 
 
-def meter_chat(event: UsageEvent, body: dict, usage: object, completion_estimate: int) -> None:
+def meter_chat(
+    event: UsageEvent,
+    body: dict,
+    usage: object,
+    completion_estimate: int,
+    service_tier: object = None,
+) -> None:
     """A chat completion (or stream) with an OpenAI usage object: the prompt estimate is
-    the chat request's."""
-    mapped = from_openai(usage)
+    the chat request's; ``service_tier`` is the answer's (beside its usage)."""
+    mapped = from_openai(usage, service_tier)
     if mapped is None:
         mapped = Usage(estimate_prompt_tokens(body), completion_estimate, reported=False)
     record(event, mapped)

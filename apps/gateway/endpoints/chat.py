@@ -101,7 +101,11 @@ async def _relay_once(
     answer = parse_chat_completion(raw)
     answer["model"] = model.name
     meter_chat(
-        call.event, body, answer.get("usage"), estimate_text_tokens(chat_answer_text(answer))
+        call.event,
+        body,
+        answer.get("usage"),
+        estimate_text_tokens(chat_answer_text(answer)),
+        answer.get("service_tier"),
     )
     if call.screen is not None:
         await filter_chat_completion(call, answer)

@@ -207,7 +207,7 @@ def _translated_message(
     )
     billed = meter(
         call.event,
-        from_openai(answer.get("usage")),
+        from_openai(answer.get("usage"), answer.get("service_tier")),
         request.prompt_estimate,
         lambda: estimate_text_tokens(_text_of(message)),
     )

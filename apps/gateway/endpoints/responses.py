@@ -95,7 +95,13 @@ async def _answer(call: MeteredCall, chat: dict, shell: dict, answer: dict, stre
     message = choice.get("message") or {}
     calls = message.get("tool_calls") or []
     text = chat_answer_text(answer) + _calls_text(calls)
-    meter_chat(call.event, chat, answer.get("usage"), estimate_text_tokens(text))
+    meter_chat(
+        call.event,
+        chat,
+        answer.get("usage"),
+        estimate_text_tokens(text),
+        answer.get("service_tier"),
+    )
     if call.screen is not None:
         await filter_chat_completion(call, answer)
     if not stream:

@@ -17,7 +17,7 @@ import orjson
 
 from apps.gateway.protocol.openai import RequestInvalid, UpstreamChatChunks, check_fields
 from apps.gateway.protocol.sse import named_event
-from apps.gateway.protocol.usage import count, from_openai, to_responses
+from apps.gateway.protocol.usage import from_openai, to_responses
 
 _UNSUPPORTED = {
     "previous_response_id": "Stored responses are not kept here: send the whole input.",
@@ -286,11 +286,7 @@ def responses_to_chat_request(body: Any) -> dict[str, Any]:
 
 def response_usage(usage: dict | None) -> dict[str, Any] | None:
     mapped = from_openai(usage)
-    if mapped is None:
-        return None
-    details = usage.get("completion_tokens_details")  # type: ignore[union-attr]
-    reasoning = count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
-    return to_responses(mapped, reasoning or 0)
+    return None if mapped is None else to_responses(mapped)
 
 
 def response_shell(response_id: str, model: str, request: dict, created_at: int) -> dict:
