@@ -11,7 +11,7 @@ computing it costs CPU the common case does not need, as a function of no argume
 from collections.abc import Callable
 
 from apps.gateway.protocol.openai import estimate_prompt_tokens
-from apps.gateway.protocol.usage import Usage, count, from_openai
+from apps.gateway.protocol.usage import Usage, count, from_openai, tier
 from apps.ledger.events import UsageEvent
 
 Estimate = int | Callable[[], int]
@@ -75,10 +75,15 @@ def meter_stream(
     completion: int | None,
     prompt_estimate: Estimate,
     delivered: int,
+    cache_writes: tuple[int, int] = (0, 0),
+    reasoning: int = 0,
+    service_tier: object = None,
 ) -> None:
     """A stream: the prompt as reported, else estimated; the completion as reported
     (``None`` when the stream did not end with the upstream's final usage, e.g. cut short
-    by a client gone or an upstream failure), else the content events delivered."""
+    by a client gone or an upstream failure), else the content events delivered.
+    ``cache_writes`` (5m, 1h) and ``reasoning`` are the counts the upstream reported
+    (``protocol.usage``), ``service_tier`` as it said it."""
     estimated = prompt is None or completion is None
     record(
         event,
@@ -87,5 +92,9 @@ def meter_stream(
             delivered if completion is None else completion,
             cached or 0,
             reported=not estimated,
+            cache_write_5m=cache_writes[0],
+            cache_write_1h=cache_writes[1],
+            reasoning=0 if completion is None else min(reasoning, completion),
+            service_tier=tier(service_tier),
         ),
     )

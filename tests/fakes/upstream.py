@@ -16,7 +16,7 @@ Behaviour is steered by directives in the user/system messages:
   "#input_tokens=N" (its input_tokens), "#service_tier=X" (usage.service_tier);
 - chat route: "#prompt_tokens=N" and "#cached=N" (the usage's prompt and cached counts),
   "#reasoning=N" (completion_tokens_details.reasoning_tokens), "#service_tier=X" (the
-  non-stream answer's),
+  answer's, and every stream chunk's),
   "#omit=completion_tokens,prompt_tokens_details" (usage without those fields);
 - tools: "#tool_calls=N" calls a tool until the conversation holds N tool results
   (default 1), then answers; a tool call cut by max_tokens (below the 5 tokens a call
@@ -321,6 +321,8 @@ async def _stream(request, body, directives, words, tool_calls, finished, usage,
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
+    if "service_tier" in directives:
+        base["service_tier"] = directives["service_tier"]
     include_usage = (
         (body.get("stream_options") or {}).get("include_usage")
         and "no_usage" not in directives

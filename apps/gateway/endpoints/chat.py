@@ -127,7 +127,7 @@ async def _relay_stream(
         delivered = relay.content_chunks
         if flt is not None and flt.guard is not None:
             delivered = flt.guard.delivered_text_items
-        meter_chat(call.event, body, relay.usage, delivered)
+        meter_chat(call.event, body, relay.usage, delivered, relay.service_tier)
 
     def blocked_tail() -> bytes:
         return blocked_chat_tail(

@@ -128,7 +128,9 @@ async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: 
         said = "".join(converter.text) + "".join(
             i["arguments"] for i in converter.items if i["type"] == "function_call"
         )
-        meter_chat(call.event, chat, converter.usage, estimate_text_tokens(said))
+        meter_chat(
+            call.event, chat, converter.usage, estimate_text_tokens(said), converter.service_tier
+        )
 
     async with _chat_upstream(call, model, chat, stream=True) as (response, _deployment):
         if "text/event-stream" not in response.headers.get("Content-Type", ""):

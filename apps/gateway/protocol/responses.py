@@ -454,6 +454,7 @@ class ChatStreamToResponseEvents:
         self.calls: dict[int, int] = {}  # chat tool_call index -> output index
         self.finish_reason: str | None = None
         self.usage: dict | None = None
+        self.service_tier: object = None  # the usage chunk's (unchecked: usage.tier)
 
     def _ev(self, event_type: str, **data: Any) -> bytes:
         out = response_event(event_type, {**data, "sequence_number": self.sequence})
@@ -501,6 +502,7 @@ class ChatStreamToResponseEvents:
         out: list[bytes] = []
         if isinstance(chunk.get("usage"), dict):
             self.usage = chunk["usage"]
+            self.service_tier = chunk.get("service_tier")
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue

@@ -166,17 +166,33 @@ def from_anthropic_counts(
     service_tier: Any = None,
 ) -> Usage:
     """``cache_creation`` is Anthropic's object splitting the cache writes by TTL."""
-    write = cache_write or 0
-    write_1h = min(_detail(cache_creation, "ephemeral_1h_input_tokens"), write)
+    write_5m, write_1h = anthropic_cache_writes(cache_write, cache_creation)
     return Usage(
         anthropic_prompt(input_tokens, cache_write, cache_read),
         output_tokens,
         cache_read or 0,
-        write,
-        cache_write_5m=write - write_1h,
+        cache_write or 0,
+        cache_write_5m=write_5m,
         cache_write_1h=write_1h,
         service_tier=tier(service_tier),
     )
+
+
+def anthropic_cache_writes(cache_write: int | None, cache_creation: Any) -> tuple[int, int]:
+    """(5m, 1h) cache writes: the 1h count of the ``cache_creation`` object, the rest of
+    ``cache_creation_input_tokens`` 5m (the only TTL before the object existed), so the
+    two always add up to the total the prompt counts."""
+    write = cache_write or 0
+    write_1h = min(_detail(cache_creation, "ephemeral_1h_input_tokens"), write)
+    return write - write_1h, write_1h
+
+
+def openai_reasoning(usage: Any, completion: int | None) -> int:
+    """The reasoning tokens of an OpenAI chat usage object (within its completion)."""
+    if not isinstance(usage, dict):
+        return 0
+    reasoning = _detail(usage.get("completion_tokens_details"), "reasoning_tokens")
+    return reasoning if completion is None else min(reasoning, completion)
 
 
 def from_anthropic(usage: Any) -> Usage | None:
