@@ -133,8 +133,9 @@ def _openai_usage(
 ) -> Usage:
     if input_details is None and output_details is None and service_tier is None:
         return Usage(prompt, completion)  # vLLM, llama.cpp: nothing more to read
-    # Subsets of what they detail: an upstream saying more is not believed beyond it.
-    cached = min(_detail(input_details, "cached_tokens"), prompt)
+    # Cached tokens stay as said (pricing bounds them); reasoning, priced nowhere yet, is
+    # kept within the completion it is part of.
+    cached = _detail(input_details, "cached_tokens")
     reasoning = min(_detail(output_details, "reasoning_tokens"), completion)
     return Usage(prompt, completion, cached, reasoning=reasoning, service_tier=tier(service_tier))
 
