@@ -30,6 +30,12 @@ class UsageEvent:
     latency_ms: int = 0
     ttft_ms: int | None = None
     content_filter: dict[str, Any] | None = field(default=None)
+    # Token classes added later than the rest: an older event lacks them and still decodes.
+    # cache_write_* are inside prompt_tokens, reasoning_tokens inside completion_tokens.
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
+    service_tier: str | None = None
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self)  # orjson serialises dataclasses natively, ~50x asdict

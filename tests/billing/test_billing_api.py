@@ -4,6 +4,7 @@ figure equal to the ledger, and never another tenant's data."""
 import csv
 import io
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -158,6 +159,31 @@ def test_records_csv_equals_the_ledger(usage):
     assert [r["request_id"] for r in rows] == [r.request_id for r in records]
     assert [Decimal(r["cost"]) for r in rows] == [r.cost for r in records]
     assert sum(int(r["prompt_tokens"]) for r in rows) == ledger(usage.acme)["input"]
+
+
+def test_records_csv_shows_every_token_class_of_a_record(world):
+    record = replace(
+        event(world.acme_key, "2026-02-10 09:00:01", prompt=100, completion=10),
+        cache_write_5m_tokens=6,
+        cache_write_1h_tokens=4,
+        reasoning_tokens=3,
+        service_tier="priority",
+    )
+    ingest(record)
+    response = api(world.acme_token).get(
+        "/api/v1/usage/records.csv", {"start_time": FEB, "end_time": MAR}
+    )
+    (row,) = csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode()))
+    shown = {name: row[name] for name in CLASSES}
+    assert shown == {
+        "cache_write_5m_tokens": "6",
+        "cache_write_1h_tokens": "4",
+        "reasoning_tokens": "3",
+        "service_tier": "priority",
+    }
+
+
+CLASSES = ("cache_write_5m_tokens", "cache_write_1h_tokens", "reasoning_tokens", "service_tier")
 
 
 def test_rollups_csv_equals_the_ledger(usage):

@@ -12,8 +12,11 @@ Behaviour is steered by directives in the user/system messages:
   "#chunks" words when both are given) and "#sayrev=uoy_llik" (the same, written reversed
   so the prompt itself reads as nothing);
 - Anthropic route: "#cache_read=N" and "#cache_create=N" (cache token counts in its usage),
-  "#input_tokens=N" (its input_tokens);
+  "#cache_create_1h=N" (N of those written with the 1-hour TTL: usage.cache_creation),
+  "#input_tokens=N" (its input_tokens), "#service_tier=X" (usage.service_tier);
 - chat route: "#prompt_tokens=N" and "#cached=N" (the usage's prompt and cached counts),
+  "#reasoning=N" (completion_tokens_details.reasoning_tokens), "#service_tier=X" (the
+  answer's, and every stream chunk's),
   "#omit=completion_tokens,prompt_tokens_details" (usage without those fields);
 - tools: "#tool_calls=N" calls a tool until the conversation holds N tool results
   (default 1), then answers; a tool call cut by max_tokens (below the 5 tokens a call
@@ -264,6 +267,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
             "prompt_tokens_details": {"cached_tokens": int(directives.get("cached", "0"))},
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if "reasoning" in directives:
+            usage["completion_tokens_details"] = {"reasoning_tokens": int(directives["reasoning"])}
         for field in directives.get("omit", "").split(","):
             usage.pop(field, None)
         cid, created, model = "chatcmpl-" + uuid.uuid4().hex[:10], int(time.time()), body["model"]
@@ -289,6 +294,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
                 "model": model,
                 "choices": choices,
             }
+            if "service_tier" in directives:
+                answer["service_tier"] = directives["service_tier"]
             if "no_usage" not in directives:
                 answer["usage"] = usage
             STATE["completed"] += 1
@@ -314,6 +321,8 @@ async def _stream(request, body, directives, words, tool_calls, finished, usage,
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
+    if "service_tier" in directives:
+        base["service_tier"] = directives["service_tier"]
     include_usage = (
         (body.get("stream_options") or {}).get("include_usage")
         and "no_usage" not in directives
@@ -581,6 +590,14 @@ async def messages(request: web.Request) -> web.StreamResponse:
                 directives, text_words + (7 if stop_reason == "tool_use" else 0)
             ),
         }
+        if "cache_create_1h" in directives:
+            hour = int(directives["cache_create_1h"])
+            usage["cache_creation"] = {
+                "ephemeral_5m_input_tokens": usage["cache_creation_input_tokens"] - hour,
+                "ephemeral_1h_input_tokens": hour,
+            }
+        if "service_tier" in directives:
+            usage["service_tier"] = directives["service_tier"]
         message = {
             "id": "msg_" + uuid.uuid4().hex[:20],
             "type": "message",

@@ -499,3 +499,54 @@ def test_a_chat_stream_whose_client_set_stream_options_gets_the_refusal(
     seen = chat(gateway, scripted_seed.secret, "test-model", stream_options={"include_usage": True})
     assert isinstance(seen.error, openai.BadRequestError)
     assert len(gateway.upstream.calls) == 1
+
+
+# --- token classes ------------------------------------------------------------------------
+
+
+def chat_stream_with_classes() -> list[bytes]:
+    """An OpenAI stream whose usage chunk details reasoning tokens and names its tier."""
+    *head, _usage, done = chat_stream()
+    usage = {**OPENAI_USAGE, "completion_tokens_details": {"reasoning_tokens": 2}}
+    return [*head, chat_chunk(usage=usage, service_tier="flex"), done]
+
+
+def message_stream_with_classes() -> list[bytes]:
+    """An Anthropic stream whose message_start writes the cache with both TTLs."""
+    message = anthropic_message([])
+    message["usage"] = {
+        **message["usage"],
+        "cache_creation_input_tokens": 5,
+        "cache_creation": {"ephemeral_5m_input_tokens": 3, "ephemeral_1h_input_tokens": 2},
+        "service_tier": "priority",
+    }
+    return [event("message_start", {"message": message}), *message_stream()[1:]]
+
+
+# route → (the stream its backend sends, the classes its usage event carries)
+CLASSES = {
+    "chat": (chat_stream_with_classes, {"reasoning_tokens": 2, "service_tier": "flex"}),
+    "messages-translated": (
+        chat_stream_with_classes,
+        {"reasoning_tokens": 2, "service_tier": "flex"},
+    ),
+    "responses": (chat_stream_with_classes, {"reasoning_tokens": 2, "service_tier": "flex"}),
+    "chat-over-anthropic": (
+        message_stream_with_classes,
+        {"cache_write_5m_tokens": 3, "cache_write_1h_tokens": 2, "service_tier": "priority"},
+    ),
+    "messages-native": (
+        message_stream_with_classes,
+        {"cache_write_5m_tokens": 3, "cache_write_1h_tokens": 2, "service_tier": "priority"},
+    ),
+}
+
+
+@route
+def test_a_stream_bills_the_token_classes_its_usage_reports(scripted_gateway, scripted_seed, route):
+    client, backend = ROUTES[route]
+    stream, classes = CLASSES[route]
+    gateway = scripted_gateway(always(ScriptedAnswer(chunks=stream())))
+    client(gateway, scripted_seed.secret, backend["model"])
+    event = settled(gateway)
+    assert {name: getattr(event, name) for name in classes} == classes

@@ -4,6 +4,7 @@ import os
 import signal
 from dataclasses import replace
 
+import orjson
 import pytest
 from django.conf import settings
 
@@ -121,3 +122,35 @@ def test_a_worker_killed_mid_batch_loses_nothing(seed, clean_stream, server_env)
     finally:
         survivor.stop()
     assert UsageRecord.objects.filter(request_id__startswith="req_kill_").count() == 2000
+
+
+def test_an_event_from_before_the_new_token_classes_still_lands(seed, clean_stream):
+    key = ApiKey.objects.get(name="main")
+    old = orjson.loads(event_for(key, "req_old").to_bytes())
+    for name in ("cache_write_5m_tokens", "cache_write_1h_tokens", "reasoning_tokens"):
+        del old[name]
+    del old["service_tier"]
+    clean_stream.xadd(settings.LEDGER_STREAM, {"e": orjson.dumps(old)})
+    usage_ingest(consumer="t1")
+    assert UsageRecord.objects.get(request_id="req_old").reasoning_tokens == 0
+
+
+def test_an_event_lands_with_its_token_classes(seed, clean_stream):
+    key = ApiKey.objects.get(name="main")
+    append(
+        clean_stream,
+        event_for(
+            key,
+            "req_classes",
+            cache_write_5m_tokens=3,
+            cache_write_1h_tokens=2,
+            reasoning_tokens=4,
+            service_tier="priority",
+        ),
+    )
+    usage_ingest(consumer="t1")
+    record = UsageRecord.objects.get(request_id="req_classes")
+    assert record.cache_write_5m_tokens == 3
+    assert record.cache_write_1h_tokens == 2
+    assert record.reasoning_tokens == 4
+    assert record.service_tier == "priority"

@@ -101,7 +101,11 @@ async def _relay_once(
     answer = parse_chat_completion(raw)
     answer["model"] = model.name
     meter_chat(
-        call.event, body, answer.get("usage"), estimate_text_tokens(chat_answer_text(answer))
+        call.event,
+        body,
+        answer.get("usage"),
+        estimate_text_tokens(chat_answer_text(answer)),
+        answer.get("service_tier"),
     )
     if call.screen is not None:
         await filter_chat_completion(call, answer)
@@ -123,7 +127,7 @@ async def _relay_stream(
         delivered = relay.content_chunks
         if flt is not None and flt.guard is not None:
             delivered = flt.guard.delivered_text_items
-        meter_chat(call.event, body, relay.usage, delivered)
+        meter_chat(call.event, body, relay.usage, delivered, relay.service_tier)
 
     def blocked_tail() -> bytes:
         return blocked_chat_tail(

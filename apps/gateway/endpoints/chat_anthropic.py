@@ -139,4 +139,6 @@ def _settle_stream_usage(
         completion=converter.completion_tokens if converter.final_usage else None,
         prompt_estimate=lambda: estimate_prompt_tokens(body),
         delivered=converter.content_deltas,
+        cache_writes=converter.cache_writes(),
+        service_tier=converter.service_tier,
     )

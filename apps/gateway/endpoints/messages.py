@@ -207,7 +207,7 @@ def _translated_message(
     )
     billed = meter(
         call.event,
-        from_openai(answer.get("usage")),
+        from_openai(answer.get("usage"), answer.get("service_tier")),
         request.prompt_estimate,
         lambda: estimate_text_tokens(_text_of(message)),
     )
@@ -247,6 +247,8 @@ async def _relay_native_stream(
             completion=completion if relay.finished else None,
             prompt_estimate=request.prompt_estimate,
             delivered=max(completion or 0, relay.content_deltas),
+            cache_writes=relay.cache_writes(),
+            service_tier=relay.service_tier,
         )
 
     await relay_stream(
@@ -286,6 +288,8 @@ async def _relay_translated_stream(
             completion=converter.completion_tokens if prompt is not None else None,
             prompt_estimate=request.prompt_estimate,
             delivered=converter.content_chunks,
+            reasoning=converter.reasoning_tokens,
+            service_tier=converter.service_tier,
         )
 
     def bill_what_the_client_was_told() -> None:

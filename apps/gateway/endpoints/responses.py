@@ -95,7 +95,13 @@ async def _answer(call: MeteredCall, chat: dict, shell: dict, answer: dict, stre
     message = choice.get("message") or {}
     calls = message.get("tool_calls") or []
     text = chat_answer_text(answer) + _calls_text(calls)
-    meter_chat(call.event, chat, answer.get("usage"), estimate_text_tokens(text))
+    meter_chat(
+        call.event,
+        chat,
+        answer.get("usage"),
+        estimate_text_tokens(text),
+        answer.get("service_tier"),
+    )
     if call.screen is not None:
         await filter_chat_completion(call, answer)
     if not stream:
@@ -122,7 +128,9 @@ async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: 
         said = "".join(converter.text) + "".join(
             i["arguments"] for i in converter.items if i["type"] == "function_call"
         )
-        meter_chat(call.event, chat, converter.usage, estimate_text_tokens(said))
+        meter_chat(
+            call.event, chat, converter.usage, estimate_text_tokens(said), converter.service_tier
+        )
 
     async with _chat_upstream(call, model, chat, stream=True) as (response, _deployment):
         if "text/event-stream" not in response.headers.get("Content-Type", ""):

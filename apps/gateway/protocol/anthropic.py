@@ -16,7 +16,7 @@ import orjson
 
 from .bounds import TokenBounds, json_bytes, text_bytes
 from .sse import SSEParser, named_event
-from .usage import anthropic_prompt, count, from_anthropic
+from .usage import anthropic_cache_writes, anthropic_prompt, count, from_anthropic
 
 __all__ = [
     "ANTHROPIC_ERROR_TYPES",
@@ -742,6 +742,8 @@ class MessagesStreamRelay:
     __slots__ = (
         "public_model",
         "usage",
+        "cache_creation",
+        "service_tier",
         "final_usage",
         "content_deltas",
         "stopped",
@@ -755,6 +757,8 @@ class MessagesStreamRelay:
     def __init__(self, public_model: str) -> None:
         self.public_model = public_model
         self.usage: dict[str, int] = {}
+        self.cache_creation: object = None  # the cache writes by TTL, as the upstream said
+        self.service_tier: object = None
         self.final_usage = False  # message_delta carried output_tokens
         self.content_deltas = 0
         self.stopped = False  # message_stop seen
@@ -817,6 +821,12 @@ class MessagesStreamRelay:
         completion = usage.get("output_tokens") if self.final_usage else None
         return prompt, completion, cached
 
+    def cache_writes(self) -> tuple[int, int]:
+        """(5m, 1h) cache writes as far as the upstream told us."""
+        return anthropic_cache_writes(
+            self.usage.get("cache_creation_input_tokens"), self.cache_creation
+        )
+
     def _observe(self, event: bytes | None, payload: bytes) -> None:
         if event == b"content_block_delta":
             self.content_deltas += 1
@@ -841,6 +851,10 @@ class MessagesStreamRelay:
                 for key in _USAGE_KEYS:
                     if (n := count(usage.get(key))) is not None:
                         self.usage[key] = n
+                if isinstance(usage.get("cache_creation"), dict):
+                    self.cache_creation = usage["cache_creation"]
+                if usage.get("service_tier") is not None:
+                    self.service_tier = usage["service_tier"]
                 if event == b"message_delta" and _is_int(usage.get("output_tokens")):
                     self.final_usage = True
 

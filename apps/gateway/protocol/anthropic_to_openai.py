@@ -51,7 +51,7 @@ from .anthropic import TranslationError, messages_sse_event
 from .openai import UpstreamChatChunks
 from .stops import StopMatcher, find_stop
 from .tool_arguments import ToolArgumentsStream, parse_tool_arguments
-from .usage import Usage, openai_counts, to_anthropic
+from .usage import Usage, openai_counts, openai_reasoning, to_anthropic
 
 __all__ = [
     "ChatStreamToMessagesStream",
@@ -604,6 +604,7 @@ class ChatStreamToMessagesStream:
         self._prompt_tokens: int | None = None
         self._completion_tokens: int | None = None
         self._cached_tokens: int | None = None
+        self.service_tier: object = None  # the usage chunk's
         self._stop_reason: str | None = None
         self._stop_sequence: str | None = None
         self.dropped_argument_fragments = 0
@@ -621,6 +622,10 @@ class ChatStreamToMessagesStream:
     @property
     def cached_tokens(self) -> int | None:
         return self._cached_tokens
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return openai_reasoning(self.usage, self._completion_tokens)
 
     @property
     def output_tokens(self) -> int:
@@ -794,6 +799,7 @@ class ChatStreamToMessagesStream:
             if cached is not None:
                 self._cached_tokens = cached
             self.usage = usage
+            self.service_tier = chunk.get("service_tier")
         out = self.start()
         if self.stopped_on_sequence:
             return out

@@ -644,6 +644,7 @@ class ChatStreamRelay:
         "public_model",
         "client_wants_usage",
         "usage",
+        "service_tier",
         "content_chunks",
         "finish_reasons",
         "done",
@@ -665,6 +666,7 @@ class ChatStreamRelay:
         self.stream_id = stream_id  # for the chunks we add when the upstream named none
         self.client_wants_usage = client_wants_usage
         self.usage: dict[str, Any] | None = None
+        self.service_tier: object = None  # the usage chunk's (unchecked: usage.tier)
         self.content_chunks = 0
         self.finish_reasons: dict[int, str] = {}
         self.done = False
@@ -717,6 +719,7 @@ class ChatStreamRelay:
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self.usage = usage
+            self.service_tier = chunk.get("service_tier")
         choices = chunk.get("choices")
         if not isinstance(choices, list):
             choices = []

@@ -28,7 +28,14 @@ import orjson
 from .anthropic import TranslationError
 from .openai import scrub_upstream_text, stream_error_chunk
 from .sse import SSEParser
-from .usage import Usage, anthropic_counts, anthropic_prompt, from_anthropic_counts, to_openai
+from .usage import (
+    Usage,
+    anthropic_cache_writes,
+    anthropic_counts,
+    anthropic_prompt,
+    from_anthropic_counts,
+    to_openai,
+)
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -440,6 +447,8 @@ class MessagesStreamToChatStream:
         self._output_tokens: int | None = None
         self._cache_read: int | None = None
         self._cache_creation: int | None = None
+        self._cache_creation_ttl: object = None  # usage.cache_creation, as the upstream said
+        self.service_tier: object = None
         self._stop_reason: str | None = None
         self._finish_sent = False
 
@@ -458,6 +467,10 @@ class MessagesStreamToChatStream:
     @property
     def cached_tokens(self) -> int | None:
         return self._cache_read
+
+    def cache_writes(self) -> tuple[int, int]:
+        """(5m, 1h) cache writes as far as the upstream told us."""
+        return anthropic_cache_writes(self._cache_creation, self._cache_creation_ttl)
 
     @property
     def stop_reason(self) -> str | None:
@@ -531,6 +544,10 @@ class MessagesStreamToChatStream:
             self._cache_read = read
         if write is not None:
             self._cache_creation = write
+        if isinstance(usage.get("cache_creation"), dict):
+            self._cache_creation_ttl = usage["cache_creation"]
+        if usage.get("service_tier") is not None:
+            self.service_tier = usage["service_tier"]
 
     def _tool_delta(self, tool_index: int, function: dict, **extra: Any) -> bytes:
         return self._chunk({"tool_calls": [{"index": tool_index, **extra, "function": function}]})

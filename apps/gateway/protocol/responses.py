@@ -17,7 +17,7 @@ import orjson
 
 from apps.gateway.protocol.openai import RequestInvalid, UpstreamChatChunks, check_fields
 from apps.gateway.protocol.sse import named_event
-from apps.gateway.protocol.usage import count, from_openai, to_responses
+from apps.gateway.protocol.usage import from_openai, to_responses
 
 _UNSUPPORTED = {
     "previous_response_id": "Stored responses are not kept here: send the whole input.",
@@ -286,11 +286,7 @@ def responses_to_chat_request(body: Any) -> dict[str, Any]:
 
 def response_usage(usage: dict | None) -> dict[str, Any] | None:
     mapped = from_openai(usage)
-    if mapped is None:
-        return None
-    details = usage.get("completion_tokens_details")  # type: ignore[union-attr]
-    reasoning = count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
-    return to_responses(mapped, reasoning or 0)
+    return None if mapped is None else to_responses(mapped)
 
 
 def response_shell(response_id: str, model: str, request: dict, created_at: int) -> dict:
@@ -458,6 +454,7 @@ class ChatStreamToResponseEvents:
         self.calls: dict[int, int] = {}  # chat tool_call index -> output index
         self.finish_reason: str | None = None
         self.usage: dict | None = None
+        self.service_tier: object = None  # the usage chunk's (unchecked: usage.tier)
 
     def _ev(self, event_type: str, **data: Any) -> bytes:
         out = response_event(event_type, {**data, "sequence_number": self.sequence})
@@ -505,6 +502,7 @@ class ChatStreamToResponseEvents:
         out: list[bytes] = []
         if isinstance(chunk.get("usage"), dict):
             self.usage = chunk["usage"]
+            self.service_tier = chunk.get("service_tier")
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue

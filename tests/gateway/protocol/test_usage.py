@@ -41,7 +41,7 @@ def test_an_anthropic_usage_counts_cache_reads_and_writes_inside_the_prompt():
         "cache_creation_input_tokens": 10,
         "cache_read_input_tokens": 40,
     }
-    assert from_anthropic(usage) == Usage(53, 2, cached=40, cache_write=10)
+    assert from_anthropic(usage) == Usage(53, 2, cached=40, cache_write=10, cache_write_5m=10)
 
 
 @pytest.mark.parametrize("value", HOSTILE_COUNTS, ids=repr)
