@@ -29,11 +29,11 @@ class UsageRecord(models.Model):
     tokens_estimated = models.BooleanField(default=False)
     # Inside prompt_tokens (cache writes by TTL) and completion_tokens (reasoning), as
     # cached_tokens is inside prompt_tokens.
-    cache_write_5m_tokens = models.PositiveIntegerField(default=0)
-    cache_write_1h_tokens = models.PositiveIntegerField(default=0)
-    reasoning_tokens = models.PositiveIntegerField(default=0)
+    cache_write_5m_tokens = models.PositiveIntegerField(default=0, db_default=0)
+    cache_write_1h_tokens = models.PositiveIntegerField(default=0, db_default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0, db_default=0)
     # The upstream's, as it said it ("" when it did not).
-    service_tier = models.CharField(max_length=32, blank=True, default="")
+    service_tier = models.CharField(max_length=32, blank=True, default="", db_default="")
     # The request's budget reservation in tokens; the cost prices the counts capped at
     # these (NULL: no cap), so an upstream reporting more is recorded but not billed.
     prompt_tokens_bound = models.PositiveBigIntegerField(null=True, blank=True)
