@@ -392,3 +392,19 @@ def pytest_configure(config) -> None:
 
     for noisy in ("httpx", "httpx2", "httpcore", "openai", "anthropic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@pytest.fixture
+def extra_kind() -> Iterator[str]:
+    """A backend kind registered for the test only (an OpenAI-compatible adapter under
+    another name), unregistered after it."""
+    from apps.gateway.backends import ADAPTERS, register
+    from apps.gateway.backends.openai import OpenAIAdapter
+
+    class ExtraKindAdapter(OpenAIAdapter):
+        kind = "test-extra"
+        label = "Test: an extra kind"
+
+    adapter = register(ExtraKindAdapter())
+    yield adapter.kind
+    ADAPTERS.pop(adapter.kind)

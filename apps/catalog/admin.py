@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin
 
-from apps.catalog.models import Backend, Deployment, Model, Price
+from apps.catalog.models import BACKEND_SETTINGS, Backend, Deployment, Model, Price
 
 
 class BackendForm(forms.ModelForm):
@@ -16,16 +16,7 @@ class BackendForm(forms.ModelForm):
 
     class Meta:
         model = Backend
-        fields = [
-            "name",
-            "kind",
-            "base_url",
-            "timeout_s",
-            "connect_timeout_s",
-            "extra_headers",
-            "reports_stop_sequence",
-            "enabled",
-        ]
+        fields = list(BACKEND_SETTINGS)
 
 
 class DeploymentInline(admin.TabularInline):

@@ -5,6 +5,19 @@ from django.db import models
 from apps.catalog.crypto import credential_decrypt, credential_encrypt
 from apps.gateway.backends import backend_kind_choices
 
+# A backend's settings as staff edit them (admin form, management API service); the
+# credential is edited apart, as it is stored encrypted.
+BACKEND_SETTINGS = (
+    "name",
+    "kind",
+    "base_url",
+    "timeout_s",
+    "connect_timeout_s",
+    "extra_headers",
+    "reports_stop_sequence",
+    "enabled",
+)
+
 
 class Backend(models.Model):
     name = models.SlugField(max_length=64, unique=True)

@@ -1,7 +1,7 @@
 from django.db import transaction
 
 from apps.audit.services import audit_changes, audit_record
-from apps.catalog.models import Backend, Deployment, Model, Price
+from apps.catalog.models import BACKEND_SETTINGS, Backend, Deployment, Model, Price
 from apps.core.redis import CATALOG_INVALIDATE_CHANNEL, publish
 
 
@@ -14,18 +14,7 @@ def catalog_invalidate() -> None:
 # write is in the audit log as a platform-wide event (tenant NULL). Credentials are never
 # logged: the audit only says whether one is set.
 
-_BACKEND_FIELDS = frozenset(
-    {
-        "name",
-        "kind",
-        "base_url",
-        "timeout_s",
-        "connect_timeout_s",
-        "extra_headers",
-        "reports_stop_sequence",
-        "enabled",
-    }
-)
+_BACKEND_FIELDS = frozenset(BACKEND_SETTINGS)
 _MODEL_FIELDS = frozenset(
     {
         "name",

@@ -1,26 +1,10 @@
 """The management API takes a backend kind only if the gateway has an adapter for it."""
 
-from collections.abc import Iterator
-
 import pytest
 
-from apps.gateway.backends import ADAPTERS, register
-from apps.gateway.backends.openai import OpenAIAdapter
 from tests.api.api_support import user_client
 
 pytestmark = pytest.mark.django_db
-
-
-class ExtraKindAdapter(OpenAIAdapter):
-    kind = "test-extra"
-    label = "Test: an extra kind"
-
-
-@pytest.fixture
-def extra_kind() -> Iterator[str]:
-    adapter = register(ExtraKindAdapter())
-    yield adapter.kind
-    ADAPTERS.pop(adapter.kind)
 
 
 def _create(org, kind: str):

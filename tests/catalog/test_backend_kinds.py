@@ -1,30 +1,15 @@
 """A backend's kind is one the gateway has an adapter for, on every way in: the model's
 validation, the Django admin, config-as-code, the management API."""
 
-from collections.abc import Iterator
-
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
 from apps.catalog.models import Backend
-from apps.gateway.backends import ADAPTERS, register
-from apps.gateway.backends.openai import OpenAIAdapter
+from apps.gateway.backends import ADAPTERS
 from apps.provisioning.services import ConfigError, config_apply
 
 pytestmark = pytest.mark.django_db
-
-
-class ExtraKindAdapter(OpenAIAdapter):
-    kind = "test-extra"
-    label = "Test: an extra kind"
-
-
-@pytest.fixture
-def extra_kind() -> Iterator[str]:
-    adapter = register(ExtraKindAdapter())
-    yield adapter.kind
-    ADAPTERS.pop(adapter.kind)
 
 
 def test_a_backend_of_an_unknown_kind_fails_validation():
