@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
 from django.conf import settings
 
 from apps.core.redis import sync_client
@@ -11,6 +12,13 @@ from apps.keys.services import api_key_update
 from apps.ledger.models import UsageRecord
 from apps.limits.limiter import budget_period_bounds, scope_keys
 from apps.limits.services import budget_reconcile
+
+
+@pytest.fixture(autouse=True)
+def private_usage_stream(settings) -> None:
+    """A usage stream of the test's own: the Celery worker an earlier test left running
+    drains the shared one, which would empty the "events in flight" these tests stage."""
+    settings.LEDGER_STREAM = f"{settings.LEDGER_STREAM}:reconcile-tests"
 
 
 def spend(key: ApiKey, request_id: str, cost: str) -> None:
