@@ -369,22 +369,26 @@ def _amount(value: Any, name: str, places: int = RATE_PLACES, *, signed: bool = 
         raise PriceRuleInvalid(name, "must be a finite number")
     if amount < 0 and not signed:
         raise PriceRuleInvalid(name, "must not be negative")
-    if amount != amount.quantize(Decimal(1).scaleb(-places), rounding="ROUND_DOWN"):
-        raise PriceRuleInvalid(name, f"has more than {places} decimal places")
     if abs(amount) >= Decimal(10) ** 8:
         raise PriceRuleInvalid(name, "is too large")
+    if amount.as_tuple().exponent < -places and amount != round(amount, places):
+        raise PriceRuleInvalid(name, f"has more than {places} decimal places")
     return amount
 
 
-def _rates_of(values: Mapping[str, Any], prefix: str, base: Mapping[str, Decimal] | None) -> dict:
-    """The six rates of a rule (``base``: the rule a tier inherits missing rates from)."""
+def _rates_of(
+    values: Mapping[str, Any], prefix: str, base: Mapping[str, Any] | None = None
+) -> dict[str, Decimal]:
+    """The six rates of a rule or of one of its tiers. A tier's missing rate is the base
+    rule's as the base states it; a rate neither states follows its default *within the
+    tier* (a tier's cached input defaults to the tier's input rate)."""
     rates: dict[str, Decimal] = {}
     for name in RATE_FIELDS:
         value = values.get(name)
-        if value is None or value == "":
-            if base is not None:
-                rates[name] = base[name]
-            elif name in RATE_DEFAULTS:
+        if value in (None, "") and base is not None:
+            value = base.get(name)
+        if value in (None, ""):
+            if name in RATE_DEFAULTS:
                 rates[name] = rates[RATE_DEFAULTS[name]]
             elif name == "output_per_mtok":
                 rates[name] = ZERO
@@ -402,7 +406,7 @@ def rule_fields_validate(values: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(values) - set(RULE_FIELDS) - {"effective_from", "model"})
     if unknown:
         raise PriceRuleInvalid(unknown[0], "is not a price rule field")
-    rates = _rates_of(values, "", None)
+    rates = _rates_of(values, "")
     clean: dict[str, Any] = {
         name: (
             rates[name] if name not in RATE_DEFAULTS or values.get(name) not in (None, "") else None
@@ -416,12 +420,12 @@ def rule_fields_validate(values: Mapping[str, Any]) -> dict[str, Any]:
     clean["byok_fee_percent"] = (
         None if raw in (None, "") else _amount(raw, "byok_fee_percent", FACTOR_PLACES)
     )
-    clean["tiers"] = _tiers_validate(values.get("tiers"), rates)
+    clean["tiers"] = _tiers_validate(values.get("tiers"))
     clean["service_tiers"] = _service_tiers_validate(values.get("service_tiers"))
     return clean
 
 
-def _tiers_validate(tiers: Any, base: Mapping[str, Decimal]) -> list[dict[str, Any]]:
+def _tiers_validate(tiers: Any) -> list[dict[str, Any]]:
     if tiers in (None, ""):
         return []
     if not isinstance(tiers, list):
@@ -492,9 +496,9 @@ def rule_from(row: Any) -> PriceRule:
     """A ``PriceRule`` from a stored rule (a catalog ``Price``, a ``RateCardPrice``, or any
     object with the rule fields as attributes; their values already validated)."""
     values = {name: getattr(row, name, None) for name in RULE_FIELDS}
-    base = _rates_of(values, "", None)
+    base = _rates_of(values, "")
     tiers = tuple(
-        (tier["above_prompt_tokens"], _rates(_rates_of(tier, "", base)))
+        (tier["above_prompt_tokens"], _rates(_rates_of(tier, "", values)))
         for tier in sorted(values["tiers"] or (), key=lambda t: t["above_prompt_tokens"])
     )
     percent = values["byok_fee_percent"]
