@@ -261,3 +261,20 @@ def test_a_minimum_above_one_scales_from_the_first_request(scripted_gateway, tpm
     gateway = scripted_gateway(reporting(ESTIMATE))
     reserved = -(-ESTIMATE * 5 // 4)  # rounded up
     assert remaining_tokens(gateway, tpm_keys["high-minimum"]) == TPM - reserved - MAX_TOKENS
+
+
+def test_a_streams_reported_prompt_is_observed(scripted_gateway, scripted_seed):
+    usage = {"prompt_tokens": 2 * ESTIMATE, "completion_tokens": 1, "total_tokens": 0}
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    stream = [
+        b"data: " + orjson.dumps({**chunk, "choices": [{"index": 0, "delta": {"content": "ok"}}]}),
+        b"data: " + orjson.dumps({**chunk, "choices": [], "usage": usage}),
+        b"data: [DONE]",
+    ]
+    gateway = scripted_gateway(
+        lambda deployment, path, request: ScriptedAnswer(chunks=[c + b"\n\n" for c in stream])
+    )
+    count, total = ratio_sample("_count"), ratio_sample("_sum")
+    train(gateway, scripted_seed.secret, 1, {**SHORT, "stream": True})
+    assert ratio_sample("_count") - count == 1
+    assert ratio_sample("_sum") - total == pytest.approx(2.0)
