@@ -277,7 +277,8 @@ class MeteredCall:
         event.ttft_ms = self.exchange.ttft_ms()
         observe_request(event, model_known=self.model is not None)
         if self.prompt_estimate > 0 and event.prompt_tokens > 0 and not event.tokens_estimated:
-            # Reported counts (over the bound they are billed as the bound, below).
+            # Only counts the upstream reported; one over the bound counts as the bound,
+            # as it is billed below.
             reported = min(event.prompt_tokens, event.prompt_tokens_bound)
             self.state.estimates.observe(self.model.name, reported, self.prompt_estimate)
         try:

@@ -23,6 +23,8 @@ the same ratio within its first ``min_observations`` requests of a model.
 
 from decimal import ROUND_CEILING, Decimal
 
+from prometheus_client import Histogram
+
 from apps.gateway.metrics import prompt_estimate_ratio
 
 # Scales are integer thousandths: ``estimate × scale`` is then exact integer arithmetic
@@ -36,7 +38,7 @@ MAX_MODELS = 10_000
 class _Drift:
     __slots__ = ("observations", "reported", "estimated", "histogram")
 
-    def __init__(self, histogram) -> None:
+    def __init__(self, histogram: Histogram) -> None:
         self.observations = 0
         self.reported = 0.0  # weighted means of the reported and estimated prompt tokens
         self.estimated = 0.0
@@ -47,13 +49,19 @@ class PromptEstimates:
     """The per-model drift of prompt estimates, and the reservations scaled by it."""
 
     def __init__(
-        self, *, scale_min: object, scale_max: object, min_observations: int, window: int
+        self,
+        *,
+        scale_min: str | float | Decimal,
+        scale_max: str | float | Decimal,
+        min_observations: int,
+        window: int,
     ) -> None:
         low = max(_per_mille(scale_min), PER_MILLE)
         self._min = low
         self._max = max(_per_mille(scale_max), low)
         self._min_observations = max(min_observations, 1)
-        self._weight = 1 / max(window, 1)
+        self._window = max(window, 1)
+        self._weight = 1 / self._window
         self._drift: dict[str, _Drift] = {}
         # Per model with enough observations: its scale in thousandths; what admission reads.
         self._scales: dict[str, int] = {}
@@ -77,16 +85,20 @@ class PromptEstimates:
                 self._scales.clear()
             drift = self._drift[model] = _Drift(prompt_estimate_ratio(model))
         drift.histogram.observe(reported / estimate)
-        drift.observations += 1
-        weight = max(self._weight, 1 / drift.observations)
+        drift.observations = seen = drift.observations + 1
+        weight = self._weight if seen > self._window else 1 / seen
         drift.reported += (reported - drift.reported) * weight
         drift.estimated += (estimate - drift.estimated) * weight
-        if drift.observations >= self._min_observations:
-            ratio = round(drift.reported / drift.estimated * PER_MILLE)
-            self._scales[model] = min(max(ratio, self._min), self._max)
+        if seen >= self._min_observations:
+            scale = round(drift.reported * PER_MILLE / drift.estimated)
+            if scale < self._min:
+                scale = self._min
+            elif scale > self._max:
+                scale = self._max
+            self._scales[model] = scale
 
 
-def _per_mille(value: object) -> int:
+def _per_mille(value: str | float | Decimal) -> int:
     """A scale setting (a number or its string) in thousandths, rounded up."""
     thousandths = Decimal(str(value)) * PER_MILLE
     return int(thousandths.to_integral_value(rounding=ROUND_CEILING))
