@@ -163,6 +163,8 @@ class MeteredCall:
         )
         self.admission = None
         self.model: ModelInfo | None = None
+        # The protocol's prompt estimate admission was given (0: not admitted).
+        self.prompt_estimate = 0
         self.deployment = None  # the one last tried
         # Bytes held back until the event is durable (the last body part of the response).
         self.tail: bytes | None = None
@@ -221,11 +223,13 @@ class MeteredCall:
     ) -> None:
         """Check and reserve the key's and tenant's limits (one Redis round trip).
 
-        ``prompt_tokens`` is the cheap estimate rate limits reserve; ``prompt_bound`` the
-        upper bound (protocol/bounds.py) a budget reserves with the output bound, and
-        the most this request can be billed for (also without a budget).
+        ``prompt_tokens`` is the cheap estimate rate limits reserve, scaled by the
+        model's observed drift (estimates.py); ``prompt_bound`` the upper bound
+        (protocol/bounds.py) a budget reserves with the output bound, and the most this
+        request can be billed for (also without a budget).
         Raises a 429 (RateLimited, BudgetExhausted) when a limit refuses."""
         self.model = model
+        self.prompt_estimate = prompt_tokens
         protocol = self.exchange.protocol
         output = output_bound(max_output_tokens, model.bounds, choices)
         self.event.prompt_tokens_bound = prompt_bound
@@ -235,7 +239,9 @@ class MeteredCall:
                 request_id=self.exchange.request_id,
                 key=self.key,
                 model=model,
-                prompt_tokens=prompt_tokens,
+                prompt_tokens=self.state.estimates.reservation(
+                    model.name, prompt_tokens, prompt_bound
+                ),
                 max_output_tokens=max_output_tokens,
                 budget_prompt_tokens=prompt_bound,
                 budget_output_tokens=output,
@@ -270,6 +276,11 @@ class MeteredCall:
         event.latency_ms = self.exchange.elapsed_ms()
         event.ttft_ms = self.exchange.ttft_ms()
         observe_request(event, model_known=self.model is not None)
+        if self.prompt_estimate > 0 and event.prompt_tokens > 0 and not event.tokens_estimated:
+            # Only counts the upstream reported; one over the bound counts as the bound,
+            # as it is billed below.
+            reported = min(event.prompt_tokens, event.prompt_tokens_bound)
+            self.state.estimates.observe(self.model.name, reported, self.prompt_estimate)
         try:
             billed = billable_tokens(
                 event.prompt_tokens,
