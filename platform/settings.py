@@ -190,6 +190,15 @@ GATEWAY_UPSTREAM_POOL_SIZE = env_int("GATEWAY_UPSTREAM_POOL_SIZE", 512)
 # If Redis is unreachable, refuse (503) rather than admit unchecked. True admits requests
 # of keys without a budget unchecked; budgets always fail closed.
 LIMITS_FAIL_OPEN = env_bool("LIMITS_FAIL_OPEN", False)
+# TPM reservations scale a model's prompt estimates by their observed drift (reported /
+# estimated prompt tokens, token-weighted over about PROMPT_ESTIMATE_WINDOW requests),
+# held within [MIN, MAX] (MIN is at least 1), once the model has
+# PROMPT_ESTIMATE_MIN_OBSERVATIONS in the process (apps/gateway/estimates.py). MAX=1
+# turns it off.
+PROMPT_ESTIMATE_SCALE_MIN = os.environ.get("PROMPT_ESTIMATE_SCALE_MIN", "1.0")
+PROMPT_ESTIMATE_SCALE_MAX = os.environ.get("PROMPT_ESTIMATE_SCALE_MAX", "2.0")
+PROMPT_ESTIMATE_MIN_OBSERVATIONS = env_int("PROMPT_ESTIMATE_MIN_OBSERVATIONS", 20)
+PROMPT_ESTIMATE_WINDOW = env_int("PROMPT_ESTIMATE_WINDOW", 200)
 LEDGER_STREAM = os.environ.get("LEDGER_STREAM", "tollgate:usage")
 LEDGER_GROUP = "ingest"
 # Where a web process keeps usage events it could not append to Redis, until it can.

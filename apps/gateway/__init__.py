@@ -17,17 +17,18 @@ Django apps), never from one below it, so there is no import circle
     headers) and one renderer per protocol.
 ``exchange``
     The ASGI plumbing of one request/response (body, headers, stream, keep-alive).
-``caches``, ``metrics``, ``limits``, ``metering``
+``caches``, ``metrics``, ``limits``, ``metering``, ``estimates``
     The in-process caches of keys and catalog, the metrics, limits as clients see
-    them, and a call's ``Usage`` written into its usage event (the documented
-    estimates where the upstream reported none).
+    them, a call's ``Usage`` written into its usage event (the documented
+    estimates where the upstream reported none), and the per-model drift of prompt
+    estimates that scales TPM reservations.
 ``upstream/``
     ``client``: the pooled HTTP client, the only module that imports aiohttp (its
     exceptions mapped once into ``TransportError``s). ``bodies``: request bodies per
     deployment, answers read and checked. ``failover``: ordered attempts, retries
     before the first byte, upstream answers mapped to errors.
 ``state``
-    The per-process state: caches, limiter, upstream client, Redis.
+    The per-process state: caches, limiter, upstream client, Redis, estimate drift.
 ``call``, ``filtering``
     ``MeteredCall`` (one usage event per authenticated request), authentication,
     model resolution, request parsing; content filtering of one call.

@@ -169,6 +169,8 @@ class MeteredCall:
         self.tariff: Tariff = NO_TARIFF
         # The caller's own upstream credential is used (BYOK): priced at the BYOK fee.
         self.byok = False
+        # The protocol's prompt estimate admission was given (0: not admitted).
+        self.prompt_estimate = 0
         self.deployment = None  # the one last tried
         # Bytes held back until the event is durable (the last body part of the response).
         self.tail: bytes | None = None
@@ -227,11 +229,13 @@ class MeteredCall:
     ) -> None:
         """Check and reserve the key's and tenant's limits (one Redis round trip).
 
-        ``prompt_tokens`` is the cheap estimate rate limits reserve; ``prompt_bound`` the
-        upper bound (protocol/bounds.py) a budget reserves with the output bound, and
-        the most this request can be billed for (also without a budget).
+        ``prompt_tokens`` is the cheap estimate rate limits reserve, scaled by the
+        model's observed drift (estimates.py); ``prompt_bound`` the upper bound
+        (protocol/bounds.py) a budget reserves with the output bound, and the most this
+        request can be billed for (also without a budget).
         Raises a 429 (RateLimited, BudgetExhausted) when a limit refuses."""
         self.model = model
+        self.prompt_estimate = prompt_tokens
         protocol = self.exchange.protocol
         output = output_bound(max_output_tokens, model.bounds, choices)
         self.event.prompt_tokens_bound = prompt_bound
@@ -243,7 +247,9 @@ class MeteredCall:
             self.admission = await self.state.limiter.admit(
                 request_id=self.exchange.request_id,
                 key=self.key,
-                prompt_tokens=prompt_tokens,
+                prompt_tokens=self.state.estimates.reservation(
+                    model.name, prompt_tokens, prompt_bound
+                ),
                 max_output_tokens=max_output_tokens,
                 worst_price_nanos=self.tariff.worst_nanos(prompt_bound, output, self.byok),
             )
@@ -301,6 +307,11 @@ class MeteredCall:
         event.latency_ms = self.exchange.elapsed_ms()
         event.ttft_ms = self.exchange.ttft_ms()
         observe_request(event, model_known=self.model is not None)
+        if self.prompt_estimate > 0 and event.prompt_tokens > 0 and not event.tokens_estimated:
+            # Only counts the upstream reported; one over the bound counts as the bound,
+            # as it is billed below.
+            reported = min(event.prompt_tokens, event.prompt_tokens_bound)
+            self.state.estimates.observe(self.model.name, reported, self.prompt_estimate)
         try:
             billed = billed_tokens(event)
             if billed[:2] != (event.prompt_tokens, event.completion_tokens):

@@ -36,6 +36,15 @@ UPSTREAM_ERRORS = Counter(
 LIMIT_REFUSALS = Counter(
     "tollgate_limit_refusals_total", "Requests refused by a limit.", ["reason", "scope"]
 )
+# Finer around 1 (an estimate near right), coarser out to 4 (prose that tokenizes
+# densely, code and JSON, chat templates around short prompts); past it: +Inf.
+RATIO_BUCKETS = (0.25, 0.33, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
+PROMPT_ESTIMATE_RATIO = Histogram(
+    "tollgate_prompt_estimate_ratio",
+    "Prompt tokens the upstream reported over the gateway's estimate, per request.",
+    ["model"],
+    buckets=RATIO_BUCKETS,
+)
 
 
 _children: dict[tuple, tuple] = {}
@@ -56,6 +65,12 @@ def _series(model: str, protocol: str, status: str, outcome: str) -> tuple:
             TOKENS.labels(model, "completion"),
         )
     return series
+
+
+def prompt_estimate_ratio(model: str) -> Histogram:
+    """The ratio histogram's child of ``model``, a catalog model's name (the caller keeps
+    it: labels() is slow)."""
+    return PROMPT_ESTIMATE_RATIO.labels(model)
 
 
 def observe_request(event: UsageEvent, *, model_known: bool) -> None:

@@ -1,4 +1,5 @@
-"""Per-process gateway state: caches, pooled clients, the invalidation listener."""
+"""Per-process gateway state: caches, pooled clients, the invalidation listener, the
+drift of prompt estimates."""
 
 import asyncio
 import contextlib
@@ -15,6 +16,7 @@ from apps.core.redis import (
     is_embedded,
 )
 from apps.gateway.caches import CatalogCache, KeyCache
+from apps.gateway.estimates import PromptEstimates
 from apps.gateway.upstream.client import UpstreamClient
 from apps.ledger.spool import spool_replay_forever
 from apps.limits.limiter import Limiter
@@ -31,6 +33,12 @@ class GatewayState:
         self.upstream = UpstreamClient(settings.GATEWAY_UPSTREAM_POOL_SIZE)
         self.fast_redis = None if is_embedded() else FastRedis(settings.REDIS_URL)
         self.limiter = Limiter(self.redis, settings.LEDGER_STREAM, self.fast_redis)
+        self.estimates = PromptEstimates(
+            scale_min=settings.PROMPT_ESTIMATE_SCALE_MIN,
+            scale_max=settings.PROMPT_ESTIMATE_SCALE_MAX,
+            min_observations=settings.PROMPT_ESTIMATE_MIN_OBSERVATIONS,
+            window=settings.PROMPT_ESTIMATE_WINDOW,
+        )
         self.moderation = RemoteModerationClient()
         self._background: list[asyncio.Task] = []
         self.listening = asyncio.Event()

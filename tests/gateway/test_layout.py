@@ -19,7 +19,7 @@ LAYERS = (
     ("backends",),
     ("errors",),
     ("exchange",),
-    ("caches", "metrics", "limits", "metering"),
+    ("caches", "metrics", "limits", "metering", "estimates"),
     ("upstream",),
     ("state",),
     ("call", "filtering"),
