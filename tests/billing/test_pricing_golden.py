@@ -275,7 +275,10 @@ def test_a_zero_amount_is_shown_as_0():
         ({"input_per_mtok": "1", "output_per_mtok": ["1"]}, "output_per_mtok"),
         ({"input_per_mtok": "1", "request_fee": "-0.01"}, "request_fee"),
         ({"input_per_mtok": "1", "tiers": {"above_prompt_tokens": 5}}, "tiers"),
-        ({"input_per_mtok": "1", "tiers": [{"input_per_mtok": "2"}]}, "tiers[0].above_prompt_tokens"),
+        (
+            {"input_per_mtok": "1", "tiers": [{"input_per_mtok": "2"}]},
+            "tiers[0].above_prompt_tokens",
+        ),
         (
             {"input_per_mtok": "1", "tiers": [{"above_prompt_tokens": 5, "input_per_mtok": "x"}]},
             "tiers[0].input_per_mtok",
