@@ -44,17 +44,22 @@ class KeyInfo:
     # compiled once per load; None when every category is off (no filtering work).
     content_policy: EffectivePolicy | None = None
     name: str = ""
+    # Loaded under a rotated-out secret: when its grace ends (epoch seconds). Checked on
+    # every request, so the secret is refused then without any invalidation message.
+    secret_valid_until: float | None = None
 
     def may_use(self, model_name: str) -> bool:
         return "*" in self.allowed_models or model_name in self.allowed_models
 
 
-def _key_info(api_key: ApiKey) -> KeyInfo:
+def _key_info(api_key: ApiKey, key_hash: str) -> KeyInfo:
+    """The key as the secret with this hash sees it (the current or the previous one)."""
+    previous = key_hash != api_key.key_hash
     return KeyInfo(
         id=api_key.id,
         tenant_id=api_key.tenant_id,
         tenant_name=api_key.tenant.name,
-        prefix=api_key.prefix,
+        prefix=api_key.previous_prefix if previous else api_key.prefix,
         allowed_models=frozenset(api_key.allowed_models or ()),
         expires_at=api_key.expires_at.timestamp() if api_key.expires_at else None,
         revoked=api_key.revoked_at is not None,
@@ -62,12 +67,13 @@ def _key_info(api_key: ApiKey) -> KeyInfo:
         tenant_limits=LimitSpec.from_fields(api_key.tenant),
         content_policy=content_policy_effective(api_key=api_key),
         name=api_key.name,
+        secret_valid_until=api_key.previous_valid_until.timestamp() if previous else None,
     )
 
 
 def _load_key(key_hash: str) -> KeyInfo | None:
     api_key = api_key_get_by_hash(key_hash)
-    return _key_info(api_key) if api_key else None
+    return _key_info(api_key, key_hash) if api_key else None
 
 
 class KeyCache:

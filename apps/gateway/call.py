@@ -75,6 +75,10 @@ async def authenticate(state: GatewayState, exchange: Exchange) -> KeyInfo:
     info = None
     if secret.startswith(INFERENCE_KEY_PREFIX) and len(secret) <= 128:
         info = await state.keys.get(secret_hash(secret))
+    grace_end = info.secret_valid_until if info is not None else None
+    if grace_end is not None and grace_end <= time.time():
+        # A rotated-out secret past its grace: as unknown as the database now says.
+        info = None
     if info is None:
         shown = secret[:6] + "…" if len(secret) > 10 else "…"
         raise ApiKeyInvalid(shown)
