@@ -168,7 +168,8 @@ class KeyDetailView(TenantAPIView):
     "the old secret works for grace_seconds more",
     parameters=[TENANT_PARAM],
     request=s.KeyRotateSerializer,
-    responses={200: s.ApiKeyWithSecretSerializer},
+    # 201 as before rotation kept the key: a new secret is created (clients check it)
+    responses={201: s.ApiKeyWithSecretSerializer},
     tags=["keys"],
 )
 class KeyRotateView(TenantAPIView):
@@ -183,7 +184,7 @@ class KeyRotateView(TenantAPIView):
         except ApiKeyError as exc:
             raise exceptions.ValidationError({exc.field or "detail": [exc.message]}) from None
         body = s.ApiKeyWithSecretSerializer(api_key, context={"secret": secret}).data
-        return Response(body, headers={"Cache-Control": "no-store"})
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
 
 
 @extend_schema(

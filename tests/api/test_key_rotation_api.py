@@ -25,9 +25,12 @@ def rotate(org, body=None, key_id=None):
     return client.post(url, data=json.dumps(body), content_type="application/json")
 
 
-def test_rotating_answers_200_with_the_same_key_id(org):
-    response = rotate(org, {"grace_seconds": 3600})
-    assert (response.status_code, response.json()["id"]) == (200, org.acme_key.id)
+def test_rotating_answers_201_with_the_new_secret(org):
+    assert rotate(org, {"grace_seconds": 3600}).status_code == 201
+
+
+def test_rotating_keeps_the_key_id(org):
+    assert rotate(org, {"grace_seconds": 3600}).json()["id"] == org.acme_key.id
 
 
 def test_rotating_shows_the_new_secret_once(org):
@@ -83,7 +86,7 @@ def test_inside_the_grace_the_old_secret_finds_the_same_key(org):
 
 
 def test_seven_days_is_accepted(org):
-    assert rotate(org, {"grace_seconds": SEVEN_DAYS}).status_code == 200
+    assert rotate(org, {"grace_seconds": SEVEN_DAYS}).status_code == 201
 
 
 @pytest.mark.parametrize(

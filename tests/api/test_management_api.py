@@ -273,7 +273,7 @@ def test_key_lifecycle_secret_once_rotate_revoke(org):
     assert patched.json()["content_policy"] == {}
 
     rotated = client.post(f"/api/v1/keys/{key.id}/rotate")
-    assert rotated.status_code == 200
+    assert rotated.status_code == 201
     assert rotated["Cache-Control"] == "no-store"
     new = rotated.json()
     assert new["id"] == key.id and new["name"] == "ci" and new["secret"] != secret
