@@ -199,9 +199,9 @@ def parse_openai_request(call: "MeteredCall", validate: Callable[[Any], T]) -> t
     """The request's JSON body (its model noted on the usage event as soon as it is
     known) and what ``validate`` returns; its RequestInvalid is an OpenAI 400."""
     body = parse_json_body(call.raw_body)
-    take_caller_key(call, body)
     if isinstance(body, dict) and isinstance(body.get("model"), str):
         call.event.model = body["model"]
+    take_caller_key(call, body)
     try:
         checked = validate(body)
     except RequestInvalid as exc:

@@ -409,3 +409,13 @@ def test_a_byok_call_is_billed_its_tokens_for_now(byok_gateway, byok_seed):
     ingest_usage()
     record = UsageRecord.objects.get(request_id=r.headers["x-request-id"])
     assert record.cost > 0
+
+
+def test_a_refused_key_is_recorded_with_its_model_and_no_cost(byok_gateway, byok_seed):
+    body = chat_body(openai_api_key=CALLER_KEY)
+    r = post(byok_gateway, CHAT, body, openai_headers(byok_seed.closed_secret))
+    ingest_usage()
+    record = UsageRecord.objects.get(request_id=r.headers["x-request-id"])
+    assert record.model == "test-model"
+    assert record.outcome == "invalid_request"
+    assert record.cost == 0

@@ -85,9 +85,9 @@ def invalid_request(message: str) -> InvalidRequest:
 
 def parse_messages_body(call: MeteredCall, *, require_max_tokens: bool) -> dict:
     body = parse_json_body(call.raw_body)
-    take_caller_key(call, body)
     if isinstance(body, dict) and isinstance(body.get("model"), str):
         call.event.model = body["model"][:MAX_MODEL_NAME]
+    take_caller_key(call, body)
     problem = validate_messages_request(body, require_max_tokens=require_max_tokens)
     if problem:
         raise invalid_request(problem)
