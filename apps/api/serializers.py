@@ -340,12 +340,18 @@ class TenantSerializer(serializers.Serializer):
     )
     budget_period = serializers.ChoiceField(choices=BudgetPeriod.choices, read_only=True)
     content_policy = serializers.JSONField(read_only=True)
+    byok_allowed = serializers.BooleanField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
 
 
 class TenantWriteSerializer(StrictSerializer):
     name = serializers.RegexField(SLUG, max_length=64, help_text="letters, digits, - and _")
     display_name = serializers.CharField(max_length=200, allow_blank=True, required=False)
+    byok_allowed = serializers.BooleanField(
+        required=False,
+        help_text="The tenant's callers may send their own upstream key (openai_api_key, "
+        "x-upstream-authorization) to backends that accept one",
+    )
     rpm = _limit_field()
     tpm = _limit_field()
     max_concurrent = _limit_field()
@@ -382,6 +388,11 @@ class BackendSerializer(StrictSerializer):
         required=False,
         help_text="The server names the stop string it matched (vLLM); else the gateway "
         "matches the stop strings of Messages requests itself",
+    )
+    byok_allowed = serializers.BooleanField(
+        required=False,
+        help_text="Callers of tenants that allow it may send their own upstream key, used "
+        "instead of this backend's credential",
     )
     enabled = serializers.BooleanField(required=False)
     deployment_count = serializers.IntegerField(read_only=True, required=False)

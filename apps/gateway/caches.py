@@ -6,10 +6,11 @@ through Django's async ORM bridge: never on the warm path.
 """
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from asgiref.sync import sync_to_async
@@ -47,6 +48,8 @@ class KeyInfo:
     # Loaded under a rotated-out secret: when its grace ends (epoch seconds). Checked on
     # every request, so the secret is refused then without any invalidation message.
     secret_valid_until: float | None = None
+    # The tenant lets its callers send their own upstream key (BYOK).
+    byok_allowed: bool = False
 
     def may_use(self, model_name: str) -> bool:
         return "*" in self.allowed_models or model_name in self.allowed_models
@@ -68,6 +71,7 @@ def _key_info(api_key: ApiKey, key_hash: str) -> KeyInfo:
         content_policy=content_policy_effective(api_key=api_key),
         name=api_key.name,
         secret_valid_until=api_key.previous_valid_until.timestamp() if previous else None,
+        byok_allowed=api_key.tenant.byok_allowed,
     )
 
 
@@ -119,10 +123,26 @@ class DeploymentInfo:
     timeout_s: float
     connect_timeout_s: float
     reports_stop_sequence: bool = False
+    # Its backend accepts a caller's own upstream key (BYOK); ``extra_headers`` are the
+    # backend's own headers, to build that call's headers from.
+    byok_allowed: bool = False
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    # This copy carries the caller's key in ``headers`` (``with_caller_key``), where the
+    # scrubbing of upstream messages finds it as it finds the backend's own.
+    carries_caller_key: bool = False
 
     @property
     def label(self) -> str:
         return f"{self.backend}/{self.upstream_model}"
+
+    def with_caller_key(self, credential: str) -> "DeploymentInfo":
+        """This deployment for one call made with the caller's upstream key: the
+        adapter's auth headers carry it instead of the backend's credential."""
+        return dataclasses.replace(
+            self,
+            headers=self.adapter.headers(credential, self.extra_headers),
+            carries_caller_key=True,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,9 +195,8 @@ def _backend_adapter(
     return adapters[backend.name]
 
 
-def _backend_headers(backend: Backend, adapter: BackendAdapter) -> dict[str, str]:
-    extra = {str(k): str(v) for k, v in (backend.extra_headers or {}).items()}
-    return adapter.headers(backend.credential, extra)
+def _extra_headers(backend: Backend) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (backend.extra_headers or {}).items()}
 
 
 def _load_catalog() -> Catalog:
@@ -202,12 +221,14 @@ def _load_catalog() -> Catalog:
                 adapter=adapter,
                 speaks=adapter.speaks,
                 base_url=d.backend.base_url.rstrip("/"),
-                headers=_backend_headers(d.backend, adapter),
+                headers=adapter.headers(d.backend.credential, _extra_headers(d.backend)),
                 upstream_model=d.upstream_model,
                 weight=d.weight,
                 timeout_s=d.backend.timeout_s,
                 connect_timeout_s=d.backend.connect_timeout_s,
                 reports_stop_sequence=d.backend.reports_stop_sequence,
+                byok_allowed=d.backend.byok_allowed,
+                extra_headers=_extra_headers(d.backend) if d.backend.byok_allowed else {},
             )
             for d in model.deployments.all()
             if d.backend.enabled and (adapter := _backend_adapter(d.backend, adapters))

@@ -19,6 +19,9 @@ from apps.gateway.errors import (
     ApiKeyMissing,
     BodyNotJson,
     BodyTooDeep,
+    CallerKeyInvalid,
+    CallerKeyNotAllowed,
+    CallerKeyTwice,
     GatewayError,
     InternalError,
     InvalidRequest,
@@ -35,6 +38,7 @@ from apps.gateway.metrics import LIMIT_REFUSALS, observe_request
 from apps.gateway.protocol.bounds import output_bound
 from apps.gateway.protocol.openai import RequestInvalid
 from apps.gateway.state import GatewayState
+from apps.gateway.upstream.bodies import deployments_with_caller_key
 from apps.keys.hashing import INFERENCE_KEY_PREFIX, secret_hash
 from apps.ledger.events import UsageEvent
 from apps.ledger.spool import spool_append
@@ -101,6 +105,67 @@ async def resolve_model(state: GatewayState, key: KeyInfo, name: Any) -> ModelIn
     return model
 
 
+# The caller's own upstream key (BYOK): Telnyx's body field, or a header of ours.
+CALLER_KEY_FIELD = "openai_api_key"
+CALLER_KEY_HEADER = b"x-upstream-authorization"
+_CALLER_KEY_HEADER_NAME = CALLER_KEY_HEADER.decode()
+MIN_CALLER_KEY_LENGTH = 8  # shorter, it could not be told from other words to scrub it
+MAX_CALLER_KEY_LENGTH = 1024
+
+
+def _checked_caller_key(value: Any, field: str) -> str:
+    """The key, or a 400 naming ``field`` (never showing the value)."""
+    if not isinstance(value, str):
+        raise CallerKeyInvalid(field, "must be a string")
+    if not value:
+        raise CallerKeyInvalid(field, "must not be empty")
+    if len(value) > MAX_CALLER_KEY_LENGTH:
+        raise CallerKeyInvalid(field, f"is longer than {MAX_CALLER_KEY_LENGTH} characters")
+    # Visible ASCII only: it goes into a header, and an exception about a value a header
+    # cannot carry would quote it.
+    if not all("!" <= c <= "~" for c in value):
+        raise CallerKeyInvalid(
+            field, "must be printable ASCII without spaces or control characters"
+        )
+    if len(value) < MIN_CALLER_KEY_LENGTH:
+        raise CallerKeyInvalid(field, f"is shorter than {MIN_CALLER_KEY_LENGTH} characters")
+    return value
+
+
+def _header_caller_key(exchange: Exchange) -> str | None:
+    raw = exchange.headers.get(CALLER_KEY_HEADER)
+    if raw is None:
+        return None
+    if exchange.repeats_any(frozenset({CALLER_KEY_HEADER})):
+        raise CallerKeyInvalid(_CALLER_KEY_HEADER_NAME, "is sent more than once")
+    value = raw.decode("latin-1").strip()
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else value
+
+
+def take_caller_key(call: "MeteredCall", body: Any) -> None:
+    """Take the caller's own upstream key off the request: ``openai_api_key`` is removed
+    from ``body`` (so it is never forwarded) and ``x-upstream-authorization`` is never
+    forwarded either. A tenant that does not allow it gets a 400 naming the field; a
+    malformed key a 400 too. The key is kept on the call only (``caller_key``), the
+    usage event says ``byok``."""
+    field = None
+    value: Any = None
+    if isinstance(body, dict) and CALLER_KEY_FIELD in body:
+        field, value = CALLER_KEY_FIELD, body.pop(CALLER_KEY_FIELD)
+        call.raw_body = b""  # it held the key: nothing reads it after the parse
+    if CALLER_KEY_HEADER in call.exchange.headers:
+        if field is not None:
+            raise CallerKeyTwice()
+        field, value = _CALLER_KEY_HEADER_NAME, _header_caller_key(call.exchange)
+    if field is None:
+        return
+    if not call.key.byok_allowed:
+        raise CallerKeyNotAllowed(field)
+    call.caller_key = _checked_caller_key(value, field)
+    call.event.byok = True
+
+
 # Deeper bodies are refused: orjson writes at most 255 levels, and a body is written
 # again (model rewritten, translated, echoed) inside a few levels of our own.
 MAX_JSON_DEPTH = 128
@@ -140,6 +205,7 @@ def parse_openai_request(call: "MeteredCall", validate: Callable[[Any], T]) -> t
     body = parse_json_body(call.raw_body)
     if isinstance(body, dict) and isinstance(body.get("model"), str):
         call.event.model = body["model"]
+    take_caller_key(call, body)
     try:
         checked = validate(body)
     except RequestInvalid as exc:
@@ -176,6 +242,8 @@ class MeteredCall:
         self.raw_body = b""
         # Content filtering of this request (filtering.Screen); None = off.
         self.screen = None
+        # The caller's own upstream key (take_caller_key); never logged, stored or echoed.
+        self.caller_key: str | None = None
 
     async def run(self, body: Callable[["MeteredCall"], Awaitable[None]]) -> None:
         exchange = self.exchange
@@ -262,6 +330,15 @@ class MeteredCall:
             return
         self.exchange.extra_headers.extend(rate_headers(self.admission.rate, protocol))
 
+    async def resolve_model(self, name: Any) -> ModelInfo:
+        """The model ``name`` as this call may use it: allowed to the key, and with the
+        caller's own key only the deployments whose backend accepts one (carrying it)."""
+        model = await resolve_model(self.state, self.key, name)
+        self.event.model = model.name
+        if self.caller_key is not None:
+            model = deployments_with_caller_key(model, self.caller_key)
+        return model
+
     def record_deployment(self, deployment) -> None:
         self.deployment = deployment
         self.event.deployment = deployment.label
@@ -303,6 +380,8 @@ class MeteredCall:
                     event.prompt_tokens_bound,
                     event.completion_tokens_bound,
                 )
+            # A call made with the caller's own key (event.byok) is priced as any other
+            # for now; its BYOK fee belongs in the one cost function.
             cost = cost_nanos(*billed, self.model.price if self.model else None)
             await self.state.limiter.settle(self.admission, event, cost)
         except Exception:  # noqa: BLE001 - Redis away: keep the event on local disk

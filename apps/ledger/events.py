@@ -36,6 +36,8 @@ class UsageEvent:
     cache_write_1h_tokens: int = 0
     reasoning_tokens: int = 0
     service_tier: str | None = None
+    # Served with the caller's own upstream key (the key itself is never in the event).
+    byok: bool = False
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self)  # orjson serialises dataclasses natively, ~50x asdict

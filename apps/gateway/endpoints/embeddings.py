@@ -6,7 +6,7 @@ vectors unless told otherwise: the answer is relayed as the backend gives it).""
 
 import orjson
 
-from apps.gateway.call import MeteredCall, authenticate, parse_openai_request, resolve_model
+from apps.gateway.call import MeteredCall, authenticate, parse_openai_request
 from apps.gateway.errors import UpstreamBadResponse
 from apps.gateway.exchange import JSON_CONTENT_TYPE, Exchange
 from apps.gateway.filtering import screen_prompt
@@ -33,8 +33,7 @@ async def handle_embeddings(state: GatewayState, exchange: Exchange) -> None:
 
 async def create_embeddings(call: MeteredCall) -> None:
     body, (texts, token_ids) = parse_openai_request(call, validate_embeddings_request)
-    model = await resolve_model(call.state, call.key, body["model"])
-    call.event.model = model.name
+    model = await call.resolve_model(body["model"])
     model = deployments_offering(model, "embeddings", "embeddings")
     estimate = sum(estimate_text_tokens(t) for t in texts) + token_ids
     await call.admit(model, estimate, 0, prompt_bound=embeddings_prompt_bound(texts, token_ids))
