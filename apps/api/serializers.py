@@ -107,6 +107,12 @@ def key_status(api_key: ApiKey) -> str:
 class ApiKeySerializer(serializers.ModelSerializer):
     status = serializers.SerializerMethodField()
     created_by = serializers.SerializerMethodField()
+    previous_secret_valid_until = serializers.SerializerMethodField(
+        help_text="While the secret a rotation replaced still works: when it stops; else null"
+    )
+    previous_prefix = serializers.SerializerMethodField(
+        help_text="The visible start of that previous secret, while it works; else null"
+    )
 
     class Meta:
         model = ApiKey
@@ -127,11 +133,21 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "created_by",
             "last_used_at",
             "revoked_at",
+            "previous_prefix",
+            "previous_secret_valid_until",
         ]
         read_only_fields = fields
 
     def get_status(self, obj: ApiKey) -> str:
         return key_status(obj)
+
+    @extend_schema_field(OpenApiTypes.DATETIME)
+    def get_previous_secret_valid_until(self, obj: ApiKey) -> str | None:
+        until = obj.previous_secret_valid_until()
+        return serializers.DateTimeField().to_representation(until) if until else None
+
+    def get_previous_prefix(self, obj: ApiKey) -> str | None:
+        return obj.previous_prefix if obj.previous_secret_valid_until() else None
 
     def get_created_by(self, obj: ApiKey) -> str | None:
         return obj.created_by.get_username() if obj.created_by_id else None
@@ -146,6 +162,23 @@ class ApiKeyWithSecretSerializer(ApiKeySerializer):
 
     def get_secret(self, obj: ApiKey) -> str:
         return self.context["secret"]
+
+
+class WholeNumberField(serializers.IntegerField):
+    """An integer sent as a JSON number: no strings, booleans or fractions."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            raise serializers.ValidationError("must be a whole number")
+        return super().to_internal_value(data)
+
+
+class KeyRotateSerializer(StrictSerializer):
+    grace_seconds = WholeNumberField(
+        required=False,
+        help_text="How long the old secret keeps working: 0 (the default) = refused at once, "
+        "at most 604800 (7 days). A rotation inside a grace ends the older secret at once.",
+    )
 
 
 class ApiKeyWriteSerializer(StrictSerializer):
@@ -307,12 +340,18 @@ class TenantSerializer(serializers.Serializer):
     )
     budget_period = serializers.ChoiceField(choices=BudgetPeriod.choices, read_only=True)
     content_policy = serializers.JSONField(read_only=True)
+    byok_allowed = serializers.BooleanField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
 
 
 class TenantWriteSerializer(StrictSerializer):
     name = serializers.RegexField(SLUG, max_length=64, help_text="letters, digits, - and _")
     display_name = serializers.CharField(max_length=200, allow_blank=True, required=False)
+    byok_allowed = serializers.BooleanField(
+        required=False,
+        help_text="The tenant's callers may send their own upstream key (openai_api_key, "
+        "x-upstream-authorization) to backends that accept one",
+    )
     rpm = _limit_field()
     tpm = _limit_field()
     max_concurrent = _limit_field()
@@ -349,6 +388,11 @@ class BackendSerializer(StrictSerializer):
         required=False,
         help_text="The server names the stop string it matched (vLLM); else the gateway "
         "matches the stop strings of Messages requests itself",
+    )
+    byok_allowed = serializers.BooleanField(
+        required=False,
+        help_text="Callers of tenants that allow it may send their own upstream key, used "
+        "instead of this backend's credential",
     )
     enabled = serializers.BooleanField(required=False)
     deployment_count = serializers.IntegerField(read_only=True, required=False)

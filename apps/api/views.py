@@ -25,7 +25,13 @@ from apps.catalog import selectors as catalog_selectors
 from apps.catalog import services as catalog_services
 from apps.catalog.models import Backend, Deployment, Model, Price
 from apps.keys.selectors import api_key_get, api_key_list, api_key_name_taken
-from apps.keys.services import api_key_issue, api_key_revoke, api_key_rotate, api_key_update
+from apps.keys.services import (
+    ApiKeyError,
+    api_key_issue,
+    api_key_revoke,
+    api_key_rotate,
+    api_key_update,
+)
 from apps.ledger.selectors import ledger_last_ingest, ledger_pipeline_health
 from apps.moderation.services import content_policy_set
 from apps.tenants import selectors as tenant_selectors
@@ -158,19 +164,26 @@ class KeyDetailView(TenantAPIView):
 
 
 @extend_schema(
-    summary="Rotate a key: revoke it and issue a new secret with the same settings",
+    summary="Rotate a key: a new secret for the same key (same id, counters and history); "
+    "the old secret works for grace_seconds more",
     parameters=[TENANT_PARAM],
-    request=None,
+    request=s.KeyRotateSerializer,
+    # 201 as before rotation kept the key: a new secret is created (clients check it)
     responses={201: s.ApiKeyWithSecretSerializer},
     tags=["keys"],
 )
 class KeyRotateView(TenantAPIView):
     def post(self, request: Request, key_id: int) -> Response:
         api_key = _object_or_404(api_key_get(tenant=self.tenant, key_id=key_id))
-        if api_key.revoked_at is not None:
-            raise exceptions.ValidationError({"detail": ["a revoked key cannot be rotated"]})
-        new_key, secret = api_key_rotate(api_key=api_key, actor=self.access)
-        body = s.ApiKeyWithSecretSerializer(new_key, context={"secret": secret}).data
+        serializer = s.KeyRotateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            api_key, secret = api_key_rotate(
+                api_key=api_key, actor=self.access, **serializer.validated_data
+            )
+        except ApiKeyError as exc:
+            raise exceptions.ValidationError({exc.field or "detail": [exc.message]}) from None
+        body = s.ApiKeyWithSecretSerializer(api_key, context={"secret": secret}).data
         return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
 
 

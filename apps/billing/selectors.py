@@ -50,6 +50,7 @@ RECORD_COLUMNS = (
     "reasoning_tokens",
     "tokens_estimated",
     "service_tier",
+    "byok",
     "latency_ms",
     "ttft_ms",
     "price",

@@ -32,8 +32,16 @@ class PriceInline(admin.TabularInline):
 @admin.register(Backend)
 class BackendAdmin(admin.ModelAdmin):
     form = BackendForm
-    list_display = ["name", "kind", "base_url", "enabled", "timeout_s", "has_credential"]
-    list_filter = ["kind", "enabled"]
+    list_display = [
+        "name",
+        "kind",
+        "base_url",
+        "enabled",
+        "timeout_s",
+        "has_credential",
+        "byok_allowed",
+    ]
+    list_filter = ["kind", "enabled", "byok_allowed"]
     search_fields = ["name", "base_url"]
 
     @admin.display(boolean=True)

@@ -15,6 +15,7 @@ BACKEND_SETTINGS = (
     "connect_timeout_s",
     "extra_headers",
     "reports_stop_sequence",
+    "byok_allowed",
     "enabled",
 )
 
@@ -35,6 +36,16 @@ class Backend(models.Model):
     # on the Messages API: the gateway matches them itself, so it can say which one ended
     # the answer.
     reports_stop_sequence = models.BooleanField(default=False)
+    # Whether a caller of an opted-in tenant may send its own upstream key for this
+    # backend (README, "Bring your own upstream key"); its deployments serve such a
+    # request with that key in place of the backend's credential.
+    byok_allowed = models.BooleanField(
+        default=False,
+        db_default=False,
+        verbose_name="accepts a caller's own key",
+        help_text="A caller of a tenant that allows it may send its own upstream key "
+        "(openai_api_key, x-upstream-authorization), used instead of this backend's",
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -194,5 +194,24 @@ class RoleForm(forms.Form):
     role = forms.ChoiceField(choices=Membership.Role.choices)
 
 
+ROTATION_GRACES = [
+    (0, "None: the current secret stops working at once"),
+    (3600, "1 hour"),
+    (86400, "24 hours"),
+    (7 * 86400, "7 days"),
+]
+
+
+class KeyRotateForm(forms.Form):
+    grace_seconds = forms.TypedChoiceField(
+        label="The current secret keeps working for",
+        choices=ROTATION_GRACES,
+        coerce=int,
+        required=False,
+        empty_value=0,
+        initial=0,
+    )
+
+
 class AdminTokenForm(forms.Form):
     name = forms.CharField(max_length=100)

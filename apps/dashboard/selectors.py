@@ -47,10 +47,12 @@ def key_list(
 
 
 def key_statuses(keys: Iterable[ApiKey]) -> None:
-    """Set ``status`` (active / expired / revoked) on each key, for display."""
+    """Set ``status`` (active / expired / revoked) on each key, and ``previous_until`` (when
+    the secret its last rotation replaced stops working; None once it has), for display."""
     now = timezone.now()
     for api_key in keys:
         api_key.status = key_status(api_key, now)
+        api_key.previous_until = api_key.previous_secret_valid_until(now)
 
 
 def key_get(*, tenant: Tenant, key_id: int) -> ApiKey:
@@ -58,7 +60,7 @@ def key_get(*, tenant: Tenant, key_id: int) -> ApiKey:
     api_key = ApiKey.objects.filter(tenant=tenant, id=key_id).select_related("tenant").first()
     if api_key is None:
         raise Http404("No such key.")
-    api_key.status = key_status(api_key)
+    key_statuses([api_key])
     return api_key
 
 

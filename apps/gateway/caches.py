@@ -6,10 +6,11 @@ through Django's async ORM bridge: never on the warm path.
 """
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 
@@ -44,17 +45,24 @@ class KeyInfo:
     # compiled once per load; None when every category is off (no filtering work).
     content_policy: EffectivePolicy | None = None
     name: str = ""
+    # Loaded under a rotated-out secret: when its grace ends (epoch seconds). Checked on
+    # every request, so the secret is refused then without any invalidation message.
+    secret_valid_until: float | None = None
+    # The tenant lets its callers send their own upstream key (BYOK).
+    byok_allowed: bool = False
 
     def may_use(self, model_name: str) -> bool:
         return "*" in self.allowed_models or model_name in self.allowed_models
 
 
-def _key_info(api_key: ApiKey) -> KeyInfo:
+def _key_info(api_key: ApiKey, key_hash: str) -> KeyInfo:
+    """The key as the secret with this hash sees it (the current or the previous one)."""
+    previous = key_hash != api_key.key_hash
     return KeyInfo(
         id=api_key.id,
         tenant_id=api_key.tenant_id,
         tenant_name=api_key.tenant.name,
-        prefix=api_key.prefix,
+        prefix=api_key.previous_prefix if previous else api_key.prefix,
         allowed_models=frozenset(api_key.allowed_models or ()),
         expires_at=api_key.expires_at.timestamp() if api_key.expires_at else None,
         revoked=api_key.revoked_at is not None,
@@ -62,12 +70,14 @@ def _key_info(api_key: ApiKey) -> KeyInfo:
         tenant_limits=LimitSpec.from_fields(api_key.tenant),
         content_policy=content_policy_effective(api_key=api_key),
         name=api_key.name,
+        secret_valid_until=api_key.previous_valid_until.timestamp() if previous else None,
+        byok_allowed=api_key.tenant.byok_allowed,
     )
 
 
 def _load_key(key_hash: str) -> KeyInfo | None:
     api_key = api_key_get_by_hash(key_hash)
-    return _key_info(api_key) if api_key else None
+    return _key_info(api_key, key_hash) if api_key else None
 
 
 class KeyCache:
@@ -113,10 +123,26 @@ class DeploymentInfo:
     timeout_s: float
     connect_timeout_s: float
     reports_stop_sequence: bool = False
+    # Its backend accepts a caller's own upstream key (BYOK); ``extra_headers`` are the
+    # backend's own headers, to build that call's headers from.
+    byok_allowed: bool = False
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    # This copy carries the caller's key in ``headers`` (``with_caller_key``), where the
+    # scrubbing of upstream messages finds it as it finds the backend's own.
+    carries_caller_key: bool = False
 
     @property
     def label(self) -> str:
         return f"{self.backend}/{self.upstream_model}"
+
+    def with_caller_key(self, credential: str) -> "DeploymentInfo":
+        """This deployment for one call made with the caller's upstream key: the
+        adapter's auth headers carry it instead of the backend's credential."""
+        return dataclasses.replace(
+            self,
+            headers=self.adapter.headers(credential, self.extra_headers),
+            carries_caller_key=True,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,9 +192,8 @@ def _backend_adapter(
     return adapters[backend.name]
 
 
-def _backend_headers(backend: Backend, adapter: BackendAdapter) -> dict[str, str]:
-    extra = {str(k): str(v) for k, v in (backend.extra_headers or {}).items()}
-    return adapter.headers(backend.credential, extra)
+def _extra_headers(backend: Backend) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (backend.extra_headers or {}).items()}
 
 
 def _load_catalog() -> Catalog:
@@ -186,12 +211,14 @@ def _load_catalog() -> Catalog:
                 adapter=adapter,
                 speaks=adapter.speaks,
                 base_url=d.backend.base_url.rstrip("/"),
-                headers=_backend_headers(d.backend, adapter),
+                headers=adapter.headers(d.backend.credential, _extra_headers(d.backend)),
                 upstream_model=d.upstream_model,
                 weight=d.weight,
                 timeout_s=d.backend.timeout_s,
                 connect_timeout_s=d.backend.connect_timeout_s,
                 reports_stop_sequence=d.backend.reports_stop_sequence,
+                byok_allowed=d.backend.byok_allowed,
+                extra_headers=_extra_headers(d.backend) if d.backend.byok_allowed else {},
             )
             for d in model.deployments.all()
             if d.backend.enabled and (adapter := _backend_adapter(d.backend, adapters))

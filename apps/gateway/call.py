@@ -20,6 +20,9 @@ from apps.gateway.errors import (
     ApiKeyMissing,
     BodyNotJson,
     BodyTooDeep,
+    CallerKeyInvalid,
+    CallerKeyNotAllowed,
+    CallerKeyTwice,
     GatewayError,
     InternalError,
     InvalidRequest,
@@ -36,6 +39,7 @@ from apps.gateway.metrics import LIMIT_REFUSALS, observe_request
 from apps.gateway.protocol.bounds import output_bound
 from apps.gateway.protocol.openai import RequestInvalid
 from apps.gateway.state import GatewayState
+from apps.gateway.upstream.bodies import deployments_with_caller_key
 from apps.keys.hashing import INFERENCE_KEY_PREFIX, secret_hash
 from apps.ledger.events import UsageEvent
 from apps.ledger.spool import spool_append
@@ -77,6 +81,10 @@ async def authenticate(state: GatewayState, exchange: Exchange) -> KeyInfo:
     info = None
     if secret.startswith(INFERENCE_KEY_PREFIX) and len(secret) <= 128:
         info = await state.keys.get(secret_hash(secret))
+    grace_end = info.secret_valid_until if info is not None else None
+    if grace_end is not None and grace_end <= time.time():
+        # A rotated-out secret past its grace: as unknown as the database now says.
+        info = None
     if info is None:
         shown = secret[:6] + "…" if len(secret) > 10 else "…"
         raise ApiKeyInvalid(shown)
@@ -97,6 +105,67 @@ async def resolve_model(state: GatewayState, key: KeyInfo, name: Any) -> ModelIn
     if not key.may_use(model.name):
         raise ModelNotAllowed(model.name)
     return model
+
+
+# The caller's own upstream key (BYOK): Telnyx's body field, or a header of ours.
+CALLER_KEY_FIELD = "openai_api_key"
+CALLER_KEY_HEADER = b"x-upstream-authorization"
+_CALLER_KEY_HEADER_NAME = CALLER_KEY_HEADER.decode()
+MIN_CALLER_KEY_LENGTH = 8  # shorter, it could not be told from other words to scrub it
+MAX_CALLER_KEY_LENGTH = 1024
+
+
+def _checked_caller_key(value: Any, field: str) -> str:
+    """The key, or a 400 naming ``field`` (never showing the value)."""
+    if not isinstance(value, str):
+        raise CallerKeyInvalid(field, "must be a string")
+    if not value:
+        raise CallerKeyInvalid(field, "must not be empty")
+    if len(value) > MAX_CALLER_KEY_LENGTH:
+        raise CallerKeyInvalid(field, f"is longer than {MAX_CALLER_KEY_LENGTH} characters")
+    # Visible ASCII only: it goes into a header, and an exception about a value a header
+    # cannot carry would quote it.
+    if not all("!" <= c <= "~" for c in value):
+        raise CallerKeyInvalid(
+            field, "must be printable ASCII without spaces or control characters"
+        )
+    if len(value) < MIN_CALLER_KEY_LENGTH:
+        raise CallerKeyInvalid(field, f"is shorter than {MIN_CALLER_KEY_LENGTH} characters")
+    return value
+
+
+def _header_caller_key(exchange: Exchange) -> str | None:
+    raw = exchange.headers.get(CALLER_KEY_HEADER)
+    if raw is None:
+        return None
+    if exchange.repeats_any(frozenset({CALLER_KEY_HEADER})):
+        raise CallerKeyInvalid(_CALLER_KEY_HEADER_NAME, "is sent more than once")
+    value = raw.decode("latin-1").strip()
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else value
+
+
+def take_caller_key(call: "MeteredCall", body: Any) -> None:
+    """Take the caller's own upstream key off the request: ``openai_api_key`` is removed
+    from ``body`` (so it is never forwarded) and ``x-upstream-authorization`` is never
+    forwarded either. A tenant that does not allow it gets a 400 naming the field; a
+    malformed key a 400 too. The key is kept on the call only (``caller_key``), the
+    usage event says ``byok``."""
+    field = None
+    value: Any = None
+    if isinstance(body, dict) and CALLER_KEY_FIELD in body:
+        field, value = CALLER_KEY_FIELD, body.pop(CALLER_KEY_FIELD)
+        call.raw_body = b""  # it held the key: nothing reads it after the parse
+    if CALLER_KEY_HEADER in call.exchange.headers:
+        if field is not None:
+            raise CallerKeyTwice()
+        field, value = _CALLER_KEY_HEADER_NAME, _header_caller_key(call.exchange)
+    if field is None:
+        return
+    if not call.key.byok_allowed:
+        raise CallerKeyNotAllowed(field)
+    call.caller_key = _checked_caller_key(value, field)
+    call.event.byok = True
 
 
 # Deeper bodies are refused: orjson writes at most 255 levels, and a body is written
@@ -138,6 +207,7 @@ def parse_openai_request(call: "MeteredCall", validate: Callable[[Any], T]) -> t
     body = parse_json_body(call.raw_body)
     if isinstance(body, dict) and isinstance(body.get("model"), str):
         call.event.model = body["model"]
+    take_caller_key(call, body)
     try:
         checked = validate(body)
     except RequestInvalid as exc:
@@ -167,8 +237,6 @@ class MeteredCall:
         self.model: ModelInfo | None = None
         # What the tenant pays for the model (and the operator), chosen at admission.
         self.tariff: Tariff = NO_TARIFF
-        # The caller's own upstream credential is used (BYOK): priced at the BYOK fee.
-        self.byok = False
         # The protocol's prompt estimate admission was given (0: not admitted).
         self.prompt_estimate = 0
         self.deployment = None  # the one last tried
@@ -178,6 +246,8 @@ class MeteredCall:
         self.raw_body = b""
         # Content filtering of this request (filtering.Screen); None = off.
         self.screen = None
+        # The caller's own upstream key (take_caller_key); never logged, stored or echoed.
+        self.caller_key: str | None = None
 
     async def run(self, body: Callable[["MeteredCall"], Awaitable[None]]) -> None:
         exchange = self.exchange
@@ -251,7 +321,7 @@ class MeteredCall:
                     model.name, prompt_tokens, prompt_bound
                 ),
                 max_output_tokens=max_output_tokens,
-                worst_price_nanos=self.tariff.worst_nanos(prompt_bound, output, self.byok),
+                worst_price_nanos=self.tariff.worst_nanos(prompt_bound, output, self.event.byok),
             )
         except LimitExceeded as exc:
             LIMIT_REFUSALS.labels(exc.reason, exc.scope).inc()
@@ -270,7 +340,8 @@ class MeteredCall:
         noted on the event (settlement and the answer's ``usage.cost`` both ask: the
         same counts give the same amounts)."""
         event = self.event
-        quote = self.tariff.quote(billed_tokens(event), event.service_tier, self.byok)
+        # A call made with the caller's own key (byok) is priced at the rule's BYOK fee.
+        quote = self.tariff.quote(billed_tokens(event), event.service_tier, event.byok)
         event.cost, event.price = str(quote.cost), str(quote.price)
         event.cost_rule_id, event.rate_card_id, event.price_rule_id = quote[2:]
         return quote
@@ -288,6 +359,15 @@ class MeteredCall:
             usage["cost"] = cost
         self.exchange.extra_headers.append((COST_HEADER, cost.encode()))
         self.reply = (200, orjson.dumps(answer), (JSON_CONTENT_TYPE,))
+
+    async def resolve_model(self, name: Any) -> ModelInfo:
+        """The model ``name`` as this call may use it: allowed to the key, and with the
+        caller's own key only the deployments whose backend accepts one (carrying it)."""
+        model = await resolve_model(self.state, self.key, name)
+        self.event.model = model.name
+        if self.caller_key is not None:
+            model = deployments_with_caller_key(model, self.caller_key)
+        return model
 
     def record_deployment(self, deployment) -> None:
         self.deployment = deployment

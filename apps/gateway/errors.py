@@ -194,6 +194,60 @@ class ModelNotSupported(GatewayError):
         super().__init__(f"The model '{name}' does not support the {api} API here.")
 
 
+# ---------------------------------------------------------------------------
+# The caller's own upstream key (BYOK)
+# ---------------------------------------------------------------------------
+
+
+class CallerKeyInvalid(GatewayError):
+    """The caller's upstream key (``field``: the body field or header that carried it)
+    is malformed; ``problem`` says how, never showing the value."""
+
+    code = "invalid_upstream_key"
+    outcome = "invalid_request"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"'{field}' {problem}.")
+        self.param = field
+
+
+class CallerKeyTwice(GatewayError):
+    code = "invalid_upstream_key"
+    param = "openai_api_key"
+    outcome = "invalid_request"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Send your own upstream key once: in 'openai_api_key' or in the "
+            "'x-upstream-authorization' header, not both."
+        )
+
+
+class CallerKeyNotAllowed(GatewayError):
+    """The tenant has not opted in to callers' own upstream keys."""
+
+    code = "upstream_key_not_allowed"
+    outcome = "invalid_request"
+
+    def __init__(self, field: str) -> None:
+        super().__init__(
+            f"This API key may not send its own upstream key ('{field}'): its tenant does "
+            "not allow it. Remove it, or ask the operator to allow it."
+        )
+        self.param = field
+
+
+class ModelRejectsCallerKey(GatewayError):
+    """No deployment of the model has a backend that accepts a caller's key."""
+
+    code = "upstream_key_not_accepted"
+    param = "model"
+    outcome = "invalid_request"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"The model '{name}' does not accept a caller's own upstream key here.")
+
+
 class PromptFiltered(GatewayError):
     code = "content_filter"
     param = "prompt"
@@ -340,6 +394,20 @@ class UpstreamReadFailed(_UpstreamError):
 
     def __init__(self) -> None:
         super().__init__("The upstream failed while sending the response.")
+
+
+class UpstreamRefusedCallerKey(GatewayError):
+    """The upstream refused the caller's own key (401/403): relayed with its status and
+    its words, scrubbed of the key, since only the caller can fix it."""
+
+    anthropic_type = None
+
+    def __init__(self, status: int, error: dict[str, Any], said: str) -> None:
+        super().__init__(f"The model's upstream refused your upstream key (HTTP {status}){said}")
+        self.status = status
+        self.error_type = error["type"]
+        self.code = error["code"] or "upstream_key_refused"
+        self.outcome = f"upstream_{status}"
 
 
 class UpstreamRefusedRequest(GatewayError):

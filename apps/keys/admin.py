@@ -21,8 +21,17 @@ class ApiKeyAdmin(admin.ModelAdmin):
     ]
     list_filter = ["tenant"]
     search_fields = ["name", "prefix", "tenant__name"]
-    exclude = ["key_hash"]
-    readonly_fields = ["tenant", "prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+    exclude = ["key_hash", "previous_key_hash"]
+    readonly_fields = [
+        "tenant",
+        "prefix",
+        "previous_prefix",
+        "previous_valid_until",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
     actions = ["revoke"]
 
     def has_add_permission(self, request) -> bool:

@@ -1,6 +1,9 @@
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from apps.limits.fields import LimitFields
 from apps.tenants.models import Tenant
@@ -13,6 +16,11 @@ class ApiKey(LimitFields):
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, help_text="Visible start of the secret")
     key_hash = models.CharField(max_length=64, unique=True)
+    # The secret a rotation replaced, accepted until previous_valid_until (the grace
+    # chosen at rotation); one at a time: the next rotation replaces it.
+    previous_key_hash = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    previous_prefix = models.CharField(max_length=16, blank=True, default="")
+    previous_valid_until = models.DateTimeField(null=True, blank=True)
     # Public model names this key may call; empty means none, "*" means every model.
     allowed_models = models.JSONField(default=list, blank=True)
     # Per-category override of the tenant's content policy; {} = the tenant's.
@@ -32,8 +40,30 @@ class ApiKey(LimitFields):
                 fields=["tenant", "name"],
                 condition=Q(revoked_at__isnull=True),
                 name="apikey_active_name_per_tenant",
-            )
+            ),
+            # Both or neither; and a key's two secrets differ. Across rows, each column is
+            # unique; a hash in one row's key_hash and another's previous_key_hash would
+            # take two equal HMACs of 256-bit random secrets.
+            models.CheckConstraint(
+                condition=Q(previous_key_hash__isnull=True, previous_valid_until__isnull=True)
+                | (
+                    Q(previous_key_hash__isnull=False, previous_valid_until__isnull=False)
+                    & ~Q(previous_key_hash=models.F("key_hash"))
+                ),
+                name="apikey_previous_secret_whole_and_distinct",
+            ),
         ]
+
+    def secret_hashes(self) -> list[str]:
+        """The hashes a gateway process may have cached this key under."""
+        return [h for h in (self.key_hash, self.previous_key_hash) if h]
+
+    def previous_secret_valid_until(self, now: datetime | None = None) -> datetime | None:
+        """When the previous secret stops working; None when there is none any more."""
+        until = self.previous_valid_until
+        if until is None or until <= (now or timezone.now()):
+            return None
+        return until
 
     def __str__(self) -> str:
         return f"{self.tenant}/{self.name} ({self.prefix}…)"

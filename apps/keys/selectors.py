@@ -5,7 +5,16 @@ from apps.keys.models import ApiKey
 
 
 def api_key_get_by_hash(key_hash: str) -> ApiKey | None:
-    return ApiKey.objects.select_related("tenant").filter(key_hash=key_hash).first()
+    """The key whose current secret, or previous secret still in its grace, has this hash
+    (whether it is revoked or expired is the caller's to check)."""
+    return (
+        ApiKey.objects.select_related("tenant")
+        .filter(
+            Q(key_hash=key_hash)
+            | Q(previous_key_hash=key_hash, previous_valid_until__gt=timezone.now())
+        )
+        .first()
+    )
 
 
 def api_key_list(*, tenant, status: str | None = None):

@@ -3,7 +3,7 @@ through a Redis invalidation message published after the transaction commits, an
 recorded in the audit log (``actor``: the user or admin token acting; None = system)."""
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -14,9 +14,37 @@ from apps.keys.hashing import secret_generate, secret_hash, secret_visible_prefi
 from apps.keys.models import ApiKey
 from apps.tenants.models import Tenant
 
+# Rotation grace: 0 = the old secret is refused at once; at most 7 days.
+MAX_ROTATION_GRACE_SECONDS = 7 * 24 * 3600
 
-def _invalidate_on_commit(key_hash: str) -> None:
-    transaction.on_commit(lambda: publish(KEYS_INVALIDATE_CHANNEL, key_hash))
+
+class ApiKeyError(ValueError):
+    """A refused change; ``field`` names the offending input (None: the key as a whole)."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+
+def _invalidate_on_commit(*key_hashes: str) -> None:
+    """Every gateway process drops its entries under these hashes once we commit."""
+
+    def send() -> None:
+        for key_hash in key_hashes:
+            publish(KEYS_INVALIDATE_CHANNEL, key_hash)
+
+    transaction.on_commit(send)
+
+
+def _rotation_grace(grace_seconds: object) -> timedelta:
+    if isinstance(grace_seconds, bool) or not isinstance(grace_seconds, int):
+        raise ApiKeyError("grace_seconds", "must be a whole number of seconds")
+    if not 0 <= grace_seconds <= MAX_ROTATION_GRACE_SECONDS:
+        raise ApiKeyError(
+            "grace_seconds", f"must be between 0 and {MAX_ROTATION_GRACE_SECONDS} (7 days)"
+        )
+    return timedelta(seconds=grace_seconds)
 
 
 def _key_settings(api_key: ApiKey) -> dict:
@@ -64,7 +92,7 @@ def _revoke(api_key: ApiKey) -> bool:
     if changed:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
-    _invalidate_on_commit(api_key.key_hash)
+    _invalidate_on_commit(*api_key.secret_hashes())
     return changed
 
 
@@ -120,48 +148,60 @@ def api_key_revoke(*, api_key: ApiKey, actor=None) -> ApiKey:
 
 
 @transaction.atomic
-def api_key_rotate(*, api_key: ApiKey, created_by=None, actor=None) -> tuple[ApiKey, str]:
-    """Revoke the key and issue a new secret with the same name and settings."""
-    _revoke(api_key)
-    copied = {
-        f.name: getattr(api_key, f.name)
-        for f in ApiKey._meta.concrete_fields
-        if f.name
-        not in {
-            "id",
-            "tenant",
-            "name",
-            "prefix",
+def api_key_rotate(*, api_key: ApiKey, grace_seconds: int = 0, actor=None) -> tuple[ApiKey, str]:
+    """Issue a new secret for the same key: its id, settings, limit counters and usage
+    history stay. The old secret keeps working for ``grace_seconds`` (0: refused at once,
+    at most 7 days), in every gateway process without a message at the grace's end. One
+    previous secret at a time: rotating again inside a grace ends the older one at once.
+    Returns the key and its new secret (shown once, never stored)."""
+    grace = _rotation_grace(grace_seconds)
+    # Two rotations at once must not both keep the same old secret.
+    api_key.refresh_from_db(from_queryset=ApiKey.objects.select_for_update())
+    if api_key.revoked_at is not None:
+        raise ApiKeyError(None, "a revoked key cannot be rotated")
+    now = timezone.now()
+    cached_under = api_key.secret_hashes()
+    ended_early = api_key.previous_prefix if api_key.previous_secret_valid_until(now) else None
+    old_prefix = api_key.prefix
+    if grace:
+        api_key.previous_key_hash = api_key.key_hash
+        api_key.previous_prefix = api_key.prefix
+        api_key.previous_valid_until = now + grace
+    else:
+        api_key.previous_key_hash = None
+        api_key.previous_prefix = ""
+        api_key.previous_valid_until = None
+    secret = secret_generate()
+    api_key.key_hash = secret_hash(secret)
+    api_key.prefix = secret_visible_prefix(secret)
+    api_key.save(
+        update_fields=[
             "key_hash",
-            "allowed_models",
-            "expires_at",
-            "revoked_at",
-            "created_by",
-            "created_at",
-            "last_used_at",
-        }
-    }
-    new_key, secret = _issue(
-        tenant=api_key.tenant,
-        name=api_key.name,
-        allowed_models=api_key.allowed_models,
-        expires_at=api_key.expires_at,
-        created_by=created_by or _user_or_none(actor) or api_key.created_by,
-        **copied,
+            "prefix",
+            "previous_key_hash",
+            "previous_prefix",
+            "previous_valid_until",
+        ]
     )
+    # The old hashes' entries change; a process may have cached "unknown" for the new one.
+    _invalidate_on_commit(*cached_under, api_key.key_hash)
+    details = {
+        "name": api_key.name,
+        "previous_prefix": old_prefix,
+        "new_prefix": api_key.prefix,
+        "grace_seconds": grace_seconds,
+        "previous_secret_valid_until": api_key.previous_valid_until,
+    }
+    if ended_early:
+        details["ended_early_prefix"] = ended_early
     audit_record(
         tenant=api_key.tenant,
         actor=actor,
         action="key.rotated",
-        target=new_key,
-        details={
-            "name": api_key.name,
-            "replaced_key_id": api_key.id,
-            "replaced_prefix": api_key.prefix,
-            "new_prefix": new_key.prefix,
-        },
+        target=api_key,
+        details=details,
     )
-    return new_key, secret
+    return api_key, secret
 
 
 @transaction.atomic
@@ -170,7 +210,7 @@ def api_key_update(*, api_key: ApiKey, actor=None, **changes) -> ApiKey:
     for field, value in changes.items():
         setattr(api_key, field, value)
     api_key.save(update_fields=list(changes))
-    _invalidate_on_commit(api_key.key_hash)
+    _invalidate_on_commit(*api_key.secret_hashes())
     if diff:
         audit_record(
             tenant=api_key.tenant,

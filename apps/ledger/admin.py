@@ -19,7 +19,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "completion_tokens",
         "cost",
     ]
-    list_filter = ["status", "model", "protocol", "stream", "service_tier"]
+    list_filter = ["status", "model", "protocol", "stream", "service_tier", "byok"]
     search_fields = ["request_id", "tenant__name", "model"]
     date_hierarchy = "created_at"
     list_select_related = ["tenant", "api_key"]

@@ -44,6 +44,8 @@ class UsageEvent:
     cost_rule_id: int | None = None
     rate_card_id: int | None = None
     price_rule_id: int | None = None
+    # Served with the caller's own upstream key (the key itself is never in the event).
+    byok: bool = False
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self)  # orjson serialises dataclasses natively, ~50x asdict

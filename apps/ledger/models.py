@@ -34,6 +34,9 @@ class UsageRecord(models.Model):
     reasoning_tokens = models.PositiveIntegerField(default=0, db_default=0)
     # The upstream's, as it said it ("" when it did not).
     service_tier = models.CharField(max_length=32, blank=True, default="", db_default="")
+    # Served with the caller's own upstream key (never stored; README, "Bring your own
+    # upstream key").
+    byok = models.BooleanField(default=False, db_default=False)
     # The request's budget reservation in tokens; the cost prices the counts capped at
     # these (NULL: no cap), so an upstream reporting more is recorded but not billed.
     prompt_tokens_bound = models.PositiveBigIntegerField(null=True, blank=True)

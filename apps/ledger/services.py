@@ -56,6 +56,7 @@ def _record(event: UsageEvent) -> UsageRecord:
         cache_write_1h_tokens=_count(event.cache_write_1h_tokens),
         reasoning_tokens=_count(event.reasoning_tokens),
         service_tier=(event.service_tier or "")[:32],
+        byok=event.byok is True,
         prompt_tokens_bound=_bound(event.prompt_tokens_bound),
         completion_tokens_bound=_bound(event.completion_tokens_bound),
         latency_ms=max(event.latency_ms, 0),
@@ -119,7 +120,7 @@ def _price(records: list[UsageRecord]) -> None:
     )
     for record in records:
         quote = book.tariff(record.tenant_id, record.model, record.created_at).quote(
-            billed_tokens(record), record.service_tier or None
+            billed_tokens(record), record.service_tier or None, record.byok
         )
         record.cost = pico_to_decimal(quote.cost)
         record.price = pico_to_decimal(quote.price)

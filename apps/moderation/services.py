@@ -56,8 +56,13 @@ def content_policy_set(
             details={"from": previous, "to": cleaned},
         )
     # A tenant's policy is in every one of its keys' cache entries.
-    message = "*" if tenant is not None else api_key.key_hash
-    transaction.on_commit(lambda: publish(KEYS_INVALIDATE_CHANNEL, message))
+    messages = ["*"] if tenant is not None else api_key.secret_hashes()
+
+    def send() -> None:
+        for message in messages:
+            publish(KEYS_INVALIDATE_CHANNEL, message)
+
+    transaction.on_commit(send)
     return cleaned
 
 

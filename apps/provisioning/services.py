@@ -193,6 +193,14 @@ KEY_FIELD_HANDLERS["content_policy"] = _content_policy_values
 TENANT_FIELD_HANDLERS["content_policy"] = _content_policy_values
 
 
+def _byok_values(doc: _Doc, name: str) -> dict[str, Any]:
+    """byok: true lets the tenant's callers send their own upstream key; absent = off."""
+    return {"byok_allowed": doc.flag(name, False)}
+
+
+TENANT_FIELD_HANDLERS["byok"] = _byok_values
+
+
 def _apply_backends(items: list, result: ApplyResult) -> dict[str, Backend]:
     backends = {b.name: b for b in Backend.objects.all()}
     for i, raw in enumerate(items):
@@ -207,6 +215,7 @@ def _apply_backends(items: list, result: ApplyResult) -> dict[str, Backend]:
                 "connect_timeout_s",
                 "extra_headers",
                 "reports_stop_sequence",
+                "byok",
                 "enabled",
             }
         )
@@ -225,6 +234,7 @@ def _apply_backends(items: list, result: ApplyResult) -> dict[str, Backend]:
             "connect_timeout_s": doc.number("connect_timeout_s", 5.0),
             "extra_headers": {str(k): str(v) for k, v in headers.items()},
             "reports_stop_sequence": doc.flag("reports_stop_sequence", False),
+            "byok_allowed": doc.flag("byok", False),
             "enabled": bool(doc.data.get("enabled", True)),
         }
         api_key = doc.text("api_key", required=False) or ""

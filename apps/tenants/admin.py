@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.db import transaction
 
+from apps.core.redis import KEYS_INVALIDATE_CHANNEL, publish
 from apps.tenants.models import AdminToken, Membership, Tenant
 from apps.tenants.services import admin_token_revoke
 
@@ -19,10 +21,17 @@ class TenantAdmin(admin.ModelAdmin):
         "tpm",
         "budget_amount",
         "budget_period",
+        "byok_allowed",
         "created_at",
     ]
+    list_filter = ["byok_allowed"]
     search_fields = ["name", "display_name"]
     inlines = [MembershipInline]
+
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        # Keys carry their tenant's limits and BYOK opt-in in every gateway's cache.
+        transaction.on_commit(lambda: publish(KEYS_INVALIDATE_CHANNEL, "*"))
 
 
 @admin.register(Membership)

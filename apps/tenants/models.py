@@ -13,6 +13,15 @@ class Tenant(LimitFields):
     created_at = models.DateTimeField(auto_now_add=True)
     # Default content policy of the tenant's keys (apps/moderation/policy.py); {} = off.
     content_policy = models.JSONField(default=dict, blank=True)
+    # Staff's opt-in: the tenant's callers may send their own upstream key (README,
+    # "Bring your own upstream key"); without it such a request is a 400.
+    byok_allowed = models.BooleanField(
+        default=False,
+        db_default=False,
+        verbose_name="callers may bring their own upstream key",
+        help_text="Requests may carry their own upstream key (openai_api_key, "
+        "x-upstream-authorization) for backends that accept one",
+    )
 
     def __str__(self) -> str:
         return self.name

@@ -25,6 +25,8 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 # Fields tenant_update_limits may change (apps/limits/fields.py).
 LIMIT_FIELD_NAMES = frozenset({"rpm", "tpm", "max_concurrent", "budget_amount", "budget_period"})
+# The other fields staff may change with tenant_update.
+STAFF_TENANT_FIELDS = frozenset({"display_name", "byok_allowed"})
 
 
 class TenantError(ValueError):
@@ -243,30 +245,45 @@ def tenant_update_limits(*, tenant: Tenant, actor=None, **fields: Any) -> Tenant
 
 
 @transaction.atomic
-def tenant_create(*, name: str, display_name: str = "", actor=None, **limits: Any) -> Tenant:
+def tenant_create(
+    *,
+    name: str,
+    display_name: str = "",
+    byok_allowed: bool = False,
+    actor=None,
+    **limits: Any,
+) -> Tenant:
     """Staff: a new tenant (no members; invite its first owner next)."""
     unknown = set(limits) - LIMIT_FIELD_NAMES
     if unknown:
         raise TenantError(sorted(unknown)[0], "not a tenant limit")
     if Tenant.objects.filter(name=name).exists():
         raise TenantError("name", f"a tenant named '{name}' exists")
-    tenant = Tenant.objects.create(name=name, display_name=display_name, **limits)
+    tenant = Tenant.objects.create(
+        name=name, display_name=display_name, byok_allowed=byok_allowed, **limits
+    )
     audit_record(
         tenant=tenant,
         actor=actor,
         action="tenant.created",
         target=tenant,
-        details={"name": name, "display_name": display_name, **limits},
+        details={
+            "name": name,
+            "display_name": display_name,
+            "byok_allowed": byok_allowed,
+            **limits,
+        },
     )
     return tenant
 
 
 @transaction.atomic
 def tenant_update(*, tenant: Tenant, actor=None, **fields: Any) -> Tenant:
-    """Staff: display name and limits (limits through tenant_update_limits)."""
+    """Staff: display name, the BYOK opt-in and limits (limits through
+    tenant_update_limits)."""
     limits = {k: v for k, v in fields.items() if k in LIMIT_FIELD_NAMES}
     other = {k: v for k, v in fields.items() if k not in LIMIT_FIELD_NAMES}
-    unknown = set(other) - {"display_name"}
+    unknown = set(other) - STAFF_TENANT_FIELDS
     if unknown:
         raise TenantError(sorted(unknown)[0], "cannot be changed")
     diff = audit_changes(tenant, other)
@@ -274,6 +291,9 @@ def tenant_update(*, tenant: Tenant, actor=None, **fields: Any) -> Tenant:
         for name in diff:
             setattr(tenant, name, other[name])
         tenant.save(update_fields=list(diff))
+        if "byok_allowed" in diff:
+            # Keys carry their tenant's opt-in in every gateway's cache.
+            transaction.on_commit(lambda: publish(KEYS_INVALIDATE_CHANNEL, "*"))
         audit_record(
             tenant=tenant,
             actor=actor,

@@ -274,14 +274,16 @@ def test_key_lifecycle_secret_once_rotate_revoke(org):
 
     rotated = client.post(f"/api/v1/keys/{key.id}/rotate")
     assert rotated.status_code == 201
+    assert rotated["Cache-Control"] == "no-store"
     new = rotated.json()
-    assert new["id"] != key.id and new["name"] == "ci" and new["secret"] != secret
+    assert new["id"] == key.id and new["name"] == "ci" and new["secret"] != secret
     assert new["tpm"] == 1000 and new["allowed_models"] == ["*"]
-    assert api_key_get_by_hash(secret_hash(secret)).revoked_at is not None
-    assert client.post(f"/api/v1/keys/{key.id}/rotate").status_code == 400  # revoked
+    assert new["previous_secret_valid_until"] is None  # no grace: the old one is refused
+    assert api_key_get_by_hash(secret_hash(secret)) is None
 
-    revoked = client.post(f"/api/v1/keys/{new['id']}/revoke")
+    revoked = client.post(f"/api/v1/keys/{key.id}/revoke")
     assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
+    assert client.post(f"/api/v1/keys/{key.id}/rotate").status_code == 400  # revoked
     assert client.get("/api/v1/keys", {"status": "active"}).json()[0]["id"] == org.acme_key.id
 
 

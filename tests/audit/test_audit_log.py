@@ -49,10 +49,14 @@ def test_key_issue_rotate_revoke_update_record_who_what_when(org):
     api_key_update(api_key=api_key, rpm=10, actor=org.owner)  # no change, no event
     assert len(events(org.acme, "key.updated")) == 1
 
-    new_key, new_secret = api_key_rotate(api_key=api_key, actor=org.owner)
+    old_hash, old_prefix = api_key.key_hash, api_key.prefix
+    new_key, new_secret = api_key_rotate(api_key=api_key, grace_seconds=3600, actor=org.owner)
     [rotated] = events(org.acme, "key.rotated")
-    assert rotated.actor_user == org.owner and rotated.target_id == str(new_key.id)
-    assert rotated.details["replaced_key_id"] == api_key.id
+    assert rotated.actor_user == org.owner and rotated.target_id == str(api_key.id)
+    assert rotated.details["previous_prefix"] == old_prefix
+    assert rotated.details["new_prefix"] == new_key.prefix
+    assert rotated.details["grace_seconds"] == 3600
+    assert rotated.details["previous_secret_valid_until"] is not None
     # Rotation is one event, not a revoke plus an issue.
     assert len(events(org.acme, "key.revoked")) == 0
     assert len(events(org.acme, "key.issued")) == 2  # config as code's "main", then "ci"
@@ -64,7 +68,7 @@ def test_key_issue_rotate_revoke_update_record_who_what_when(org):
 
     every = AuditEvent.objects.filter(tenant=org.acme)
     text = str(list(every.values()))
-    for secret_value in (secret, new_secret, api_key.key_hash, new_key.key_hash):
+    for secret_value in (secret, new_secret, old_hash, new_key.key_hash):
         assert secret_value not in text
 
 

@@ -186,6 +186,16 @@ def test_records_csv_shows_every_token_class_of_a_record(world):
 CLASSES = ("cache_write_5m_tokens", "cache_write_1h_tokens", "reasoning_tokens", "service_tier")
 
 
+def test_records_csv_shows_whether_the_callers_own_key_served_a_record(world):
+    ingest(replace(event(world.acme_key, "2026-02-10 09:00:01", prompt=100), byok=True))
+    ingest(event(world.acme_key, "2026-02-10 09:00:02", prompt=100))
+    response = api(world.acme_token).get(
+        "/api/v1/usage/records.csv", {"start_time": FEB, "end_time": MAR}
+    )
+    rows = csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode()))
+    assert [row["byok"] for row in rows] == ["True", "False"]  # as the stream column
+
+
 def test_rollups_csv_equals_the_ledger(usage):
     for granularity in ("hour", "day"):
         response = api(usage.acme_token).get(

@@ -25,8 +25,8 @@ Behaviour is steered by directives in the user/system messages:
 - any route: "#prompt_x=N" reports N times the gateway's ⌈bytes/4⌉-style prompt estimate
   (a chat template that adds a long system prompt), "#completion_tokens=N" reports N
   completion tokens whatever it said (a server ignoring max_tokens), "#error=KIND" answers
-  an error body as real servers shape it (see ``_error_body``), with "#status=N" or the
-  kind's usual status.
+  an error body as real servers shape it (see ``_error_body``; "#error=key" quotes the
+  API key it received), with "#status=N" or the kind's usual status.
 
 Under /llama/v1/... it behaves as llama-cpp-python's server: a chat request its pydantic
 schema (tests/fakes/llama_schema.py) refuses is an HTTP 500 with its JSON error; a stop
@@ -153,10 +153,14 @@ def _llama(request: web.Request) -> bool:
     return request.path.startswith("/llama/")
 
 
+def _received_credential(request: web.Request) -> str:
+    return request.headers.get("Authorization") or request.headers.get("x-api-key", "")
+
+
 def _leaky_message(request: web.Request) -> str:
     """An error message echoing what a careless server may: the credentials it received,
     its own URL, an internal hostname and IP address, and a key of ours."""
-    received = request.headers.get("Authorization") or request.headers.get("x-api-key", "")
+    received = _received_credential(request)
     return (
         f"Invalid request to http://{request.host}{request.path} (pod vllm-0.inference.svc"
         f".cluster.local:8000, 10.0.0.7:8000) with {received}; "
@@ -168,11 +172,13 @@ def _leaky_message(request: web.Request) -> str:
 def _error_body(request: web.Request, directives: dict[str, str]) -> web.Response | None:
     """#error=detail (FastAPI's validation list, 422: vLLM, llama-cpp-python),
     text (a plain-text 500: llama-cpp-python), ollama ({"error": "..."}, 400),
-    leak (an OpenAI-shaped 400 whose message carries secrets and internal addresses)."""
+    leak (an OpenAI-shaped 400 whose message carries secrets and internal addresses),
+    key (a 401 quoting the API key it received, bare, as OpenAI's "Incorrect API key
+    provided" does, in the route's own shape)."""
     kind = directives.get("error")
     if kind is None:
         return None
-    default = {"detail": 422, "text": 500}.get(kind, 400)
+    default = {"detail": 422, "text": 500, "key": 401}.get(kind, 400)
     status = int(directives.get("status", default))
     if kind == "detail":
         detail = [
@@ -196,6 +202,14 @@ def _error_body(request: web.Request, directives: dict[str, str]) -> web.Respons
         )
     if kind == "ollama":
         return web.json_response({"error": 'model "fake" does not support tools'}, status=status)
+    if kind == "key":
+        key = _received_credential(request).removeprefix("Bearer ")
+        message = f"Incorrect API key provided: {key}. Check the key and retry."
+        if "/messages" in request.path:
+            error = {"type": "authentication_error", "message": message}
+            return web.json_response({"type": "error", "error": error}, status=status)
+        error = {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}
+        return web.json_response({"error": error}, status=status)
     if "/messages" in request.path:
         error = {"type": "invalid_request_error", "message": _leaky_message(request)}
         return web.json_response({"type": "error", "error": error}, status=status)

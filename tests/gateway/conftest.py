@@ -1,4 +1,5 @@
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -74,3 +75,38 @@ def scripted_gateway(
         yield make
         for gateway in gateways:
             gateway.close()
+
+
+@dataclass(frozen=True)
+class ByokSeed:
+    secret: str  # a key of tenant "acme", which allows callers' own upstream keys
+    closed_secret: str  # a key of tenant "closed", which does not
+
+
+@pytest.fixture
+def byok_seed(transactional_db, upstream) -> ByokSeed:
+    """The usual seed with BYOK opted in: tenant acme (its tenant "closed" not), and the
+    backends fake and fake-anthropic (the others not: dead, fake-llama, …)."""
+    from apps.provisioning.services import config_apply
+
+    document = seed_document(upstream.base_url)
+    for backend in document["backends"]:
+        if backend["name"] in BYOK_BACKENDS:
+            backend["byok"] = True
+    document["tenants"][0]["byok"] = True
+    document["tenants"].append(seed_document(upstream.base_url, tenant="closed")["tenants"][0])
+    keys = config_apply(document=document).keys_created
+    secrets = {(k["tenant"], k["name"]): k["secret"] for k in keys}
+    return ByokSeed(secret=secrets["acme", "main"], closed_secret=secrets["closed", "main"])
+
+
+BYOK_BACKENDS = ("fake", "fake-anthropic")
+
+
+@pytest.fixture
+def byok_gateway(byok_seed, settings) -> Iterator[InProcessGateway]:
+    """The gateway app in this process over ``byok_seed`` and the fake upstream."""
+    settings.LEDGER_STREAM = f"{settings.LEDGER_STREAM}:inprocess"
+    gateway = InProcessGateway()
+    yield gateway
+    gateway.close()

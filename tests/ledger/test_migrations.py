@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-BEFORE = [("ledger", "0004_usage_token_classes"), ("billing", "0001_initial")]
+BEFORE = [("ledger", "0005_usagerecord_byok"), ("billing", "0001_initial")]
 
 
 @pytest.fixture

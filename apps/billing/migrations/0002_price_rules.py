@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('billing', '0001_initial'),
-        ('catalog', '0005_price_rules'),
+        ('catalog', '0006_price_rules'),
         ('tenants', '0005_admintoken_created_by'),
     ]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -12,9 +14,15 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.dashboard import selectors
 from apps.dashboard.access import access_required
-from apps.dashboard.forms import ContentPolicyForm, KeyCreateForm, LimitsForm
+from apps.dashboard.forms import ContentPolicyForm, KeyCreateForm, KeyRotateForm, LimitsForm
 from apps.dashboard.views.common import one_time_put, page
-from apps.keys.services import api_key_issue, api_key_revoke, api_key_rotate, api_key_update
+from apps.keys.services import (
+    ApiKeyError,
+    api_key_issue,
+    api_key_revoke,
+    api_key_rotate,
+    api_key_update,
+)
 from apps.moderation.policy import PolicyError
 from apps.moderation.services import content_policy_set
 from apps.tenants.models import Membership
@@ -127,19 +135,31 @@ def key_policy(request: HttpRequest, key_id: int) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def key_rotate(request: HttpRequest, key_id: int) -> HttpResponse:
+    """GET: the confirmation page with the grace to choose; POST: rotate."""
     access = access_required(request)
     api_key = selectors.key_get(tenant=access.tenant, key_id=key_id)
-    access_required(request, WRITE)
+    access = access_required(request, WRITE)
     if api_key.revoked_at is not None:
         messages.error(request, "A revoked key cannot be rotated.")
         return redirect("dashboard:keys")
-    new_key, secret = api_key_rotate(api_key=api_key, actor=request.user)
-    one_time_put(
-        request, kind="key", label=f"{new_key.name} ({new_key.prefix}…), rotated", value=secret
-    )
-    return redirect("dashboard:keys")
+    form = KeyRotateForm(request.POST if request.method == "POST" else None)
+    if form.is_valid():
+        try:
+            api_key, secret = api_key_rotate(
+                api_key=api_key, actor=request.user, **form.cleaned_data
+            )
+        except ApiKeyError as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        else:
+            label = f"{api_key.name} ({api_key.prefix}…), rotated"
+            if api_key.previous_valid_until is not None:
+                until = api_key.previous_valid_until.astimezone(UTC)
+                label += f"; the previous secret works until {until:%Y-%m-%d %H:%M:%S} UTC"
+            one_time_put(request, kind="key", label=label, value=secret)
+            return redirect("dashboard:keys")
+    return page(request, "dashboard/key_rotate.html", access, "keys", api_key=api_key, form=form)
 
 
 @login_required

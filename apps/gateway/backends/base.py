@@ -51,10 +51,15 @@ class BackendAdapter:
         return {}
 
     def headers(self, credential: str, extra: dict[str, str]) -> dict[str, str]:
-        """Every header of a request to this backend (computed once per catalog load)."""
+        """Every header of a request to this backend (computed once per catalog load,
+        and per call made with a caller's own key). The auth headers replace any extra
+        header of the same name, whatever its case."""
         headers = {**self.default_headers(), **extra}
         if credential:
-            headers.update(self.auth_headers(credential))
+            auth = self.auth_headers(credential)
+            replaced = {name.lower() for name in auth}
+            headers = {n: v for n, v in headers.items() if n.lower() not in replaced}
+            headers.update(auth)
         return headers
 
     def offers(self, api: str) -> bool:

@@ -9,7 +9,7 @@ import time
 
 from apps.gateway.backends import ANTHROPIC
 from apps.gateway.caches import ModelInfo
-from apps.gateway.call import MeteredCall, authenticate, parse_openai_request, resolve_model
+from apps.gateway.call import MeteredCall, authenticate, parse_openai_request
 from apps.gateway.endpoints.chat_anthropic import (
     answer_chat_once,
     chat_request_builder,
@@ -46,8 +46,7 @@ async def handle_chat_completions(state: GatewayState, exchange: Exchange) -> No
 async def chat_completion(call: MeteredCall) -> None:
     body, _ = parse_openai_request(call, validate_chat_request)
     drop_message_nulls(body["messages"])
-    model = await resolve_model(call.state, call.key, body["model"])
-    call.event.model = model.name
+    model = await call.resolve_model(body["model"])
     stream = body.get("stream") is True
     call.event.stream = stream
     max_output = body.get("max_completion_tokens") or body.get("max_tokens")

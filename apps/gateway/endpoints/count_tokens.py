@@ -9,7 +9,7 @@ import dataclasses
 import orjson
 
 from apps.gateway.caches import ModelInfo
-from apps.gateway.call import MeteredCall, authenticate, resolve_model
+from apps.gateway.call import MeteredCall, authenticate
 from apps.gateway.endpoints.messages import native_headers, parse_messages_body
 from apps.gateway.errors import GatewayError
 from apps.gateway.exchange import JSON_CONTENT_TYPE, Exchange
@@ -32,8 +32,7 @@ async def count_tokens(call: MeteredCall) -> None:
     else ``estimate_message_tokens`` (documented there: ⌈text bytes / 4⌉ +
     per-message, per-tool and per-image charges)."""
     body = parse_messages_body(call, require_max_tokens=False)
-    model = await resolve_model(call.state, call.key, body["model"])
-    call.event.model = model.name
+    model = await call.resolve_model(body["model"])
     native = tuple(d for d in model.deployments if d.adapter.offers("count_tokens"))
     count = None
     if native:

@@ -4,7 +4,7 @@ on the upstream's prompt tokens (an embedding has no output tokens).
 Every field the client sent passes through but ``model`` (the SDKs ask for base64
 vectors unless told otherwise: the answer is relayed as the backend gives it)."""
 
-from apps.gateway.call import MeteredCall, authenticate, parse_openai_request, resolve_model
+from apps.gateway.call import MeteredCall, authenticate, parse_openai_request
 from apps.gateway.errors import UpstreamBadResponse
 from apps.gateway.exchange import Exchange
 from apps.gateway.filtering import screen_prompt
@@ -31,8 +31,7 @@ async def handle_embeddings(state: GatewayState, exchange: Exchange) -> None:
 
 async def create_embeddings(call: MeteredCall) -> None:
     body, (texts, token_ids) = parse_openai_request(call, validate_embeddings_request)
-    model = await resolve_model(call.state, call.key, body["model"])
-    call.event.model = model.name
+    model = await call.resolve_model(body["model"])
     model = deployments_offering(model, "embeddings", "embeddings")
     estimate = sum(estimate_text_tokens(t) for t in texts) + token_ids
     await call.admit(model, estimate, 0, prompt_bound=embeddings_prompt_bound(texts, token_ids))

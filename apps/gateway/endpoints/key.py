@@ -70,6 +70,12 @@ def _scope(spec: LimitSpec | None, use: ScopeUse | None, known: bool, now: datet
     }
 
 
+def _rfc3339(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
 def key_standing(key: KeyInfo, standing: dict[str, ScopeUse | None] | None) -> dict:
     """The response body; ``standing`` None when Redis could not be read."""
     now = datetime.now(UTC)
@@ -86,11 +92,9 @@ def key_standing(key: KeyInfo, standing: dict[str, ScopeUse | None] | None) -> d
             "prefix": key.prefix,
             "tenant": key.tenant_name,
             "models": sorted(key.allowed_models),
-            "expires_at": (
-                datetime.fromtimestamp(key.expires_at, UTC).isoformat().replace("+00:00", "Z")
-                if key.expires_at is not None
-                else None
-            ),
+            "expires_at": _rfc3339(key.expires_at),
+            # Asked with a rotated-out secret: when it stops working (null: the current one).
+            "secret_valid_until": _rfc3339(key.secret_valid_until),
             "limit": budget["amount"] if budget else None,
             "usage": budget["spent"] if budget else None,
             "limit_remaining": budget["remaining"] if budget else None,

@@ -22,7 +22,7 @@ import orjson
 
 from apps.gateway.backends import ANTHROPIC
 from apps.gateway.caches import ModelInfo
-from apps.gateway.call import MeteredCall, authenticate, parse_json_body, resolve_model
+from apps.gateway.call import MeteredCall, authenticate, parse_json_body, take_caller_key
 from apps.gateway.endpoints.stream import relay_stream
 from apps.gateway.errors import InvalidRequest, param_named_in
 from apps.gateway.exchange import Exchange
@@ -87,6 +87,7 @@ def parse_messages_body(call: MeteredCall, *, require_max_tokens: bool) -> dict:
     body = parse_json_body(call.raw_body)
     if isinstance(body, dict) and isinstance(body.get("model"), str):
         call.event.model = body["model"][:MAX_MODEL_NAME]
+    take_caller_key(call, body)
     problem = validate_messages_request(body, require_max_tokens=require_max_tokens)
     if problem:
         raise invalid_request(problem)
@@ -118,8 +119,7 @@ def _matches_stops(request: _Request, deployment) -> bool:
 
 async def create_message(call: MeteredCall) -> None:
     body = parse_messages_body(call, require_max_tokens=True)
-    model = await resolve_model(call.state, call.key, body["model"])
-    call.event.model = model.name
+    model = await call.resolve_model(body["model"])
     stream = body.get("stream") is True
     call.event.stream = stream
     chat_body = names = None

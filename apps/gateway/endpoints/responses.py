@@ -9,7 +9,7 @@ checked non-stream completion replayed as events (nothing unchecked reaches the 
 import time
 
 from apps.gateway.caches import ModelInfo
-from apps.gateway.call import MeteredCall, authenticate, parse_openai_request, resolve_model
+from apps.gateway.call import MeteredCall, authenticate, parse_openai_request
 from apps.gateway.endpoints.stream import estimated_usage, relay_stream
 from apps.gateway.exchange import Exchange
 from apps.gateway.filtering import filter_chat_completion, screen_prompt
@@ -44,8 +44,7 @@ async def handle_responses(state: GatewayState, exchange: Exchange) -> None:
 
 async def create_response(call: MeteredCall) -> None:
     body, chat = parse_openai_request(call, responses_to_chat_request)
-    model = await resolve_model(call.state, call.key, body["model"])
-    call.event.model = model.name
+    model = await call.resolve_model(body["model"])
     model = deployments_offering(model, "responses", "Responses")
     stream = chat.get("stream") is True
     call.event.stream = stream

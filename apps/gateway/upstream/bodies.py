@@ -6,7 +6,12 @@ from typing import Any
 import orjson
 
 from apps.gateway.caches import ModelInfo
-from apps.gateway.errors import ModelNotSupported, UpstreamBadResponse, UpstreamReadFailed
+from apps.gateway.errors import (
+    ModelNotSupported,
+    ModelRejectsCallerKey,
+    UpstreamBadResponse,
+    UpstreamReadFailed,
+)
 from apps.gateway.upstream.client import TransportError, UpstreamResponse
 
 
@@ -50,6 +55,16 @@ def deployments_offering(model: ModelInfo, api: str, api_name: str) -> ModelInfo
     if not served:
         raise ModelNotSupported(model.name, api_name)
     return dataclasses.replace(model, deployments=served)
+
+
+def deployments_with_caller_key(model: ModelInfo, credential: str) -> ModelInfo:
+    """The model with only the deployments whose backend accepts a caller's own key,
+    each carrying ``credential`` in place of the backend's (so a failover stays among
+    them); a 400 when it has none."""
+    eligible = tuple(d.with_caller_key(credential) for d in model.deployments if d.byok_allowed)
+    if not eligible:
+        raise ModelRejectsCallerKey(model.name)
+    return dataclasses.replace(model, deployments=eligible)
 
 
 def rewrite_model(body: dict, upstream_model: str) -> bytes:

@@ -15,6 +15,7 @@ from apps.gateway.errors import (
     UpstreamFailed,
     UpstreamOverloaded,
     UpstreamRateLimited,
+    UpstreamRefusedCallerKey,
     UpstreamRefusedGateway,
     UpstreamRefusedRequest,
     UpstreamTimeout,
@@ -76,6 +77,11 @@ def _said(status: int, body: dict) -> str:
 
 def upstream_error(status: int, raw: bytes, deployment: DeploymentInfo) -> GatewayError:
     """A non-retryable upstream answer, as the client should see it."""
+    if status in (401, 403) and deployment.carries_caller_key:
+        # The caller's own key was refused: the caller is the one to fix it, so it hears
+        # the upstream's words (scrubbed of that key like any backend's credential).
+        body = _upstream_message(status, raw, deployment)
+        return UpstreamRefusedCallerKey(status, body, _said(status, body))
     if status in (401, 403, 404, 407):
         # Our credentials or catalog are wrong, not the client's request: what the
         # upstream says about them is for the operator, not the caller.

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('catalog', '0004_backend_kind_registry'),
+        ('catalog', '0005_backend_byok_allowed'),
     ]
 
     operations = [

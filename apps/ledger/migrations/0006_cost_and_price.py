@@ -14,8 +14,8 @@ def price_is_cost(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("billing", "0002_price_rules"),
-        ("catalog", "0005_price_rules"),
-        ("ledger", "0004_usage_token_classes"),
+        ("catalog", "0006_price_rules"),
+        ("ledger", "0005_usagerecord_byok"),
     ]
 
     operations = [
