@@ -41,7 +41,15 @@ beat: install
 # The suite runs against the local PostgreSQL and Redis.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tollgate
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
-test: install
+# The official JS SDKs for their tests (pinned in tests/js/package-lock.json, no install
+# scripts run); without npm those tests are skipped.
+tests/js/node_modules/.package-lock.json: tests/js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tests/js --ignore-scripts --no-audit --no-fund --loglevel=error \
+		|| echo "JS SDKs not installed: their tests will be skipped"; \
+	else echo "npm not found: the JS SDK tests will be skipped"; fi
+
+test: install tests/js/node_modules/.package-lock.json
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)

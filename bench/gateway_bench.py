@@ -58,7 +58,9 @@ def ensure_database(url: str) -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
-def setup(env: dict[str, str], upstream_port: int, limits: bool = True) -> str:
+def setup(
+    env: dict[str, str], upstream_port: int, limits: bool = True, rate_card: bool = False
+) -> str:
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     limits_literal = (
         '{"rpm": 100000000, "tpm": 2000000000, "max_concurrent": 100000, '
@@ -82,6 +84,15 @@ result = config_apply(document={{
     "tenants": [{{"name": "bench", **LIMITS,
                  "keys": [{{"name": "bench", "models": ["bench-model"], **LIMITS}}]}}],
 }})
+from datetime import UTC, datetime
+from decimal import Decimal
+from apps.billing.models import RateCard
+from apps.tenants.models import Tenant
+RateCard.objects.filter(tenant__name="bench").delete()
+if {rate_card!r}:  # the tenant pays 50% over cost
+    RateCard.objects.create(tenant=Tenant.objects.get(name="bench"),
+                            effective_from=datetime(2026, 1, 1, tzinfo=UTC),
+                            markup_percent=Decimal("50"))
 print(result.keys_created[0]["secret"])
 """
     out = subprocess.run(
@@ -173,6 +184,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--python-client", action="store_true", help="do not use wrk")
     parser.add_argument("--no-limits", action="store_true", help="key and tenant unlimited")
+    parser.add_argument(
+        "--rate-card", action="store_true", help="the bench tenant has a 50%% markup rate card"
+    )
     parser.add_argument("--profile", help="py-spy collapsed stacks of the gateway to this file")
     args = parser.parse_args()
 
@@ -194,7 +208,7 @@ def main() -> None:
     gateway = None
     try:
         wait_port(upstream_port)
-        secret = setup(env, upstream_port, limits=not args.no_limits)
+        secret = setup(env, upstream_port, limits=not args.no_limits, rate_card=args.rate_card)
         server_cmd = os.environ.get("BENCH_SERVER_CMD")  # e.g. a profiling wrapper
         gateway = subprocess.Popen(
             [*server_cmd.split(), str(gateway_port)]

@@ -1,11 +1,16 @@
 """Billing: rollups of the ledger, monthly statements, reconciliation runs.
 
-Money columns hold exact sums of ledger costs (12 decimal places, see pricing.py); the
-only rounding is a closed statement's ``amount_due`` (to the cent).
+Money columns hold exact sums of ledger amounts (12 decimal places, see pricing.py); the
+only rounding is a closed statement's ``amount_due`` (to the cent). ``cost`` is what the
+operator pays upstreams, ``price`` what the tenant pays (its rate card); statements bill
+price.
 """
+
+from decimal import Decimal
 
 from django.db import models
 
+from apps.catalog.models import Model, PriceFields
 from apps.keys.models import ApiKey
 from apps.tenants.models import Tenant
 from apps.tenants.scoping import TenantScopedQuerySet
@@ -37,6 +42,7 @@ class UsageRollup(models.Model):
     completion_tokens = models.BigIntegerField(default=0)
     cached_tokens = models.BigIntegerField(default=0)
     cost = models.DecimalField(**MONEY, default=0)
+    price = models.DecimalField(**MONEY, default=0, db_default=Decimal(0))
 
     objects = TenantScopedQuerySet.as_manager()
 
@@ -154,3 +160,56 @@ class ReconciliationRun(models.Model):
 
     def __str__(self) -> str:
         return f"reconciliation {self.started_at:%Y-%m-%d %H:%M} {'ok' if self.ok else 'DIFF'}"
+
+
+class RateCard(models.Model):
+    """What a tenant pays, in force from ``effective_from`` until its next version: the
+    models' own price rules with ``markup_percent`` added (negative: a discount), except
+    the models the card prices itself (``prices``: RateCardPrice). Append-only like
+    prices, so a change prices only later requests."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="rate_cards")
+    effective_from = models.DateTimeField()
+    markup_percent = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        default=Decimal(0),
+        help_text="Percent added to every model's price rule (negative: a discount)",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "effective_from"], name="rate_card_version")
+        ]
+        ordering = ["tenant", "effective_from"]
+
+    def __str__(self) -> str:
+        return f"{self.tenant} rate card from {self.effective_from:%Y-%m-%d %H:%M}"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from apps.billing.pricing import PriceRuleInvalid, markup_validate
+
+        try:
+            markup_validate(self.markup_percent)
+        except PriceRuleInvalid as exc:
+            raise ValidationError({"markup_percent": exc.message}) from None
+
+
+class RateCardPrice(PriceFields):
+    """A rate card's own price rule for one model (no markup applied to it)."""
+
+    rate_card = models.ForeignKey(RateCard, on_delete=models.CASCADE, related_name="prices")
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["rate_card", "model"], name="rate_card_model")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rate_card}: {self.model}"

@@ -20,14 +20,14 @@ _SUMS = {
     "input_tokens": Sum("prompt_tokens"),
     "output_tokens": Sum("completion_tokens"),
     "input_cached_tokens": Sum("cached_tokens"),
-    "cost": Sum("cost"),
+    "price": Sum("price"),
 }
 _LEDGER_SUMS = {
     "num_model_requests": Count("id"),
     "input_tokens": Sum("prompt_tokens"),
     "output_tokens": Sum("completion_tokens"),
     "input_cached_tokens": Sum("cached_tokens"),
-    "cost": Sum("cost"),
+    "price": Sum("price"),
 }
 GROUP_FIELDS = {"model": "model", "api_key_id": "api_key_id"}
 
@@ -53,9 +53,11 @@ RECORD_COLUMNS = (
     "byok",
     "latency_ms",
     "ttft_ms",
-    "cost",
-    "price_id",
+    "price",
 )
+# The CSV headers of those columns: a tenant's "cost" is what it pays, the ledger's price
+# (as ``usage.cost`` on answers); the operator's cost is never shown to a tenant.
+RECORD_HEADERS = tuple("cost" if c == "price" else c for c in RECORD_COLUMNS)
 ROLLUP_COLUMNS = (
     "bucket_start",
     "api_key_id",
@@ -65,8 +67,9 @@ ROLLUP_COLUMNS = (
     "prompt_tokens",
     "completion_tokens",
     "cached_tokens",
-    "cost",
+    "price",
 )
+ROLLUP_HEADERS = tuple("cost" if c == "price" else c for c in ROLLUP_COLUMNS)
 
 
 def api_key_ids_for_tenant(*, tenant: Tenant, ids: Sequence[int]) -> set[int]:
@@ -114,7 +117,7 @@ def usage_aggregate(
         key = "bucket_start"
     result: dict[datetime, list[dict[str, Any]]] = {}
     for row in rows.annotate(**sums).order_by(key, *groups):
-        row["cost"] = Decimal(row["cost"] or 0)
+        row["price"] = Decimal(row["price"] or 0)
         result.setdefault(row.pop(key), []).append(row)
     return result
 
@@ -155,10 +158,10 @@ def ledger_totals(*, tenant: Tenant, start: datetime, end: datetime) -> dict[str
             prompt_tokens=Sum("prompt_tokens"),
             completion_tokens=Sum("completion_tokens"),
             cached_tokens=Sum("cached_tokens"),
-            cost=Sum("cost"),
+            price=Sum("price"),
         )
     )
-    return {k: (v or 0) if k != "cost" else Decimal(v or 0) for k, v in totals.items()}
+    return {k: (v or 0) if k != "price" else Decimal(v or 0) for k, v in totals.items()}
 
 
 def statement_list(*, tenant: Tenant):

@@ -56,6 +56,7 @@ _LEDGER_MEASURES: dict[str, Any] = {
     "completion_tokens": Sum("completion_tokens"),
     "cached_tokens": Sum("cached_tokens"),
     "cost": Sum("cost"),
+    "price": Sum("price"),
 }
 MEASURES = tuple(_LEDGER_MEASURES)
 _ROLLUP_MEASURES = {name: Sum(name) for name in MEASURES}
@@ -71,6 +72,7 @@ def _advisory_lock(name: str) -> None:
 def _measures(row: dict[str, Any]) -> dict[str, Any]:
     values = {name: row.get(name) or 0 for name in MEASURES}
     values["cost"] = Decimal(values["cost"])
+    values["price"] = Decimal(values["price"])
     return values
 
 
@@ -278,7 +280,7 @@ def _line(statement: Statement, kind: str, model: str, month: date, row: dict) -
         prompt_tokens=values["prompt_tokens"],
         completion_tokens=values["completion_tokens"],
         cached_tokens=values["cached_tokens"],
-        amount=values["cost"],
+        amount=values["price"],
     )
 
 
@@ -470,7 +472,10 @@ def reconcile_run(
     checked["statements"] = count
     checked["unpriced_records"] = (
         UsageRecord.objects.filter(
-            created_at__gte=window_start, created_at__lt=window_end, price__isnull=True
+            created_at__gte=window_start,
+            created_at__lt=window_end,
+            cost_rule__isnull=True,
+            price_rule__isnull=True,
         )
         .filter(Q(prompt_tokens__gt=0) | Q(completion_tokens__gt=0))
         .count()

@@ -241,7 +241,7 @@ class CostsView(TenantReportView):
             key_id = row.get("api_key_id")
             result = {
                 "object": "organization.costs.result",
-                "amount": {"value": row["cost"], "currency": "usd"},
+                "amount": {"value": row["price"], "currency": "usd"},
                 "line_item": row.get("model"),
                 "project_id": None,
             }
@@ -302,7 +302,7 @@ class UsageRecordsCSVView(TenantReportView):
         rows = selectors.usage_records_iter(tenant=self.tenant, start=start, end=end)
         name = f"usage-{self.tenant.name}-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}.csv"
         return _csv_response(
-            request, csv_chunks(selectors.RECORD_COLUMNS, rows, render=_csv_value), name
+            request, csv_chunks(selectors.RECORD_HEADERS, rows, render=_csv_value), name
         )
 
 
@@ -320,7 +320,7 @@ class UsageRollupsCSVView(TenantReportView):
         )
         name = f"rollups-{granularity}-{self.tenant.name}-{start:%Y%m%d}-{end:%Y%m%d}.csv"
         return _csv_response(
-            request, csv_chunks(selectors.ROLLUP_COLUMNS, rows, render=_csv_value), name
+            request, csv_chunks(selectors.ROLLUP_HEADERS, rows, render=_csv_value), name
         )
 
 

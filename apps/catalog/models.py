@@ -108,14 +108,69 @@ class Deployment(models.Model):
         return f"{self.model} → {self.backend}/{self.upstream_model}"
 
 
-class Price(models.Model):
-    """Price per million tokens, in force from effective_from until the next version."""
+RATE = {"max_digits": 14, "decimal_places": 6}
+
+
+class PriceFields(models.Model):
+    """A price rule's fields (apps/billing/pricing.py prices them): per million tokens
+    unless said; an empty optional rate follows its default (cached input, cache writes →
+    input; reasoning → output)."""
+
+    input_per_mtok = models.DecimalField(**RATE)
+    cached_input_per_mtok = models.DecimalField(**RATE, null=True, blank=True)
+    cache_write_5m_per_mtok = models.DecimalField(**RATE, null=True, blank=True)
+    cache_write_1h_per_mtok = models.DecimalField(**RATE, null=True, blank=True)
+    output_per_mtok = models.DecimalField(**RATE, default=Decimal(0))
+    reasoning_per_mtok = models.DecimalField(**RATE, null=True, blank=True)
+    request_fee = models.DecimalField(
+        **RATE, default=Decimal(0), db_default=Decimal(0), help_text="Per request"
+    )
+    tiers = models.JSONField(
+        default=list,
+        db_default=[],
+        blank=True,
+        help_text='Long-context tiers: [{"above_prompt_tokens": 200000, "input_per_mtok": "…", '
+        "…}]; above N prompt tokens the whole request is priced at the tier's rates",
+    )
+    service_tiers = models.JSONField(
+        default=dict,
+        db_default={},
+        blank=True,
+        help_text='Multipliers of the token charges per upstream service tier: {"flex": "0.5"}',
+    )
+    byok_fee_percent = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="A caller-keyed (BYOK) request is charged this percentage of its token price",
+    )
+    byok_request_fee = models.DecimalField(
+        **RATE, default=Decimal(0), db_default=Decimal(0), help_text="Per BYOK request"
+    )
+
+    class Meta:
+        abstract = True
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from apps.billing.pricing import RULE_FIELDS, PriceRuleInvalid, rule_fields_validate
+
+        try:
+            clean = rule_fields_validate({f: getattr(self, f) for f in RULE_FIELDS})
+        except PriceRuleInvalid as exc:
+            field = exc.field.split(".")[0].split("[")[0]
+            raise ValidationError({field: f"{exc.field}: {exc.message}"}) from None
+        self.tiers, self.service_tiers = clean["tiers"], clean["service_tiers"]
+
+
+class Price(PriceFields):
+    """The model's price rule (what the operator pays the upstream), in force from
+    effective_from until the next version."""
 
     model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="prices")
     effective_from = models.DateTimeField()
-    input_per_mtok = models.DecimalField(max_digits=14, decimal_places=6)
-    cached_input_per_mtok = models.DecimalField(max_digits=14, decimal_places=6)
-    output_per_mtok = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
 
     class Meta:
         constraints = [

@@ -122,7 +122,8 @@ def usage_charts(*, tenant: Tenant, start: date, end: date, group: str) -> Usage
             tokens = (row["input_tokens"] or 0) + (row["output_tokens"] or 0)
             charts.requests[name][n] += requests
             charts.tokens[name][n] += tokens
-            charts.cost[name][n] = float(Decimal(str(charts.cost[name][n])) + row["cost"])
+            # What the tenant pays (its price; the operator's cost is for staff only).
+            charts.cost[name][n] = float(Decimal(str(charts.cost[name][n])) + row["price"])
             total = totals.setdefault(
                 name,
                 {
@@ -136,7 +137,7 @@ def usage_charts(*, tenant: Tenant, start: date, end: date, group: str) -> Usage
             total["requests"] += requests
             total["input_tokens"] += row["input_tokens"] or 0
             total["output_tokens"] += row["output_tokens"] or 0
-            total["cost"] += row["cost"]
+            total["cost"] += row["price"]
     charts.totals = sorted(totals.values(), key=lambda t: t["name"])
     return charts
 
@@ -167,7 +168,7 @@ class BudgetLine:
 def _spend(records: QuerySet, since: datetime | None) -> Decimal:
     if since is not None:
         records = records.filter(created_at__gte=since)
-    return Decimal(records.aggregate(total=Sum("cost"))["total"] or 0)
+    return Decimal(records.aggregate(total=Sum("price"))["total"] or 0)
 
 
 def budgets(*, tenant: Tenant, now: datetime | None = None) -> tuple[Decimal, list[BudgetLine]]:
@@ -217,7 +218,7 @@ def recent_requests(*, tenant: Tenant, limit: int = 20) -> list[dict[str, Any]]:
             "prompt_tokens",
             "completion_tokens",
             "latency_ms",
-            "cost",
+            "price",
         )[:limit]
     )
     return list(rows)
@@ -256,15 +257,17 @@ def admin_token_get(*, tenant: Tenant, token_id: int) -> AdminToken:
 
 
 def staff_tenants() -> list[Tenant]:
-    """Every tenant with its active keys, members and this month's spend (ledger)."""
+    """Every tenant with its active keys, members and this month's price (what it
+    pays), cost (what its upstreams cost) and margin, from the ledger."""
     month = period_start("monthly", timezone.now())
-    spend = dict(
-        UsageRecord.objects.filter(created_at__gte=month)
+    spend = {
+        tenant_id: (price, cost)
+        for tenant_id, price, cost in UsageRecord.objects.filter(created_at__gte=month)
         .order_by()
         .values("tenant_id")
-        .annotate(total=Sum("cost"))
-        .values_list("tenant_id", "total")
-    )
+        .annotate(price=Sum("price"), cost=Sum("cost"))
+        .values_list("tenant_id", "price", "cost")
+    }
     tenants = list(
         Tenant.objects.annotate(
             active_keys=Count(
@@ -274,7 +277,10 @@ def staff_tenants() -> list[Tenant]:
         ).order_by("name")
     )
     for tenant in tenants:
-        tenant.month_spend = Decimal(spend.get(tenant.id) or 0)
+        price, cost = spend.get(tenant.id) or (0, 0)
+        tenant.month_spend = Decimal(price or 0)
+        tenant.month_cost = Decimal(cost or 0)
+        tenant.month_margin = tenant.month_spend - tenant.month_cost
     return tenants
 
 

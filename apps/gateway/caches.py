@@ -11,12 +11,11 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from asgiref.sync import sync_to_async
-from django.utils import timezone
 
-from apps.catalog.models import Backend, Model, Price
+from apps.billing.pricing import PriceBook
+from apps.catalog.models import Backend, Model
 from apps.gateway.backends import BackendAdapter, UnknownBackendKind, adapter_for
 from apps.gateway.protocol.bounds import DEFAULT_TOKEN_BOUNDS, TokenBounds
 from apps.keys.models import ApiKey
@@ -26,6 +25,7 @@ from apps.moderation.policy import EffectivePolicy
 from apps.moderation.services import content_policy_effective
 
 MAX_NEGATIVE_ENTRIES = 10_000
+EMPTY_PRICE_BOOK = PriceBook({}, {})
 
 log = logging.getLogger(__name__)
 
@@ -146,20 +146,14 @@ class DeploymentInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class PriceInfo:
-    input_per_mtok: Decimal
-    cached_input_per_mtok: Decimal
-    output_per_mtok: Decimal
-
-
-@dataclass(frozen=True, slots=True)
 class ModelInfo:
     name: str
     display_name: str
     created: int
     deployments: tuple[DeploymentInfo, ...]
-    price: PriceInfo | None
     bounds: TokenBounds = DEFAULT_TOKEN_BOUNDS
+    # The catalog's price book (every model's rules, every tenant's rate cards).
+    prices: PriceBook = EMPTY_PRICE_BOOK
 
     def deployment_order(self) -> list[DeploymentInfo]:
         """Weighted random order: weight shares the load, the rest are fallbacks."""
@@ -178,6 +172,9 @@ class ModelInfo:
 class Catalog:
     by_name: dict[str, ModelInfo]
     models: tuple[ModelInfo, ...]
+    # Every price rule and rate card version: the tariff is chosen per request, so a
+    # version that comes into force later needs no reload.
+    prices: PriceBook = EMPTY_PRICE_BOOK
 
 
 def _backend_adapter(
@@ -200,14 +197,7 @@ def _extra_headers(backend: Backend) -> dict[str, str]:
 
 
 def _load_catalog() -> Catalog:
-    now = timezone.now()
-    prices: dict[int, PriceInfo] = {}
-    for price in Price.objects.filter(effective_from__lte=now).order_by(
-        "model_id", "effective_from"
-    ):
-        prices[price.model_id] = PriceInfo(
-            price.input_per_mtok, price.cached_input_per_mtok, price.output_per_mtok
-        )
+    prices = PriceBook.load()
     by_name: dict[str, ModelInfo] = {}
     models = []
     aliases: list[tuple[str, ModelInfo]] = []
@@ -238,20 +228,20 @@ def _load_catalog() -> Catalog:
             display_name=model.display_name or model.name,
             created=int(model.created_at.timestamp()),
             deployments=deployments,
-            price=prices.get(model.id),
             bounds=TokenBounds(
                 per_request=model.prompt_allowance_per_request,
                 per_message=model.prompt_allowance_per_message,
                 per_image=model.image_token_bound,
                 max_output=model.max_output_tokens,
             ),
+            prices=prices,
         )
         models.append(info)
         by_name[model.name] = info
         aliases.extend((alias, info) for alias in model.aliases or ())
     for alias, info in aliases:
         by_name.setdefault(alias, info)  # a real name always wins over an alias
-    return Catalog(by_name=by_name, models=tuple(models))
+    return Catalog(by_name=by_name, models=tuple(models), prices=prices)
 
 
 class CatalogCache:

@@ -5,13 +5,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
 import redis
 from django.conf import settings
 
-from apps.billing.pricing import billable_tokens, cost_nanos
+from apps.billing.pricing import NO_TARIFF, Quote, Tariff, billed_tokens, display, nanos_of_pico
 from apps.gateway.caches import KeyInfo, ModelInfo
 from apps.gateway.errors import (
     AmbiguousApiKey,
@@ -32,7 +33,7 @@ from apps.gateway.errors import (
     ModelNotFound,
     status_for,
 )
-from apps.gateway.exchange import ClientGone, Exchange
+from apps.gateway.exchange import JSON_CONTENT_TYPE, ClientGone, Exchange
 from apps.gateway.limits import limit_error, rate_headers
 from apps.gateway.metrics import LIMIT_REFUSALS, observe_request
 from apps.gateway.protocol.bounds import output_bound
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+COST_HEADER = b"x-tollgate-cost"
 _CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key"})
 
 
@@ -233,6 +235,8 @@ class MeteredCall:
         )
         self.admission = None
         self.model: ModelInfo | None = None
+        # What the tenant pays for the model (and the operator), chosen at admission.
+        self.tariff: Tariff = NO_TARIFF
         # The protocol's prompt estimate admission was given (0: not admitted).
         self.prompt_estimate = 0
         self.deployment = None  # the one last tried
@@ -306,17 +310,18 @@ class MeteredCall:
         output = output_bound(max_output_tokens, model.bounds, choices)
         self.event.prompt_tokens_bound = prompt_bound
         self.event.completion_tokens_bound = output
+        self.tariff = model.prices.tariff(
+            self.key.tenant_id, model.name, datetime.fromtimestamp(self.event.created_at, UTC)
+        )
         try:
             self.admission = await self.state.limiter.admit(
                 request_id=self.exchange.request_id,
                 key=self.key,
-                model=model,
                 prompt_tokens=self.state.estimates.reservation(
                     model.name, prompt_tokens, prompt_bound
                 ),
                 max_output_tokens=max_output_tokens,
-                budget_prompt_tokens=prompt_bound,
-                budget_output_tokens=output,
+                worst_price_nanos=self.tariff.worst_nanos(prompt_bound, output, self.event.byok),
             )
         except LimitExceeded as exc:
             LIMIT_REFUSALS.labels(exc.reason, exc.scope).inc()
@@ -329,6 +334,31 @@ class MeteredCall:
             log.warning("limits unavailable; admitting %s without rate limits", self.key.prefix)
             return
         self.exchange.extra_headers.extend(rate_headers(self.admission.rate, protocol))
+
+    def quote(self) -> Quote:
+        """The request's cost and price from the usage event's counts as they stand,
+        noted on the event (settlement and the answer's ``usage.cost`` both ask: the
+        same counts give the same amounts)."""
+        event = self.event
+        # A call made with the caller's own key (byok) is priced at the rule's BYOK fee.
+        quote = self.tariff.quote(billed_tokens(event), event.service_tier, event.byok)
+        event.cost, event.price = str(quote.cost), str(quote.price)
+        event.cost_rule_id, event.rate_card_id, event.price_rule_id = quote[2:]
+        return quote
+
+    def cost_text(self) -> str:
+        """The request's price as answers show it (``usage.cost``, ``x-tollgate-cost``)."""
+        return display(self.quote().price)
+
+    def reply_json(self, answer: dict) -> None:
+        """A complete answer, its price shown in ``usage.cost`` (when it has a usage
+        object: OpenRouter's field, a decimal string) and the ``x-tollgate-cost`` header."""
+        cost = self.cost_text()
+        usage = answer.get("usage")
+        if isinstance(usage, dict):
+            usage["cost"] = cost
+        self.exchange.extra_headers.append((COST_HEADER, cost.encode()))
+        self.reply = (200, orjson.dumps(answer), (JSON_CONTENT_TYPE,))
 
     async def resolve_model(self, name: Any) -> ModelInfo:
         """The model ``name`` as this call may use it: allowed to the key, and with the
@@ -363,13 +393,7 @@ class MeteredCall:
             reported = min(event.prompt_tokens, event.prompt_tokens_bound)
             self.state.estimates.observe(self.model.name, reported, self.prompt_estimate)
         try:
-            billed = billable_tokens(
-                event.prompt_tokens,
-                event.completion_tokens,
-                event.cached_tokens,
-                event.prompt_tokens_bound,
-                event.completion_tokens_bound,
-            )
+            billed = billed_tokens(event)
             if billed[:2] != (event.prompt_tokens, event.completion_tokens):
                 log.warning(
                     "%s: upstream reported %d+%d tokens, over the bounds %s+%s; billing the "
@@ -380,10 +404,8 @@ class MeteredCall:
                     event.prompt_tokens_bound,
                     event.completion_tokens_bound,
                 )
-            # A call made with the caller's own key (event.byok) is priced as any other
-            # for now; its BYOK fee belongs in the one cost function.
-            cost = cost_nanos(*billed, self.model.price if self.model else None)
-            await self.state.limiter.settle(self.admission, event, cost)
+            quote = self.quote()
+            await self.state.limiter.settle(self.admission, event, nanos_of_pico(quote.price))
         except Exception:  # noqa: BLE001 - Redis away: keep the event on local disk
             log.exception("settling %s failed; spooling its usage event", event.request_id)
             spool_append(event.to_bytes())

@@ -36,6 +36,14 @@ class UsageEvent:
     cache_write_1h_tokens: int = 0
     reasoning_tokens: int = 0
     service_tier: str | None = None
+    # The request's amounts in pico-units (decimal strings: exact and unbounded) and the
+    # rules that made them (apps/billing/pricing.py); None: an event from a gateway that
+    # did not price (ingest prices it).
+    cost: str | None = None
+    price: str | None = None
+    cost_rule_id: int | None = None
+    rate_card_id: int | None = None
+    price_rule_id: int | None = None
     # Served with the caller's own upstream key (the key itself is never in the event).
     byok: bool = False
 

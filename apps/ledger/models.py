@@ -48,11 +48,31 @@ class UsageRecord(models.Model):
     # Set when the row lands; with a BRIN index (migration 0002, PostgreSQL) it finds the
     # hours touched by recently ingested (also late) events.
     ingested_at = models.DateTimeField(auto_now_add=True)
-    # Exact cost at the price in force at created_at, fixed at ingest (apps/billing/pricing.py).
+    # Exact amounts fixed when the request was settled (apps/billing/pricing.py): cost is
+    # what the operator pays the upstream, price what the tenant pays (budgets,
+    # statements and the tenant's reports count price).
     cost = models.DecimalField(max_digits=24, decimal_places=12, default=0)
-    # The price version used; NULL = no price for this model at that time (cost 0, flagged).
-    price = models.ForeignKey(
+    price = models.DecimalField(max_digits=24, decimal_places=12, default=0)
+    # The rules used: the model's price version (NULL = no price for this model at that
+    # time: cost 0, flagged), the tenant's rate card and its own rule for the model.
+    cost_rule = models.ForeignKey(
         "catalog.Price",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+    )
+    rate_card = models.ForeignKey(
+        "billing.RateCard",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+    )
+    price_rule = models.ForeignKey(
+        "billing.RateCardPrice",
         null=True,
         blank=True,
         on_delete=models.PROTECT,
@@ -74,4 +94,4 @@ class UsageRecord(models.Model):
 
     @property
     def unpriced(self) -> bool:
-        return self.price_id is None
+        return self.cost_rule_id is None and self.price_rule_id is None

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
-from apps.billing.pricing import ZERO, PriceBook, billable_tokens, usage_cost
+from apps.billing.pricing import PriceBook, billed_tokens, pico_to_decimal
 from apps.core.redis import sync_client
 from apps.keys.models import ApiKey
 from apps.ledger.events import UsageEvent
@@ -76,44 +76,55 @@ def _bound(value: int | None) -> int | None:
     return None if value is None else min(max(value, 0), 2**63 - 1)
 
 
-def _decode(entries: Sequence) -> tuple[list[bytes], list[UsageRecord], list[tuple[bytes, bytes]]]:
-    ids, records, poison = [], [], []
+def _decode(
+    entries: Sequence,
+) -> tuple[list[bytes], list[UsageRecord], list[UsageRecord], list[tuple[bytes, bytes]]]:
+    """(entry ids, records, the records still to price, undecodable entries)."""
+    ids, records, unpriced, poison = [], [], [], []
     for entry_id, fields in entries:
         ids.append(entry_id)
         raw = fields.get(b"e", b"")
         try:
-            records.append(_record(UsageEvent.from_bytes(raw)))
+            event = UsageEvent.from_bytes(raw)
+            record = _record(event)
+            priced = _amounts(record, event)
         except (orjson.JSONDecodeError, TypeError, ValueError, OverflowError):
             poison.append((entry_id, raw))
-    return ids, records, poison
+            continue
+        records.append(record)
+        if not priced:
+            unpriced.append(record)
+    return ids, records, unpriced, poison
+
+
+def _amounts(record: UsageRecord, event: UsageEvent) -> bool:
+    """The event's cost and price as the gateway settled them (the same amounts its
+    answer showed and its budget counted); False when it carries none (an older
+    gateway's event: ``_price`` prices it)."""
+    if event.price is None or event.cost is None:
+        return False
+    record.cost = pico_to_decimal(int(event.cost))
+    record.price = pico_to_decimal(int(event.price))
+    record.cost_rule_id = event.cost_rule_id
+    record.rate_card_id = event.rate_card_id
+    record.price_rule_id = event.price_rule_id
+    return True
 
 
 def _price(records: list[UsageRecord]) -> None:
-    """Fix each record's cost at the price in force at its created_at (one query a batch).
-
-    A record whose model has no price at that time costs 0 and keeps price NULL (the flag
-    reconciliation reports). Later price changes never touch a stored cost.
-    """
-    book = PriceBook(r.model for r in records)
+    """Price records whose event carried no amounts, at the rules in force at their
+    created_at (one load a batch). A record without a rule for its model costs 0 and
+    keeps its rule ids NULL (the flag reconciliation reports)."""
+    book = PriceBook.load(
+        model_names={r.model for r in records}, tenant_ids={r.tenant_id for r in records}
+    )
     for record in records:
-        rate = book.rate_at(record.model, record.created_at)
-        if rate is None:
-            record.price_id, record.cost = None, ZERO
-        else:
-            record.price_id = rate.price_id
-            prompt, completion, cached = billable_tokens(
-                record.prompt_tokens,
-                record.completion_tokens,
-                record.cached_tokens,
-                record.prompt_tokens_bound,
-                record.completion_tokens_bound,
-            )
-            record.cost = usage_cost(
-                rate=rate,
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                cached_tokens=cached,
-            )
+        quote = book.tariff(record.tenant_id, record.model, record.created_at).quote(
+            billed_tokens(record), record.service_tier or None, record.byok
+        )
+        record.cost = pico_to_decimal(quote.cost)
+        record.price = pico_to_decimal(quote.price)
+        record.cost_rule_id, record.rate_card_id, record.price_rule_id = quote[2:]
 
 
 def _insert(records: list[UsageRecord]) -> list[UsageRecord]:
@@ -175,9 +186,9 @@ def usage_ingest_batch(*, consumer: str, count: int | None = None, client=None) 
         if gone:
             client.xack(stream, group, *gone)
         return 0
-    ids, records, poison = _decode(entries)
-    if records:
-        _price(records)
+    ids, records, unpriced, poison = _decode(entries)
+    if unpriced:
+        _price(unpriced)
     rejected = _insert(records) if records else []
     if records:
         _touch_keys([r for r in records if r not in rejected])

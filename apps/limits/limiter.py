@@ -10,7 +10,6 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
-from apps.billing.pricing import worst_cost_nanos
 from apps.core.fastredis import FastRedis
 from apps.ledger.events import UsageEvent
 from apps.limits.lua import ADMIT, SETTLE, STANDING
@@ -160,16 +159,14 @@ class Limiter:
         *,
         request_id: str,
         key,
-        model,
         prompt_tokens: int,
         max_output_tokens: int | None,
-        budget_prompt_tokens: int,
-        budget_output_tokens: int,
+        worst_price_nanos: int,
     ) -> Admission:
         """Rate limits (TPM) reserve the cheap estimate, ``prompt_tokens`` +
-        ``max_output_tokens``; budgets reserve the worst-case cost of the upper bounds
-        ``budget_prompt_tokens`` + ``budget_output_tokens``, which settlement never
-        exceeds (the cost is priced on counts capped at those bounds)."""
+        ``max_output_tokens``; budgets reserve ``worst_price_nanos``, the most the request
+        can be priced (``pricing.Tariff.worst_nanos`` of its token bounds), which
+        settlement never exceeds."""
         scopes = [
             (f"k:{key.id}", key.limits),
             (f"t:{key.tenant_id}", key.tenant_limits),
@@ -182,10 +179,7 @@ class Limiter:
         # Lua numbers are doubles: keep absurd client values (max_tokens=1e18) exact
         # integers so they are refused by the limits rather than break the script.
         tokens = min(prompt_tokens + output, MAX_RESERVATION)
-        worst_cost = min(
-            worst_cost_nanos(budget_prompt_tokens, budget_output_tokens, model.price),
-            MAX_RESERVATION,
-        )
+        worst_cost = min(worst_price_nanos, MAX_RESERVATION)
         now = datetime.now(UTC)
         args: list = [request_id, tokens, worst_cost, LEASE_MS]
         for name, spec in scopes:
@@ -249,8 +243,9 @@ class Limiter:
         return standing
 
     async def settle(self, admission: Admission | None, event: UsageEvent, cost: int = 0) -> None:
-        """Replace reservations with the real counts, release the slot and append the
-        usage event to the durable stream, in one round trip."""
+        """Replace reservations with the real counts and ``cost`` (the request's price in
+        nanos), release the slot and append the usage event to the durable stream, in one
+        round trip."""
         if admission is None or not admission.keys:
             if self._fast is not None:
                 await self._fast.execute("XADD", self._stream, "*", "e", event.to_bytes())

@@ -71,8 +71,8 @@ def budget_reconcile(*, now: datetime | None = None) -> list[BudgetDrift]:
         start = _period_start(owner.budget_period, now)
         if start is not None:
             records = records.filter(created_at__gte=start)
-        totals = records.aggregate(cost=Sum("cost"), n=Count("id"))
-        ledger_nanos = nanos(totals["cost"] or ZERO)
+        totals = records.aggregate(price=Sum("price"), n=Count("id"))
+        ledger_nanos = nanos(totals["price"] or ZERO)
         after = int(client.get(counter_key) or 0)
         if before != after or not _pipeline_drained():
             continue  # something settled meanwhile: look again next run

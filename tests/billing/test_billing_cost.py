@@ -34,7 +34,8 @@ def test_a_price_change_mid_period_bills_each_record_at_its_own_time(world):
     assert old.cost == expected_cost(PRICE_JAN, 1234, 567, 200) == Decimal("0.002268")
     assert new.cost == expected_cost(PRICE_MID_FEB, 1234, 567, 200)
     assert new.cost == Decimal("0.007191001153")  # 12 places, exact: no rounding anywhere
-    assert old.price.effective_from.day == 1 and new.price.effective_from.day == 15
+    assert old.cost_rule.effective_from.day == 1
+    assert new.cost_rule.effective_from.day == 15
 
 
 def test_changing_a_price_never_changes_past_costs(world):
@@ -56,7 +57,9 @@ def test_usage_before_any_price_or_of_an_unpriced_model_costs_zero_and_is_flagge
     ingest(early, unknown)
     for e in (early, unknown):
         record = UsageRecord.objects.get(request_id=e.request_id)
-        assert record.cost == 0 and record.price_id is None and record.unpriced
+        assert record.cost == 0
+        assert record.cost_rule_id is None
+        assert record.unpriced
     run = reconcile_run(window_start=event_dt("2025-12-01"), window_end=event_dt("2026-03-01"))
     assert run.checked["unpriced_records"] == 2
 

@@ -49,12 +49,13 @@ def test_rollups_equal_the_ledger(world):
     assert result.hours and result.days
     hours = {(r[1], r[2], r[3], r[4]): r[5:] for r in rollup_rows("hour")}
     key = (day("2026-02-10 09:00"), world.acme.id, world.acme_key.id, "test-model")
-    requests, errors, prompt, completion, cached, cost = hours[key]
+    requests, errors, prompt, completion, cached, cost, price = hours[key]
     records = UsageRecord.objects.filter(
         tenant=world.acme, created_at__gte=key[0], created_at__lt=key[0] + timedelta(hours=1)
     )
     assert (requests, errors, prompt, completion, cached) == (2, 0, 300, 30, 50)
     assert cost == sum(r.cost for r in records)
+    assert price == sum(r.price for r in records)
     ten = hours[(day("2026-02-10 10:00"), world.acme.id, world.acme_key.id, "test-model")]
     assert ten[:2] == (1, 1)  # a 502 is a request and an error
     days = {(r[1], r[2], r[3], r[4]): r[5:] for r in rollup_rows("day")}

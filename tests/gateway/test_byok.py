@@ -9,12 +9,16 @@ usage event or ledger row.
 """
 
 import logging
+from decimal import Decimal
 
 import orjson
 import pytest
 import redis
 from django.conf import settings
 
+from apps.catalog.models import Price
+from apps.keys.models import ApiKey
+from apps.keys.services import api_key_update
 from apps.ledger.models import UsageRecord
 from tests.gateway.inprocess import ingest_usage
 
@@ -402,13 +406,56 @@ def test_the_ledger_marks_a_call_with_the_backends_key_not_byok(byok_gateway, by
     assert record.byok is False
 
 
-def test_a_byok_call_is_billed_its_tokens_for_now(byok_gateway, byok_seed):
-    r = post(
-        byok_gateway, CHAT, chat_body(openai_api_key=CALLER_KEY), openai_headers(byok_seed.secret)
+PRICED = "hi #prompt_tokens=100 #completion_tokens=10"
+
+
+def _byok_fee(percent: str = "5", fee: str = "0.001") -> None:
+    # test-model: 1.00 in, 2.00 out per million; 100 + 10 tokens = 120 micro-units
+    Price.objects.filter(model__name="test-model").update(
+        byok_fee_percent=Decimal(percent), byok_request_fee=Decimal(fee)
     )
+
+
+def _byok_record(gateway, secret: str) -> UsageRecord:
+    r = post(gateway, CHAT, chat_body(PRICED, openai_api_key=CALLER_KEY), openai_headers(secret))
     ingest_usage()
-    record = UsageRecord.objects.get(request_id=r.headers["x-request-id"])
-    assert record.cost > 0
+    return UsageRecord.objects.get(request_id=r.headers["x-request-id"])
+
+
+# The in-process gateway loads the catalog and keys at its first request, so the fixture
+# may change them first.
+
+
+def test_a_byok_call_costs_the_operator_nothing(byok_gateway, byok_seed):
+    _byok_fee()
+    assert _byok_record(byok_gateway, byok_seed.secret).cost == 0
+
+
+def test_a_byok_call_is_priced_at_its_rule_byok_fee(byok_gateway, byok_seed):
+    _byok_fee()
+    # 5% of 120 micro-units = 6, plus the 1000 micro-unit fee
+    assert _byok_record(byok_gateway, byok_seed.secret).price == Decimal("0.001006")
+
+
+def test_a_byok_answer_shows_the_fee_as_its_cost(byok_gateway, byok_seed):
+    _byok_fee()
+    body = chat_body(PRICED, openai_api_key=CALLER_KEY)
+    r = post(byok_gateway, CHAT, body, openai_headers(byok_seed.secret))
+    assert r.json()["usage"]["cost"] == "0.001006"
+
+
+def test_a_byok_call_without_a_fee_is_free(byok_gateway, byok_seed):
+    assert _byok_record(byok_gateway, byok_seed.secret).price == 0
+
+
+def test_a_budget_counts_the_byok_fee(byok_gateway, byok_seed):
+    _byok_fee(percent="0", fee="0.001")
+    key = ApiKey.objects.get(tenant__name="acme", name="main")
+    api_key_update(api_key=key, budget_amount=Decimal("0.0025"), budget_period="monthly")
+    body = chat_body(PRICED, openai_api_key=CALLER_KEY)
+    headers = openai_headers(byok_seed.secret)
+    statuses = [post(byok_gateway, CHAT, body, headers).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]  # 0.001 each: a third would overspend 0.0025
 
 
 def test_a_refused_key_is_recorded_with_its_model_and_no_cost(byok_gateway, byok_seed):

@@ -54,7 +54,11 @@ def user(text: str) -> list[dict]:
 
 
 def without_id(message) -> dict:
-    return message.model_dump(exclude={"id"}, exclude_none=True)
+    """The message but its id, and the gateway's price (``usage.cost``: the SDK's stream
+    accumulator keeps only the usage fields it knows)."""
+    dumped = message.model_dump(exclude={"id"}, exclude_none=True)
+    dumped["usage"].pop("cost", None)
+    return dumped
 
 
 def raw_stream(gateway: str, secret: str, body: dict) -> tuple[httpx.Response, bytes]:
@@ -617,8 +621,16 @@ def test_native_stream_is_relayed_byte_for_byte(gateway, seed, upstream, celery_
     events = events_of(raw)
     assert stream_invariant_violations(events) == []
     assert events[0][1]["message"]["model"] == NATIVE
-    # Everything after message_start is the upstream's own bytes (only its id is random).
-    assert raw.split(b"\n\n", 1)[1] == direct.split(b"\n\n", 1)[1]
+    # Everything after message_start is the upstream's own bytes (only its id is random)
+    # up to message_delta, which gains the request's price in its usage.
+    ours, theirs = raw.split(b"\n\n")[1:], direct.split(b"\n\n")[1:]
+    delta_at = next(i for i, part in enumerate(theirs) if part.startswith(b"event: message_delta"))
+    assert ours[:delta_at] == theirs[:delta_at]
+    assert ours[delta_at + 1 :] == theirs[delta_at + 1 :]
+    priced = events[-2][1]
+    assert "cost" in priced["usage"]
+    priced["usage"].pop("cost")
+    assert priced == events_of(direct)[-2][1]
     record = record_for(r.headers["request-id"])
     start_usage = events[0][1]["message"]["usage"]
     assert record.prompt_tokens == start_usage["input_tokens"] + 4 and record.cached_tokens == 4

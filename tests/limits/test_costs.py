@@ -1,30 +1,27 @@
 """The money rules the budget guarantee rests on: the worst case a budget reserves is
 never below what settlement and the ledger charge for the same request."""
 
-from decimal import Decimal
+from types import SimpleNamespace
 
-from apps.billing.pricing import Rate, billable_tokens, cost_nanos, usage_cost, worst_cost_nanos
-from apps.gateway.caches import PriceInfo
-
-PRICE = PriceInfo(Decimal("1.00"), Decimal("0.50"), Decimal("2.00"))
-CACHED_DEARER = PriceInfo(Decimal("1.00"), Decimal("3.00"), Decimal("2.00"))
+from apps.billing.pricing import Tariff, Tokens, billable_tokens, nanos_of_pico, rule_from
 
 
-def ledger_nanos(price: PriceInfo, prompt: int, completion: int, cached: int) -> Decimal:
-    rate = Rate(0, None, price.input_per_mtok, price.cached_input_per_mtok, price.output_per_mtok)
-    cost = usage_cost(
-        rate=rate, prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached
-    )
-    return cost * 10**9
+def rule(**fields):
+    return rule_from(SimpleNamespace(id=1, effective_from=None, **fields))
+
+
+PRICE = rule(input_per_mtok="1.00", cached_input_per_mtok="0.50", output_per_mtok="2.00")
+CACHED_DEARER = rule(input_per_mtok="1.00", cached_input_per_mtok="3.00", output_per_mtok="2.00")
 
 
 def test_the_worst_case_prices_the_prompt_at_the_dearer_of_input_and_cached_input():
-    assert worst_cost_nanos(100, 10, CACHED_DEARER) == (100 * 3 + 10 * 2) * 1000
+    assert Tariff(CACHED_DEARER).worst_nanos(100, 10) == (100 * 3 + 10 * 2) * 1000
 
 
 def test_a_fully_cached_prompt_never_costs_more_than_the_worst_case():
-    billed = billable_tokens(100, 10, 100, 100, 10)
-    assert cost_nanos(*billed, CACHED_DEARER) <= worst_cost_nanos(100, 10, CACHED_DEARER)
+    tariff = Tariff(CACHED_DEARER)
+    price = tariff.quote(Tokens(*billable_tokens(100, 10, 100, 100, 10))).price
+    assert nanos_of_pico(price) <= tariff.worst_nanos(100, 10)
 
 
 def test_reported_counts_above_the_bounds_are_billed_at_the_bounds():
@@ -39,5 +36,6 @@ def test_counts_without_bounds_are_billed_as_reported():
     assert billable_tokens(5000, 9000, 7, None, None) == (5000, 9000, 7)
 
 
-def test_settlement_charges_what_the_ledger_charges_when_cached_exceeds_prompt():
-    assert cost_nanos(10, 0, 50, PRICE) == ledger_nanos(PRICE, 10, 0, 50)
+def test_more_cached_than_prompt_tokens_are_each_billed_at_the_cached_rate():
+    # 50 cached tokens at 0.50 per million = 500,000 pico-units each; no uncached ones
+    assert Tariff(PRICE).quote(Tokens(10, 0, 50)).price == 50 * 500_000

@@ -32,6 +32,7 @@ def spend(key: ApiKey, request_id: str, cost: str) -> None:
         outcome="ok",
         created_at=datetime.now(UTC),
         cost=Decimal(cost),
+        price=Decimal(cost),
     )
 
 

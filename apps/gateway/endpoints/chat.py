@@ -7,8 +7,6 @@ translates the request per deployment and the answer back.
 
 import time
 
-import orjson
-
 from apps.gateway.backends import ANTHROPIC
 from apps.gateway.caches import ModelInfo
 from apps.gateway.call import MeteredCall, authenticate, parse_openai_request
@@ -21,7 +19,7 @@ from apps.gateway.endpoints.chat_anthropic import (
 )
 from apps.gateway.endpoints.stream import end_stream, relay_stream
 from apps.gateway.errors import GatewayError
-from apps.gateway.exchange import JSON_CONTENT_TYPE, Exchange
+from apps.gateway.exchange import Exchange
 from apps.gateway.filtering import blocked_chat_tail, filter_chat_completion, screen_prompt
 from apps.gateway.metering import meter_chat
 from apps.gateway.protocol.content_filter import chat_prompt_text
@@ -108,7 +106,7 @@ async def _relay_once(
     )
     if call.screen is not None:
         await filter_chat_completion(call, answer)
-    call.reply = (200, orjson.dumps(answer), (JSON_CONTENT_TYPE,))
+    call.reply_json(answer)
 
 
 async def _relay_stream(
@@ -144,6 +142,7 @@ async def _relay_stream(
                 elif "text/event-stream" not in response.headers.get("Content-Type", ""):
                     # Some servers answer a stream request with a plain completion.
                     raw = await read_upstream(response)
+                    relay.cost_of = call.cost_text
                     await _replay_as_stream(call, relay, raw)
                     settle()
                     await end_stream(

@@ -11,14 +11,11 @@ ledger's OpenAI convention.
 import time
 from collections.abc import AsyncIterator
 
-import orjson
-
 from apps.gateway.backends import ANTHROPIC
 from apps.gateway.caches import ModelInfo
 from apps.gateway.call import MeteredCall
 from apps.gateway.endpoints.stream import relay_stream
 from apps.gateway.errors import InvalidRequest, param_named_in
-from apps.gateway.exchange import JSON_CONTENT_TYPE
 from apps.gateway.filtering import blocked_chat_tail, filter_chat_completion
 from apps.gateway.metering import meter, meter_stream
 from apps.gateway.protocol.anthropic import (
@@ -89,7 +86,7 @@ async def answer_chat_once(
     completion = message_response_to_chat(message, model=model.name)
     if call.screen is not None:
         await filter_chat_completion(call, completion)
-    call.reply = (200, orjson.dumps(completion), (JSON_CONTENT_TYPE,))
+    call.reply_json(completion)
 
 
 async def relay_chat_stream(

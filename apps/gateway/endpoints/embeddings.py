@@ -4,11 +4,9 @@ on the upstream's prompt tokens (an embedding has no output tokens).
 Every field the client sent passes through but ``model`` (the SDKs ask for base64
 vectors unless told otherwise: the answer is relayed as the backend gives it)."""
 
-import orjson
-
 from apps.gateway.call import MeteredCall, authenticate, parse_openai_request
 from apps.gateway.errors import UpstreamBadResponse
-from apps.gateway.exchange import JSON_CONTENT_TYPE, Exchange
+from apps.gateway.exchange import Exchange
 from apps.gateway.filtering import screen_prompt
 from apps.gateway.metering import meter_embedding
 from apps.gateway.protocol.openai import (
@@ -56,4 +54,4 @@ async def create_embeddings(call: MeteredCall) -> None:
         answer["prompt_filter_results"] = results
     if not meter_embedding(call.event, answer.get("usage"), estimate).reported:
         answer["usage"] = {"prompt_tokens": estimate, "total_tokens": estimate}
-    call.reply = (200, orjson.dumps(answer), (JSON_CONTENT_TYPE,))
+    call.reply_json(answer)

@@ -25,7 +25,7 @@ from apps.gateway.caches import ModelInfo
 from apps.gateway.call import MeteredCall, authenticate, parse_json_body, take_caller_key
 from apps.gateway.endpoints.stream import relay_stream
 from apps.gateway.errors import InvalidRequest, param_named_in
-from apps.gateway.exchange import JSON_CONTENT_TYPE, Exchange
+from apps.gateway.exchange import Exchange
 from apps.gateway.filtering import filter_message, screen_prompt
 from apps.gateway.metering import meter, meter_stream
 from apps.gateway.protocol.anthropic import (
@@ -155,6 +155,8 @@ async def create_message(call: MeteredCall) -> None:
             message = _message(call, request, raw, deployment)
             if call.screen is not None:
                 await filter_message(call, message)
+            if isinstance(message.get("usage"), dict):
+                message["usage"]["cost"] = call.cost_text()
             await call.exchange.start_stream()
             call.tail = b"".join(messages_sse_event(n, d) for n, d in message_events(message))
             return
@@ -169,7 +171,7 @@ async def create_message(call: MeteredCall) -> None:
     message = _message(call, request, raw, deployment)
     if call.screen is not None:
         await filter_message(call, message)
-    call.reply = (200, orjson.dumps(message), (JSON_CONTENT_TYPE,))
+    call.reply_json(message)
 
 
 def _message(call: MeteredCall, request: _Request, raw: bytes, deployment) -> dict:

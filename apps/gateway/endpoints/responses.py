@@ -8,12 +8,10 @@ checked non-stream completion replayed as events (nothing unchecked reaches the 
 
 import time
 
-import orjson
-
 from apps.gateway.caches import ModelInfo
 from apps.gateway.call import MeteredCall, authenticate, parse_openai_request
 from apps.gateway.endpoints.stream import estimated_usage, relay_stream
-from apps.gateway.exchange import JSON_CONTENT_TYPE, Exchange
+from apps.gateway.exchange import Exchange
 from apps.gateway.filtering import filter_chat_completion, screen_prompt
 from apps.gateway.metering import meter_chat
 from apps.gateway.protocol.content_filter import chat_prompt_text
@@ -105,7 +103,7 @@ async def _answer(call: MeteredCall, chat: dict, shell: dict, answer: dict, stre
         await filter_chat_completion(call, answer)
     if not stream:
         result = chat_to_response(answer, shell, estimated_usage(call.event))
-        call.reply = (200, orjson.dumps(result), (JSON_CONTENT_TYPE,))
+        call.reply_json(result)
         return
     # the whole answer replayed as one stream
     converter = ChatStreamToResponseEvents(shell)

@@ -17,6 +17,9 @@ Every streamed endpoint and backend kind runs ``relay_stream`` with its converte
     keep-alive events while the upstream is silent; the converter's prologue sent
     before any read.
 
+The converter's ``cost_of`` is set here: its ``finish()`` shows the request's price in
+the final usage it sends (``usage.cost``).
+
 The bytes of the read that ended the stream, and the end itself, are held back in
 ``MeteredCall.tail`` until the usage event is durable.
 """
@@ -65,6 +68,7 @@ async def relay_stream(
     filter ``flt`` (None = off); leaves the end in ``call.tail``."""
     exchange = call.exchange
     send = exchange.stream_send
+    converter.cost_of = _cost_of(call, after_finish)
     failed = False
     held = b""
     keep_alive = None
@@ -110,6 +114,18 @@ async def relay_stream(
         blocked_tail=blocked_tail,
         after_finish=after_finish,
     )
+
+
+def _cost_of(call: MeteredCall, after_finish: Callable[[], None] | None) -> Callable[[], str]:
+    """What a converter's finish() shows as the request's price: the bill as it stands
+    once the stream ended well (``after_finish``'s change included)."""
+
+    def cost_of() -> str:
+        if after_finish is not None:
+            after_finish()
+        return call.cost_text()
+
+    return cost_of
 
 
 async def end_stream(

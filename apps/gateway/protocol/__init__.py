@@ -40,6 +40,12 @@ skipped, an in-band error sets ``error`` and ``done``. After ``finish()`` or ``f
 Anthropic ones do) every call returns ``b""``, so a driver may call ``fail()``
 unconditionally on a broken stream and never sends two ends.
 
+Rule 3: the price a client is shown is the bill. A converter that shows the final usage
+calls ``converter.cost_of()`` (set by the driver; None = show none) in ``finish()``,
+after the driver settled the usage, and puts that decimal string in the usage object
+as ``cost``; a final usage the upstream sent earlier is held back until then (the pass-
+through relays hold their last usage event), and ``fail()`` sends what it held as is.
+
 ``feed(b"")`` means end of input, as in h11's ``receive_data``: reads from an upstream
 are never empty. ``finish(estimated_usage)``'s argument (chat-completions shape) is
 what the gateway billed when the upstream reported no usage, for the converters that

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -726,6 +726,44 @@ def _last_event_end(buffer: bytes) -> int:
     )
 
 
+def _events(data: bytes) -> Iterable[tuple[str | None, bytes]]:
+    """(event name, raw bytes) of each complete event in ``data``, then the rest."""
+    position = 0
+    for match in _EVENT_END.finditer(data):
+        raw = data[position : match.end()]
+        position = match.end()
+        parsed = parse_sse_events(raw)
+        yield (parsed[0][0] if parsed else None), raw
+    if position < len(data):
+        yield None, data[position:]
+
+
+def _split_before(data: bytes, name: bytes) -> tuple[bytes, bytes]:
+    """``data`` cut before the last event called ``name`` (all of it held if none)."""
+    wanted, position, cut = name.decode(), 0, 0
+    for event, raw in _events(data):
+        if event == wanted:
+            cut = position
+        position += len(raw)
+    return data[:cut], data[cut:]
+
+
+def _edit_events(data: bytes, name: bytes, edit) -> bytes:
+    """``data`` with each event called ``name`` re-framed after ``edit(its JSON)``."""
+    wanted, out = name.decode(), []
+    for event, raw in _events(data):
+        if event == wanted:
+            try:
+                payload = orjson.loads(parse_sse_events(raw)[0][1])
+            except (orjson.JSONDecodeError, IndexError):
+                payload = None
+            if isinstance(payload, dict):
+                edit(payload)
+                raw = messages_sse_event(wanted, payload)
+        out.append(raw)
+    return b"".join(out)
+
+
 class MessagesStreamRelay:
     """Relays an Anthropic-native backend's event stream to an Anthropic client.
 
@@ -752,10 +790,16 @@ class MessagesStreamRelay:
         "_pending",
         "_start_done",
         "_closed",
+        "cost_of",
+        "_held",
     )
 
     def __init__(self, public_model: str) -> None:
         self.public_model = public_model
+        # The price finish() shows in message_delta's usage; with it, the stream from
+        # the final message_delta on is held until finish() (see the package header).
+        self.cost_of: Callable[[], str] | None = None
+        self._held: bytes | None = None
         self.usage: dict[str, int] = {}
         self.cache_creation: object = None  # the cache writes by TTL, as the upstream said
         self.service_tier: object = None
@@ -782,15 +826,25 @@ class MessagesStreamRelay:
         return b""
 
     def finish(self, estimated_usage: dict | None = None) -> bytes:
-        self._closed = True
-        return b""
-
-    def fail(self, message: str, error_type: str = "api_error") -> bytes:
-        if self._closed or self.finished:
+        if self._closed:
             return b""
         self._closed = True
+        held, self._held = self._held, None
+        if held is None or self.cost_of is None:
+            return held or b""
+        return _edit_events(held, b"message_delta", self._priced_delta)
+
+    def _priced_delta(self, data: dict) -> None:
+        if isinstance(data.get("usage"), dict):
+            data["usage"]["cost"] = self.cost_of()
+
+    def fail(self, message: str, error_type: str = "api_error") -> bytes:
+        held, self._held = self._held or b"", None
+        if self._closed or self.finished:
+            return held
+        self._closed = True
         error = {"type": "error", "error": {"type": error_type, "message": message}}
-        return messages_sse_event("error", error)
+        return held + messages_sse_event("error", error)
 
     def feed(self, data: bytes) -> bytes:
         """Raw upstream bytes in, the bytes to send on (complete events only)."""
@@ -806,6 +860,12 @@ class MessagesStreamRelay:
         ready, self._pending = buffer[:cut], buffer[cut:]
         if not self._start_done:
             ready = self._rewrite_start(ready)
+        if self.cost_of is not None:
+            if self._held is not None:
+                self._held += ready
+                return b""
+            if self.final_usage:
+                ready, self._held = _split_before(ready, b"message_delta")
         return ready
 
     def counts(self) -> tuple[int | None, int | None, int]:

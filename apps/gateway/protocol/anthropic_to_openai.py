@@ -43,6 +43,7 @@ import hashlib
 import math
 import re
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -580,6 +581,7 @@ class ChatStreamToMessagesStream:
         self.names = names
         self.message_id = message_id if message_id.startswith("msg_") else "msg_" + message_id
         self.input_tokens_estimate = input_tokens
+        self.cost_of: Callable[[], str] | None = None  # the price finish() shows
         self._stop_sequences = stop_sequences
         matcher = StopMatcher(stop_sequences or ()) if match_stop_sequences else None
         self._stops = matcher if matcher else None
@@ -939,6 +941,8 @@ class ChatStreamToMessagesStream:
             )
         self._stop_reason, self._stop_sequence = stop_reason, stop_sequence
         usage = self._usage(self.output_tokens)
+        if self.cost_of is not None:
+            usage["cost"] = self.cost_of()
         out += self._ev(
             "message_delta",
             {"delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence}, "usage": usage},

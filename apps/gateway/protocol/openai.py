@@ -2,7 +2,7 @@
 
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -657,11 +657,15 @@ class ChatStreamRelay:
         "stream_id",
         "_parser",
         "_closed",
+        "cost_of",
+        "_usage_chunk",
     )
 
     def __init__(
         self, public_model: str, client_wants_usage: bool, stream_id: str = "chatcmpl-stream"
     ) -> None:
+        self.cost_of: Callable[[], str] | None = None
+        self._usage_chunk: dict[str, Any] | None = None  # held for finish() to price
         self.public_model = public_model
         self.stream_id = stream_id  # for the chunks we add when the upstream named none
         self.client_wants_usage = client_wants_usage
@@ -723,14 +727,18 @@ class ChatStreamRelay:
         choices = chunk.get("choices")
         if not isinstance(choices, list):
             choices = []
+        usage_only = not choices and usage is not None and "prompt_filter_results" not in chunk
         if not self.client_wants_usage:
-            if not choices and usage is not None and "prompt_filter_results" not in chunk:
+            if usage_only:
                 return None  # the usage-only chunk the client did not ask for
             chunk.pop("usage", None)
         elif "usage" not in chunk:
             chunk["usage"] = None
         if "model" in chunk:
             chunk["model"] = self.public_model
+        if usage_only and self.cost_of is not None and isinstance(usage, dict):
+            self._usage_chunk = chunk  # sent by finish(), priced
+            return None
         if self.chunk_id is None and isinstance(chunk.get("id"), str) and chunk["id"]:
             # (Azure's prompt-filter chunk has an empty id: the next one names the stream)
             self.chunk_id = chunk["id"]
@@ -747,8 +755,13 @@ class ChatStreamRelay:
         if self._closed:
             return b""
         self._closed = True
+        if self._usage_chunk is not None:
+            self._usage_chunk["usage"]["cost"] = self.cost_of()
+            return data_chunk(self._usage_chunk) + DONE_EVENT
         if self.client_wants_usage and self.usage is None and estimated_usage is not None:
             chunk_id, created = self.chunk_id or self.stream_id, self.created or int(time.time())
+            if self.cost_of is not None:
+                estimated_usage = {**estimated_usage, "cost": self.cost_of()}
             return self.usage_chunk(chunk_id, created, estimated_usage) + DONE_EVENT
         return DONE_EVENT
 
@@ -756,7 +769,8 @@ class ChatStreamRelay:
         if self._closed:
             return b""
         self._closed = True
-        return stream_error_chunk(message, error_type)
+        held = data_chunk(self._usage_chunk) if self._usage_chunk is not None else b""
+        return held + stream_error_chunk(message, error_type)
 
     def _observe_choice(self, choice: dict[str, Any]) -> None:
         index = choice.get("index", 0)

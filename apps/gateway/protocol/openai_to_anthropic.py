@@ -451,6 +451,10 @@ class MessagesStreamToChatStream:
         self.service_tier: object = None
         self._stop_reason: str | None = None
         self._finish_sent = False
+        # The price shown in the usage chunk (see the package header), and whether the
+        # end (usage chunk, [DONE]) waits for finish() to price it.
+        self.cost_of: Callable[[], str] | None = None
+        self._end_pending = False
 
     # -- properties --------------------------------------------------------
 
@@ -602,9 +606,12 @@ class MessagesStreamToChatStream:
             return self._finish_chunk()
         if event_type == "message_stop":
             out = self._finish_chunk()
+            self._done = self._stopped = True
+            if self.cost_of is not None:
+                self._end_pending = True
+                return out
             if self.include_usage:
                 out += self._usage_chunk()
-            self._done = self._stopped = True
             return out + b"data: [DONE]\n\n"
         if event_type == "error":
             err = data.get("error")
@@ -621,8 +628,11 @@ class MessagesStreamToChatStream:
         self._finish_sent = True
         return self._chunk({}, self._finish_for(self._stop_reason))
 
-    def _usage_chunk(self) -> bytes:
+    def _usage_chunk(self, cost: str | None = None) -> bytes:
         usage = Usage(self.prompt_tokens or 0, self._output_tokens or 0, self._cache_read or 0)
+        shown = to_openai(usage)
+        if cost is not None:
+            shown["cost"] = cost
         payload = {
             "id": self.chat_id,
             "object": "chat.completion.chunk",
@@ -630,7 +640,7 @@ class MessagesStreamToChatStream:
             "model": self.model,
             "system_fingerprint": None,
             "choices": [],
-            "usage": to_openai(usage),
+            "usage": shown,
         }
         return b"data: " + orjson.dumps(payload) + b"\n\n"
 
@@ -674,7 +684,12 @@ class MessagesStreamToChatStream:
 
     def finish(self, estimated_usage: dict | None = None) -> bytes:
         """The end (finish chunk, usage chunk if asked, [DONE]) unless message_stop sent it."""
-        return self._event("message_stop", {})
+        out = b"" if self._end_pending else self._event("message_stop", {})
+        if self._end_pending:  # held by message_stop: priced now
+            self._end_pending = False
+            usage = self._usage_chunk(self.cost_of()) if self.include_usage else b""
+            out += usage + b"data: [DONE]\n\n"
+        return out
 
     def fail(self, message: str, error_type: str = "server_error") -> bytes:
         """``data: {"error": …}`` after a started stream; nothing follows."""

@@ -11,6 +11,7 @@ the field: ``previous_response_id``, ``conversation``, ``background``, built-in 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -455,6 +456,7 @@ class ChatStreamToResponseEvents:
         self.finish_reason: str | None = None
         self.usage: dict | None = None
         self.service_tier: object = None  # the usage chunk's (unchecked: usage.tier)
+        self.cost_of: Callable[[], str] | None = None  # the price finish() shows
 
     def _ev(self, event_type: str, **data: Any) -> bytes:
         out = response_event(event_type, {**data, "sequence_number": self.sequence})
@@ -590,6 +592,8 @@ class ChatStreamToResponseEvents:
         response = self.response
         response["output"] = self.items
         response["usage"] = response_usage(self.usage) or response_usage(estimated_usage)
+        if self.cost_of is not None and response["usage"] is not None:
+            response["usage"]["cost"] = self.cost_of()
         # before the items' done events: they carry the status of the one cut off
         _finish(response, self.finish_reason, self.usage)
         out: list[bytes] = [prologue]

@@ -9,7 +9,7 @@ from decimal import Decimal
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
-from apps.billing.pricing import Rate, usage_cost
+from apps.billing.pricing import PriceRule, Tariff, Tokens, pico_to_decimal, rule_from
 from apps.catalog.models import Model, Price
 from apps.keys.models import ApiKey
 from apps.keys.services import api_key_issue
@@ -40,7 +40,8 @@ COLUMNS = (
     "created_at",
     "ingested_at",
     "cost",
-    "price_id",
+    "price",
+    "cost_rule_id",
 )
 
 
@@ -80,18 +81,13 @@ class Command(BaseCommand):
                 cached = rng.choice([0, 0, 0, prompt // 2])
                 completion = rng.randint(1, 2000)
                 status = rng.choice([200] * 48 + [429, 502])
-                cost = usage_cost(
-                    rate=rate,
-                    prompt_tokens=prompt,
-                    completion_tokens=completion,
-                    cached_tokens=cached,
-                )
+                cost = pico_to_decimal(Tariff(rate).quote(Tokens(prompt, completion, cached)).cost)
                 palette.append(
                     f"{model}\t{model}-backend/{model}\topenai\tchat.completions\tf\t{status}\t"
                     f"{'ok' if status == 200 else 'upstream_error'}\t{prompt}\t{completion}\t"
                     f"{cached}\tf\t{rng.randint(50, 3000)}\t"
                     + "{created}\t{ingested}\t"
-                    + f"{cost}\t{rate.price_id}\n"
+                    + f"{cost}\t{cost}\t{rate.id}\n"
                 )
         total = opts["days"] * opts["per_day"]
         started = time.monotonic()
@@ -154,7 +150,7 @@ class Command(BaseCommand):
             cursor.execute(f'DROP INDEX "{name}"')
         return [definition for _name, definition in found]
 
-    def _catalog(self, since: datetime) -> dict[str, Rate]:
+    def _catalog(self, since: datetime) -> dict[str, PriceRule]:
         rates = {}
         for name, (inp, cached, out) in MODELS.items():
             model, _ = Model.objects.get_or_create(name=name)
@@ -167,13 +163,7 @@ class Command(BaseCommand):
                     "output_per_mtok": Decimal(out),
                 },
             )
-            rates[name] = Rate(
-                price.id,
-                price.effective_from,
-                price.input_per_mtok,
-                price.cached_input_per_mtok,
-                price.output_per_mtok,
-            )
+            rates[name] = rule_from(price)
         return rates
 
     def _keys(self, tenants: int, per_tenant: int) -> list[tuple[int, int]]:
