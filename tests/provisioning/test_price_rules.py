@@ -283,3 +283,30 @@ def test_a_wrong_rate_card_is_refused_naming_its_path_and_field(change, expected
 def test_a_rate_card_that_is_not_a_mapping_is_refused():
     message = refused(document(FULL_PRICE, tenant={"rate_card": "50%"}))
     assert message.startswith("tenants[0].rate_card: must be a mapping")
+
+
+# The documented examples -----------------------------------------------------------------
+
+
+def test_the_example_configuration_applies():
+    import yaml
+
+    from tests.conftest import ROOT
+
+    document_ = yaml.safe_load((ROOT / "examples" / "tollgate.yaml").read_text())
+    config_apply(document=document_)
+    assert RateCard.objects.filter(tenant__name="acme").count() == 1
+
+
+def test_the_readmes_price_and_rate_card_example_applies():
+    import re
+
+    import yaml
+
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"\*\*Prices and rate cards\.\*\*.*?```yaml\n(.*?)```", readme, re.S)
+    config_apply(document=yaml.safe_load(block.group(1)))
+    override = RateCardPrice.objects.get(rate_card__tenant__name="acme", model__name="big-model")
+    assert override.input_per_mtok == Decimal("2.5")
