@@ -501,7 +501,7 @@ def price_rule_error(exc: PriceRuleInvalid) -> serializers.ValidationError:
     return serializers.ValidationError(detail)
 
 
-@extend_schema_field({"type": "string", "format": "decimal", "nullable": True, "example": "0.50"})
+@extend_schema_field({"type": "string", "format": "decimal", "example": "0.50"})
 class _AmountField(serializers.Field):
     """A decimal string (a JSON number is refused: money is never a float); checked with
     the rule's other fields by ``rule_fields_validate``."""
@@ -511,6 +511,11 @@ class _AmountField(serializers.Field):
 
     def to_representation(self, value):
         return None if value is None else str(value)
+
+
+@extend_schema_field({"type": "string", "format": "decimal", "nullable": True, "example": "0.50"})
+class _OptionalAmountField(_AmountField):
+    """An optional rate or fee: null (or left out) follows its default."""
 
 
 TIER_SCHEMA = {
@@ -544,8 +549,8 @@ class _ServiceTiersField(serializers.JSONField):
     pass
 
 
-def _optional_amount(help_text: str) -> _AmountField:
-    return _AmountField(required=False, allow_null=True, help_text=help_text)
+def _optional_amount(help_text: str) -> _OptionalAmountField:
+    return _OptionalAmountField(required=False, allow_null=True, help_text=help_text)
 
 
 class PriceRuleSerializer(StrictSerializer):
@@ -577,6 +582,9 @@ class PriceRuleSerializer(StrictSerializer):
 
 
 class PriceSerializer(PriceRuleSerializer):
+    """A model's price rule version (what a request costs the operator), in force from
+    ``effective_from`` until the next; append-only."""
+
     id = serializers.IntegerField(read_only=True)
     model = _NameField(Model, help_text="The public model name")
     effective_from = serializers.DateTimeField()
@@ -634,6 +642,9 @@ class _OverridesField(serializers.DictField):
 
 
 class RateCardSerializer(StrictSerializer):
+    """A tenant's rate card version (what the tenant pays), in force from
+    ``effective_from`` until the next; append-only."""
+
     id = serializers.IntegerField(read_only=True)
     tenant = serializers.CharField(source="tenant.name", read_only=True)
     effective_from = serializers.DateTimeField()

@@ -228,6 +228,31 @@ def test_an_override_left_out_of_the_file_is_removed_from_its_version():
     assert RateCardPrice.objects.count() == 0
 
 
+def test_an_override_that_priced_billed_requests_cannot_be_removed():
+    from django.utils import timezone
+
+    from apps.keys.services import api_key_issue
+    from apps.ledger.models import UsageRecord
+
+    config_apply(document=document(FULL_PRICE, tenant={"rate_card": CARD}))
+    override = RateCardPrice.objects.get()
+    api_key, _secret = api_key_issue(tenant=override.rate_card.tenant, name="k")
+    UsageRecord.objects.create(
+        request_id="req-override",
+        tenant=override.rate_card.tenant,
+        api_key=api_key,
+        model="rich-model",
+        protocol="openai",
+        status=200,
+        outcome="ok",
+        created_at=timezone.now(),
+        rate_card=override.rate_card,
+        price_rule=override,
+    )
+    message = refused(document(FULL_PRICE, tenant={"rate_card": {**CARD, "models": {}}}))
+    assert message.startswith("tenants[0].rate_card.models.rich-model: billed requests")
+
+
 def test_rate_cards_as_a_list_create_every_version():
     cards = [CARD, {"effective_from": "2026-07-01", "markup_percent": "25"}]
     config_apply(document=document(FULL_PRICE, tenant={"rate_cards": cards}))
