@@ -11,6 +11,13 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from apps.billing.pricing import (
+    RATE_FIELDS,
+    RULE_FIELDS,
+    PriceRuleInvalid,
+    markup_validate,
+    rule_fields_validate,
+)
 from apps.catalog.models import Backend, Model
 from apps.gateway.backends import backend_kind_choices
 from apps.keys.models import ApiKey
@@ -526,27 +533,110 @@ class DeploymentSerializer(StrictSerializer):
         return attrs
 
 
-class PriceSerializer(StrictSerializer):
+# Staff: price rules and rate cards -----------------------------------------------------------
+
+
+def price_rule_error(exc: PriceRuleInvalid) -> serializers.ValidationError:
+    """The pricing module's error keyed as DRF keys nested errors: ``tiers[0].input_per_mtok``
+    → ``{"tiers": {"0": {"input_per_mtok": [message]}}}``."""
+    detail: Any = [exc.message]
+    for part in reversed(re.findall(r"[^.\[\]]+", exc.field) or ["non_field_errors"]):
+        detail = {part: detail}
+    return serializers.ValidationError(detail)
+
+
+@extend_schema_field({"type": "string", "format": "decimal", "example": "0.50"})
+class _AmountField(serializers.Field):
+    """A decimal string (a JSON number is refused: money is never a float); checked with
+    the rule's other fields by ``rule_fields_validate``."""
+
+    def to_internal_value(self, data):
+        return data
+
+    def to_representation(self, value):
+        return None if value is None else str(value)
+
+
+@extend_schema_field({"type": "string", "format": "decimal", "nullable": True, "example": "0.50"})
+class _OptionalAmountField(_AmountField):
+    """An optional rate or fee: null (or left out) follows its default."""
+
+
+TIER_SCHEMA = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "above_prompt_tokens": {"type": "integer", "minimum": 1},
+            **{name: {"type": "string", "format": "decimal"} for name in RATE_FIELDS},
+        },
+        "required": ["above_prompt_tokens"],
+    },
+    "description": "Long-context tiers: above N prompt tokens the whole request is priced "
+    "at the tier's rates (a rate left out is the rule's)",
+}
+SERVICE_TIER_SCHEMA = {
+    "type": "object",
+    "additionalProperties": {"type": "string", "format": "decimal"},
+    "description": 'Multipliers of the token charges per upstream service tier: {"flex": "0.5"}',
+    "example": {"flex": "0.5", "priority": "2.0"},
+}
+
+
+@extend_schema_field(TIER_SCHEMA)
+class _TiersField(serializers.JSONField):
+    pass
+
+
+@extend_schema_field(SERVICE_TIER_SCHEMA)
+class _ServiceTiersField(serializers.JSONField):
+    pass
+
+
+def _optional_amount(help_text: str) -> _OptionalAmountField:
+    return _OptionalAmountField(required=False, allow_null=True, help_text=help_text)
+
+
+class PriceRuleSerializer(StrictSerializer):
+    """A price rule's fields (apps/billing/pricing.py): USD per million tokens unless said;
+    an optional rate left out or null follows its default."""
+
+    input_per_mtok = _AmountField(help_text="USD per 1M uncached prompt tokens")
+    cached_input_per_mtok = _optional_amount("Cached prompt tokens read (default: input)")
+    cache_write_5m_per_mtok = _optional_amount("Prompt tokens written to a 5-minute cache")
+    cache_write_1h_per_mtok = _optional_amount("Prompt tokens written to a 1-hour cache")
+    output_per_mtok = _optional_amount("Completion tokens (default: 0)")
+    reasoning_per_mtok = _optional_amount("Reasoning tokens (default: output)")
+    request_fee = _optional_amount("USD per request (default: 0)")
+    tiers = _TiersField(required=False)
+    service_tiers = _ServiceTiersField(required=False)
+    byok_fee_percent = _optional_amount(
+        "A caller-keyed (BYOK) request is charged this percentage of its token price"
+    )
+    byok_request_fee = _optional_amount("USD per BYOK request (default: 0)")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # A NUL anywhere is refused by the rule's own checks (not a decimal, not a tier
+        # name, not a tier field).
+        try:
+            clean = rule_fields_validate({k: v for k, v in attrs.items() if k in RULE_FIELDS})
+        except PriceRuleInvalid as exc:
+            raise price_rule_error(exc) from None
+        return {**{k: v for k, v in attrs.items() if k not in RULE_FIELDS}, **clean}
+
+
+class PriceSerializer(PriceRuleSerializer):
+    """A model's price rule version (what a request costs the operator), in force from
+    ``effective_from`` until the next; append-only."""
+
     id = serializers.IntegerField(read_only=True)
     model = _NameField(Model, help_text="The public model name")
     effective_from = serializers.DateTimeField()
-    input_per_mtok = serializers.DecimalField(
-        max_digits=14, decimal_places=6, min_value=Decimal(0), help_text="USD per 1M tokens"
-    )
-    cached_input_per_mtok = serializers.DecimalField(
-        max_digits=14,
-        decimal_places=6,
-        min_value=Decimal(0),
-        required=False,
-        help_text="USD per 1M cached prompt tokens (default: the input price)",
-    )
-    output_per_mtok = serializers.DecimalField(
-        max_digits=14, decimal_places=6, min_value=Decimal(0)
-    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         from apps.catalog.models import Price
 
+        attrs = super().validate(attrs)
         if Price.objects.filter(
             model=attrs["model"], effective_from=attrs["effective_from"]
         ).exists():
@@ -558,6 +648,66 @@ class PriceSerializer(StrictSerializer):
                 }
             )
         return attrs
+
+
+MAX_OVERRIDES = 500
+
+
+class _OverridesField(serializers.DictField):
+    """``{model name: rule fields}`` in, ``{Model: clean fields}`` out (the schema: an
+    object of PriceRule)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(child=PriceRuleSerializer(), **kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("must be an object of model name: price rule")
+        if len(data) > MAX_OVERRIDES:
+            raise serializers.ValidationError(f"at most {MAX_OVERRIDES} models")
+        found = {m.name: m for m in Model.objects.filter(name__in=[str(k) for k in data])}
+        clean, errors = {}, {}
+        for name, fields in data.items():
+            label = str(name)[:128]
+            if name not in found:
+                errors[label] = ["unknown model"]
+                continue
+            rule = PriceRuleSerializer(data=fields)
+            if not rule.is_valid():
+                errors[label] = rule.errors
+                continue
+            clean[found[name]] = dict(rule.validated_data)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return clean
+
+    def to_representation(self, value):
+        return {p.model.name: PriceRuleSerializer(p).data for p in value.all()}
+
+
+class RateCardSerializer(StrictSerializer):
+    """A tenant's rate card version (what the tenant pays), in force from
+    ``effective_from`` until the next; append-only."""
+
+    id = serializers.IntegerField(read_only=True)
+    tenant = serializers.CharField(source="tenant.name", read_only=True)
+    effective_from = serializers.DateTimeField()
+    markup_percent = _AmountField(
+        required=False,
+        help_text="Percent added to every model's price rule; negative: a discount (at least -100)",
+    )
+    models = _OverridesField(
+        source="prices",
+        required=False,
+        help_text="Per-model override rules {model name: price rule}; no markup applies to them",
+    )
+    created_at = serializers.DateTimeField(read_only=True)
+
+    def validate_markup_percent(self, value):
+        try:
+            return markup_validate(value)
+        except PriceRuleInvalid as exc:
+            raise serializers.ValidationError(exc.message) from None
 
 
 class PipelineSerializer(serializers.Serializer):

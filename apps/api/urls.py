@@ -29,6 +29,16 @@ urlpatterns = [
         views.StaffTenantDetailView.as_view(),
         name="api-staff-tenant",
     ),
+    path(
+        "v1/staff/tenants/<int:tenant_id>/rate-cards",
+        views.RateCardListView.as_view(),
+        name="api-staff-rate-cards",
+    ),
+    path(
+        "v1/staff/tenants/<int:tenant_id>/rate-cards/<int:rate_card_id>",
+        views.RateCardDetailView.as_view(),
+        name="api-staff-rate-card",
+    ),
     path("v1/staff/backends", views.BackendListView.as_view(), name="api-staff-backends"),
     path(
         "v1/staff/backends/<int:backend_id>",

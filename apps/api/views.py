@@ -21,6 +21,9 @@ from rest_framework.views import APIView
 
 from apps.api import serializers as s
 from apps.audit.selectors import audit_event_list
+from apps.billing import selectors as billing_selectors
+from apps.billing import services as billing_services
+from apps.billing.pricing import PriceRuleInvalid
 from apps.catalog import selectors as catalog_selectors
 from apps.catalog import services as catalog_services
 from apps.catalog.models import Backend, Deployment, Model, Price
@@ -712,7 +715,10 @@ class PriceListView(StaffAPIView):
     def post(self, request: Request) -> Response:
         serializer = s.PriceSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        price = catalog_services.price_create(actor=request.user, **serializer.validated_data)
+        try:
+            price = catalog_services.price_create(actor=request.user, **serializer.validated_data)
+        except PriceRuleInvalid as exc:
+            raise s.price_rule_error(exc) from None
         return Response(s.PriceSerializer(price).data, status=status.HTTP_201_CREATED)
 
 
@@ -721,6 +727,56 @@ class PriceDetailView(StaffAPIView):
     def get(self, request: Request, price_id: int) -> Response:
         price = _object_or_404(Price.objects.select_related("model").filter(id=price_id).first())
         return Response(s.PriceSerializer(price).data)
+
+
+# Staff: rate cards -------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="A tenant's rate card versions (staff)",
+        responses=s.RateCardSerializer(many=True),
+        tags=["staff"],
+    ),
+    post=extend_schema(
+        summary="Add a rate card version from effective_from on: a markup (negative: a "
+        "discount) and per-model override rules (staff; append-only)",
+        request=s.RateCardSerializer,
+        responses={201: s.RateCardSerializer},
+        tags=["staff"],
+    ),
+)
+class RateCardListView(StaffAPIView):
+    def get(self, request: Request, tenant_id: int) -> Response:
+        tenant = _catalog_get(Tenant, tenant_id)
+        cards = billing_selectors.rate_card_list(tenant=tenant)
+        return Response(s.RateCardSerializer(cards, many=True).data)
+
+    def post(self, request: Request, tenant_id: int) -> Response:
+        tenant = _catalog_get(Tenant, tenant_id)
+        serializer = s.RateCardSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        try:
+            card = billing_services.rate_card_create(
+                tenant=tenant, models=data.pop("prices", {}), actor=request.user, **data
+            )
+        except PriceRuleInvalid as exc:
+            raise s.price_rule_error(exc) from None
+        card = billing_selectors.rate_card_get(tenant=tenant, rate_card_id=card.id)
+        return Response(s.RateCardSerializer(card).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(
+    summary="One rate card version of a tenant (staff)",
+    responses=s.RateCardSerializer,
+    tags=["staff"],
+)
+class RateCardDetailView(StaffAPIView):
+    def get(self, request: Request, tenant_id: int, rate_card_id: int) -> Response:
+        tenant = _catalog_get(Tenant, tenant_id)
+        card = billing_selectors.rate_card_get(tenant=tenant, rate_card_id=rate_card_id)
+        return Response(s.RateCardSerializer(_object_or_404(card)).data)
 
 
 @extend_schema(

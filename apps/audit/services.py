@@ -27,6 +27,7 @@ TARGET_TYPES = {
     "catalog.model": "model",
     "catalog.deployment": "deployment",
     "catalog.price": "price",
+    "billing.ratecard": "rate_card",
 }
 
 Actor = AbstractBaseUser | AdminToken | str | None

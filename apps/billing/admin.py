@@ -1,7 +1,15 @@
 from django.contrib import admin, messages
 
-from apps.billing.models import ReconciliationRun, Statement, StatementLine, UsageRollup
+from apps.billing.models import (
+    RateCard,
+    RateCardPrice,
+    ReconciliationRun,
+    Statement,
+    StatementLine,
+    UsageRollup,
+)
 from apps.billing.services import StatementError, statement_close, statement_refresh
+from apps.catalog.admin import PRICE_RULE_FIELDSETS
 
 
 class StatementLineInline(admin.TabularInline):
@@ -53,3 +61,29 @@ class ReconciliationRunAdmin(admin.ModelAdmin):
     list_display = ["started_at", "window_start", "window_end", "ok"]
     list_filter = ["ok"]
     readonly_fields = [f.name for f in ReconciliationRun._meta.fields]
+
+
+class RateCardPriceInline(admin.StackedInline):
+    """A model the card prices itself (no markup applies to it)."""
+
+    model = RateCardPrice
+    extra = 0
+    autocomplete_fields = ["model"]
+    fieldsets = [(None, {"fields": ["model"]}), *PRICE_RULE_FIELDSETS]
+
+
+@admin.register(RateCard)
+class RateCardAdmin(admin.ModelAdmin):
+    list_display = ["tenant", "effective_from", "markup_percent", "overrides", "created_at"]
+    list_filter = ["tenant"]
+    search_fields = ["tenant__name"]
+    autocomplete_fields = ["tenant"]
+    fields = ["tenant", "effective_from", "markup_percent"]
+    inlines = [RateCardPriceInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("tenant").prefetch_related("prices")
+
+    @admin.display(description="model overrides")
+    def overrides(self, obj: RateCard) -> int:
+        return len(obj.prices.all())

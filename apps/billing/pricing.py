@@ -44,6 +44,7 @@ the counts an upstream reports at those bounds.
 Plain Python: no Django here but ``PriceBook``'s loader (its imports are local).
 """
 
+import re
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -59,6 +60,8 @@ RATE_PLACES = 6
 FACTOR_PLACES = 6
 MAX_TIERS = 8
 MAX_SERVICE_TIERS = 16
+# Letters, digits, "_" and "-" (no control characters: the names are stored as JSON keys).
+SERVICE_TIER_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 class Tokens(NamedTuple):
@@ -369,9 +372,10 @@ def _amount(value: Any, name: str, places: int = RATE_PLACES, *, signed: bool = 
         raise PriceRuleInvalid(name, "must be a finite number")
     if amount < 0 and not signed:
         raise PriceRuleInvalid(name, "must not be negative")
+    # Size first: quantizing "1e400" would overflow the context's precision.
     if abs(amount) >= Decimal(10) ** 8:
         raise PriceRuleInvalid(name, "is too large")
-    if amount.as_tuple().exponent < -places and amount != round(amount, places):
+    if amount != amount.quantize(Decimal(1).scaleb(-places), rounding="ROUND_DOWN"):
         raise PriceRuleInvalid(name, f"has more than {places} decimal places")
     return amount
 
@@ -464,7 +468,7 @@ def _service_tiers_validate(tiers: Any) -> dict[str, str]:
         raise PriceRuleInvalid("service_tiers", f"at most {MAX_SERVICE_TIERS} tiers")
     clean = {}
     for name, multiplier in tiers.items():
-        if not isinstance(name, str) or not name or len(name) > 32 or not name.isascii():
+        if not isinstance(name, str) or not SERVICE_TIER_NAME.fullmatch(name):
             raise PriceRuleInvalid("service_tiers", "tier names are short ASCII words")
         clean[name] = str(_amount(multiplier, f"service_tiers.{name}", FACTOR_PLACES))
     return clean

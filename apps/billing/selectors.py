@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncMinute
 
-from apps.billing.models import Statement, UsageRollup
+from apps.billing.models import RateCard, Statement, UsageRollup
 from apps.keys.models import ApiKey
 from apps.ledger.models import UsageRecord
 from apps.tenants.models import Tenant
@@ -175,3 +175,18 @@ def statement_get(*, tenant: Tenant, statement_id: int) -> Statement | None:
         .filter(id=statement_id)
         .first()
     )
+
+
+def rate_card_list(*, tenant: Tenant) -> QuerySet[RateCard]:
+    """The tenant's rate card versions, oldest first, with their overrides (staff reads:
+    a tenant never sees its rate card, only what it pays)."""
+    return (
+        RateCard.objects.for_tenant(tenant)
+        .select_related("tenant")
+        .prefetch_related("prices__model")
+        .order_by("effective_from")
+    )
+
+
+def rate_card_get(*, tenant: Tenant, rate_card_id: int) -> RateCard | None:
+    return rate_card_list(tenant=tenant).filter(id=rate_card_id).first()

@@ -1,4 +1,5 @@
-"""Billing jobs: rollups, monthly statements and reconciliation, all built from the ledger.
+"""Billing jobs: rollups, monthly statements and reconciliation, all built from the ledger;
+and the staff's rate card writes.
 
 Rollups (hour and day × tenant × key × model) are rebuilt, never incremented: a bucket's
 rows are deleted and re-inserted in one transaction, so a run killed half-way leaves the
@@ -17,7 +18,7 @@ records the ledger's high-water id under a brief SHARE lock (no insert in flight
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -29,13 +30,18 @@ from django.db.models import Count, Max, Min, Q, Sum
 from django.db.models.functions import TruncDay, TruncHour, TruncMonth
 from django.utils import timezone
 
+from apps.audit.services import audit_record
 from apps.billing.models import (
     BillingCursor,
+    RateCard,
+    RateCardPrice,
     ReconciliationRun,
     Statement,
     StatementLine,
     UsageRollup,
 )
+from apps.billing.pricing import PriceRuleInvalid, markup_validate, rule_fields_validate
+from apps.catalog.models import Model
 from apps.ledger.models import UsageRecord
 from apps.tenants.models import Tenant
 
@@ -521,3 +527,52 @@ def reconcile_totals_by_tenant(*, start: datetime, end: datetime) -> dict[int, d
     for row in rows:
         result[row["tenant_id"]] = _measures(row)
     return dict(result)
+
+
+# Rate cards (staff writes) ------------------------------------------------------------------
+
+
+@transaction.atomic
+def rate_card_create(
+    *,
+    tenant: Tenant,
+    effective_from: datetime,
+    markup_percent: Any = None,
+    models: Mapping[Model, Mapping[str, Any]] | None = None,
+    actor: Any = None,
+) -> RateCard:
+    """A new rate card version of the tenant from ``effective_from`` on, with its per-model
+    override rules (``models``: model → rule fields). Append-only like prices: a change
+    prices only later requests. Raises ``PriceRuleInvalid`` naming a wrong field.
+
+    The audit event is platform-wide (tenant NULL), as the catalog's: a tenant's owners
+    read their audit log, and a rate card says what the operator's margin is."""
+    markup = markup_validate(markup_percent)
+    if RateCard.objects.filter(tenant=tenant, effective_from=effective_from).exists():
+        raise PriceRuleInvalid(
+            "effective_from", "a rate card from this time exists (rate cards are append-only)"
+        )
+    card = RateCard.objects.create(
+        tenant=tenant, effective_from=effective_from, markup_percent=markup
+    )
+    overrides = {}
+    for model, fields in (models or {}).items():
+        try:
+            clean = rule_fields_validate(fields)
+        except PriceRuleInvalid as exc:
+            raise PriceRuleInvalid(f"models.{model.name}.{exc.field}", exc.message) from None
+        RateCardPrice.objects.create(rate_card=card, model=model, **clean)
+        overrides[model.name] = clean
+    audit_record(
+        tenant=None,
+        actor=actor,
+        action="rate_card.created",
+        target=card,
+        details={
+            "tenant": tenant.name,
+            "effective_from": card.effective_from,
+            "markup_percent": markup,
+            "models": overrides,
+        },
+    )
+    return card

@@ -24,9 +24,29 @@ class DeploymentInline(admin.TabularInline):
     extra = 0
 
 
-class PriceInline(admin.TabularInline):
+# A price rule's fields in the admin (catalog Price and billing RateCardPrice alike): an
+# error of PriceFields.clean() is shown on its field, naming the tier or service tier.
+PRICE_RULE_FIELDSETS = [
+    (
+        "Rates (USD per million tokens; an empty optional rate follows its default)",
+        {
+            "fields": [
+                ("input_per_mtok", "cached_input_per_mtok"),
+                ("cache_write_5m_per_mtok", "cache_write_1h_per_mtok"),
+                ("output_per_mtok", "reasoning_per_mtok"),
+                "request_fee",
+            ]
+        },
+    ),
+    ("Long-context and service tiers", {"fields": ["tiers", "service_tiers"]}),
+    ("Caller-keyed (BYOK) requests", {"fields": [("byok_fee_percent", "byok_request_fee")]}),
+]
+
+
+class PriceInline(admin.StackedInline):
     model = Price
     extra = 0
+    fieldsets = [(None, {"fields": ["effective_from"]}), *PRICE_RULE_FIELDSETS]
 
 
 @admin.register(Backend)
@@ -95,5 +115,12 @@ class PriceAdmin(admin.ModelAdmin):
         "input_per_mtok",
         "cached_input_per_mtok",
         "output_per_mtok",
+        "request_fee",
+        "has_tiers",
     ]
     list_filter = ["model"]
+    fieldsets = [(None, {"fields": ["model", "effective_from"]}), *PRICE_RULE_FIELDSETS]
+
+    @admin.display(boolean=True, description="tiers")
+    def has_tiers(self, obj: Price) -> bool:
+        return bool(obj.tiers or obj.service_tiers)

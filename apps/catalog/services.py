@@ -1,6 +1,7 @@
 from django.db import transaction
 
 from apps.audit.services import audit_changes, audit_record
+from apps.billing.pricing import RULE_FIELDS, rule_fields_validate
 from apps.catalog.models import BACKEND_SETTINGS, Backend, Deployment, Model, Price
 from apps.core.redis import CATALOG_INVALIDATE_CHANNEL, publish
 
@@ -132,36 +133,18 @@ def deployment_delete(*, deployment: Deployment, actor=None) -> None:
 
 
 @transaction.atomic
-def price_create(
-    *,
-    model: Model,
-    effective_from,
-    input_per_mtok,
-    cached_input_per_mtok=None,
-    output_per_mtok,
-    actor=None,
-) -> Price:
+def price_create(*, model: Model, effective_from, actor=None, **fields) -> Price:
     """Prices are append-only versions: a new version from ``effective_from`` on. Stored
-    costs never change (each usage record keeps the price it was costed with)."""
-    price = Price.objects.create(
-        model=model,
-        effective_from=effective_from,
-        input_per_mtok=input_per_mtok,
-        cached_input_per_mtok=input_per_mtok
-        if cached_input_per_mtok is None
-        else cached_input_per_mtok,
-        output_per_mtok=output_per_mtok,
-    )
+    costs never change (each usage record keeps the price it was costed with).
+    ``fields``: the rule's (apps/billing/pricing.py ``RULE_FIELDS``); raises
+    ``PriceRuleInvalid`` naming a wrong one."""
+    _check_fields(fields, frozenset(RULE_FIELDS))
+    clean = rule_fields_validate(fields)
+    price = Price.objects.create(model=model, effective_from=effective_from, **clean)
     _audit(
         actor,
         "price.created",
         price,
-        {
-            "model": model.name,
-            "effective_from": price.effective_from,
-            "input_per_mtok": price.input_per_mtok,
-            "cached_input_per_mtok": price.cached_input_per_mtok,
-            "output_per_mtok": price.output_per_mtok,
-        },
+        {"model": model.name, "effective_from": price.effective_from, **clean},
     )
     return price

@@ -17,6 +17,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from apps.billing import selectors as billing
+from apps.billing.models import RateCard, UsageRollup
 from apps.catalog.models import Backend, Model
 from apps.keys.models import ApiKey
 from apps.ledger.models import UsageRecord
@@ -358,6 +359,83 @@ def staff_models() -> list[dict[str, Any]]:
                 current = price
         result.append({"model": model, "prices": prices, "current": current})
     return result
+
+
+@dataclass
+class MarginLine:
+    """What a tenant paid (price) and what its upstreams cost, for one model (or a
+    total), in exact ledger amounts."""
+
+    tenant: str
+    model: str
+    requests: int
+    cost: Decimal
+    price: Decimal
+
+    @property
+    def margin(self) -> Decimal:
+        return self.price - self.cost
+
+    @property
+    def margin_percent(self) -> Decimal | None:
+        """Margin as a share of the price (None without a price)."""
+        if not self.price:
+            return None
+        return (self.margin * 100 / self.price).quantize(Decimal("0.1"))
+
+
+def staff_margins(*, month: date) -> tuple[list[MarginLine], MarginLine]:
+    """Per tenant and model, the month's (UTC) requests, cost, price and margin from the
+    day rollups, and their total."""
+    start = _midnight(month.replace(day=1))
+    end = _midnight((month.replace(day=1) + timedelta(days=32)).replace(day=1))
+    rows = (
+        UsageRollup.objects.filter(
+            granularity=UsageRollup.Granularity.DAY, bucket_start__gte=start, bucket_start__lt=end
+        )
+        .order_by()
+        .values("tenant__name", "model")
+        .annotate(requests=Sum("requests"), cost=Sum("cost"), price=Sum("price"))
+        .order_by("tenant__name", "model")
+    )
+    lines = [
+        MarginLine(
+            tenant=row["tenant__name"],
+            model=row["model"],
+            requests=row["requests"] or 0,
+            cost=Decimal(row["cost"] or 0),
+            price=Decimal(row["price"] or 0),
+        )
+        for row in rows
+    ]
+    total = MarginLine(
+        tenant="",
+        model="",
+        requests=sum(line.requests for line in lines),
+        cost=sum((line.cost for line in lines), Decimal(0)),
+        price=sum((line.price for line in lines), Decimal(0)),
+    )
+    return lines, total
+
+
+def staff_rate_cards(*, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Every tenant that has rate cards, with its versions (oldest first) and the one in
+    force now."""
+    now = now or timezone.now()
+    by_tenant: dict[int, dict[str, Any]] = {}
+    cards = (
+        RateCard.objects.select_related("tenant")
+        .prefetch_related("prices__model")
+        .order_by("tenant__name", "effective_from")
+    )
+    for card in cards:
+        entry = by_tenant.setdefault(
+            card.tenant_id, {"tenant": card.tenant, "cards": [], "current": None}
+        )
+        entry["cards"].append(card)
+        if card.effective_from <= now:
+            entry["current"] = card
+    return list(by_tenant.values())
 
 
 def staff_pipeline() -> dict[str, Any]:

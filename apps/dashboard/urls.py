@@ -29,5 +29,7 @@ urlpatterns = [
     path("staff/tenants/", staff.tenants, name="staff-tenants"),
     path("staff/backends/", staff.backends, name="staff-backends"),
     path("staff/models/", staff.models, name="staff-models"),
+    path("staff/margins/", staff.margins, name="staff-margins"),
+    path("staff/rate-cards/", staff.rate_cards, name="staff-rate-cards"),
     path("staff/pipeline/", staff.pipeline, name="staff-pipeline"),
 ]

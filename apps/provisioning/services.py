@@ -1,4 +1,5 @@
-"""Configuration as code: apply a YAML document of backends, models, prices, tenants, keys.
+"""Configuration as code: apply a YAML document of backends, models, prices, tenants, keys
+and tenants' rate cards.
 
 Idempotent (a second run changes nothing) and all-or-nothing (one transaction; an
 invalid document changes nothing and the error names the field).
@@ -12,8 +13,16 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.db import transaction
+from django.db.models import ProtectedError
 from django.utils.dateparse import parse_date, parse_datetime
 
+from apps.billing.models import RateCard, RateCardPrice
+from apps.billing.pricing import (
+    RULE_FIELDS,
+    PriceRuleInvalid,
+    markup_validate,
+    rule_fields_validate,
+)
 from apps.catalog.models import Backend, Deployment, Model, Price
 from apps.core.redis import KEYS_INVALIDATE_CHANNEL, publish
 from apps.gateway.backends import backend_kinds
@@ -324,18 +333,9 @@ def _apply_models(items: list, backends: dict[str, Backend], result: ApplyResult
             stale.delete()
         for j, raw_price in enumerate(doc.seq("prices")):
             price_doc = _Doc(raw_price, f"{doc.path}.prices[{j}]")
-            price_doc.check_keys(
-                {"effective_from", "input_per_mtok", "cached_input_per_mtok", "output_per_mtok"}
-            )
+            price_doc.check_keys({"effective_from", *RULE_FIELDS})
             effective_from = price_doc.when("effective_from")
-            input_price = price_doc.decimal("input_per_mtok")
-            values = {
-                "input_per_mtok": input_price,
-                "cached_input_per_mtok": price_doc.decimal("cached_input_per_mtok")
-                if "cached_input_per_mtok" in price_doc.data
-                else input_price,
-                "output_per_mtok": price_doc.decimal("output_per_mtok"),
-            }
+            values = _rule_values(price_doc)
             price = Price.objects.filter(model=model, effective_from=effective_from).first()
             if price is None:
                 Price.objects.create(model=model, effective_from=effective_from, **values)
@@ -343,6 +343,16 @@ def _apply_models(items: list, backends: dict[str, Backend], result: ApplyResult
             elif _set_fields(price, values):
                 price.save()
                 result.changes.append(f"price of {name} from {effective_from:%Y-%m-%d} updated")
+
+
+def _rule_values(doc: _Doc) -> dict[str, Any]:
+    """A price rule's fields (apps/billing/pricing.py), checked and normalised; an error
+    names the document path and the field, dotted inside tiers
+    (``models[0].prices[1].tiers[0].input_per_mtok``)."""
+    try:
+        return rule_fields_validate({k: v for k, v in doc.data.items() if k in RULE_FIELDS})
+    except PriceRuleInvalid as exc:
+        raise ConfigError(doc.sub(exc.field), exc.message) from None
 
 
 LIMIT_FIELDS = {"rpm", "tpm", "max_concurrent", "budget"}
@@ -414,11 +424,87 @@ def _apply_admin_tokens(tenant: Tenant, doc: _Doc, result: ApplyResult) -> None:
         result.changes.append(f"admin token {tenant.name}/{name} created")
 
 
+def _rate_card_docs(doc: _Doc) -> list[_Doc]:
+    """``rate_card: {…}`` (one version) and/or ``rate_cards: [{…}, …]``."""
+    docs = []
+    if doc.data.get("rate_card") is not None:
+        docs.append(_Doc(doc.data["rate_card"], doc.sub("rate_card")))
+    for j, raw in enumerate(doc.seq("rate_cards")):
+        docs.append(_Doc(raw, f"{doc.sub('rate_cards')}[{j}]"))
+    return docs
+
+
+def _apply_rate_cards(tenant: Tenant, doc: _Doc, result: ApplyResult) -> None:
+    """A tenant's rate card versions, as prices: the version from ``effective_from`` is
+    created, or updated in place (markup and its model overrides as the file says them);
+    versions the file does not name are left alone."""
+    seen: set[datetime] = set()
+    for card_doc in _rate_card_docs(doc):
+        card_doc.check_keys({"effective_from", "markup_percent", "models"})
+        effective_from = card_doc.when("effective_from")
+        if effective_from in seen:
+            raise ConfigError(card_doc.sub("effective_from"), "two rate cards from this time")
+        seen.add(effective_from)
+        try:
+            markup = markup_validate(card_doc.data.get("markup_percent"))
+        except PriceRuleInvalid as exc:
+            raise ConfigError(card_doc.sub(exc.field), exc.message) from None
+        models_doc = _Doc(card_doc.mapping("models"), card_doc.sub("models"))
+        overrides: dict[Model, dict[str, Any]] = {}
+        for model_name, raw_rule in models_doc.data.items():
+            rule_doc = _Doc(raw_rule, models_doc.sub(str(model_name)))
+            model = Model.objects.filter(name=str(model_name)).first()
+            if model is None:
+                raise ConfigError(rule_doc.path, f"unknown model '{model_name}'")
+            rule_doc.check_keys(set(RULE_FIELDS))
+            overrides[model] = _rule_values(rule_doc)
+        label = f"rate card of {tenant.name} from {effective_from:%Y-%m-%d %H:%M}"
+        card, created = RateCard.objects.get_or_create(
+            tenant=tenant, effective_from=effective_from, defaults={"markup_percent": markup}
+        )
+        changed = created
+        if not created and card.markup_percent != markup:
+            card.markup_percent = markup
+            card.save(update_fields=["markup_percent"])
+            changed = True
+        existing = {p.model_id: p for p in card.prices.all()}
+        for model, values in overrides.items():
+            override = existing.pop(model.id, None)
+            if override is None:
+                RateCardPrice.objects.create(rate_card=card, model=model, **values)
+                changed = True
+            elif _set_fields(override, values):
+                override.save()
+                changed = True
+        for override in existing.values():
+            try:
+                with transaction.atomic():
+                    override.delete()
+            except ProtectedError:
+                raise ConfigError(
+                    models_doc.sub(override.model.name),
+                    "billed requests were priced by this override: it cannot be removed "
+                    "(add a new rate card version instead)",
+                ) from None
+            changed = True
+        if changed:
+            result.changes.append(f"{label} {'created' if created else 'updated'}")
+
+
 def _apply_tenants(items: list, result: ApplyResult) -> None:
     for i, raw in enumerate(items):
         doc = _Doc(raw, f"tenants[{i}]")
         doc.check_keys(
-            {"name", "display_name", "keys", "admin_tokens", *LIMIT_FIELDS, *TENANT_FIELD_HANDLERS}
+            {
+                "name",
+                "display_name",
+                "keys",
+                "admin_tokens",
+                "rate_card",
+                "rate_cards",
+                *LIMIT_FIELDS,
+                *TENANT_FIELD_HANDLERS,
+            }
         )
         name = doc.text("name")
         if not re.fullmatch(r"[-a-zA-Z0-9_]+", name):
@@ -439,6 +525,7 @@ def _apply_tenants(items: list, result: ApplyResult) -> None:
             transaction.on_commit(lambda: publish(KEYS_INVALIDATE_CHANNEL, "*"))
         _apply_keys(tenant, doc, result)
         _apply_admin_tokens(tenant, doc, result)
+        _apply_rate_cards(tenant, doc, result)
 
 
 @transaction.atomic

@@ -49,6 +49,9 @@ ROUTES = [
     ("POST", "/api/v1/staff/tenants", "staff"),
     ("GET", "/api/v1/staff/tenants/{tenant}", "staff"),
     ("PATCH", "/api/v1/staff/tenants/{tenant}", "staff"),
+    ("GET", "/api/v1/staff/tenants/{tenant}/rate-cards", "staff"),
+    ("POST", "/api/v1/staff/tenants/{tenant}/rate-cards", "staff"),
+    ("GET", "/api/v1/staff/tenants/{tenant}/rate-cards/{card}", "staff"),
     ("GET", "/api/v1/staff/backends", "staff"),
     ("POST", "/api/v1/staff/backends", "staff"),
     ("GET", "/api/v1/staff/backends/{backend}", "staff"),
@@ -98,7 +101,7 @@ def test_the_route_table_covers_every_api_url_pattern():
 
 @pytest.fixture
 def objects(org):
-    from apps.billing.models import Statement
+    from apps.billing.models import RateCard, Statement
 
     statement = Statement.objects.create(
         tenant=org.acme,
@@ -119,6 +122,9 @@ def objects(org):
         "model": Model.objects.get(name="test-model").id,
         "deployment": Deployment.objects.first().id,
         "price": Price.objects.first().id,
+        "card": RateCard.objects.create(
+            tenant=org.acme, effective_from=datetime(2026, 1, 1, tzinfo=UTC)
+        ).id,
     }
 
 
@@ -579,7 +585,7 @@ def test_staff_catalog_models_deployments_and_append_only_prices(org):
     }
     created = staff.post("/api/v1/staff/prices", price, format="json")
     assert created.status_code == 201, created.content
-    assert created.json()["cached_input_per_mtok"] == "0.100000"
+    assert created.json()["cached_input_per_mtok"] is None  # follows the input rate
     assert staff.post("/api/v1/staff/prices", price, format="json").status_code == 400
     price_id = created.json()["id"]
     assert staff.patch(f"/api/v1/staff/prices/{price_id}", {}, format="json").status_code == 405

@@ -199,7 +199,14 @@ def test_admin_tokens_page(as_user, team):
 
 
 def test_staff_pages(as_user, team):
-    for name in ("staff-tenants", "staff-backends", "staff-models", "staff-pipeline"):
+    for name in (
+        "staff-tenants",
+        "staff-backends",
+        "staff-models",
+        "staff-margins",
+        "staff-rate-cards",
+        "staff-pipeline",
+    ):
         assert as_user(team.owner).get(reverse(f"dashboard:{name}")).status_code == 404
         page = as_user(team.staff).get(reverse(f"dashboard:{name}"))
         assert page.status_code == 200, name
@@ -211,6 +218,7 @@ def test_staff_pages(as_user, team):
         "/admin/ledger/usagerecord/",
         "/admin/tenants/tenant/",
         "/admin/catalog/price/",
+        "/admin/billing/ratecard/",
         "/admin/tenants/membership/",
     ):
         team.staff.is_superuser = True

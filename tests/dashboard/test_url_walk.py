@@ -94,13 +94,19 @@ def object_ids(team: Team, victims: dict) -> dict[str, dict[str, str]]:
 
 def platform_ids() -> dict[str, str]:
     """Staff objects (not of a tenant)."""
+    from apps.billing.models import RateCard
     from apps.catalog.models import Backend, Deployment, Model, Price
+    from apps.tenants.models import Tenant
 
+    card = RateCard.objects.create(
+        tenant=Tenant.objects.get(name="acme"), effective_from="2026-01-01T00:00Z"
+    )
     return {
         "backend_id": str(Backend.objects.order_by("id").first().id),
         "model_id": str(Model.objects.order_by("id").first().id),
         "deployment_id": str(Deployment.objects.order_by("id").first().id),
         "price_id": str(Price.objects.order_by("id").first().id),
+        "rate_card_id": str(card.id),
     }
 
 
@@ -145,6 +151,7 @@ def callers(team) -> list[Caller]:
 def test_every_route_is_walked(team):
     names = {r.name for r in routes()}
     assert {"dashboard:keys", "dashboard:key-revoke", "dashboard:staff-pipeline"} <= names
+    assert {"dashboard:staff-margins", "api-staff-rate-cards", "api-staff-rate-card"} <= names
     assert "usage-records-csv" in names  # the billing API; the management API joins it
 
 
