@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "apps.gateway",
     "apps.provisioning",
     "apps.billing",
+    "apps.wallet",
     "apps.moderation",
     "apps.audit",
     "apps.dashboard",
