@@ -112,8 +112,10 @@ def addresses_check(host: str, port: int, *, allow_internal: bool) -> IPAddress:
     if not allow_internal:
         for ip in addresses:
             reason = address_refusal(ip)
+            if reason and str(ip) == host:
+                raise EgressRefused(f"{ip} is refused ({reason} address)")
             if reason:
-                raise EgressRefused(f"{host} resolves to {ip}, a {reason} address")
+                raise EgressRefused(f"{host} resolves to {ip}, refused ({reason} address)")
     return addresses[0]
 
 
