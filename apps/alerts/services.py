@@ -205,6 +205,9 @@ def webhook_endpoint_update(
 ) -> WebhookEndpoint:
     flags = _staff_flags({"allow_http": allow_http, "allow_internal": allow_internal}, staff=staff)
     changes: dict[str, Any] = dict(flags)
+    if url is not None and url != endpoint.url and not staff:
+        # Staff approved http / internal addresses for the URL they saw, not for any.
+        flags = changes = {"allow_http": False, "allow_internal": False}
     effective = {
         "allow_http": flags.get("allow_http", endpoint.allow_http),
         "allow_internal": flags.get("allow_internal", endpoint.allow_internal),

@@ -120,6 +120,14 @@ def test_staff_may_allow_an_internal_endpoint(acme):
     assert response.status_code == 201
 
 
+def test_a_new_url_from_a_non_staff_member_loses_the_staff_exceptions(acme, receiver):
+    endpoint, _ = endpoint_make(acme, receiver.url)
+    response = api(acme, "admin").patch(
+        f"/api/v1/webhooks/{endpoint.id}", {"url": "https://10.9.9.9/metadata"}, format="json"
+    )
+    assert response.json() == {"url": ["10.9.9.9 is refused (private address)"]}
+
+
 def test_the_secret_is_shown_once_and_stored_encrypted(acme):
     created = register(api(acme), "https://93.184.216.34/hook").json()
     listed = api(acme, "viewer").get(f"/api/v1/webhooks/{created['id']}").json()
@@ -150,6 +158,16 @@ def test_the_signature_verifies_with_the_documented_scheme(acme, receiver):
     assert signature_verify(
         secret, request.headers["Tollgate-Signature"], request.body, now=int(time.time())
     )
+
+
+def test_stripes_own_library_verifies_the_signature(acme, receiver):
+    stripe = pytest.importorskip("stripe")
+    endpoint, secret = endpoint_make(acme, receiver.url)
+    alert_send(tenant=acme, event_type="webhook.test", data={"n": 1}, dedupe_key="sig")
+    deliveries_due_send()
+    request = receiver.requests[0]
+    header = request.headers["Tollgate-Signature"]
+    assert stripe.WebhookSignature.verify_header(request.body.decode(), header, secret, 300)
 
 
 def test_a_wrong_secret_does_not_verify(acme, receiver):
