@@ -59,6 +59,8 @@ INSTALLED_APPS = [
     "apps.gateway",
     "apps.provisioning",
     "apps.billing",
+    "apps.wallet",
+    "apps.alerts",
     "apps.moderation",
     "apps.audit",
     "apps.dashboard",
@@ -132,7 +134,31 @@ CELERY_BEAT_SCHEDULE = {
     "billing-rollups": {"task": "billing.rollups", "schedule": 60.0},
     "billing-statements": {"task": "billing.statements", "schedule": 3600.0},
     "billing-reconcile": {"task": "billing.reconcile", "schedule": 86400.0},
+    # Alerts (apps/alerts): thresholds, then the webhook/email outbox sweep (retries).
+    "alerts-evaluate": {"task": "alerts.evaluate", "schedule": 15.0},
+    "alerts-deliver-due": {"task": "alerts.deliver_due", "schedule": 5.0},
 }
+
+# Alerts: webhooks and email (apps/alerts). Email goes through Django's backend: SMTP when
+# EMAIL_HOST is set, else the console (the embedded default prints alerts to stdout).
+ALERTS_WEBHOOK_TIMEOUT_S = float(os.environ.get("ALERTS_WEBHOOK_TIMEOUT_S", "10"))
+ALERTS_WEBHOOK_RETRY_HOURS = float(os.environ.get("ALERTS_WEBHOOK_RETRY_HOURS", "24"))
+# Queue a delivery task as soon as an alert commits (a worker exists only with Redis);
+# the alerts.deliver_due sweep sends whatever is due either way.
+ALERTS_DELIVER_ON_COMMIT = env_bool("ALERTS_DELIVER_ON_COMMIT", bool(REDIS_URL))
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_BACKEND = os.environ.get(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_PORT = env_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Tollgate <alerts@localhost>")
 
 # Billing
 # Rollups re-read records ingested this long before their last run (open transactions).
@@ -276,4 +302,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # httpx logs every request's full URL at INFO; a webhook URL may carry a token.
+    "loggers": {"httpx": {"level": "WARNING"}},
 }

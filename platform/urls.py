@@ -9,6 +9,7 @@ urlpatterns = [
     path("dashboard/", include("apps.dashboard.urls")),
     path("api/", include("apps.billing.urls")),
     path("api/", include("apps.api.urls")),
+    path("api/", include("apps.alerts.urls")),
     path("healthz", healthz),
     path("readyz", readyz),
     path("metrics", metrics),

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.dashboard.views import keys, members, staff, tenant, usage
+from apps.dashboard.views import alerts, keys, members, staff, tenant, usage
 
 app_name = "dashboard"
 
@@ -26,6 +26,13 @@ urlpatterns = [
     path("audit/", members.audit_log, name="audit"),
     path("settings/", tenant.tenant_settings, name="settings"),
     path("settings/policy/", tenant.tenant_policy, name="settings-policy"),
+    # Alerts and webhooks (apps/alerts).
+    path("alerts/", alerts.alert_settings, name="alerts"),
+    path("webhooks/", alerts.webhook_list, name="webhooks"),
+    path("webhooks/<int:endpoint_id>/", alerts.webhook_detail, name="webhook"),
+    path("webhooks/<int:endpoint_id>/test/", alerts.webhook_test, name="webhook-test"),
+    path("webhooks/<int:endpoint_id>/rotate/", alerts.webhook_rotate, name="webhook-rotate"),
+    path("webhooks/<int:endpoint_id>/delete/", alerts.webhook_delete, name="webhook-delete"),
     path("staff/tenants/", staff.tenants, name="staff-tenants"),
     path("staff/backends/", staff.backends, name="staff-backends"),
     path("staff/models/", staff.models, name="staff-models"),

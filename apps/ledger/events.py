@@ -46,6 +46,8 @@ class UsageEvent:
     price_rule_id: int | None = None
     # Served with the caller's own upstream key (the key itself is never in the event).
     byok: bool = False
+    # The tenant was prepaid at admission: the price is debited from its balance.
+    prepaid: bool = False
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self)  # orjson serialises dataclasses natively, ~50x asdict

@@ -48,6 +48,9 @@ class UsageRecord(models.Model):
     # Set when the row lands; with a BRIN index (migration 0002, PostgreSQL) it finds the
     # hours touched by recently ingested (also late) events.
     ingested_at = models.DateTimeField(auto_now_add=True)
+    # A prepaid tenant's request: its price is debited from the tenant's balance (this row
+    # is the balance journal's usage debit, apps/wallet).
+    prepaid = models.BooleanField(default=False, db_default=False)
     # Exact amounts fixed when the request was settled (apps/billing/pricing.py): cost is
     # what the operator pays the upstream, price what the tenant pays (budgets,
     # statements and the tenant's reports count price).

@@ -57,6 +57,7 @@ def _record(event: UsageEvent) -> UsageRecord:
         reasoning_tokens=_count(event.reasoning_tokens),
         service_tier=(event.service_tier or "")[:32],
         byok=event.byok is True,
+        prepaid=event.prepaid is True,
         prompt_tokens_bound=_bound(event.prompt_tokens_bound),
         completion_tokens_bound=_bound(event.completion_tokens_bound),
         latency_ms=max(event.latency_ms, 0),

@@ -7,6 +7,11 @@ from apps.limits.fields import LimitFields
 ADMIN_TOKEN_PREFIX = "tga-"
 
 
+class BillingMode(models.TextChoices):
+    POSTPAID = "postpaid"  # monthly statements
+    PREPAID = "prepaid"  # a balance, debited per request (apps/wallet)
+
+
 class Tenant(LimitFields):
     name = models.SlugField(max_length=64, unique=True)
     display_name = models.CharField(max_length=200, blank=True)
@@ -23,8 +28,19 @@ class Tenant(LimitFields):
         "x-upstream-authorization) for backends that accept one",
     )
 
+    billing_mode = models.CharField(
+        max_length=8,
+        choices=BillingMode.choices,
+        default=BillingMode.POSTPAID,
+        db_default=BillingMode.POSTPAID,
+    )
+
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def prepaid(self) -> bool:
+        return self.billing_mode == BillingMode.PREPAID
 
 
 class Membership(models.Model):

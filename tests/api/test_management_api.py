@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from apps.alerts.models import WebhookEndpoint
 from apps.audit.models import AuditEvent
 from apps.catalog.models import Backend, Deployment, Model, Price
 from apps.keys.hashing import secret_hash
@@ -45,6 +46,18 @@ ROUTES = [
     ("GET", "/api/v1/usage/rollups.csv", "read"),
     ("GET", "/api/v1/statements", "read"),
     ("GET", "/api/v1/statements/{statement}", "read"),
+    ("GET", "/api/v1/alerts/settings", "read"),
+    ("PATCH", "/api/v1/alerts/settings", "write"),
+    ("GET", "/api/v1/alerts/events", "read"),
+    ("GET", "/api/v1/webhooks", "read"),
+    ("POST", "/api/v1/webhooks", "write"),
+    ("GET", "/api/v1/webhooks/{endpoint}", "read"),
+    ("PATCH", "/api/v1/webhooks/{endpoint}", "write"),
+    # DELETE /api/v1/webhooks/{endpoint} would remove the object the next callers need:
+    # the URL walk (tests/dashboard/test_url_walk.py) and tests/alerts cover it.
+    ("POST", "/api/v1/webhooks/{endpoint}/rotate-secret", "write"),
+    ("POST", "/api/v1/webhooks/{endpoint}/test", "write"),
+    ("GET", "/api/v1/webhooks/{endpoint}/deliveries", "read"),
     ("GET", "/api/v1/staff/tenants", "staff"),
     ("POST", "/api/v1/staff/tenants", "staff"),
     ("GET", "/api/v1/staff/tenants/{tenant}", "staff"),
@@ -112,7 +125,11 @@ def objects(org):
     spare_token, _ = admin_token_issue(tenant=org.acme, name="spare")
     spare_user = User.objects.create_user("spare", "spare@example.com")
     spare_member = Membership.objects.create(user=spare_user, tenant=org.acme, role="viewer")
+    endpoint = WebhookEndpoint.objects.create(
+        tenant=org.acme, url="https://93.184.216.34/hook", secret_encrypted="x", event_types=["*"]
+    )
     return {
+        "endpoint": endpoint.id,
         "key": org.acme_key.id,
         "token": spare_token.id,
         "member": spare_member.id,

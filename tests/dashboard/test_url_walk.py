@@ -21,6 +21,7 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from apps.alerts.models import WebhookEndpoint
 from apps.tenants.models import AdminToken, Membership
 from apps.tenants.services import admin_token_issue
 from tests.dashboard.conftest import Team, make_user
@@ -88,6 +89,7 @@ def object_ids(team: Team, victims: dict) -> dict[str, dict[str, str]]:
         "member_id": (victims["acme_member"].id, victims["globex_member"].id),
         "token_id": (victims["acme_token"].id, victims["globex_token"].id),
         "tenant_id": (acme.id, globex.id),
+        "endpoint_id": (victims["acme_endpoint"].id, victims["globex_endpoint"].id),
     }
     return {name: {"acme": str(a), "globex": str(g)} for name, (a, g) in pairs.items()}
 
@@ -164,6 +166,12 @@ def test_url_walk_isolation_roles_and_no_5xx(team, callers):
         "globex_member": Membership.objects.get(tenant=team.globex, user=team.outsider),
         "acme_token": admin_token_issue(tenant=team.acme, name="walk-victim")[0],
         "globex_token": AdminToken.objects.get(tenant=team.globex, name="ops"),
+        **{
+            f"{tenant.name}_endpoint": WebhookEndpoint.objects.create(
+                tenant=tenant, url="https://93.184.216.34/h", secret_encrypted="x"
+            )
+            for tenant in (team.acme, team.globex)
+        },
     }
     ids = object_ids(team, victims)
     platform = platform_ids()

@@ -1,0 +1,38 @@
+"""Reads of the balance journal, through ``for_tenant`` like every tenant-scoped read."""
+
+from datetime import datetime
+from decimal import Decimal
+
+from django.db.models import Sum
+
+from apps.ledger.models import UsageRecord
+from apps.tenants.models import Tenant
+from apps.wallet.models import BalanceEntry
+
+ZERO = Decimal(0)
+
+
+def balance_credits(*, tenant: Tenant, before: datetime | None = None) -> Decimal:
+    entries = BalanceEntry.objects.for_tenant(tenant)
+    if before is not None:
+        entries = entries.filter(created_at__lt=before)
+    return entries.aggregate(total=Sum("amount"))["total"] or ZERO
+
+
+def balance_usage(*, tenant: Tenant, before: datetime | None = None) -> Decimal:
+    """The prepaid usage debited so far: the price of the tenant's prepaid ledger rows."""
+    records = UsageRecord.objects.for_tenant(tenant).filter(prepaid=True)
+    if before is not None:
+        records = records.filter(created_at__lt=before)
+    return records.aggregate(total=Sum("price"))["total"] or ZERO
+
+
+def balance_get(*, tenant: Tenant, before: datetime | None = None) -> Decimal:
+    """The balance: the journal's sum (credits less prepaid usage), exact."""
+    return balance_credits(tenant=tenant, before=before) - balance_usage(
+        tenant=tenant, before=before
+    )
+
+
+def balance_entries(*, tenant: Tenant):
+    return BalanceEntry.objects.for_tenant(tenant).order_by("-created_at", "-id")
