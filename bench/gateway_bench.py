@@ -2,7 +2,7 @@
 
 Prints req/s, p50/p99 latency and the gateway process's CPU-ms per request for a
 non-stream request and a 20-chunk stream, with auth, admission (RPM/TPM/concurrency/
-budget all set) and the ledger on. Uses Postgres and Redis (DATABASE_URL, REDIS_URL;
+budget all set; ``--prepaid``: a prepaid balance instead of the budgets) and the ledger on. Uses Postgres and Redis (DATABASE_URL, REDIS_URL;
 defaults: database tollgate_bench, Redis db 14) and wrk when installed (apt install wrk),
 else a Python load generator.
 
@@ -59,14 +59,25 @@ def ensure_database(url: str) -> None:
 
 
 def setup(
-    env: dict[str, str], upstream_port: int, limits: bool = True, rate_card: bool = False
+    env: dict[str, str],
+    upstream_port: int,
+    limits: bool = True,
+    rate_card: bool = False,
+    prepaid: bool = False,
 ) -> str:
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    # Prepaid: the balance takes the budgets' place (the same rate limits, no budgets).
+    budget = "" if prepaid else ', "budget": {"amount": "1000000", "period": "monthly"}'
     limits_literal = (
-        '{"rpm": 100000000, "tpm": 2000000000, "max_concurrent": 100000, '
-        '"budget": {"amount": "1000000", "period": "monthly"}}'
+        '{"rpm": 100000000, "tpm": 2000000000, "max_concurrent": 100000' + budget + "}"
         if limits
         else "{}"
+    )
+    billing = (
+        '"billing_mode": "prepaid", '
+        '"grants": [{"ref": "bench", "amount": "1000000", "reason": "benchmark"}],'
+        if prepaid
+        else '"billing_mode": "postpaid",'
     )
     code = f"""
 import orjson
@@ -81,7 +92,7 @@ result = config_apply(document={{
     "models": [{{"name": "bench-model", "deployments": [{{"backend": "bench-mock", "upstream_model": "m"}}],
                 "prices": [{{"effective_from": "2026-01-01", "input_per_mtok": "0.10",
                             "cached_input_per_mtok": "0.05", "output_per_mtok": "0.40"}}]}}],
-    "tenants": [{{"name": "bench", **LIMITS,
+    "tenants": [{{"name": "bench", **LIMITS, {billing}
                  "keys": [{{"name": "bench", "models": ["bench-model"], **LIMITS}}]}}],
 }})
 from datetime import UTC, datetime
@@ -187,6 +198,11 @@ def main() -> None:
     parser.add_argument(
         "--rate-card", action="store_true", help="the bench tenant has a 50%% markup rate card"
     )
+    parser.add_argument(
+        "--prepaid",
+        action="store_true",
+        help="the bench tenant is prepaid: its balance instead of the budgets",
+    )
     parser.add_argument("--profile", help="py-spy collapsed stacks of the gateway to this file")
     args = parser.parse_args()
 
@@ -208,7 +224,13 @@ def main() -> None:
     gateway = None
     try:
         wait_port(upstream_port)
-        secret = setup(env, upstream_port, limits=not args.no_limits, rate_card=args.rate_card)
+        secret = setup(
+            env,
+            upstream_port,
+            limits=not args.no_limits,
+            rate_card=args.rate_card,
+            prepaid=args.prepaid,
+        )
         server_cmd = os.environ.get("BENCH_SERVER_CMD")  # e.g. a profiling wrapper
         gateway = subprocess.Popen(
             [*server_cmd.split(), str(gateway_port)]

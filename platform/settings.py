@@ -130,6 +130,7 @@ PIPELINE_MAX_BEAT_SILENCE_S = float(os.environ.get("PIPELINE_MAX_BEAT_SILENCE_S"
 CELERY_BEAT_SCHEDULE = {
     "ledger-ingest": {"task": "ledger.ingest", "schedule": 1.0},
     "limits-reconcile-budgets": {"task": "limits.reconcile_budgets", "schedule": 300.0},
+    "limits-reconcile-balances": {"task": "limits.reconcile_balances", "schedule": 300.0},
     # Billing (apps/billing): rollups each minute, statements hourly, reconciliation daily.
     "billing-rollups": {"task": "billing.rollups", "schedule": 60.0},
     "billing-statements": {"task": "billing.statements", "schedule": 3600.0},

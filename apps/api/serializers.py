@@ -24,7 +24,7 @@ from apps.keys.models import ApiKey
 from apps.limits.fields import BudgetPeriod
 from apps.moderation.policy import PolicyError
 from apps.moderation.services import content_policy_clean
-from apps.tenants.models import Membership
+from apps.tenants.models import BillingMode, Membership
 
 MAX_INT = 2_147_483_647  # PostgreSQL integer
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}")
@@ -348,6 +348,7 @@ class TenantSerializer(serializers.Serializer):
     budget_period = serializers.ChoiceField(choices=BudgetPeriod.choices, read_only=True)
     content_policy = serializers.JSONField(read_only=True)
     byok_allowed = serializers.BooleanField(read_only=True)
+    billing_mode = serializers.CharField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
 
 
@@ -368,6 +369,11 @@ class TenantWriteSerializer(StrictSerializer):
 
 class TenantUpdateSerializer(TenantWriteSerializer):
     name = None
+    billing_mode = serializers.ChoiceField(
+        choices=BillingMode.choices,
+        required=False,
+        help_text="postpaid: monthly statements; prepaid: requests debit the balance",
+    )
 
 
 # Staff: catalog ----------------------------------------------------------------------------
@@ -719,3 +725,36 @@ class PipelineSerializer(serializers.Serializer):
     beat_last_tick_at = serializers.DateTimeField(allow_null=True)
     ingest = serializers.CharField(help_text='"ok", or why ingest is stalled (as /readyz)')
     beat = serializers.CharField(help_text='"ok", or how long beat has been silent')
+
+
+# Prepaid balance ---------------------------------------------------------------------------
+
+
+class BalanceSerializer(serializers.Serializer):
+    billing_mode = serializers.CharField(read_only=True)
+    balance = serializers.DecimalField(
+        max_digits=24,
+        decimal_places=12,
+        read_only=True,
+        help_text="The journal's sum, exact: credits less the price of prepaid usage",
+    )
+    currency = serializers.CharField(read_only=True, default="USD")
+
+
+class BalanceEntrySerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    kind = serializers.CharField(read_only=True)
+    amount = serializers.DecimalField(max_digits=24, decimal_places=12, read_only=True)
+    ref = serializers.CharField(read_only=True)
+    reason = serializers.CharField(read_only=True)
+
+
+class GrantWriteSerializer(StrictSerializer):
+    amount = serializers.DecimalField(
+        max_digits=18, decimal_places=6, help_text='USD, e.g. "10.00"; positive'
+    )
+    ref = serializers.CharField(
+        max_length=200, help_text="Idempotency key: a second grant with this ref changes nothing"
+    )
+    reason = serializers.CharField(max_length=500, help_text="Why (shown in the journal)")

@@ -22,6 +22,13 @@ urlpatterns = [
     path("v1/members/<int:member_id>", views.MemberDetailView.as_view(), name="api-member"),
     path("v1/audit-events", views.AuditEventListView.as_view(), name="api-audit-events"),
     path("v1/tenant", views.TenantSettingsView.as_view(), name="api-tenant"),
+    path("v1/balance", views.BalanceView.as_view(), name="api-balance"),
+    path("v1/balance/entries", views.BalanceEntryListView.as_view(), name="api-balance-entries"),
+    path(
+        "v1/balance/entries.csv",
+        views.BalanceEntryCSVView.as_view(),
+        name="api-balance-entries-csv",
+    ),
     # Staff only.
     path("v1/staff/tenants", views.StaffTenantListView.as_view(), name="api-staff-tenants"),
     path(
@@ -38,6 +45,11 @@ urlpatterns = [
         "v1/staff/tenants/<int:tenant_id>/rate-cards/<int:rate_card_id>",
         views.RateCardDetailView.as_view(),
         name="api-staff-rate-card",
+    ),
+    path(
+        "v1/staff/tenants/<int:tenant_id>/grants",
+        views.StaffTenantGrantView.as_view(),
+        name="api-staff-tenant-grants",
     ),
     path("v1/staff/backends", views.BackendListView.as_view(), name="api-staff-backends"),
     path(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.http import Http404
+from django.http import Http404, StreamingHttpResponse
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -27,6 +27,7 @@ from apps.billing.pricing import PriceRuleInvalid
 from apps.catalog import selectors as catalog_selectors
 from apps.catalog import services as catalog_services
 from apps.catalog.models import Backend, Deployment, Model, Price
+from apps.core.csv_export import csv_chunks
 from apps.keys.selectors import api_key_get, api_key_list, api_key_name_taken
 from apps.keys.services import (
     ApiKeyError,
@@ -51,6 +52,8 @@ from apps.tenants.services import (
     tenant_update,
     tenant_update_limits,
 )
+from apps.wallet.selectors import balance_entries, balance_get
+from apps.wallet.services import BalanceError, balance_entry_add
 
 TENANT_PARAM = OpenApiParameter(
     "tenant",
@@ -455,6 +458,86 @@ class TenantSettingsView(TenantAPIView):
         return Response(s.TenantSettingsSerializer(tenant, context={"access": self.access}).data)
 
 
+# Prepaid balance ---------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="The tenant's billing mode and prepaid balance",
+        parameters=[TENANT_PARAM],
+        responses=s.BalanceSerializer,
+        tags=["balance"],
+    )
+)
+class BalanceView(TenantAPIView):
+    def get(self, request: Request) -> Response:
+        data = {
+            "billing_mode": self.tenant.billing_mode,
+            "balance": balance_get(tenant=self.tenant),
+            "currency": "USD",
+        }
+        return Response(s.BalanceSerializer(data).data)
+
+
+class BalancePagination(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = 100
+    page_size_query_param = "limit"
+    max_page_size = 500
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="The balance journal's credits and corrections, newest first (usage debits "
+        "are the ledger's prepaid rows: /api/v1/usage/records.csv)",
+        parameters=[TENANT_PARAM],
+        responses=s.BalanceEntrySerializer(many=True),
+        tags=["balance"],
+    )
+)
+class BalanceEntryListView(TenantAPIView):
+    pagination_class = BalancePagination
+
+    def get(self, request: Request) -> Response:
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(balance_entries(tenant=self.tenant), request, view=self)
+        return paginator.get_paginated_response(s.BalanceEntrySerializer(page, many=True).data)
+
+
+BALANCE_CSV_HEADER = ("created_at", "kind", "amount", "ref", "reason")
+
+
+def _balance_csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return value
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="The balance journal's entries as CSV (spreadsheet-safe)",
+        parameters=[TENANT_PARAM],
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+        tags=["balance"],
+    )
+)
+class BalanceEntryCSVView(TenantAPIView):
+    def get(self, request: Request) -> StreamingHttpResponse:
+        rows = (
+            (e.created_at, e.kind, e.amount, e.ref, e.reason)
+            for e in balance_entries(tenant=self.tenant).iterator()
+        )
+        response = StreamingHttpResponse(
+            csv_chunks(BALANCE_CSV_HEADER, rows, render=_balance_csv_value),
+            content_type="text/csv; charset=utf-8",
+        )
+        response["Content-Disposition"] = f'attachment; filename="balance-{self.tenant.name}.csv"'
+        response["Cache-Control"] = "no-store"
+        return response
+
+
 # Staff: tenants ----------------------------------------------------------------------------
 
 
@@ -506,6 +589,31 @@ class StaffTenantDetailView(StaffAPIView):
         except TenantError as exc:
             raise _tenant_error(exc) from None
         return Response(s.TenantSerializer(tenant).data)
+
+
+@extend_schema_view(
+    post=extend_schema(
+        summary="Credit a tenant's balance (staff): a grant with a reason, once per ref",
+        request=s.GrantWriteSerializer,
+        responses={201: s.BalanceEntrySerializer, 200: s.BalanceEntrySerializer},
+        tags=["staff"],
+    ),
+)
+class StaffTenantGrantView(StaffAPIView):
+    def post(self, request: Request, tenant_id: int) -> Response:
+        tenant = _object_or_404(Tenant.objects.filter(id=tenant_id).first())
+        serializer = s.GrantWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            entry, created = balance_entry_add(
+                tenant=tenant, kind="grant", actor=request.user, **serializer.validated_data
+            )
+        except BalanceError as exc:
+            raise exceptions.ValidationError({exc.field: [exc.message]}) from None
+        return Response(
+            s.BalanceEntrySerializer(entry).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
 
 
 # Staff: catalog ----------------------------------------------------------------------------

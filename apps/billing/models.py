@@ -100,6 +100,18 @@ class Statement(models.Model):
     refreshed_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The balance journal over the month (apps/wallet), for a tenant that has a balance
+    # (prepaid now, or any journal entry); null otherwise. opening + credits − usage =
+    # closing, each equal to the journal at the month's bounds. Usage paid from the
+    # balance is not in amount_due.
+    opening_balance = models.DecimalField(**MONEY, null=True, blank=True)
+    balance_credits = models.DecimalField(
+        **MONEY, null=True, blank=True, help_text="Grants, top-ups, refunds and adjustments"
+    )
+    balance_usage = models.DecimalField(
+        **MONEY, null=True, blank=True, help_text="The month's prepaid usage (its price)"
+    )
+    closing_balance = models.DecimalField(**MONEY, null=True, blank=True)
 
     objects = TenantScopedQuerySet.as_manager()
 

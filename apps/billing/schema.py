@@ -98,6 +98,23 @@ class StatementLineSerializer(serializers.Serializer):
     amount = serializers.DecimalField(max_digits=30, decimal_places=12, coerce_to_string=False)
 
 
+class StatementBalanceSerializer(serializers.Serializer):
+    opening = serializers.DecimalField(max_digits=30, decimal_places=12, coerce_to_string=False)
+    credits = serializers.DecimalField(
+        max_digits=30,
+        decimal_places=12,
+        coerce_to_string=False,
+        help_text="Grants, top-ups, refunds and adjustments in the month",
+    )
+    usage = serializers.DecimalField(
+        max_digits=30,
+        decimal_places=12,
+        coerce_to_string=False,
+        help_text="The month's prepaid usage (its price)",
+    )
+    closing = serializers.DecimalField(max_digits=30, decimal_places=12, coerce_to_string=False)
+
+
 class StatementSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     object = serializers.CharField()
@@ -110,6 +127,9 @@ class StatementSerializer(serializers.Serializer):
     amount_due = serializers.DecimalField(max_digits=30, decimal_places=2, coerce_to_string=False)
     closed_at = serializers.DateTimeField(allow_null=True)
     refreshed_at = serializers.DateTimeField(allow_null=True)
+    balance = StatementBalanceSerializer(
+        allow_null=True, help_text="A tenant with a balance: the journal over the month"
+    )
 
 
 class StatementDetailSerializer(StatementSerializer):

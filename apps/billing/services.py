@@ -44,6 +44,7 @@ from apps.billing.pricing import PriceRuleInvalid, markup_validate, rule_fields_
 from apps.catalog.models import Model
 from apps.ledger.models import UsageRecord
 from apps.tenants.models import Tenant
+from apps.wallet.selectors import balance_credits, balance_entries, balance_usage
 
 log = logging.getLogger(__name__)
 
@@ -308,12 +309,50 @@ def statement_refresh(*, statement: Statement, high_water: int | None = None) ->
     return statement
 
 
+def _billed_prepaid(statement: Statement, high_water: int) -> Decimal:
+    """The price of the prepaid records among those the statement's lines bill (the
+    balance paid for them: not due again)."""
+    start = _midnight(statement.period_start)
+    records = UsageRecord.objects.for_tenant(statement.tenant_id).filter(
+        id__lte=high_water, prepaid=True
+    )
+    billed = Q(created_at__gte=start, created_at__lt=_midnight(statement.period_end))
+    previous = _previous(statement)
+    if previous is None or previous.is_closed:
+        late = Q(created_at__lt=start)
+        if previous is not None:
+            late &= Q(id__gt=previous.ledger_high_water)
+        billed |= late
+    return records.filter(billed).aggregate(total=Sum("price"))["total"] or ZERO
+
+
+def statement_balance_compute(*, statement: Statement) -> None:
+    """The month's balance summary from the journal (not saved): null for a tenant that
+    never had a balance."""
+    tenant = statement.tenant
+    if not tenant.prepaid and not balance_entries(tenant=tenant).exists():
+        statement.opening_balance = statement.balance_credits = None
+        statement.balance_usage = statement.closing_balance = None
+        return
+    start, end = _midnight(statement.period_start), _midnight(statement.period_end)
+    opening_credits = balance_credits(tenant=tenant, before=start)
+    opening_usage = balance_usage(tenant=tenant, before=start)
+    statement.opening_balance = opening_credits - opening_usage
+    statement.balance_credits = balance_credits(tenant=tenant, before=end) - opening_credits
+    statement.balance_usage = balance_usage(tenant=tenant, before=end) - opening_usage
+    statement.closing_balance = (
+        statement.opening_balance + statement.balance_credits - statement.balance_usage
+    )
+
+
 def _statement_write(statement: Statement, high_water: int) -> None:
     lines = statement_lines_compute(statement=statement, high_water=high_water)
     statement.lines.all().delete()
     StatementLine.objects.bulk_create(lines)
     statement.total = sum((line.amount for line in lines), ZERO)
-    statement.amount_due = statement.total.quantize(CENT, rounding=ROUND_HALF_UP)
+    due = statement.total - _billed_prepaid(statement, high_water)
+    statement.amount_due = due.quantize(CENT, rounding=ROUND_HALF_UP)
+    statement_balance_compute(statement=statement)
     statement.ledger_high_water = high_water
     statement.refreshed_at = timezone.now()
     statement.save()

@@ -340,6 +340,15 @@ def _statement_json(statement, *, lines: bool) -> dict[str, Any]:
         "amount_due": statement.amount_due,
         "closed_at": statement.closed_at.isoformat() if statement.closed_at else None,
         "refreshed_at": statement.refreshed_at.isoformat() if statement.refreshed_at else None,
+        # A tenant with a balance: the journal over the month; null otherwise.
+        "balance": None
+        if statement.opening_balance is None
+        else {
+            "opening": statement.opening_balance,
+            "credits": statement.balance_credits,
+            "usage": statement.balance_usage,
+            "closing": statement.closing_balance,
+        },
     }
     if lines:
         data["lines"] = [

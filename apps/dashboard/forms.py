@@ -215,3 +215,11 @@ class KeyRotateForm(forms.Form):
 
 class AdminTokenForm(forms.Form):
     name = forms.CharField(max_length=100)
+
+
+class GrantForm(forms.Form):
+    """Staff: credit the tenant's balance (once per reference)."""
+
+    amount = forms.DecimalField(min_value=0.000001, max_digits=18, decimal_places=6, label="USD")
+    ref = forms.CharField(max_length=200, label="Reference", help_text="Once per reference")
+    reason = forms.CharField(max_length=500)

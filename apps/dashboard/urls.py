@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.dashboard.views import alerts, keys, members, staff, tenant, usage
+from apps.dashboard.views import alerts, balance, keys, members, staff, tenant, usage
 
 app_name = "dashboard"
 
@@ -16,6 +16,8 @@ urlpatterns = [
     path("usage/", usage.usage, name="usage"),
     path("statements/", usage.statement_list, name="statements"),
     path("statements/<int:statement_id>/", usage.statement_detail, name="statement-detail"),
+    path("balance/", balance.balance, name="balance"),
+    path("staff/balance/grant/", balance.balance_grant, name="balance-grant"),
     path("members/", members.member_list, name="members"),
     path("members/invite/", members.member_invite, name="member-invite"),
     path("members/<int:membership_id>/role/", members.member_role, name="member-role"),

@@ -50,6 +50,8 @@ class KeyInfo:
     secret_valid_until: float | None = None
     # The tenant lets its callers send their own upstream key (BYOK).
     byok_allowed: bool = False
+    # The tenant is prepaid: admission reserves against its balance (apps/limits/lua.py).
+    prepaid: bool = False
 
     def may_use(self, model_name: str) -> bool:
         return "*" in self.allowed_models or model_name in self.allowed_models
@@ -72,6 +74,7 @@ def _key_info(api_key: ApiKey, key_hash: str) -> KeyInfo:
         name=api_key.name,
         secret_valid_until=api_key.previous_valid_until.timestamp() if previous else None,
         byok_allowed=api_key.tenant.byok_allowed,
+        prepaid=api_key.tenant.prepaid,
     )
 
 

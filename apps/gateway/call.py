@@ -2,6 +2,7 @@
 ``MeteredCall`` running the rest so that it yields exactly one usage event."""
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -10,6 +11,7 @@ from typing import Any, TypeVar
 
 import orjson
 import redis
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from apps.billing.pricing import NO_TARIFF, Quote, Tariff, billed_tokens, display, nanos_of_pico
@@ -43,6 +45,7 @@ from apps.gateway.upstream.bodies import deployments_with_caller_key
 from apps.keys.hashing import INFERENCE_KEY_PREFIX, secret_hash
 from apps.ledger.events import UsageEvent
 from apps.ledger.spool import spool_append
+from apps.limits.balances import balance_journal_nanos
 from apps.limits.limiter import LimitExceeded
 
 log = logging.getLogger(__name__)
@@ -232,6 +235,7 @@ class MeteredCall:
             endpoint=endpoint,
             stream=False,
             created_at=exchange.created_at,
+            prepaid=key.prepaid,
         )
         self.admission = None
         self.model: ModelInfo | None = None
@@ -313,27 +317,53 @@ class MeteredCall:
         self.tariff = model.prices.tariff(
             self.key.tenant_id, model.name, datetime.fromtimestamp(self.event.created_at, UTC)
         )
+        admit = functools.partial(
+            self.state.limiter.admit,
+            request_id=self.exchange.request_id,
+            key=self.key,
+            prompt_tokens=self.state.estimates.reservation(model.name, prompt_tokens, prompt_bound),
+            max_output_tokens=max_output_tokens,
+            worst_price_nanos=self.tariff.worst_nanos(prompt_bound, output, self.event.byok),
+        )
         try:
-            self.admission = await self.state.limiter.admit(
-                request_id=self.exchange.request_id,
-                key=self.key,
-                prompt_tokens=self.state.estimates.reservation(
-                    model.name, prompt_tokens, prompt_bound
-                ),
-                max_output_tokens=max_output_tokens,
-                worst_price_nanos=self.tariff.worst_nanos(prompt_bound, output, self.event.byok),
-            )
+            try:
+                self.admission = await admit()
+            except LimitExceeded as exc:
+                if exc.reason != "nobalance":
+                    raise
+                # The tenant's first request since its balance was (re)loaded: off the
+                # warm path, once (apps/limits/balances.py).
+                await self._load_balance()
+                self.admission = await admit()
         except LimitExceeded as exc:
             LIMIT_REFUSALS.labels(exc.reason, exc.scope).inc()
+            self._not_admitted()
             raise limit_error(exc, protocol) from None
         except (redis.RedisError, OSError):
-            # Fail closed by default; fail-open may be chosen for rate limits, never budgets.
+            # Fail closed by default; fail-open may be chosen for rate limits, never budgets
+            # or balances.
             budgets = (self.key.limits, self.key.tenant_limits)
-            if not settings.LIMITS_FAIL_OPEN or any(s and s.budget_nanos for s in budgets):
+            if (
+                not settings.LIMITS_FAIL_OPEN
+                or self.key.prepaid
+                or any(s and s.budget_nanos for s in budgets)
+            ):
+                self._not_admitted()
                 raise LimitsUnavailable() from None
             log.warning("limits unavailable; admitting %s without rate limits", self.key.prefix)
             return
         self.exchange.extra_headers.extend(rate_headers(self.admission.rate, protocol))
+
+    async def _load_balance(self) -> None:
+        tenant_id = self.key.tenant_id
+        journal = await sync_to_async(balance_journal_nanos)(tenant_id=tenant_id)
+        await self.state.limiter.balance_load(tenant_id=tenant_id, nanos=journal)
+
+    def _not_admitted(self) -> None:
+        """A prepaid request refused at admission is recorded without a debit: its balance
+        never reserved anything, so nothing (not even a request fee) is charged."""
+        if self.key.prepaid:
+            self.tariff = NO_TARIFF
 
     def quote(self) -> Quote:
         """The request's cost and price from the usage event's counts as they stand,

@@ -26,6 +26,8 @@ class GatewayError(Exception):
     param: str | None = None
     outcome: str = "invalid_request_error"
     anthropic_type: str | None = None
+    # The status on the Anthropic routes when it differs from ``status``.
+    anthropic_status: int | None = None
     headers: Headers = ()
     # More fields of the OpenAI error object (e.g. innererror).
     extra: dict[str, Any] | None = None
@@ -292,6 +294,33 @@ class BudgetExhausted(GatewayError):
         self.headers = headers
 
 
+class BalanceExhausted(GatewayError):
+    """A prepaid tenant's balance does not cover the request's worst-case price: what each
+    API answers when credit runs out (OpenAI's 429 insufficient_quota, which its SDKs do
+    not retry; Anthropic's 400 with its own wording)."""
+
+    status = 429
+    error_type = "insufficient_quota"
+    code = "insufficient_quota"
+    outcome = "balance_exhausted"
+    anthropic_status = 400
+    anthropic_type = "invalid_request_error"
+    headers = ((b"x-should-retry", b"false"),)
+
+    def __init__(self, protocol: str) -> None:
+        if protocol == "anthropic":
+            message = (
+                "Your credit balance is too low to access this API. Please go to Plans & "
+                "Billing to upgrade or purchase credits."
+            )
+        else:
+            message = (
+                "You exceeded your current quota: your organization's credit balance is too "
+                "low for this request. Add credit to the balance and retry."
+            )
+        super().__init__(message)
+
+
 class LimitsUnavailable(GatewayError):
     status = 503
     error_type = "server_error"
@@ -445,4 +474,6 @@ def status_for(error: GatewayError, protocol: str) -> int:
     # Anthropic clients know an overloaded upstream as 529.
     if protocol == "anthropic" and error.anthropic_type == "overloaded_error":
         return 529
+    if protocol == "anthropic" and error.anthropic_status is not None:
+        return error.anthropic_status
     return error.status

@@ -4,7 +4,13 @@ import math
 import time
 from datetime import UTC, datetime
 
-from apps.gateway.errors import BudgetExhausted, GatewayError, RateLimited
+from apps.gateway.errors import (
+    BalanceExhausted,
+    BudgetExhausted,
+    GatewayError,
+    LimitsUnavailable,
+    RateLimited,
+)
 from apps.limits.limiter import LimitExceeded, RateState, reset_duration
 
 
@@ -62,6 +68,10 @@ _MESSAGES = {
 
 
 def limit_error(exc: LimitExceeded, protocol: str) -> GatewayError:
+    if exc.reason == "balance":
+        return BalanceExhausted(protocol)
+    if exc.reason == "nobalance":  # lost again right after it was loaded
+        return LimitsUnavailable()
     scope = "API key" if exc.scope == "key" else "organization (tenant)"
     message = _MESSAGES[exc.reason].format(scope=scope)
     headers = rate_headers(exc.rate, protocol)

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from apps.core.fastredis import FastRedis
 from apps.ledger.events import UsageEvent
-from apps.limits.lua import ADMIT, SETTLE, STANDING
+from apps.limits.lua import ADMIT, LOAD, SETTLE, STANDING
 
 # Budget money in Redis is integer nano-USD (each request's exact cost rounded up, see
 # apps.billing.pricing), with 9 million USD of headroom in a 64-bit counter.
@@ -87,6 +87,13 @@ def scope_keys(scope: str, period_id: str) -> tuple[str, ...]:
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def balance_keys(tenant_id: int) -> tuple[str, ...]:
+    """A prepaid tenant's balance (no period: it lasts) and the reservations against it."""
+    base = f"tg:bal:t:{tenant_id}"
+    return (base, f"{base}:res", f"{base}:resh", f"{base}:ress")
+
+
 @dataclass(slots=True)
 class RateState:
     """What the response headers report: the most specific scope with that limit."""
@@ -105,6 +112,8 @@ class Admission:
     keys: list[str] = field(default_factory=list)
     budget_expiries: list[int] = field(default_factory=list)
     rate: RateState | None = None
+    # A prepaid tenant's: its balance keys (the reservation is settled against them).
+    balance_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +129,20 @@ class ScopeUse:
     reserved_nanos: int
 
 
+@dataclass(frozen=True, slots=True)
+class BalanceUse:
+    """A prepaid tenant's balance (nano-USD, None while it is not loaded into Redis) and
+    what running requests hold of it."""
+
+    balance_nanos: int | None
+    reserved_nanos: int
+
+
 class LimitExceeded(Exception):
     def __init__(self, reason: str, scope: str, retry_after_ms: int, rate: RateState | None):
         super().__init__(reason)
-        self.reason = reason  # requests | tokens | concurrency | budget
+        # requests | tokens | concurrency | budget | balance | nobalance (not loaded yet)
+        self.reason = reason
         self.scope = scope  # key | tenant
         self.retry_after_ms = retry_after_ms  # -1: not before a manual change
         self.rate = rate
@@ -138,12 +157,14 @@ class Limiter:
             "admit": redis.register_script(ADMIT),
             "settle": redis.register_script(SETTLE),
             "standing": redis.register_script(STANDING),
+            "load": redis.register_script(LOAD),
         }
         self._shas = (
             {
                 "admit": fast.register(ADMIT),
                 "settle": fast.register(SETTLE),
                 "standing": fast.register(STANDING),
+                "load": fast.register(LOAD),
             }
             if fast
             else {}
@@ -166,14 +187,16 @@ class Limiter:
         """Rate limits (TPM) reserve the cheap estimate, ``prompt_tokens`` +
         ``max_output_tokens``; budgets reserve ``worst_price_nanos``, the most the request
         can be priced (``pricing.Tariff.worst_nanos`` of its token bounds), which
-        settlement never exceeds."""
+        settlement never exceeds. A prepaid tenant's balance reserves it too, in the same
+        round trip; ``LimitExceeded("nobalance")`` asks the caller to ``balance_load``."""
         scopes = [
             (f"k:{key.id}", key.limits),
             (f"t:{key.tenant_id}", key.tenant_limits),
         ]
         scopes = [(name, spec) for name, spec in scopes if spec is not None and spec.active]
         admission = Admission(request_id=request_id)
-        if not scopes:
+        prepaid = key.prepaid
+        if not scopes and not prepaid:
             return admission  # nothing to enforce: no round trip
         output = max_output_tokens if max_output_tokens is not None else DEFAULT_MAX_OUTPUT_TOKENS
         # Lua numbers are doubles: keep absurd client values (max_tokens=1e18) exact
@@ -181,7 +204,7 @@ class Limiter:
         tokens = min(prompt_tokens + output, MAX_RESERVATION)
         worst_cost = min(worst_price_nanos, MAX_RESERVATION)
         now = datetime.now(UTC)
-        args: list = [request_id, tokens, worst_cost, LEASE_MS]
+        args: list = [request_id, tokens, worst_cost, LEASE_MS, 1 if prepaid else 0]
         for name, spec in scopes:
             period_id, reset_ms = budget_period_bounds(spec.budget_period, now)
             admission.keys.extend(scope_keys(name, period_id))
@@ -198,7 +221,11 @@ class Limiter:
                 admission.budget_expiries.append(-2)
             else:
                 admission.budget_expiries.append(reset_ms + 86_400_000 if reset_ms >= 0 else -1)
-        result = await self._run("admit", admission.keys, args)
+        keys = admission.keys
+        if prepaid:
+            admission.balance_keys = balance_keys(key.tenant_id)
+            keys = [*keys, *admission.balance_keys]
+        result = await self._run("admit", keys, args)
         rpm_at, tpm_at = _first(scopes, "rpm"), _first(scopes, "tpm")
         rate = RateState(
             rpm=scopes[rpm_at][1].rpm if rpm_at >= 0 else None,
@@ -206,7 +233,8 @@ class Limiter:
         )
         if result[0] == 0:
             reason = result[1].decode() if isinstance(result[1], bytes) else result[1]
-            scope = "key" if scopes[int(result[2]) - 1][0].startswith("k:") else "tenant"
+            at = int(result[2])  # 0: the tenant's balance
+            scope = "key" if at and scopes[at - 1][0].startswith("k:") else "tenant"
             raise LimitExceeded(reason, scope, int(result[3]), rate)
         if rpm_at >= 0:
             rate.rpm_remaining = max(int(result[1 + 4 * rpm_at]), 0)
@@ -218,10 +246,11 @@ class Limiter:
             admission.rate = rate
         return admission
 
-    async def standing(self, *, key) -> dict[str, ScopeUse | None]:
-        """``{"key": …, "tenant": …}``: each scope's use now, read in one round trip
-        without changing anything; None for a scope without limits (nothing is counted
-        for it). Raises Redis' errors."""
+    async def standing(self, *, key) -> dict[str, ScopeUse | BalanceUse | None]:
+        """``{"key": …, "tenant": …, "balance": …}``: each scope's use now and a prepaid
+        tenant's balance, read in one round trip without changing anything; None for a
+        scope without limits (nothing is counted for it) and for a postpaid tenant's
+        balance. Raises Redis' errors."""
         scopes = [
             ("key", f"k:{key.id}", key.limits),
             ("tenant", f"t:{key.tenant_id}", key.tenant_limits),
@@ -229,24 +258,39 @@ class Limiter:
         counted = [
             (label, name, spec) for label, name, spec in scopes if spec is not None and spec.active
         ]
-        standing: dict[str, ScopeUse | None] = {"key": None, "tenant": None}
-        if not counted:
+        standing: dict[str, ScopeUse | BalanceUse | None] = {
+            "key": None,
+            "tenant": None,
+            "balance": None,
+        }
+        prepaid = key.prepaid
+        if not counted and not prepaid:
             return standing
         now = datetime.now(UTC)
         keys: list[str] = []
         for _label, name, spec in counted:
             keys.extend(scope_keys(name, budget_period_bounds(spec.budget_period, now)[0]))
-        result = await self._run("standing", keys, [])
+        if prepaid:
+            keys.extend(balance_keys(key.tenant_id))
+        result = await self._run("standing", keys, [1 if prepaid else 0])
         for index, (label, _name, _spec) in enumerate(counted):
             values = [int(v) for v in result[5 * index : 5 * index + 5]]
             standing[label] = ScopeUse(*values)
+        if prepaid:
+            balance, reserved = result[5 * len(counted) :]
+            standing["balance"] = BalanceUse(int(balance) if balance else None, int(reserved))
         return standing
+
+    async def balance_load(self, *, tenant_id: int, nanos: int) -> int:
+        """Set a prepaid tenant's balance from the journal unless Redis has one (a credit
+        or debit since then is in Redis already); the balance Redis holds now."""
+        return int(await self._run("load", [balance_keys(tenant_id)[0]], [nanos]))
 
     async def settle(self, admission: Admission | None, event: UsageEvent, cost: int = 0) -> None:
         """Replace reservations with the real counts and ``cost`` (the request's price in
         nanos), release the slot and append the usage event to the durable stream, in one
         round trip."""
-        if admission is None or not admission.keys:
+        if admission is None or not (admission.keys or admission.balance_keys):
             if self._fast is not None:
                 await self._fast.execute("XADD", self._stream, "*", "e", event.to_bytes())
             else:
@@ -258,9 +302,11 @@ class Limiter:
             tokens,
             cost,
             event.to_bytes(),
+            1 if admission.balance_keys else 0,
             *admission.budget_expiries,
         ]
-        await self._run("settle", [*admission.keys, self._stream], args)
+        keys = [*admission.keys, *admission.balance_keys, self._stream]
+        await self._run("settle", keys, args)
 
 
 def _or_none(value: int | None) -> int:

@@ -12,6 +12,17 @@ Per scope (the key, then its tenant) nine keys, in this order:
   9 ress  string, the sum of reservations
 and five arguments: rpm, tpm, max_concurrent, budget (nano-USD), budget period end (ms);
 -1 = none. Leases make a crashed process's slots and reservations expire on their own.
+
+A prepaid tenant's balance (the ``prepaid`` argument is 1) adds four keys after the
+scopes (apps/limits/balances.py names them):
+  1 bal   string, the balance (nano-USD): credits less settled debits; no expiry
+  2 res   zset request id → lease expiry (ms)           balance reservations ...
+  3 resh  hash request id → reserved money (nano-USD)   ... and their amounts
+  4 ress  string, the sum of reservations
+Admission refuses unless balance − reserved covers the request's worst-case price, so
+settling (at most that price, releasing the reservation) never takes it below zero. A
+missing balance is refused as ``nobalance``: the caller loads it from the journal once
+and asks again.
 """
 
 _COMMON = r"""
@@ -42,17 +53,20 @@ local function oldest(zkey, now)
 end
 """
 
-# KEYS: 9 per scope. ARGV: request id, tokens, cost, lease ms, then 5 per scope.
+# KEYS: 9 per scope, then 4 of the balance when prepaid. ARGV: request id, tokens, cost,
+# lease ms, prepaid (0/1), then 5 per scope.
 # Returns {1, per scope: rpm remaining, rpm reset ms, tpm remaining, tpm reset ms}
-#      or {0, reason, scope number, retry after ms}.
+#      or {0, reason, scope number (0: the balance), retry after ms}.
 ADMIT = (
     _COMMON
     + r"""
 local rid, tokens, cost, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local scopes = #KEYS / 9
+local prepaid = tonumber(ARGV[5])
+local scopes = (#KEYS - 4 * prepaid) / 9
+local b = scopes * 9
 local now = now_ms()
 for s = 1, scopes do
-  local k, a = (s - 1) * 9, 4 + (s - 1) * 5
+  local k, a = (s - 1) * 9, 5 + (s - 1) * 5
   local rpm, tpm, conc, budget = tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3]), tonumber(ARGV[a+4])
   if rpm >= 0 then
     expire(KEYS[k+1], nil, nil, now - WINDOW)
@@ -85,9 +99,16 @@ for s = 1, scopes do
     end
   end
 end
+if prepaid == 1 then
+  local balance = redis.call('GET', KEYS[b+1])
+  if not balance then return {0, 'nobalance', 0, -1} end
+  expire(KEYS[b+2], KEYS[b+3], KEYS[b+4], now)
+  local reserved = tonumber(redis.call('GET', KEYS[b+4]) or '0')
+  if tonumber(balance) - reserved < cost then return {0, 'balance', 0, -1} end
+end
 local out = {1}
 for s = 1, scopes do
-  local k, a = (s - 1) * 9, 4 + (s - 1) * 5
+  local k, a = (s - 1) * 9, 5 + (s - 1) * 5
   local rpm, tpm, conc, budget = tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3]), tonumber(ARGV[a+4])
   local rpm_left, rpm_reset, tpm_left, tpm_reset = -1, 0, -1, 0
   if rpm >= 0 then
@@ -117,16 +138,24 @@ for s = 1, scopes do
   table.insert(out, rpm_left); table.insert(out, rpm_reset)
   table.insert(out, tpm_left); table.insert(out, tpm_reset)
 end
+if prepaid == 1 then
+  redis.call('ZADD', KEYS[b+2], now + lease, rid)
+  redis.call('HSET', KEYS[b+3], rid, cost)
+  redis.call('INCRBY', KEYS[b+4], cost)
+  for i = 2, 4 do redis.call('PEXPIRE', KEYS[b+i], lease * 2) end
+end
 return out
 """
 )
 
-# KEYS: 9 per scope, then the usage stream. ARGV: request id, real tokens, real cost,
-# the usage event, then per scope the budget period's expiry in ms (-1 = never).
+# KEYS: 9 per scope, 4 of the balance when prepaid, then the usage stream. ARGV: request
+# id, real tokens, real cost, the usage event, prepaid (0/1), then per scope the budget
+# period's expiry in ms (-1 = never).
 SETTLE = (
     _COMMON
     + r"""
-local n = #KEYS - 1
+local prepaid = tonumber(ARGV[5])
+local n = #KEYS - 1 - 4 * prepaid
 local rid, tokens, cost = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 for s = 1, n / 9 do
   local k = (s - 1) * 9
@@ -142,20 +171,33 @@ for s = 1, n / 9 do
     redis.call('ZREM', KEYS[k+7], rid)
     redis.call('DECRBY', KEYS[k+9], tonumber(reserved))
   end
-  local budget_expiry = tonumber(ARGV[4 + s])
+  local budget_expiry = tonumber(ARGV[5 + s])
   if budget_expiry ~= nil and budget_expiry ~= -2 then
     redis.call('INCRBY', KEYS[k+6], cost)
     if budget_expiry >= 0 then redis.call('PEXPIREAT', KEYS[k+6], budget_expiry) end
   end
+end
+if prepaid == 1 then
+  local reserved = redis.call('HGET', KEYS[n+3], rid)
+  if reserved then
+    redis.call('HDEL', KEYS[n+3], rid)
+    redis.call('ZREM', KEYS[n+2], rid)
+    redis.call('DECRBY', KEYS[n+4], tonumber(reserved))
+  end
+  -- A balance lost meanwhile is loaded from the journal again, this debit included once
+  -- the event is in the ledger: never a new key holding only the debit.
+  if redis.call('EXISTS', KEYS[n+1]) == 1 then redis.call('DECRBY', KEYS[n+1], cost) end
 end
 redis.call('XADD', KEYS[#KEYS], '*', 'e', ARGV[4])
 return 1
 """
 )
 
-# KEYS: 9 per scope. Read-only: nothing expires or changes, so a key looking at its own
-# standing never moves a window. Returns per scope: requests in the window, tokens in the
-# window, concurrency slots held, money settled in the period, money reserved.
+# KEYS: 9 per scope, then 4 of the balance when ARGV[1] (prepaid) is 1. Read-only: nothing
+# expires or changes, so a key looking at its own standing never moves a window. Returns
+# per scope: requests in the window, tokens in the window, concurrency slots held, money
+# settled in the period, money reserved; then, when prepaid, the balance ('' when it is
+# not loaded) and the money reserved against it.
 STANDING = r"""
 local WINDOW = 60000
 local t = redis.call('TIME')
@@ -171,8 +213,10 @@ local function sum(zkey, hkey, cutoff)
     offset = offset + #ids
   end
 end
+local prepaid = tonumber(ARGV[1] or '0')
+local n = #KEYS - 4 * prepaid
 local out = {}
-for s = 1, #KEYS / 9 do
+for s = 1, n / 9 do
   local k = (s - 1) * 9
   local requests = redis.call('ZCOUNT', KEYS[k+1], '(' .. (now - WINDOW), '+inf')
   local tokens = sum(KEYS[k+2], KEYS[k+3], now - WINDOW)
@@ -181,5 +225,22 @@ for s = 1, #KEYS / 9 do
   table.insert(out, requests); table.insert(out, tostring(tokens)); table.insert(out, slots)
   table.insert(out, redis.call('GET', KEYS[k+6]) or '0'); table.insert(out, tostring(reserved))
 end
+if prepaid == 1 then
+  table.insert(out, redis.call('GET', KEYS[n+1]) or '')
+  table.insert(out, tostring(sum(KEYS[n+2], KEYS[n+3], now)))
+end
 return out
+"""
+
+# KEYS: the balance. ARGV: nano-USD to add. A credit moves a loaded balance only: a
+# missing one is loaded from the journal (which holds the credit) when next needed.
+CREDIT = r"""
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end
+return false
+"""
+
+# KEYS: the balance. ARGV: nano-USD from the journal. Loads a missing balance only.
+LOAD = r"""
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
 """

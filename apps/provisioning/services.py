@@ -31,8 +31,9 @@ from apps.keys.services import api_key_issue, api_key_update
 from apps.limits.fields import BudgetPeriod
 from apps.moderation.policy import PolicyError
 from apps.moderation.services import content_policy_clean
-from apps.tenants.models import AdminToken, Tenant
+from apps.tenants.models import AdminToken, BillingMode, Tenant
 from apps.tenants.services import admin_token_issue
+from apps.wallet.services import BalanceError, balance_entry_add
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -208,6 +209,36 @@ def _byok_values(doc: _Doc, name: str) -> dict[str, Any]:
 
 
 TENANT_FIELD_HANDLERS["byok"] = _byok_values
+
+
+def _billing_mode_values(doc: _Doc, name: str) -> dict[str, Any]:
+    """billing_mode: postpaid (monthly statements, the default) or prepaid (a balance)."""
+    mode = doc.text(name, default=BillingMode.POSTPAID)
+    if mode not in BillingMode.values:
+        raise ConfigError(doc.sub(name), f"must be one of {BillingMode.values}")
+    return {"billing_mode": mode}
+
+
+TENANT_FIELD_HANDLERS["billing_mode"] = _billing_mode_values
+
+
+def _apply_grants(tenant: Tenant, doc: _Doc, result: ApplyResult) -> None:
+    """grants: [{ref, amount, reason}]: each credited once per ref (a re-apply, or the same
+    ref with another amount, changes nothing; a correction is a new ref)."""
+    for i, raw in enumerate(doc.seq("grants")):
+        grant = _Doc(raw, f"{doc.sub('grants')}[{i}]")
+        grant.check_keys({"ref", "amount", "reason"})
+        ref = grant.text("ref")
+        amount = grant.decimal("amount")
+        reason = grant.text("reason", required=False) or ""
+        try:
+            _entry, created = balance_entry_add(
+                tenant=tenant, kind="grant", amount=amount, ref=ref, reason=reason
+            )
+        except BalanceError as exc:
+            raise ConfigError(grant.sub(exc.field), exc.message) from None
+        if created:
+            result.changes.append(f"grant {tenant.name}/{ref} of {amount} credited")
 
 
 def _apply_backends(items: list, result: ApplyResult) -> dict[str, Backend]:
@@ -502,6 +533,7 @@ def _apply_tenants(items: list, result: ApplyResult) -> None:
                 "admin_tokens",
                 "rate_card",
                 "rate_cards",
+                "grants",
                 *LIMIT_FIELDS,
                 *TENANT_FIELD_HANDLERS,
             }
@@ -526,6 +558,7 @@ def _apply_tenants(items: list, result: ApplyResult) -> None:
         _apply_keys(tenant, doc, result)
         _apply_admin_tokens(tenant, doc, result)
         _apply_rate_cards(tenant, doc, result)
+        _apply_grants(tenant, doc, result)
 
 
 @transaction.atomic

@@ -22,15 +22,17 @@ class TenantAdmin(admin.ModelAdmin):
         "budget_amount",
         "budget_period",
         "byok_allowed",
+        "billing_mode",
         "created_at",
     ]
-    list_filter = ["byok_allowed"]
+    list_filter = ["byok_allowed", "billing_mode"]
     search_fields = ["name", "display_name"]
     inlines = [MembershipInline]
 
     def save_model(self, request, obj, form, change) -> None:
         super().save_model(request, obj, form, change)
-        # Keys carry their tenant's limits and BYOK opt-in in every gateway's cache.
+        # Keys carry their tenant's limits, BYOK opt-in and billing mode in every gateway's
+        # cache.
         transaction.on_commit(lambda: publish(KEYS_INVALIDATE_CHANNEL, "*"))
 
 

@@ -18,7 +18,7 @@ from django.utils.http import urlsafe_base64_encode
 from apps.audit.services import audit_changes, audit_record
 from apps.core.redis import KEYS_INVALIDATE_CHANNEL, publish
 from apps.keys.hashing import secret_generate, secret_hash, secret_visible_prefix
-from apps.tenants.models import ADMIN_TOKEN_PREFIX, AdminToken, Membership, Tenant
+from apps.tenants.models import ADMIN_TOKEN_PREFIX, AdminToken, BillingMode, Membership, Tenant
 
 # last_used_at is written at most this often per token (not on every API call).
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -26,7 +26,7 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 # Fields tenant_update_limits may change (apps/limits/fields.py).
 LIMIT_FIELD_NAMES = frozenset({"rpm", "tpm", "max_concurrent", "budget_amount", "budget_period"})
 # The other fields staff may change with tenant_update.
-STAFF_TENANT_FIELDS = frozenset({"display_name", "byok_allowed"})
+STAFF_TENANT_FIELDS = frozenset({"display_name", "byok_allowed", "billing_mode"})
 
 
 class TenantError(ValueError):
@@ -279,20 +279,22 @@ def tenant_create(
 
 @transaction.atomic
 def tenant_update(*, tenant: Tenant, actor=None, **fields: Any) -> Tenant:
-    """Staff: display name, the BYOK opt-in and limits (limits through
+    """Staff: display name, the BYOK opt-in, the billing mode and limits (limits through
     tenant_update_limits)."""
     limits = {k: v for k, v in fields.items() if k in LIMIT_FIELD_NAMES}
     other = {k: v for k, v in fields.items() if k not in LIMIT_FIELD_NAMES}
     unknown = set(other) - STAFF_TENANT_FIELDS
     if unknown:
         raise TenantError(sorted(unknown)[0], "cannot be changed")
+    if "billing_mode" in other and other["billing_mode"] not in BillingMode.values:
+        raise TenantError("billing_mode", f"must be one of {BillingMode.values}")
     diff = audit_changes(tenant, other)
     if diff:
         for name in diff:
             setattr(tenant, name, other[name])
         tenant.save(update_fields=list(diff))
-        if "byok_allowed" in diff:
-            # Keys carry their tenant's opt-in in every gateway's cache.
+        if "byok_allowed" in diff or "billing_mode" in diff:
+            # Keys carry their tenant's opt-in and billing mode in every gateway's cache.
             transaction.on_commit(lambda: publish(KEYS_INVALIDATE_CHANNEL, "*"))
         audit_record(
             tenant=tenant,

@@ -1,9 +1,10 @@
 """Reads of the balance journal, through ``for_tenant`` like every tenant-scoped read."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
-from django.db.models import Sum
+from django.db.models import Count, Sum
+from django.db.models.functions import TruncDate
 
 from apps.ledger.models import UsageRecord
 from apps.tenants.models import Tenant
@@ -36,3 +37,16 @@ def balance_get(*, tenant: Tenant, before: datetime | None = None) -> Decimal:
 
 def balance_entries(*, tenant: Tenant):
     return BalanceEntry.objects.for_tenant(tenant).order_by("-created_at", "-id")
+
+
+def balance_usage_by_day(*, tenant: Tenant, since: datetime) -> list[dict]:
+    """The prepaid usage debits per UTC day since ``since``, newest first:
+    ``{"day", "requests", "amount"}``."""
+    return list(
+        UsageRecord.objects.for_tenant(tenant)
+        .filter(prepaid=True, created_at__gte=since)
+        .annotate(day=TruncDate("created_at", tzinfo=UTC))
+        .values("day")
+        .annotate(requests=Count("id"), amount=Sum("price"))
+        .order_by("-day")
+    )

@@ -95,3 +95,30 @@ def test_an_invalid_entry_names_the_field(tenant, kind, amount, field):
     with pytest.raises(BalanceError) as caught:
         balance_entry_add(tenant=tenant, kind=kind, amount=Decimal(amount), ref="x")
     assert caught.value.field == field
+
+
+def test_a_committed_credit_reaches_a_loaded_redis_balance(
+    tenant, redis_url, django_capture_on_commit_callbacks
+):
+    from apps.core.redis import sync_client
+    from apps.limits.limiter import balance_keys
+
+    key = balance_keys(tenant.id)[0]
+    sync_client().set(key, 1_000)
+    with django_capture_on_commit_callbacks(execute=True):
+        grant(tenant, "2.5")
+    assert int(sync_client().get(key)) == 2_500_001_000
+
+
+def test_a_credit_does_not_create_a_missing_redis_balance(
+    tenant, redis_url, django_capture_on_commit_callbacks
+):
+    """Else the balance would hold that one credit: it is loaded from the journal instead."""
+    from apps.core.redis import sync_client
+    from apps.limits.limiter import balance_keys
+
+    key = balance_keys(tenant.id)[0]
+    sync_client().delete(key)
+    with django_capture_on_commit_callbacks(execute=True):
+        grant(tenant, "2.5")
+    assert sync_client().get(key) is None

@@ -8,12 +8,14 @@ from decimal import Decimal
 
 import orjson
 import redis
+from asgiref.sync import sync_to_async
 
 from apps.gateway.caches import KeyInfo
 from apps.gateway.call import authenticate
 from apps.gateway.exchange import Exchange
 from apps.gateway.state import GatewayState
-from apps.limits.limiter import LimitSpec, ScopeUse, budget_period_bounds
+from apps.limits.balances import balance_journal_nanos
+from apps.limits.limiter import BalanceUse, LimitSpec, ScopeUse, budget_period_bounds
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,21 @@ def _rfc3339(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
-def key_standing(key: KeyInfo, standing: dict[str, ScopeUse | None] | None) -> dict:
+def _balance(key: KeyInfo, use: BalanceUse | None, known: bool) -> dict | None:
+    """A prepaid tenant's balance (null for a postpaid one): settled, reserved by running
+    requests, and what is available to the next one; null amounts when Redis could not
+    be read or holds no balance yet (its next request loads it from the journal)."""
+    if not key.prepaid:
+        return None
+    loaded = known and use is not None and use.balance_nanos is not None
+    return {
+        "amount": _usd(use.balance_nanos) if loaded else None,
+        "reserved": _usd(use.reserved_nanos) if loaded else None,
+        "available": (_usd(max(use.balance_nanos - use.reserved_nanos, 0)) if loaded else None),
+    }
+
+
+def key_standing(key: KeyInfo, standing: dict[str, ScopeUse | BalanceUse | None] | None) -> dict:
     """The response body; ``standing`` None when Redis could not be read."""
     now = datetime.now(UTC)
     known = standing is not None
@@ -101,8 +117,8 @@ def key_standing(key: KeyInfo, standing: dict[str, ScopeUse | None] | None) -> d
             "limit_reset": budget["period"] if budget else None,
             "is_free_tier": False,
             "limits": {"key": key_scope, "tenant": tenant_scope},
-            # Prepaid balances do not exist yet.
-            "balance": None,
+            "billing_mode": "prepaid" if key.prepaid else "postpaid",
+            "balance": _balance(key, standing.get("balance"), known),
         }
     }
 
@@ -111,6 +127,12 @@ async def handle_key(state: GatewayState, exchange: Exchange) -> None:
     key = await authenticate(state, exchange)
     try:
         standing = await state.limiter.standing(key=key)
+        use = standing["balance"]
+        if use is not None and use.balance_nanos is None:
+            # Not loaded yet: from the journal, as the tenant's next request would.
+            journal = await sync_to_async(balance_journal_nanos)(tenant_id=key.tenant_id)
+            loaded = await state.limiter.balance_load(tenant_id=key.tenant_id, nanos=journal)
+            standing["balance"] = BalanceUse(loaded, use.reserved_nanos)
     except (redis.RedisError, OSError):
         # The limits stay readable without Redis; only what is used of them is unknown.
         log.warning("limits unavailable for GET /v1/key", exc_info=True)
