@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.dashboard.views import keys, members, staff, tenant, usage
+from apps.dashboard.views import keys, members, payments, staff, tenant, usage
 
 app_name = "dashboard"
 
@@ -26,6 +26,10 @@ urlpatterns = [
     path("audit/", members.audit_log, name="audit"),
     path("settings/", tenant.tenant_settings, name="settings"),
     path("settings/policy/", tenant.tenant_policy, name="settings-policy"),
+    # Balance and its payments panel (top-ups through Stripe, auto-recharge).
+    path("balance/", payments.balance, name="balance"),
+    path("payments/top-up/", payments.top_up, name="payments-top-up"),
+    path("payments/auto-recharge/", payments.auto_recharge, name="payments-auto-recharge"),
     path("staff/tenants/", staff.tenants, name="staff-tenants"),
     path("staff/backends/", staff.backends, name="staff-backends"),
     path("staff/models/", staff.models, name="staff-models"),
