@@ -64,7 +64,7 @@ def _translated(exc: stripe.StripeError) -> PaymentError:
     if isinstance(exc, stripe.CardError):
         error = getattr(exc, "error", None)
         intent = getattr(error, "payment_intent", None) if error is not None else None
-        intent_id = intent.get("id", "") if intent is not None else ""
+        intent_id = str(getattr(intent, "id", "") or "") if intent is not None else ""
         decline = getattr(error, "decline_code", None) if error is not None else None
         return CardDeclined(message, code=str(decline or code), payment_intent_id=intent_id)
     return PaymentError(message, code=code)
@@ -130,7 +130,7 @@ def payment_method_of_intent(payment_intent_id: str) -> tuple[str, str]:
         )
     except stripe.StripeError as exc:
         raise _translated(exc) from None
-    method = intent.get("payment_method")
+    method = intent.to_dict().get("payment_method")
     if method is None:
         return "", ""
     if isinstance(method, str):
@@ -167,11 +167,12 @@ def payment_intent_charge(
         )
     except stripe.StripeError as exc:
         raise _translated(exc) from None
+    found = intent.to_dict()
     return Charge(
-        payment_intent_id=intent.id,
-        status=intent.status,
-        amount_received=int(intent.get("amount_received") or 0),
-        currency=str(intent.currency),
+        payment_intent_id=str(found.get("id") or ""),
+        status=str(found.get("status") or ""),
+        amount_received=int(found.get("amount_received") or 0),
+        currency=str(found.get("currency") or ""),
     )
 
 
