@@ -287,7 +287,8 @@ def build_app(port: int):
 
     def checkout_page(session: dict, message: str = "") -> web.Response:
         amount = f"{session['amount_total'] / 100:.2f} {session['currency'].upper()}"
-        body = f"""<!doctype html><html><head><meta charset="utf-8"><title>Fake Stripe Checkout</title></head>
+        body = f"""<!doctype html><html><head><meta charset="utf-8"><title>Fake Stripe Checkout</title>
+<link rel="icon" href="data:,"></head>
 <body><h1>Pay {html.escape(amount)}</h1>
 <p id="message">{html.escape(message)}</p>
 <form method="post"><label for="card">Card number</label>

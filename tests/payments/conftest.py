@@ -91,14 +91,14 @@ def shop_make(name: str = "acme") -> Shop:
 
 
 @pytest.fixture(autouse=True)
-def _quiet_and_quick(settings, caplog) -> None:
-    """The library logs every request at INFO; the users' passwords need no real hashing."""
+def _quiet() -> None:
+    """The library logs every request at INFO."""
     logging.getLogger("stripe").setLevel(logging.WARNING)
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
-def shop(db) -> Shop:
+def shop(db, settings) -> Shop:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # quick users
     return shop_make()
 
 
