@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "apps.billing",
     "apps.wallet",
     "apps.alerts",
+    "apps.payments",
     "apps.moderation",
     "apps.audit",
     "apps.dashboard",
@@ -138,6 +139,8 @@ CELERY_BEAT_SCHEDULE = {
     # Alerts (apps/alerts): thresholds, then the webhook/email outbox sweep (retries).
     "alerts-evaluate": {"task": "alerts.evaluate", "schedule": 15.0},
     "alerts-deliver-due": {"task": "alerts.deliver_due", "schedule": 5.0},
+    # Payments (apps/payments): auto-recharge of prepaid balances (one query when nobody has it on).
+    "payments-auto-recharge": {"task": "payments.auto_recharge", "schedule": 15.0},
 }
 
 # Alerts: webhooks and email (apps/alerts). Email goes through Django's backend: SMTP when
@@ -167,6 +170,22 @@ BILLING_ROLLUP_OVERLAP_S = env_int("BILLING_ROLLUP_OVERLAP_S", 300)
 # A month's statements close this long after the month ends (late events still land in it).
 BILLING_STATEMENT_CLOSE_GRACE_H = env_int("BILLING_STATEMENT_CLOSE_GRACE_H", 6)
 BILLING_RECONCILE_DAYS = env_int("BILLING_RECONCILE_DAYS", 2)
+
+# Payments through Stripe (apps/payments). Top-ups and auto-recharge are on only when both
+# the secret key and the webhook signing secret are set; staff grants work either way.
+STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
+STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
+# Where the stripe library sends its API calls; empty = Stripe itself (tests: a local fake).
+STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "")
+# A webhook whose signature timestamp is older than this is refused (replays).
+STRIPE_WEBHOOK_TOLERANCE_S = env_int("STRIPE_WEBHOOK_TOLERANCE_S", 300)
+# The top-up form posts here and is redirected to Stripe's hosted Checkout page: the CSP's
+# form-action must allow that origin (tests: the fake Stripe's).
+STRIPE_CHECKOUT_ORIGIN = os.environ.get("STRIPE_CHECKOUT_ORIGIN", "https://checkout.stripe.com")
+PAYMENTS_CURRENCY = os.environ.get("PAYMENTS_CURRENCY", "usd").lower()
+# Bounds of one top-up and of an auto-recharge amount, in PAYMENTS_CURRENCY.
+PAYMENTS_TOPUP_MIN = os.environ.get("PAYMENTS_TOPUP_MIN", "5")
+PAYMENTS_TOPUP_MAX = os.environ.get("PAYMENTS_TOPUP_MAX", "10000")
 
 # Management API (/api/): tenant admin tokens (tga-…) or a staff session.
 REST_FRAMEWORK = {
@@ -254,7 +273,7 @@ CONTENT_SECURITY_POLICY = {
         "img-src": [SELF, "data:"],
         "object-src": [NONE],
         "base-uri": [SELF],
-        "form-action": [SELF],
+        "form-action": [SELF, STRIPE_CHECKOUT_ORIGIN] if STRIPE_SECRET_KEY else [SELF],
         "frame-ancestors": [NONE],
     },
 }

@@ -10,6 +10,8 @@ urlpatterns = [
     path("api/", include("apps.billing.urls")),
     path("api/", include("apps.api.urls")),
     path("api/", include("apps.alerts.urls")),
+    path("api/", include("apps.payments.api_urls")),
+    path("payments/", include("apps.payments.urls")),
     path("healthz", healthz),
     path("readyz", readyz),
     path("metrics", metrics),

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.dashboard.views import alerts, balance, keys, members, staff, tenant, usage
+from apps.dashboard.views import alerts, balance, keys, members, payments, staff, tenant, usage
 
 app_name = "dashboard"
 
@@ -35,6 +35,9 @@ urlpatterns = [
     path("webhooks/<int:endpoint_id>/test/", alerts.webhook_test, name="webhook-test"),
     path("webhooks/<int:endpoint_id>/rotate/", alerts.webhook_rotate, name="webhook-rotate"),
     path("webhooks/<int:endpoint_id>/delete/", alerts.webhook_delete, name="webhook-delete"),
+    # Balance and its payments panel (top-ups through Stripe, auto-recharge).
+    path("payments/top-up/", payments.top_up, name="payments-top-up"),
+    path("payments/auto-recharge/", payments.auto_recharge, name="payments-auto-recharge"),
     path("staff/tenants/", staff.tenants, name="staff-tenants"),
     path("staff/backends/", staff.backends, name="staff-backends"),
     path("staff/models/", staff.models, name="staff-models"),

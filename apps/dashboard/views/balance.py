@@ -44,6 +44,10 @@ def _page(request: HttpRequest, access: TenantAccess, form: GrantForm | None) ->
 @login_required
 @require_GET
 def balance(request: HttpRequest) -> HttpResponse:
+    if request.GET.get("top_up") == "paid":  # back from Stripe Checkout
+        messages.info(request, "Payment received: the balance grows as soon as Stripe confirms it.")
+    elif request.GET.get("top_up") == "cancelled":
+        messages.info(request, "Top-up cancelled: nothing was charged.")
     return _page(request, access_required(request), GrantForm())
 
 
