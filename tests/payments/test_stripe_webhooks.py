@@ -8,6 +8,7 @@ import time
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.test import Client
 
 from apps.payments.models import PaymentAccount, StripeEvent, TopUp
@@ -102,8 +103,11 @@ def test_concurrent_duplicates_credit_once(transactional_db, fake_stripe):
     statuses: list[int] = []
 
     def send() -> None:
-        barrier.wait()
-        statuses.append(deliver(Client(), event).status_code)
+        try:
+            barrier.wait()
+            statuses.append(deliver(Client(), event).status_code)
+        finally:
+            connection.close()  # back to the pool: a thread's connection is not reaped
 
     threads = [threading.Thread(target=send) for _ in range(8)]
     for thread in threads:
