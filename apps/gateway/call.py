@@ -355,7 +355,17 @@ class MeteredCall:
         self.exchange.extra_headers.extend(rate_headers(self.admission.rate, protocol))
 
     async def _load_balance(self) -> None:
+        """Load the tenant's balance from the journal, once per process at a time: the
+        other requests of a cold burst wait for that load."""
         tenant_id = self.key.tenant_id
+        loads = self.state.balance_loads
+        load = loads.get(tenant_id)
+        if load is None:
+            load = loads[tenant_id] = asyncio.ensure_future(self._balance_read_and_set(tenant_id))
+            load.add_done_callback(lambda _done: loads.pop(tenant_id, None))
+        await asyncio.shield(load)
+
+    async def _balance_read_and_set(self, tenant_id: int) -> None:
         journal = await sync_to_async(balance_journal_nanos)(tenant_id=tenant_id)
         await self.state.limiter.balance_load(tenant_id=tenant_id, nanos=journal)
 

@@ -42,6 +42,9 @@ class GatewayState:
         self.moderation = RemoteModerationClient()
         self._background: list[asyncio.Task] = []
         self.listening = asyncio.Event()
+        # A prepaid tenant's balance being loaded from the journal, by tenant id: the
+        # requests of a cold burst wait for one load instead of each reading the journal.
+        self.balance_loads: dict[int, asyncio.Future] = {}
 
     def start(self) -> None:
         self._background.append(asyncio.create_task(self._listen_invalidations()))
