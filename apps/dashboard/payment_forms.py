@@ -21,11 +21,32 @@ class TopUpForm(forms.Form):
 
 
 class AutoRechargeForm(forms.Form):
+    """Amounts are needed to turn auto-recharge on, not to turn it off: switched off with
+    the amounts left blank, the saved ones are kept for next time."""
+
     enabled = forms.BooleanField(required=False, label="Recharge automatically")
     threshold = forms.DecimalField(
-        max_digits=14, decimal_places=2, min_value=0, label="When the balance is below (USD)"
+        max_digits=14,
+        decimal_places=2,
+        min_value=0,
+        required=False,
+        label="When the balance is below (USD)",
     )
-    amount = forms.DecimalField(max_digits=14, decimal_places=2, min_value=0, label="Add (USD)")
+    amount = forms.DecimalField(
+        max_digits=14, decimal_places=2, min_value=0, required=False, label="Add (USD)"
+    )
     window_minutes = forms.IntegerField(
-        min_value=5, max_value=30 * 24 * 60, initial=60, label="At most once every (minutes)"
+        min_value=5,
+        max_value=30 * 24 * 60,
+        initial=60,
+        required=False,
+        label="At most once every (minutes)",
     )
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("enabled"):
+            for field in ("threshold", "amount"):
+                if field in data and data[field] is None:
+                    self.add_error(field, "This field is required to turn auto-recharge on.")
+        return data

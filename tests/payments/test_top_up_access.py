@@ -91,6 +91,31 @@ def test_an_owner_sets_auto_recharge(shop, fake_stripe):
     )
 
 
+def test_an_owner_turns_auto_recharge_off_without_amounts(shop, fake_stripe):
+    owner = shop.client_of(shop.owner)
+    owner.post(AUTO, SETTINGS)
+    owner.post(AUTO, {"enabled": ""})
+    assert not PaymentAccount.objects.get(tenant=shop.tenant).recharge_enabled
+
+
+def test_turning_auto_recharge_off_keeps_the_saved_amounts(shop, fake_stripe):
+    owner = shop.client_of(shop.owner)
+    owner.post(AUTO, SETTINGS)
+    owner.post(AUTO, {"enabled": ""})
+    account = PaymentAccount.objects.get(tenant=shop.tenant)
+    assert (account.recharge_threshold, account.recharge_amount) == (
+        Decimal("10.00"),
+        Decimal("20.00"),
+    )
+
+
+def test_turning_auto_recharge_on_needs_an_amount(shop, fake_stripe):
+    answer = shop.client_of(shop.owner).post(
+        AUTO, {"enabled": "on", "threshold": "10"}, follow=True
+    )
+    assert b"Auto-recharge amount: This field is required" in answer.content
+
+
 def test_a_viewer_sees_the_panel_without_controls(shop, fake_stripe):
     page = shop.client_of(shop.viewer).get("/dashboard/balance/").content.decode()
     assert 'data-testid="payments-panel"' in page

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 
 from apps.dashboard.access import access_required
 from apps.dashboard.payment_forms import AutoRechargeForm, TopUpForm
-from apps.payments.selectors import payments_enabled
+from apps.payments.selectors import payment_account_get, payments_enabled
 from apps.payments.services import PaymentsError, PaymentsOff, recharge_settings_set, top_up_start
 from apps.payments.stripe_api import PaymentError
 from apps.tenants.models import Membership
@@ -66,13 +66,24 @@ def auto_recharge(request: HttpRequest) -> HttpResponse:
                 messages.error(request, f"Auto-recharge {field}: {error}")
         return _back(request)
     data = form.cleaned_data
+    saved = payment_account_get(tenant=access.tenant)
+
+    def kept(field: str, attribute: str, default):
+        """The value sent, else the saved one (blank fields of a switch-off)."""
+        if data[field] is not None:
+            return data[field]
+        return getattr(saved, attribute) if saved is not None else default
+
+    minutes = data["window_minutes"]
     try:
         recharge_settings_set(
             tenant=access.tenant,
             enabled=data["enabled"],
-            threshold=data["threshold"],
-            amount=data["amount"],
-            window_s=data["window_minutes"] * 60,
+            threshold=kept("threshold", "recharge_threshold", 0),
+            amount=kept("amount", "recharge_amount", 0),
+            window_s=minutes * 60
+            if minutes is not None
+            else kept("window_minutes", "recharge_window_s", 3600),
             actor=request.user,
         )
     except PaymentsOff as exc:
