@@ -251,7 +251,7 @@ LEDGER_GROUP = "ingest"
 LEDGER_SPOOL_DIR = os.environ.get("LEDGER_SPOOL_DIR", str(BASE_DIR / "var" / "spool"))
 # An entry pending this long belongs to a dead consumer and is reclaimed.
 LEDGER_RECLAIM_IDLE_MS = env_int("LEDGER_RECLAIM_IDLE_MS", 60_000)
-LEDGER_BATCH_SIZE = env_int("LEDGER_BATCH_SIZE", 500)
+LEDGER_BATCH_SIZE = env_int("LEDGER_BATCH_SIZE", 2000)
 
 # Sign-in: 5 failures per username and IP lock that pair for 15 minutes (apps/tenants/signin.py).
 AUTHENTICATION_BACKENDS = ["apps.tenants.signin.ThrottledModelBackend"]

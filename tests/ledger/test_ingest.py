@@ -154,3 +154,60 @@ def test_an_event_lands_with_its_token_classes(seed, clean_stream):
     assert record.cache_write_1h_tokens == 2
     assert record.reasoning_tokens == 4
     assert record.service_tier == "priority"
+
+
+HOSTILE_FIELDS = [
+    {"model": "test\x00model"},  # PostgreSQL text cannot hold NUL
+    {"model": 42},
+    {"tenant_id": True},
+    {"status": "200"},
+    {"created_at": 1e300},
+    {"created_at": "yesterday"},
+    {"cost": "1e5", "price": "1"},
+    {"cost": "1", "price": str(10**30)},
+    {"cost": "1", "price": "-5"},
+    {"ttft_ms": -1},
+    {"content_filter": {"note": "\x00"}},
+]
+
+
+@pytest.mark.parametrize("fields", HOSTILE_FIELDS, ids=lambda f: repr(f)[:40])
+def test_a_hostile_event_goes_to_the_dead_letters_and_its_batch_lands(seed, clean_stream, fields):
+    key = ApiKey.objects.get(name="main")
+    raw = orjson.loads(event_for(key, "req_hostile").to_bytes())
+    raw.update(fields)
+    append(clean_stream, event_for(key, "req_before"))
+    clean_stream.xadd(settings.LEDGER_STREAM, {"e": orjson.dumps(raw)})
+    append(clean_stream, event_for(key, "req_after"))
+    usage_ingest(consumer="t")
+    landed = set(UsageRecord.objects.values_list("request_id", flat=True))
+    assert landed == {"req_before", "req_after"}
+
+
+def test_a_hostile_event_is_kept_in_the_dead_letter_stream(seed, clean_stream):
+    key = ApiKey.objects.get(name="main")
+    append(clean_stream, replace(event_for(key, "req_nul"), model="a\x00b"))
+    usage_ingest(consumer="t")
+    assert clean_stream.xlen(settings.LEDGER_STREAM + ":dead") == 1
+
+
+def test_the_settled_amounts_land_exactly(seed, clean_stream):
+    key = ApiKey.objects.get(name="main")
+    append(
+        clean_stream,
+        event_for(key, "req_amounts", cost="1", price=str(10**24 - 1)),
+    )
+    usage_ingest(consumer="t")
+    record = UsageRecord.objects.get(request_id="req_amounts")
+    assert (format(record.cost, "f"), format(record.price, "f")) == (
+        "0.000000000001",
+        "999999999999.999999999999",
+    )
+
+
+def test_the_event_time_lands_to_the_microsecond(seed, clean_stream):
+    key = ApiKey.objects.get(name="main")
+    append(clean_stream, replace(event_for(key, "req_time"), created_at=1_790_000_000.123456))
+    usage_ingest(consumer="t")
+    record = UsageRecord.objects.get(request_id="req_time")
+    assert record.created_at.isoformat() == "2026-09-21T14:13:20.123456+00:00"
