@@ -160,6 +160,56 @@ class FakeUpstream:
     def requests(self) -> list[dict]:
         return self.stats()["requests"]
 
+    def open_gate(self, name: str) -> None:
+        """Let go every request held by "#gate=<name>" (and any later one)."""
+        httpx.post(f"{self.url}/_gates/{name}").raise_for_status()
+
+
+async def release_when_refused(
+    upstream: FakeUpstream, gate: str, tasks: list, *, admitted: int, patience_s: float = 60.0
+) -> list:
+    """Wait until all but ``admitted`` of ``tasks`` (requests whose admitted ones the
+    upstream holds at "#gate=<gate>") are done, then open the gate; their results. However
+    slowly the machine runs them, no admitted request finishes (and frees what it
+    reserved) while another is still being admitted. More than ``admitted`` let through
+    never get that far: after ``patience_s`` the gate opens anyway and the caller's
+    assertion shows the count."""
+    import asyncio
+
+    deadline = time.monotonic() + patience_s
+    while sum(t.done() for t in tasks) < len(tasks) - admitted and time.monotonic() < deadline:
+        await asyncio.wait(tasks, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
+    upstream.open_gate(gate)
+    return await asyncio.gather(*tasks)
+
+
+async def fire_held(
+    upstream: FakeUpstream,
+    urls: list[str],
+    headers: dict[str, str],
+    count: int,
+    payload: dict,
+    *,
+    admitted: int,
+) -> list[httpx.Response]:
+    """``count`` parallel chat requests spread over ``urls``, released as
+    ``release_when_refused`` says; ``payload``'s first message carries "#gate=NAME"."""
+    import asyncio
+    import re
+
+    gate = re.search(r"#gate=(\S+)", str(payload["messages"][0]["content"])).group(1)
+    limits = httpx.Limits(max_connections=count)
+    async with httpx.AsyncClient(timeout=180, limits=limits) as client:
+        tasks = [
+            asyncio.create_task(
+                client.post(
+                    urls[i % len(urls)] + "/v1/chat/completions", json=payload, headers=headers
+                )
+            )
+            for i in range(count)
+        ]
+        return await release_when_refused(upstream, gate, tasks, admitted=admitted)
+
 
 def start_gateway(server_env: dict[str, str], name: str = "gateway", **extra_env) -> Process:
     port = free_port()

@@ -33,6 +33,9 @@ schema (tests/fakes/llama_schema.py) refuses is an HTTP 500 with its JSON error;
 string ends the answer before it, stripped, with "stop" and no ``stop_reason``; a cut tool
 call still says "tool_calls"; streams carry no usage (it ignores ``stream_options``).
 
+"#gate=NAME" (chat and embeddings routes) holds the request until the test opens that gate: POST
+/_gates/NAME (every request already waiting, and later ones, go on; /_reset closes them).
+
 It records every request it received and counts requests in flight and cancelled streams:
 GET /_stats, POST /_reset.
 """
@@ -262,6 +265,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
             await asyncio.sleep(3600)
         if "hold_ms" in directives:
             await asyncio.sleep(int(directives["hold_ms"]) / 1000)
+        if "gate" in directives:
+            await _gate(directives["gate"]).wait()
         words, tool_calls, finish, matched = _answer(body, directives)
         llama = _llama(request)
         if llama:
@@ -752,6 +757,8 @@ async def embeddings(request: web.Request) -> web.Response:
         )
     if "hold_ms" in directives:
         await asyncio.sleep(int(directives["hold_ms"]) / 1000)
+    if "gate" in directives:
+        await _gate(directives["gate"]).wait()
     data = []
     tokens = 0
     for index, item in enumerate(items):
@@ -792,8 +799,23 @@ async def stats(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(STATE), content_type="application/json")
 
 
+GATES: dict[str, asyncio.Event] = {}
+
+
+def _gate(name: str) -> asyncio.Event:
+    return GATES.setdefault(name, asyncio.Event())
+
+
+async def gate_open(request: web.Request) -> web.Response:
+    _gate(request.match_info["name"]).set()
+    return web.json_response({})
+
+
 async def reset(request: web.Request) -> web.Response:
     STATE.update(requests=[], in_flight=0, max_in_flight=0, cancelled=0, completed=0)
+    for gate in GATES.values():
+        gate.set()  # nobody waits for ever on a gate of an earlier test
+    GATES.clear()
     return web.json_response({})
 
 
@@ -808,6 +830,7 @@ def build_app() -> web.Application:
     app.router.add_get("/v1/models", models)
     app.router.add_get("/_stats", stats)
     app.router.add_post("/_reset", reset)
+    app.router.add_post("/_gates/{name}", gate_open)
     return app
 
 

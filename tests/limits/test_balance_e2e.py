@@ -16,13 +16,13 @@ from apps.limits.limiter import balance_keys
 from apps.provisioning.services import config_apply
 from apps.tenants.models import Tenant
 from apps.wallet.selectors import balance_get
-from tests.conftest import seed_document, start_gateway, wait_until
+from tests.conftest import fire_held, seed_document, start_gateway, wait_until
 
 pytestmark = pytest.mark.e2e
 
 # test-model: 1_000 nano-USD per input token, 2_000 per output token; its default
 # allowances are 512 tokens per request and 32 per message.
-TEXT = "#hold_ms=1000"
+TEXT = "#gate=prepaid200"
 MAX_TOKENS = 16
 WORST_NANOS = (512 + 32 + len(TEXT.encode())) * 1_000 + MAX_TOKENS * 2_000
 FITS = 20
@@ -51,19 +51,22 @@ def prepaid_key(upstream, tenant: str, grant_nanos: int) -> str:
     return secret
 
 
-async def fire(urls: list[str], secret: str, count: int) -> list[int]:
-    payload = {
+def payload() -> dict:
+    return {
         "model": "test-model",
         "messages": [{"role": "user", "content": TEXT}],
         "max_tokens": MAX_TOKENS,
     }
+
+
+async def fire(urls: list[str], secret: str, count: int) -> list[int]:
     limits = httpx.Limits(max_connections=count)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         responses = await asyncio.gather(
             *[
                 client.post(
                     urls[i % len(urls)] + "/v1/chat/completions",
-                    json=payload,
+                    json=payload(),
                     headers={"Authorization": f"Bearer {secret}"},
                 )
                 for i in range(count)
@@ -91,7 +94,17 @@ def redis_balance(tenant: str) -> int:
 def burst(gateway, second_gateway, seed, upstream, celery_worker):
     """200 parallel requests, half through each process, all in flight together."""
     secret = prepaid_key(upstream, "prepaid-burst", GRANT_NANOS)
-    codes = asyncio.run(fire([gateway, second_gateway], secret, 200))
+    responses = asyncio.run(
+        fire_held(
+            upstream,
+            [gateway, second_gateway],
+            {"Authorization": f"Bearer {secret}"},
+            200,
+            payload(),
+            admitted=FITS,
+        )
+    )
+    codes = [r.status_code for r in responses]
     records = ledger_of("prepaid-burst", 200)
     return secret, codes, records
 

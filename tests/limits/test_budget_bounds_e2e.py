@@ -5,14 +5,21 @@ import asyncio
 from decimal import Decimal
 
 import anthropic
-import httpx
 import openai
 import pytest
 from django.db.models import Sum
 
 from apps.ledger.models import UsageRecord
 from apps.provisioning.services import config_apply
-from tests.conftest import openai_client, seed_document, start_gateway, usage_record, wait_until
+from tests.conftest import (
+    fire_held,
+    openai_client,
+    release_when_refused,
+    seed_document,
+    start_gateway,
+    usage_record,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -67,72 +74,65 @@ def spent_nanos(tenant: str) -> int:
     return int(total * 10**9)
 
 
-async def fire_chat(urls: list[str], secret: str, count: int, text: str) -> list[int]:
-    payload = {
-        "model": "test-model",
-        "messages": [{"role": "user", "content": text}],
-        "max_tokens": MAX_TOKENS,
-    }
-    limits = httpx.Limits(max_connections=count)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        responses = await asyncio.gather(
-            *[
-                client.post(
-                    urls[i % len(urls)] + "/v1/chat/completions",
-                    json=payload,
-                    headers={"Authorization": f"Bearer {secret}"},
-                )
-                for i in range(count)
-            ]
-        )
-    return [r.status_code for r in responses]
-
-
 def test_budget_is_never_overspent_when_the_upstream_counts_5x_the_prompt_estimate(
     gateway, second_gateway, seed, upstream, celery_worker
 ):
-    text = "#prompt_x=5 #hold_ms=1000"
+    text = "#prompt_x=5 #gate=bounds200"
     # 5 × (⌈26 bytes / 4⌉ + 4 + 3) = 70 prompt tokens reported, 5 completion tokens: the
     # old reservation (14 prompt tokens) was a fifth of that.
     fits = 6
     budget = one_message_worst_nanos(text) * fits + one_message_worst_nanos(text) // 2
     secret = issue_key(upstream, "bounded", budget)
-    codes = asyncio.run(fire_chat([gateway, second_gateway], secret, 200, text))
+    payload = {
+        "model": "test-model",
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": MAX_TOKENS,
+    }
+    headers = {"Authorization": f"Bearer {secret}"}
+    responses = asyncio.run(
+        fire_held(upstream, [gateway, second_gateway], headers, 200, payload, admitted=fits)
+    )
+    codes = [r.status_code for r in responses]
     records = ledger_of("bounded", 200)
     assert max(r.prompt_tokens for r in records) == 70
     assert spent_nanos("bounded") <= budget
     assert codes.count(200) == fits
 
 
-TEXT = "#prompt_x=5 #hold_ms=1000"
+TEXT = "#prompt_x=5 #gate={gate}"
 
 
-async def _chat(client: openai.AsyncOpenAI, _anthropic: anthropic.AsyncAnthropic):
+async def _chat(client: openai.AsyncOpenAI, _anthropic: anthropic.AsyncAnthropic, text: str):
     await client.chat.completions.create(
-        model="test-model", messages=[{"role": "user", "content": TEXT}], max_tokens=MAX_TOKENS
+        model="test-model", messages=[{"role": "user", "content": text}], max_tokens=MAX_TOKENS
     )
 
 
-async def _messages(_client: openai.AsyncOpenAI, client: anthropic.AsyncAnthropic):
+async def _messages(_client: openai.AsyncOpenAI, client: anthropic.AsyncAnthropic, text: str):
     await client.messages.create(
-        model="test-model", messages=[{"role": "user", "content": TEXT}], max_tokens=MAX_TOKENS
+        model="test-model", messages=[{"role": "user", "content": text}], max_tokens=MAX_TOKENS
     )
 
 
-async def _responses(client: openai.AsyncOpenAI, _anthropic: anthropic.AsyncAnthropic):
-    await client.responses.create(model="test-model", input=TEXT, max_output_tokens=MAX_TOKENS)
+async def _responses(client: openai.AsyncOpenAI, _anthropic: anthropic.AsyncAnthropic, text: str):
+    await client.responses.create(model="test-model", input=text, max_output_tokens=MAX_TOKENS)
 
 
-async def _embeddings(client: openai.AsyncOpenAI, _anthropic: anthropic.AsyncAnthropic):
-    await client.embeddings.create(model="test-model", input=TEXT)
+async def _embeddings(client: openai.AsyncOpenAI, _anthropic: anthropic.AsyncAnthropic, text: str):
+    await client.embeddings.create(model="test-model", input=text)
+
+
+# Every route's gate name has the same length, so one TEXT length prices them all.
+def route_text(route: str) -> str:
+    return TEXT.format(gate=f"route-{route[:5]:_<10}")
 
 
 ROUTES = {
-    "chat": (_chat, one_message_worst_nanos(TEXT)),
-    "messages": (_messages, one_message_worst_nanos(TEXT)),
-    "responses": (_responses, one_message_worst_nanos(TEXT)),
+    "chat": (_chat, one_message_worst_nanos(route_text("chat"))),
+    "messages": (_messages, one_message_worst_nanos(route_text("messages"))),
+    "responses": (_responses, one_message_worst_nanos(route_text("responses"))),
     # Embeddings reserve input only: the text's bytes + 2 special tokens.
-    "embeddings": (_embeddings, (len(TEXT.encode()) + 2) * INPUT_NANOS),
+    "embeddings": (_embeddings, (len(route_text("embeddings").encode()) + 2) * INPUT_NANOS),
 }
 
 
@@ -145,25 +145,28 @@ def test_budget_holds_on_each_route_when_the_upstream_counts_5x_the_prompt_estim
     budget = worst * fits + worst // 2
     tenant = f"route-{route}"
     secret = issue_key(upstream, tenant, budget)
-    admitted = asyncio.run(_fire_sdk(gateway, secret, count, call))
+    admitted = asyncio.run(_fire_sdk(upstream, gateway, secret, count, call, route, fits))
     ledger_of(tenant, count)
     assert spent_nanos(tenant) <= budget
     assert admitted == fits
 
 
-async def _fire_sdk(gateway: str, secret: str, count: int, call) -> int:
+async def _fire_sdk(upstream, gateway: str, secret: str, count: int, call, route, fits) -> int:
     client_openai = openai.AsyncOpenAI(base_url=gateway + "/v1", api_key=secret, max_retries=0)
     client_anthropic = anthropic.AsyncAnthropic(base_url=gateway, api_key=secret, max_retries=0)
+    text = route_text(route)
 
     async def one():
         try:
-            await call(client_openai, client_anthropic)
+            await call(client_openai, client_anthropic, text)
         except (openai.RateLimitError, anthropic.RateLimitError):
             return 0
         return 1
 
     try:
-        return sum(await asyncio.gather(*[one() for _ in range(count)]))
+        tasks = [asyncio.create_task(one()) for _ in range(count)]
+        gate = text.rsplit("#gate=", 1)[1]
+        return sum(await release_when_refused(upstream, gate, tasks, admitted=fits))
     finally:
         await client_openai.close()
         await client_anthropic.close()

@@ -9,7 +9,7 @@ import pytest
 from apps.gateway.protocol.openai import estimate_prompt_tokens
 from apps.ledger.models import UsageRecord
 from apps.provisioning.services import config_apply
-from tests.conftest import seed_document, start_gateway, wait_until
+from tests.conftest import fire_held, seed_document, start_gateway, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -134,12 +134,21 @@ def worst_case_nanos(payload: dict, max_tokens: int) -> int:
 def test_budget_holds_under_200_parallel_requests(
     gateway, second_gateway, seed, upstream, celery_worker
 ):
-    payload = body("#hold_ms=500", max_tokens=1000)
+    payload = body("#gate=budget200", max_tokens=1000)
     worst = worst_case_nanos(payload, 1000)
     budget_nanos = worst * 20 + worst // 2
     budget = f"{budget_nanos / 10**9:.9f}"
     secret = issue_key(upstream, budget={"amount": budget, "period": "monthly"})
-    responses = asyncio.run(fire([gateway, second_gateway], secret, 200, payload))
+    responses = asyncio.run(
+        fire_held(
+            upstream,
+            [gateway, second_gateway],
+            {"Authorization": f"Bearer {secret}"},
+            200,
+            payload,
+            admitted=20,
+        )
+    )
     counts = statuses(responses)
     assert counts == {200: 20, 429: 180}
     refused = next(r for r in responses if r.status_code == 429)
