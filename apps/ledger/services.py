@@ -7,7 +7,7 @@ never be inserted goes to a dead-letter stream instead of blocking the rest.
 
 On PostgreSQL a batch is one COPY of plain rows into a temporary table and one
 INSERT … SELECT … ON CONFLICT DO NOTHING from it (timestamps and amounts converted by the
-server): no model instance per event, three statements per batch
+server; an amount is its pico-units times 10⁻¹², exact in numeric): no model instance per event, three statements per batch
 (bench/ingest_bench.py). Elsewhere (the embedded SQLite default) rows go through
 bulk_create. A batch PostgreSQL refuses (a key deleted before its usage landed, a value it
 cannot store) is retried record by record, the bad ones set aside.
@@ -202,7 +202,7 @@ _COPY_BATCH = f"COPY {_BATCH_TABLE} ({', '.join(n for n, _ in _BATCH_COLUMNS)}) 
 _INSERT_BATCH = (
     f"INSERT INTO {UsageRecord._meta.db_table} ({', '.join(_PLAIN)}, created_at, ingested_at,"
     f" cost, price) SELECT {', '.join(_PLAIN)}, to_timestamp(created_epoch), clock_timestamp(),"
-    " cost_pico / 1000000000000, price_pico / 1000000000000"
+    " cost_pico * 0.000000000001, price_pico * 0.000000000001"
     f" FROM {_BATCH_TABLE} ON CONFLICT (request_id) DO NOTHING"
 )
 
