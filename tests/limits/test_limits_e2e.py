@@ -103,17 +103,20 @@ def test_tpm_reserves_prompt_plus_max_tokens_and_releases_the_unused(gateway, se
     reserve = estimate_prompt_tokens(payload) + 400
     secret = issue_key(upstream, tpm=reserve * 2 + 10)
     headers = {"Authorization": f"Bearer {secret}"}
-    hold = body("#hold_ms=400", max_tokens=400)
+    hold = body("#gate=tpm2#", max_tokens=400)
     reserve_hold = estimate_prompt_tokens(hold) + 400
     assert reserve_hold <= reserve * 2 + 10 - reserve
 
     async def two_holding_then_third():
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=60) as client:
             url = gateway + "/v1/chat/completions"
             first = asyncio.create_task(client.post(url, json=hold, headers=headers))
             second = asyncio.create_task(client.post(url, json=hold, headers=headers))
-            await asyncio.sleep(0.2)  # let both be admitted and held upstream
+            # Both admitted and held at the upstream, however slow the machine.
+            while upstream.stats()["in_flight"] < 2 and not (first.done() or second.done()):
+                await asyncio.wait([first, second], timeout=0.02)
             third = await client.post(url, json=payload, headers=headers)
+            upstream.open_gate("tpm2")
             return await first, await second, third
 
     first, second, third = asyncio.run(two_holding_then_third())
