@@ -38,9 +38,12 @@ beat: install
 	mkdir -p var
 	$(BIN)/celery -A apps.platform.celery_app beat --loglevel=INFO -s var/celerybeat-schedule
 
-# The suite runs against the local PostgreSQL and Redis.
+# The suite runs against the local PostgreSQL and Redis, in TEST_WORKERS parallel processes
+# (pytest-xdist; each file on one worker). Worker gwN has its own test database and uses the
+# Redis database N below TEST_REDIS_URL's.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tollgate
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+TEST_WORKERS ?= 2
 # The official JS SDKs for their tests (pinned in tests/js/package-lock.json, no install
 # scripts run); without npm those tests are skipped.
 tests/js/node_modules/.package-lock.json: tests/js/package-lock.json
@@ -52,7 +55,7 @@ tests/js/node_modules/.package-lock.json: tests/js/package-lock.json
 test: install tests/js/node_modules/.package-lock.json
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -116,6 +116,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Empty REDIS_URL = the in-process stand-in (fakeredis): one process only.
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# The test suite's parallel workers (pytest-xdist, worker gwN) share this machine's Redis:
+# each takes the database N below the one named (the test database is per worker already).
+_TEST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _TEST_WORKER.startswith("gw") and REDIS_URL.startswith("redis://"):
+    _base, _, _db = REDIS_URL.rpartition("/")
+    if _db.isdigit() and "//" in _base:
+        REDIS_URL = f"{_base}/{(int(_db) - int(_TEST_WORKER[2:])) % 16}"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL or "memory://")
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
@@ -248,7 +255,10 @@ PROMPT_ESTIMATE_WINDOW = env_int("PROMPT_ESTIMATE_WINDOW", 200)
 LEDGER_STREAM = os.environ.get("LEDGER_STREAM", "tollgate:usage")
 LEDGER_GROUP = "ingest"
 # Where a web process keeps usage events it could not append to Redis, until it can.
-LEDGER_SPOOL_DIR = os.environ.get("LEDGER_SPOOL_DIR", str(BASE_DIR / "var" / "spool"))
+LEDGER_SPOOL_DIR = os.environ.get(
+    "LEDGER_SPOOL_DIR",
+    str(BASE_DIR / "var" / ("spool" + (f"-{_TEST_WORKER}" if _TEST_WORKER else ""))),
+)
 # An entry pending this long belongs to a dead consumer and is reclaimed.
 LEDGER_RECLAIM_IDLE_MS = env_int("LEDGER_RECLAIM_IDLE_MS", 60_000)
 LEDGER_BATCH_SIZE = env_int("LEDGER_BATCH_SIZE", 2000)

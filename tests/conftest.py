@@ -123,6 +123,7 @@ def server_env(django_db_setup, redis_url) -> dict[str, str]:
         SECRET_KEY=settings.SECRET_KEY,
         KEY_HASH_SECRET=settings.KEY_HASH_SECRET,
         LEDGER_STREAM=settings.LEDGER_STREAM,
+        LEDGER_SPOOL_DIR=settings.LEDGER_SPOOL_DIR,
         LEDGER_RECLAIM_IDLE_MS=str(settings.LEDGER_RECLAIM_IDLE_MS),
         DJANGO_SETTINGS_MODULE="apps.platform.settings",
         PYTHONUNBUFFERED="1",
