@@ -19,11 +19,18 @@ install: $(VENV)/.installed
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
 
-# Embedded default: SQLite and in-process Redis stand-ins unless DATABASE_URL/REDIS_URL are set.
+# Embedded default: SQLite and in-process Redis stand-ins unless DATABASE_URL/REDIS_URL are set,
+# served by one process (the stand-ins are per process). A real deployment (both set) runs one
+# web process per core (WEB_WORKERS overrides), their Prometheus metrics aggregated through
+# prometheus_client's multiprocess mode in PROMETHEUS_MULTIPROC_DIR (emptied at start).
+WEB_WORKERS ?= $(if $(and $(DATABASE_URL),$(REDIS_URL)),$(shell nproc 2>/dev/null || echo 1),1)
+PROMETHEUS_MULTIPROC_DIR ?= $(CURDIR)/var/prometheus
 serve: migrate
 	DEMO_UPSTREAM=1 $(BIN)/python manage.py demo_setup --port $(PORT)
+	rm -rf "$(PROMETHEUS_MULTIPROC_DIR)" && mkdir -p "$(PROMETHEUS_MULTIPROC_DIR)"
+	$(if $(filter-out 1,$(WEB_WORKERS)),PROMETHEUS_MULTIPROC_DIR="$(PROMETHEUS_MULTIPROC_DIR)") \
 	DEMO_UPSTREAM=1 $(BIN)/uvicorn apps.platform.asgi:application --host $(HOST) --port $(PORT) \
-		--loop uvloop --http httptools --no-access-log
+		--loop uvloop --http httptools --no-access-log --workers $(WEB_WORKERS)
 
 # One node: the worker runs the beat schedule too (-B), so `make worker` alone ingests the
 # usage stream and builds the reports. With several workers, run exactly one `make beat`

@@ -7,10 +7,10 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
-    Gauge,
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 from apps.core.redis import sync_client
 
@@ -56,6 +56,28 @@ def readyz(request: HttpRequest) -> JsonResponse:
     )
 
 
+class _PipelineGauges:
+    """The metering pipeline's state, read from Redis at each scrape: reported as read,
+    never stored in a process's metric values (which multiprocess mode would aggregate
+    again, per process)."""
+
+    def __init__(self, state: dict) -> None:
+        self.state = state
+
+    def collect(self):
+        for name, help_text, key in (
+            ("tollgate_ledger_stream_length", "Usage events waiting in the stream.", "length"),
+            ("tollgate_ledger_pending", "Events read but not yet acknowledged.", "pending"),
+            (
+                "tollgate_ledger_lag_seconds",
+                "Age of the oldest event not yet ingested.",
+                "lag_seconds",
+            ),
+        ):
+            if self.state[key] is not None:
+                yield GaugeMetricFamily(name, help_text, value=self.state[key])
+
+
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus exposition: the process's (or, in multiprocess mode, all processes')
     gateway metrics plus the metering pipeline's state read from Redis."""
@@ -68,17 +90,6 @@ def metrics(request: HttpRequest) -> HttpResponse:
         registry = REGISTRY
     body = generate_latest(registry)
     pipeline = CollectorRegistry()
-    state = ledger_pipeline_state()
-    for name, help_text, value in (
-        ("tollgate_ledger_stream_length", "Usage events waiting in the stream.", state["length"]),
-        ("tollgate_ledger_pending", "Events read but not yet acknowledged.", state["pending"]),
-        (
-            "tollgate_ledger_lag_seconds",
-            "Age of the oldest event not yet ingested.",
-            state["lag_seconds"],
-        ),
-    ):
-        if value is not None:
-            Gauge(name, help_text, registry=pipeline).set(value)
+    pipeline.register(_PipelineGauges(ledger_pipeline_state()))
     body += generate_latest(pipeline)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
