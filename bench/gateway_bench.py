@@ -43,9 +43,39 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"port {port} did not open")
 
 
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    """CPU of the server process and every process under it (its web workers)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))):
+            parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        if fields := _stat(current):
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        todo.extend(parents.get(current, ()))
+    return total / TICKS
+
+
+SERVERS = {
+    "uvicorn": lambda port, workers: [
+        str(BIN / "uvicorn"), "apps.platform.asgi:application", "--port", str(port),
+        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+        "--workers", str(workers),
+    ],
+    "granian": lambda port, workers: [
+        str(BIN / "granian"), "--interface", "asgi", "--loop", "uvloop", "--port", str(port),
+        "--workers", str(workers), "--log-level", "warning", "apps.platform.asgi:application",
+    ],
+}  # fmt: skip
 
 
 def ensure_database(url: str) -> None:
@@ -204,6 +234,10 @@ def main() -> None:
         help="the bench tenant is prepaid: its balance instead of the budgets",
     )
     parser.add_argument("--profile", help="py-spy collapsed stacks of the gateway to this file")
+    parser.add_argument(
+        "--server", choices=sorted(SERVERS), default="uvicorn", help="granian: pip install granian"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="web processes")
     args = parser.parse_args()
 
     env = {
@@ -235,19 +269,7 @@ def main() -> None:
         gateway = subprocess.Popen(
             [*server_cmd.split(), str(gateway_port)]
             if server_cmd
-            else [
-                str(BIN / "uvicorn"),
-                "apps.platform.asgi:application",
-                "--port",
-                str(gateway_port),
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
+            else SERVERS[args.server](gateway_port, args.workers),
             cwd=ROOT,
             env=env,
         )
@@ -263,7 +285,7 @@ def main() -> None:
         load(url, secret, scenarios["non-stream"], 2, args.connections)  # warm up
         print(
             f"load generator: {'wrk' if use_wrk else 'python'}; {args.connections} connections; "
-            f"{args.seconds}s per scenario; one gateway process"
+            f"{args.seconds}s per scenario; {args.server}, {args.workers} web process(es)"
         )
         print(
             f"{'scenario':<12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU ms/req':>12}{'non-2xx':>9}"
