@@ -51,7 +51,7 @@ HALF_OPEN = "half_open"
 STATE_VALUES = {CLOSED: 0, OPEN: 1, HALF_OPEN: 2}
 
 # KEYS: hash, set. ARGV: deployment id, now ms, failures to open, cool-down ms, rest ms
-# (a 429: open for that long without counting; 0 otherwise).
+# (a 429: open for that long without counting; 0 otherwise), hash TTL ms, its label.
 # Returns {transition (0 none, 1 opened, 2 re-opened), fails, until ms, state}.
 _FAILURE = """
 local now = tonumber(ARGV[2])
@@ -76,7 +76,8 @@ else
     untl = now + tonumber(ARGV[4])
   end
 end
-redis.call('HSET', KEYS[1], 'state', state, 'fails', fails, 'until', untl, 'probe', 0)
+redis.call('HSET', KEYS[1], 'state', state, 'fails', fails, 'until', untl, 'probe', 0,
+  'label', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('SADD', KEYS[2], ARGV[1])
 return {transition, fails, tostring(untl), state}
@@ -118,6 +119,7 @@ class BreakerView:
     fails: int
     until: float
     probe: float = 0.0
+    label: str = ""
 
 
 def rest_seconds(headers) -> float:
@@ -209,6 +211,7 @@ class DeploymentHealth:
                     int(deployment.breaker_cooldown_s * 1000),
                     int(rest_s * 1000),
                     HASH_TTL_MS,
+                    deployment.label,
                 ],
             )
         except (redis.RedisError, OSError) as exc:
@@ -279,12 +282,9 @@ class DeploymentHealth:
                 if not row:
                     stale.append(deployment_id)  # expired: no longer a breaker with state
                     continue
-                view[deployment_id] = BreakerView(
-                    state=row.get(b"state", b"closed").decode(),
-                    fails=int(row.get(b"fails", 0)),
-                    until=float(row.get(b"until", 0)) / 1000,
-                    probe=float(row.get(b"probe", 0)) / 1000,
-                )
+                view[deployment_id] = _breaker_view(row)
+                if b"label" in row:
+                    self._labels[deployment_id] = row[b"label"].decode()
             if stale:
                 await self._redis.srem(BREAKERS_KEY, *stale)
         for deployment_id in self._view.keys() - view.keys():
@@ -319,10 +319,15 @@ def breakers_read(client: redis.Redis) -> dict[int, BreakerView]:
     found = {}
     for deployment_id, row in zip(ids, pipe.execute(), strict=True):
         if row:
-            found[deployment_id] = BreakerView(
-                state=row.get(b"state", b"closed").decode(),
-                fails=int(row.get(b"fails", 0)),
-                until=float(row.get(b"until", 0)) / 1000,
-                probe=float(row.get(b"probe", 0)) / 1000,
-            )
+            found[deployment_id] = _breaker_view(row)
     return found
+
+
+def _breaker_view(row: dict[bytes, bytes]) -> BreakerView:
+    return BreakerView(
+        state=row.get(b"state", b"closed").decode(),
+        fails=int(row.get(b"fails", 0)),
+        until=float(row.get(b"until", 0)) / 1000,
+        probe=float(row.get(b"probe", 0)) / 1000,
+        label=row.get(b"label", b"").decode(),
+    )
