@@ -227,12 +227,18 @@ class DeploymentHealth:
                     deployment.label,
                     rest_s,
                 )
+            elif transition == 2:
+                log.warning(
+                    "breaker of deployment %s re-opened: the probe failed (%s); cool-down %.1f s",
+                    deployment.label,
+                    reason,
+                    deployment.breaker_cooldown_s,
+                )
             else:
                 log.warning(
-                    "breaker of deployment %s %s after %d consecutive failures (last: %s); "
+                    "breaker of deployment %s opened after %d consecutive failures (last: %s); "
                     "cool-down %.1f s",
                     deployment.label,
-                    "re-opened" if transition == 2 else "opened",
                     int(fails),
                     reason,
                     deployment.breaker_cooldown_s,
