@@ -181,7 +181,8 @@ async def open_upstream(
     last_deployment: DeploymentInfo | None = None
     reason = "unavailable"
     attempts = list(deployments[: settings.GATEWAY_MAX_ATTEMPTS])
-    deadline = time.monotonic() + max(d.timeout_s for d in attempts)
+    longest = attempts[0].timeout_s if len(attempts) == 1 else max(d.timeout_s for d in attempts)
+    deadline = time.monotonic() + longest
     retried_stale: set[int] = set()
     position = 0
     retries = 0
@@ -190,7 +191,7 @@ async def open_upstream(
         deployment = attempts[position]
         stale_retry = position > 0 and attempts[position - 1] is deployment
         position += 1
-        if health is not None and not stale_retry:
+        if health is not None and not stale_retry and not health.quiet():
             verdict = health.skips(deployment, time.time())
             if verdict or (verdict is None and not await health.claim(deployment)):
                 continue  # resting, or another request probes it
