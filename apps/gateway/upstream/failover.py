@@ -195,11 +195,11 @@ async def open_upstream(
             verdict = health.skips(deployment, time.time())
             if verdict or (verdict is None and not await health.claim(deployment)):
                 continue  # resting, or another request probes it
-        tried = True
-        if position > 1 and not stale_retry:
+        if tried and not stale_retry:
             retries += 1
             if (pause := _backoff_s(retries, deadline)) > 0:
                 await asyncio.sleep(pause)
+        tried = True
         if time.monotonic() >= deadline:
             reason = "timeout"
             break
