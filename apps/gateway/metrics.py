@@ -43,7 +43,7 @@ BREAKER_STATE = Gauge(
     "tollgate_deployment_breaker_state",
     "The deployment's circuit breaker as this process sees it: 0 closed, 1 open, 2 half-open.",
     ["deployment"],
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 DEPLOYMENT_FAILURES = Counter(
     "tollgate_deployment_failures_total",
