@@ -379,6 +379,26 @@ class TenantUpdateSerializer(TenantWriteSerializer):
 # Staff: catalog ----------------------------------------------------------------------------
 
 
+class BreakerSerializer(StrictSerializer):
+    """A backend's circuit breaker, as config-as-code writes it: ``breaker: {failures,
+    cooldown_s}``."""
+
+    failures = serializers.IntegerField(
+        source="breaker_failures",
+        min_value=1,
+        max_value=1000,
+        required=False,
+        help_text="Consecutive failures (connect errors, timeouts, 5xx) that open the breaker",
+    )
+    cooldown_s = FiniteFloatField(
+        source="breaker_cooldown_s",
+        min_value=0.1,
+        max_value=3600,
+        required=False,
+        help_text="Seconds an open breaker rests the backend before one probe request",
+    )
+
+
 class BackendSerializer(StrictSerializer):
     id = serializers.IntegerField(read_only=True)
     name = serializers.RegexField(SLUG, max_length=64)
@@ -394,6 +414,15 @@ class BackendSerializer(StrictSerializer):
     has_credential = serializers.SerializerMethodField()
     timeout_s = FiniteFloatField(min_value=0.001, max_value=3600, required=False)
     connect_timeout_s = FiniteFloatField(min_value=0.001, max_value=600, required=False)
+    first_byte_timeout_s = FiniteFloatField(
+        min_value=0.001,
+        max_value=3600,
+        required=False,
+        allow_null=True,
+        help_text="Seconds to the first byte (a stream's first chunk) before the next "
+        "deployment is tried; null: only timeout_s, the overall deadline",
+    )
+    breaker = BreakerSerializer(source="*", required=False)
     extra_headers = serializers.DictField(
         child=serializers.CharField(max_length=2000, allow_blank=True), required=False
     )

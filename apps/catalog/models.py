@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from apps.catalog.crypto import credential_decrypt, credential_encrypt
@@ -13,6 +14,9 @@ BACKEND_SETTINGS = (
     "base_url",
     "timeout_s",
     "connect_timeout_s",
+    "first_byte_timeout_s",
+    "breaker_failures",
+    "breaker_cooldown_s",
     "extra_headers",
     "reports_stop_sequence",
     "byok_allowed",
@@ -30,6 +34,28 @@ class Backend(models.Model):
     credential_encrypted = models.TextField(blank=True, default="")
     timeout_s = models.FloatField(default=60.0)
     connect_timeout_s = models.FloatField(default=5.0)
+    # Resilience (apps/gateway/upstream/health.py): a request that gets nothing back
+    # (no headers, no first stream chunk) within first_byte_timeout_s goes to the next
+    # deployment; breaker_failures consecutive failures rest it for breaker_cooldown_s.
+    first_byte_timeout_s = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.001), MaxValueValidator(3600)],
+        help_text="Seconds to the first byte (a stream's first chunk) before the next "
+        "deployment is tried; empty: only the overall timeout",
+    )
+    breaker_failures = models.PositiveIntegerField(
+        default=3,
+        db_default=3,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Consecutive failures (connect errors, timeouts, 5xx) that open the breaker",
+    )
+    breaker_cooldown_s = models.FloatField(
+        default=30.0,
+        db_default=30.0,
+        validators=[MinValueValidator(0.1), MaxValueValidator(3600)],
+        help_text="Seconds an open breaker rests the backend before one probe request",
+    )
     extra_headers = models.JSONField(default=dict, blank=True)
     # Whether the server names the stop string it stopped on (vLLM's choices[].stop_reason).
     # Servers that do not (llama.cpp, Ollama, …) are not sent the client's stop strings

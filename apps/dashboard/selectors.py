@@ -321,9 +321,35 @@ def _deployment_stats(since: datetime) -> dict[str, dict[str, Any]]:
     return stats
 
 
+def _breakers() -> dict[int, dict[str, Any]] | None:
+    """Each deployment's circuit breaker as Redis holds it now (absent: closed, no
+    failures); None when Redis does not answer."""
+    import redis
+
+    from apps.core.redis import sync_client
+    from apps.gateway.upstream.health import breakers_read
+
+    try:
+        views = breakers_read(sync_client())
+    except (redis.RedisError, OSError):
+        return None
+    now = datetime.now(UTC).timestamp()
+    return {
+        deployment_id: {
+            "state": view.state.replace("_", "-"),
+            "fails": view.fails,
+            "reopens_in_s": max(view.until - now, 0.0) if view.state == "open" else None,
+        }
+        for deployment_id, view in views.items()
+    }
+
+
 def staff_backends(*, window: timedelta = timedelta(hours=1)) -> list[dict[str, Any]]:
-    """Backends with their deployments and each deployment's health over ``window``."""
+    """Backends with their deployments, each deployment's health over ``window`` and its
+    breaker now (``breaker`` None: Redis did not answer)."""
     stats = _deployment_stats(timezone.now() - window)
+    breakers = _breakers()
+    closed = {"state": "closed", "fails": 0, "reopens_in_s": None}
     result = []
     for backend in Backend.objects.order_by("name").prefetch_related("deployments__model"):
         deployments = []
@@ -333,7 +359,8 @@ def staff_backends(*, window: timedelta = timedelta(hours=1)) -> list[dict[str, 
             health = stats.get(label, {})
             totals["requests"] += health.get("requests", 0)
             totals["errors"] += health.get("errors", 0)
-            deployments.append({"deployment": deployment, "health": health})
+            breaker = None if breakers is None else breakers.get(deployment.id, closed)
+            deployments.append({"deployment": deployment, "health": health, "breaker": breaker})
         requests = totals["requests"]
         result.append(
             {

@@ -126,6 +126,12 @@ class DeploymentInfo:
     timeout_s: float
     connect_timeout_s: float
     reports_stop_sequence: bool = False
+    # Deadlines and breaker (apps/gateway/upstream/health.py): nothing back within
+    # first_byte_timeout_s (None: only timeout_s) moves on to the next deployment;
+    # breaker_failures consecutive failures rest it for breaker_cooldown_s.
+    first_byte_timeout_s: float | None = None
+    breaker_failures: int = 3
+    breaker_cooldown_s: float = 30.0
     # Its backend accepts a caller's own upstream key (BYOK); ``extra_headers`` are the
     # backend's own headers, to build that call's headers from.
     byok_allowed: bool = False
@@ -219,6 +225,9 @@ def _load_catalog() -> Catalog:
                 weight=d.weight,
                 timeout_s=d.backend.timeout_s,
                 connect_timeout_s=d.backend.connect_timeout_s,
+                first_byte_timeout_s=d.backend.first_byte_timeout_s,
+                breaker_failures=d.backend.breaker_failures,
+                breaker_cooldown_s=d.backend.breaker_cooldown_s,
                 reports_stop_sequence=d.backend.reports_stop_sequence,
                 byok_allowed=d.backend.byok_allowed,
                 extra_headers=_extra_headers(d.backend) if d.backend.byok_allowed else {},

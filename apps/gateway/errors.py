@@ -362,6 +362,23 @@ class UpstreamTimeout(_UpstreamError):
         super().__init__("The upstream did not answer in time.")
 
 
+class UpstreamResting(_UpstreamError):
+    """Every deployment of the model has its breaker open (failing, or resting after a
+    429): nothing was sent; ``retry_after_s`` until the soonest may be tried again."""
+
+    # 503 on both routes (not Anthropic's 529 for an overloaded upstream): nothing was
+    # tried, the gateway itself holds the request back; SDKs retry it after retry-after.
+    status = 503
+    code = "upstream_resting"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            "Every upstream of this model is failing or resting; the request was not sent. "
+            f"Retry in {retry_after_s} s."
+        )
+        self.headers = ((b"retry-after", str(retry_after_s).encode()),)
+
+
 class UpstreamRateLimited(_UpstreamError):
     status = 429
     error_type = "requests"

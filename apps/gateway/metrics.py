@@ -4,7 +4,9 @@ With several web processes set PROMETHEUS_MULTIPROC_DIR (prometheus_client's
 multiprocess mode) so /metrics aggregates them all.
 """
 
-from prometheus_client import Counter, Histogram
+from typing import NamedTuple
+
+from prometheus_client import Counter, Gauge, Histogram
 
 from apps.ledger.events import UsageEvent
 
@@ -36,6 +38,74 @@ UPSTREAM_ERRORS = Counter(
 LIMIT_REFUSALS = Counter(
     "tollgate_limit_refusals_total", "Requests refused by a limit.", ["reason", "scope"]
 )
+# Per deployment (its label, backend/upstream model): the breaker (apps/gateway/upstream/health.py).
+BREAKER_STATE = Gauge(
+    "tollgate_deployment_breaker_state",
+    "The deployment's circuit breaker as this process sees it: 0 closed, 1 open, 2 half-open.",
+    ["deployment"],
+    multiprocess_mode="livemax",
+)
+DEPLOYMENT_FAILURES = Counter(
+    "tollgate_deployment_failures_total",
+    "Failures counted against the deployment's breaker, by reason.",
+    ["deployment", "reason"],
+)
+BREAKER_TRANSITIONS = Counter(
+    "tollgate_deployment_breaker_transitions_total",
+    "Breaker transitions this process made, by the state entered.",
+    ["deployment", "to"],
+)
+DEPLOYMENT_TTFT = Histogram(
+    "tollgate_deployment_time_to_first_byte_seconds",
+    "Time from sending the request to the deployment's first byte (a stream's first chunk, "
+    "a non-stream's headers).",
+    ["deployment"],
+    buckets=LATENCY_BUCKETS,
+)
+
+
+class _Partial:
+    """A labelled metric with its first label (the deployment) given."""
+
+    __slots__ = ("_metric", "_first", "_children")
+
+    def __init__(self, metric, first: str) -> None:
+        self._metric = metric
+        self._first = first
+        self._children: dict[str, object] = {}
+
+    def labels(self, second: str):
+        child = self._children.get(second)
+        if child is None:
+            child = self._children[second] = self._metric.labels(self._first, second)
+        return child
+
+
+class BreakerSeries(NamedTuple):
+    state: Gauge
+    failures: _Partial  # .labels(reason)
+    transitions: _Partial  # .labels(to)
+    ttft: Histogram
+
+
+_breaker_children: dict[str, BreakerSeries] = {}
+
+
+def breaker_series(deployment: str) -> BreakerSeries:
+    """The series of one deployment (its label), looked up once."""
+    series = _breaker_children.get(deployment)
+    if series is None:
+        if len(_breaker_children) > 10_000:
+            _breaker_children.clear()
+        series = _breaker_children[deployment] = BreakerSeries(
+            BREAKER_STATE.labels(deployment),
+            _Partial(DEPLOYMENT_FAILURES, deployment),
+            _Partial(BREAKER_TRANSITIONS, deployment),
+            DEPLOYMENT_TTFT.labels(deployment),
+        )
+    return series
+
+
 # Finer around 1 (an estimate near right), coarser out to 4 (prose that tokenizes
 # densely, code and JSON, chat templates around short prompts); past it: +Inf.
 RATIO_BUCKETS = (0.25, 0.33, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)

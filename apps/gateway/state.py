@@ -18,6 +18,7 @@ from apps.core.redis import (
 from apps.gateway.caches import CatalogCache, KeyCache
 from apps.gateway.estimates import PromptEstimates
 from apps.gateway.upstream.client import UpstreamClient
+from apps.gateway.upstream.health import DeploymentHealth
 from apps.ledger.spool import spool_replay_forever
 from apps.limits.limiter import Limiter
 from apps.moderation.remote import RemoteModerationClient
@@ -31,6 +32,7 @@ class GatewayState:
         self.keys = KeyCache(settings.GATEWAY_KEY_CACHE_TTL_S)
         self.catalog = CatalogCache(settings.GATEWAY_KEY_CACHE_TTL_S)
         self.upstream = UpstreamClient(settings.GATEWAY_UPSTREAM_POOL_SIZE)
+        self.health = DeploymentHealth(self.redis)
         self.fast_redis = None if is_embedded() else FastRedis(settings.REDIS_URL)
         self.limiter = Limiter(self.redis, settings.LEDGER_STREAM, self.fast_redis)
         self.estimates = PromptEstimates(
@@ -48,6 +50,7 @@ class GatewayState:
 
     def start(self) -> None:
         self._background.append(asyncio.create_task(self._listen_invalidations()))
+        self._background.append(asyncio.create_task(self.health.refresh_forever()))
         self._background.append(
             asyncio.create_task(spool_replay_forever(self.redis, settings.LEDGER_STREAM))
         )

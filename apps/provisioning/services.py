@@ -241,6 +241,39 @@ def _apply_grants(tenant: Tenant, doc: _Doc, result: ApplyResult) -> None:
             result.changes.append(f"grant {tenant.name}/{ref} of {amount} credited")
 
 
+# A backend's deadlines (seconds): field → (default, least, most); first_byte_timeout_s
+# absent = none (only timeout_s, the overall deadline).
+BACKEND_DEADLINES = {
+    "timeout_s": (60.0, 0.001, 3600.0),
+    "connect_timeout_s": (5.0, 0.001, 600.0),
+    "first_byte_timeout_s": (None, 0.001, 3600.0),
+}
+
+
+def _backend_deadlines(doc: _Doc) -> dict[str, float | None]:
+    values = {}
+    for name, (default, least, most) in BACKEND_DEADLINES.items():
+        value = doc.number(name, default)
+        if value is not None and not least <= value <= most:
+            raise ConfigError(doc.sub(name), f"must be between {least:g} and {most:g} seconds")
+        values[name] = value
+    return values
+
+
+def _backend_breaker(doc: _Doc) -> dict[str, float | int]:
+    """breaker: {failures: 3, cooldown_s: 30}: consecutive failures that open it, and
+    the seconds it rests the backend before one probe; absent = those defaults."""
+    breaker = _Doc(doc.mapping("breaker"), doc.sub("breaker"))
+    breaker.check_keys({"failures", "cooldown_s"})
+    failures = breaker.number("failures", 3, integer=True)
+    if not 1 <= failures <= 1000:
+        raise ConfigError(breaker.sub("failures"), "must be between 1 and 1000")
+    cooldown = breaker.number("cooldown_s", 30.0)
+    if not 0.1 <= cooldown <= 3600:
+        raise ConfigError(breaker.sub("cooldown_s"), "must be between 0.1 and 3600 seconds")
+    return {"breaker_failures": failures, "breaker_cooldown_s": cooldown}
+
+
 def _apply_backends(items: list, result: ApplyResult) -> dict[str, Backend]:
     backends = {b.name: b for b in Backend.objects.all()}
     for i, raw in enumerate(items):
@@ -253,6 +286,8 @@ def _apply_backends(items: list, result: ApplyResult) -> dict[str, Backend]:
                 "api_key",
                 "timeout_s",
                 "connect_timeout_s",
+                "first_byte_timeout_s",
+                "breaker",
                 "extra_headers",
                 "reports_stop_sequence",
                 "byok",
@@ -270,8 +305,8 @@ def _apply_backends(items: list, result: ApplyResult) -> dict[str, Backend]:
         values = {
             "kind": kind,
             "base_url": base_url.rstrip("/"),
-            "timeout_s": doc.number("timeout_s", 60.0),
-            "connect_timeout_s": doc.number("connect_timeout_s", 5.0),
+            **_backend_deadlines(doc),
+            **_backend_breaker(doc),
             "extra_headers": {str(k): str(v) for k, v in headers.items()},
             "reports_stop_sequence": doc.flag("reports_stop_sequence", False),
             "byok_allowed": doc.flag("byok", False),

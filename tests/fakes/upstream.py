@@ -8,6 +8,9 @@ Behaviour is steered by directives in the user/system messages:
   chunks), "#mid_error" ("#mid_error=leak": its message carries secrets), "#no_usage",
   "#hang", "#unterminated_end" (the finish_reason event without its blank line, then the
   close);
+- "#silent" (a stream's headers, then nothing), "#retry_after=N" (with "#status=429": a
+  retry-after header), "#for=MODEL" (the message's directives apply only to requests for
+  that upstream model: one message steers one deployment);
 - "#say=i_will_kill_you" (the answer's words: the underscores are spaces; after the
   "#chunks" words when both are given) and "#sayrev=uoy_llik" (the same, written reversed
   so the prompt itself reads as nothing);
@@ -64,13 +67,20 @@ def _text_of(content) -> str:
     return ""
 
 
+def _scoped(text: str, model: object) -> dict[str, str]:
+    """A message's directives; none when it says "#for=MODEL" and the request is for
+    another (upstream) model, so one message steers one deployment only."""
+    found = {k: v or "1" for k, v in DIRECTIVE.findall(text)}
+    if "for" in found and found.pop("for") != model:
+        return {}
+    return found
+
+
 def _directives(body: dict) -> dict[str, str]:
     found: dict[str, str] = {}
     for message in body.get("messages") or []:
         if isinstance(message, dict) and message.get("role") in ("user", "system"):
-            found.update(
-                {k: v or "1" for k, v in DIRECTIVE.findall(_text_of(message.get("content")))}
-            )
+            found.update(_scoped(_text_of(message.get("content")), body.get("model")))
     return found
 
 
@@ -251,6 +261,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
             return failure
         if "status" in directives:
             status = int(directives["status"])
+            retry_after = directives.get("retry_after")
             return web.json_response(
                 {
                     "error": {
@@ -260,6 +271,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
                     }
                 },
                 status=status,
+                headers={"retry-after": retry_after} if retry_after else None,
             )
         if "hang" in directives:
             await asyncio.sleep(3600)
@@ -350,6 +362,8 @@ async def _stream(request, body, directives, words, tool_calls, finished, usage,
     delay = int(directives.get("delay_ms", "0")) / 1000
     cut = int(directives["cut"]) if "cut" in directives else None
     n = body.get("n") or 1
+    if "silent" in directives:
+        await asyncio.sleep(3600)  # headers sent, then nothing: a stuck server
 
     def event(choices, **extra) -> bytes:
         chunk = {**base, "choices": choices, **extra}
@@ -494,7 +508,7 @@ def _anthropic_directives(body: dict) -> dict[str, str]:
     ]
     found: dict[str, str] = {}
     for text in texts:
-        found.update({k: v or "1" for k, v in DIRECTIVE.findall(text)})
+        found.update(_scoped(text, body.get("model")))
     return found
 
 

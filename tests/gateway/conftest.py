@@ -25,6 +25,20 @@ def inprocess_gateway(seed, settings) -> Iterator[InProcessGateway]:
     gateway.close()
 
 
+def forget_breakers() -> None:
+    """Close every deployment's breaker (apps/gateway/upstream/health.py): the failures an
+    earlier test made a deployment of the shared seed fail are not this test's."""
+    import redis
+    from django.conf import settings
+
+    from apps.gateway.upstream.health import BREAKERS_KEY, KEY_PREFIX
+
+    connection = redis.Redis.from_url(settings.REDIS_URL)
+    for member in connection.smembers(BREAKERS_KEY):
+        connection.delete(KEY_PREFIX + member.decode())
+    connection.delete(BREAKERS_KEY)
+
+
 @pytest.fixture(scope="module")
 def scripted_seed(django_db_setup, django_db_blocker, redis_url) -> Iterator[Seed]:
     """The usual seed (tests/conftest.py) and a claude-failover model, its backends
@@ -68,6 +82,7 @@ def scripted_gateway(
     gateways: list[InProcessGateway] = []
 
     def make(handler: Handler) -> InProcessGateway:
+        forget_breakers()  # the seed outlives a test: so would its breakers
         gateways.append(InProcessGateway(ScriptedUpstream(handler), usage_stream=USAGE_STREAM))
         return gateways[-1]
 

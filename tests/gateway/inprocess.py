@@ -85,6 +85,7 @@ class ScriptedResponse:
         self.headers = CIMultiDictProxy(CIMultiDict(headers))
         self.closed = False
         self.chunks_read = 0
+        self.first_byte_s = 0.0
         self._closing = asyncio.Event()
 
     def _pieces(self) -> list[bytes]:
@@ -168,6 +169,7 @@ class ScriptedUpstream:
         *,
         stream: bool,
         extra_headers: dict[str, str] | None = None,
+        deadline: float | None = None,
     ) -> ScriptedResponse:
         await asyncio.sleep(0)
         call = UpstreamCall(deployment, path, orjson.loads(body), stream, extra_headers)

@@ -81,6 +81,7 @@ def _open_upstream(
         ),
         stream=stream,
         on_deployment=call.record_deployment,
+        health=call.state.health,
     )
 
 

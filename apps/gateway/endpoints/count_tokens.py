@@ -86,6 +86,7 @@ async def _ask_json(call: MeteredCall, model: ModelInfo, deployments, path: str,
         lambda d: rewrite_model(body, d.upstream_model),
         stream=False,
         on_deployment=call.record_deployment,
+        health=call.state.health,
         native_headers=native_headers(call),
     ) as (response, _deployment):
         return loads_or_none(await read_upstream(response))

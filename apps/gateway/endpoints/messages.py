@@ -144,6 +144,7 @@ async def create_message(call: MeteredCall) -> None:
         request.build,
         stream=stream,
         on_deployment=call.record_deployment,
+        health=call.state.health,
         native_headers=native_headers(call),
     ) as (response, deployment):
         native = deployment.speaks == ANTHROPIC

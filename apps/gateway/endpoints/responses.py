@@ -77,6 +77,7 @@ def _chat_upstream(call: MeteredCall, model: ModelInfo, chat: dict, *, stream: b
         lambda d: rewrite_model(chat, d.upstream_model),
         stream=stream,
         on_deployment=call.record_deployment,
+        health=call.state.health,
     )
 
 

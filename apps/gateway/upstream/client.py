@@ -8,6 +8,8 @@ aiohttp's exceptions are mapped here, once, into the transport errors below; wha
 above sees an ``UpstreamResponse`` (status, headers, ``read()``, its chunks, ``close()``).
 """
 
+import asyncio
+import time
 from collections.abc import Mapping
 
 import aiohttp
@@ -43,6 +45,13 @@ class ReadTimeout(TransportError):
     label = "timeout"
 
 
+class FirstByteTimeout(TransportError):
+    """Sent, but nothing came back (no headers, or a stream's first chunk) within the
+    deployment's first-byte deadline: abandoned, nothing has reached the client."""
+
+    label = "first_byte_timeout"
+
+
 class ReadError(TransportError):
     """The answer broke off while its body was read (or timed out between chunks)."""
 
@@ -53,19 +62,34 @@ class UpstreamResponse:
     """An upstream's answer, headers received. ``async for chunk in response.chunks()``
     yields the body's bytes as they come (raising ReadError when it breaks off)."""
 
-    __slots__ = ("_response", "_readany", "status", "headers")
+    __slots__ = ("_response", "_readany", "_first", "status", "headers", "first_byte_s")
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self._readany = response.content.readany
+        self._first: bytes | None = None  # the peeked first chunk, replayed first
         self.status: int = response.status
         self.headers: Mapping[str, str] = response.headers
+        # Seconds from sending the request to its first byte (the first chunk of a
+        # stream, the headers of anything else).
+        self.first_byte_s: float = 0.0
+
+    async def _peek(self) -> None:
+        """Read the body's first chunk now (a stream's first byte), to replay it."""
+        try:
+            self._first = await self._readany()
+        except TimeoutError as exc:  # sock_read: timeout_s without a byte
+            raise ReadTimeout(str(exc)) from exc
+        except aiohttp.ClientError as exc:
+            raise ReadError(str(exc)) from exc
 
     async def read(self) -> bytes:
         try:
-            return await self._response.read()
+            rest = await self._response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ReadError(str(exc)) from exc
+        first, self._first = self._first, None
+        return first + rest if first else rest
 
     def chunks(self) -> "UpstreamResponse":
         return self
@@ -74,6 +98,11 @@ class UpstreamResponse:
         return self
 
     async def __anext__(self) -> bytes:
+        if self._first is not None:
+            first, self._first = self._first, None
+            if first:
+                return first
+            raise StopAsyncIteration
         # What aiohttp's own iter_any() does, with its exceptions mapped.
         try:
             data = await self._readany()
@@ -115,28 +144,54 @@ class UpstreamClient:
         *,
         stream: bool,
         extra_headers: dict[str, str] | None = None,
+        deadline: float | None = None,
     ) -> UpstreamResponse:
-        """POST ``body``; the answer once its headers arrived (close() it after use)."""
+        """POST ``body``; the answer once its first byte arrived (close() it after use).
+
+        ``deadline`` (``time.monotonic()`` seconds): the request's overall deadline, by
+        default the deployment's ``timeout_s`` from now. A 2xx stream's first chunk is read
+        here (then replayed), so that a stream which sends nothing before its
+        ``first_byte_timeout_s`` raises FirstByteTimeout; past the deadline ReadTimeout.
+        After the first byte, a stream may pause up to ``timeout_s`` between chunks.
+        """
         headers = {"Content-Type": "application/json", **deployment.headers}
         if extra_headers:
             headers.update(extra_headers)
+        sent = time.monotonic()
+        budget = deployment.timeout_s if deadline is None else max(deadline - sent, 0.001)
+        first_byte = deployment.first_byte_timeout_s
         if stream:
             timeout = aiohttp.ClientTimeout(
                 total=None, connect=deployment.connect_timeout_s, sock_read=deployment.timeout_s
             )
         else:
-            timeout = aiohttp.ClientTimeout(
-                total=deployment.timeout_s, connect=deployment.connect_timeout_s
-            )
+            timeout = aiohttp.ClientTimeout(total=budget, connect=deployment.connect_timeout_s)
+        # A timer of our own only when aiohttp's do not say it already (an asyncio
+        # timeout costs ~9 µs): a first-byte deadline, or a stream retried late, which
+        # only has what is left of the overall deadline.
+        first_byte_bound = first_byte is not None and first_byte < budget
+        if first_byte_bound:
+            limit: float | None = first_byte
+        elif stream and budget < deployment.timeout_s:
+            limit = budget
+        else:
+            limit = None
+        url = deployment.base_url + path
+        waiting = None
         try:
-            response = await self.session.post(
-                deployment.base_url + path, data=body, headers=headers, timeout=timeout
-            )
+            if limit is None:
+                response = await self._send(url, body, headers, timeout, stream)
+            else:
+                waiting = asyncio.timeout(limit)
+                async with waiting:
+                    response = await self._send(url, body, headers, timeout, stream)
         # Order matters: aiohttp's connect timeout is a TimeoutError, and its connector
         # error a ClientOSError.
         except aiohttp.ConnectionTimeoutError as exc:
             raise ConnectTimeout(str(exc)) from exc
         except TimeoutError as exc:
+            if waiting is not None and waiting.expired() and first_byte_bound:
+                raise FirstByteTimeout(f"nothing within {limit:g} s") from exc
             raise ReadTimeout(str(exc)) from exc
         except aiohttp.ClientConnectorError as exc:
             raise ConnectError(str(exc)) from exc
@@ -144,7 +199,28 @@ class UpstreamClient:
             raise RemoteDisconnected(str(exc)) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise ConnectError(str(exc)) from exc
-        return UpstreamResponse(response)
+        response.first_byte_s = time.monotonic() - sent
+        return response
+
+    async def _send(
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        limits: aiohttp.ClientTimeout,
+        stream: bool,
+    ) -> UpstreamResponse:
+        """The POST, and a 2xx stream's first chunk read (a stream's first byte)."""
+        response = UpstreamResponse(
+            await self.session.post(url, data=body, headers=headers, timeout=limits)
+        )
+        if stream and response.status < 300:
+            try:
+                await response._peek()
+            except BaseException:
+                await response.close()
+                raise
+        return response
 
     async def close(self) -> None:
         if self._session is not None:

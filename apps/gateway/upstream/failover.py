@@ -1,6 +1,10 @@
 """Forwarding to deployments: ordered attempts, retries before the first byte, and the
 mapping of upstream failures to gateway errors."""
 
+import asyncio
+import math
+import random
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
@@ -18,6 +22,7 @@ from apps.gateway.errors import (
     UpstreamRefusedCallerKey,
     UpstreamRefusedGateway,
     UpstreamRefusedRequest,
+    UpstreamResting,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -25,14 +30,21 @@ from apps.gateway.metrics import UPSTREAM_ERRORS
 from apps.gateway.protocol.openai import normalise_upstream_error, scrub_upstream_text
 from apps.gateway.upstream.client import (
     ConnectError,
+    FirstByteTimeout,
+    ReadError,
     ReadTimeout,
     RemoteDisconnected,
     TransportError,
     UpstreamClient,
     UpstreamResponse,
 )
+from apps.gateway.upstream.health import DeploymentHealth, rest_seconds
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
+# Jittered backoff before a retry (full jitter: uniform up to min(cap, base × 2^n)),
+# always inside the request's deadline.
+BACKOFF_BASE_S = 0.02
+BACKOFF_CAP_S = 0.5
 
 
 _CREDENTIAL_HEADER_WORDS = ("auth", "key", "token", "secret")
@@ -110,6 +122,28 @@ def exhausted_error(
     return UpstreamUnavailable(f" (last answer HTTP {status}){said}" if status else ".")
 
 
+def _backoff_s(retry: int, deadline: float) -> float:
+    """The pause before retry number ``retry`` (1, 2, …), never past the deadline."""
+    pause = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (retry - 1)))
+    return min(pause, max(deadline - time.monotonic(), 0.0))
+
+
+def _usable(
+    health: DeploymentHealth | None, deployments: list[DeploymentInfo]
+) -> list[DeploymentInfo]:
+    """``deployments`` without those whose breaker is open (or being probed by another
+    request); one whose cool-down is over stays, for the attempt loop to claim its probe.
+    None usable: UpstreamResting, retry-after the soonest reopening."""
+    if health is None or health.quiet():
+        return deployments
+    now = time.time()
+    usable = [d for d in deployments if health.skips(d, now) is not True]
+    if not usable:
+        reopens = health.reopens_at(deployments) or now
+        raise UpstreamResting(max(1, math.ceil(reopens - now)))
+    return usable
+
+
 @asynccontextmanager
 async def open_upstream(
     client: UpstreamClient,
@@ -120,11 +154,17 @@ async def open_upstream(
     stream: bool,
     on_deployment: Callable[[DeploymentInfo], None] | None = None,
     native_headers: dict[str, str] | None = None,
+    health: DeploymentHealth | None = None,
 ) -> AsyncIterator[tuple[UpstreamResponse, DeploymentInfo]]:
     """Yield the first successful (2xx) upstream response, trying deployments in order.
 
-    Connect errors, 429 and 5xx move on to the next deployment (at most
-    GATEWAY_MAX_ATTEMPTS); nothing has reached the client yet when they do.
+    Connect errors, first-byte timeouts, 429 and 5xx move on to the next deployment (at
+    most GATEWAY_MAX_ATTEMPTS, with jittered backoff, all inside the overall deadline:
+    the longest ``timeout_s`` of the deployments); nothing has reached the client yet
+    when they do. A timeout once the upstream may be working on it does not.
+
+    ``health`` (the breakers): deployments whose breaker is open are skipped, all open is
+    UpstreamResting; failures and successes are recorded there.
 
     ``build_body(deployment)`` returns the request body, or ``(path, body)`` when the
     deployment decides the path too (an Anthropic-native backend takes /messages where
@@ -135,16 +175,34 @@ async def open_upstream(
     deployments = model.deployment_order()
     if not deployments:
         raise NoDeployment(model.name)
+    deployments = _usable(health, deployments)
     last_status: int | None = None
     last_raw = b""
     last_deployment: DeploymentInfo | None = None
     reason = "unavailable"
     attempts = list(deployments[: settings.GATEWAY_MAX_ATTEMPTS])
+    longest = attempts[0].timeout_s if len(attempts) == 1 else max(d.timeout_s for d in attempts)
+    deadline = time.monotonic() + longest
     retried_stale: set[int] = set()
     position = 0
+    retries = 0
+    tried = False
     while position < len(attempts):
         deployment = attempts[position]
+        stale_retry = position > 0 and attempts[position - 1] is deployment
         position += 1
+        if health is not None and not stale_retry and not health.quiet():
+            verdict = health.skips(deployment, time.time())
+            if verdict or (verdict is None and not await health.claim(deployment)):
+                continue  # resting, or another request probes it
+        if tried and not stale_retry:
+            retries += 1
+            if (pause := _backoff_s(retries, deadline)) > 0:
+                await asyncio.sleep(pause)
+        tried = True
+        if time.monotonic() >= deadline:
+            reason = "timeout"
+            break
         if on_deployment is not None:
             on_deployment(deployment)
         payload = build_body(deployment)
@@ -154,22 +212,37 @@ async def open_upstream(
         extra = native_headers if deployment.speaks == ANTHROPIC else None
         try:
             response = await client.post(
-                deployment, target, payload, stream=stream, extra_headers=extra
+                deployment, target, payload, stream=stream, extra_headers=extra, deadline=deadline
             )
         except ReadTimeout:
             reason = "timeout"
             UPSTREAM_ERRORS.labels(deployment.backend, "timeout").inc()
+            if health is not None:
+                await health.failed(deployment, "timeout")
             break  # the upstream may be working on it: do not send the work twice
-        except RemoteDisconnected:
+        except FirstByteTimeout:
+            # Nothing came back, nothing reached the client: the next deployment.
+            reason = "timeout"
+            UPSTREAM_ERRORS.labels(deployment.backend, "first_byte_timeout").inc()
+            if health is not None:
+                await health.failed(deployment, "first_byte_timeout")
+            continue
+        except (RemoteDisconnected, ReadError) as exc:
             reason = "unavailable"
-            UPSTREAM_ERRORS.labels(deployment.backend, "disconnected").inc()
+            UPSTREAM_ERRORS.labels(deployment.backend, exc.label).inc()
             if deployment.id not in retried_stale:
+                # Most often a pooled connection the upstream had just closed: once more,
+                # on a fresh one, before it counts.
                 retried_stale.add(deployment.id)
                 attempts.insert(position, deployment)
+            elif health is not None:
+                await health.failed(deployment, exc.label)
             continue
         except ConnectError as exc:
             reason = "unavailable"
             UPSTREAM_ERRORS.labels(deployment.backend, exc.label).inc()
+            if health is not None:
+                await health.failed(deployment, exc.label)
             continue
         try:
             if response.status >= 300:
@@ -181,10 +254,24 @@ async def open_upstream(
                 if response.status in RETRYABLE_STATUSES:
                     last_status, last_raw, reason = response.status, raw, "status"
                     last_deployment = deployment
+                    if health is not None:
+                        if response.status == 429:
+                            rest = rest_seconds(response.headers)
+                            await health.failed(deployment, "429", rest_s=rest)
+                        else:
+                            await health.failed(deployment, str(response.status))
                     continue
+                if health is not None and health.tracks(deployment):
+                    await health.succeeded(deployment)  # it answers: the client's error
                 raise upstream_error(response.status, raw, deployment)
+            if health is not None:
+                health.observe_first_byte(deployment, response.first_byte_s)
+                if health.tracks(deployment):
+                    await health.succeeded(deployment)
             yield response, deployment
             return
         finally:
             await response.close()
+    if not tried:
+        raise UpstreamResting(1)  # every one left was being probed by another request
     raise exhausted_error(last_status, last_raw, reason, last_deployment)

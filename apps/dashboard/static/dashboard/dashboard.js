@@ -31,6 +31,14 @@
     if (event.target.matches("[data-autosubmit]")) event.target.form.submit();
   });
 
+  // A live page (data-refresh="SECONDS" on any element, e.g. the breakers of the staff
+  // backends page) reloads itself while it is visible.
+  var live = document.querySelector("[data-refresh]");
+  if (live) {
+    var every = Math.max(1, parseInt(live.getAttribute("data-refresh"), 10) || 5) * 1000;
+    setInterval(function () { if (!document.hidden) window.location.reload(); }, every);
+  }
+
   var source = document.getElementById("usage-data");
   if (!source || typeof Chart === "undefined") return;
   var data = JSON.parse(source.textContent);
