@@ -19,6 +19,9 @@ BACKEND_SETTINGS = (
     "enabled",
 )
 
+# A model's lists of other models to serve a request it could not.
+MODEL_FALLBACK_FIELDS = ("fallbacks", "context_window_fallbacks")
+
 
 class Backend(models.Model):
     name = models.SlugField(max_length=64, unique=True)
@@ -85,10 +88,39 @@ class Model(models.Model):
         help_text="The most tokens one answer can have: reserved when a request sets no "
         "max_tokens, and the cap of a larger max_tokens",
     )
+    # Other models' names, tried in order when every deployment of this one failed, or
+    # when an upstream said the prompt is too long for it (one level: a fallback's own
+    # fallbacks are not followed); checked by catalog.services.model_fallbacks_clean.
+    fallbacks = models.JSONField(
+        default=list,
+        blank=True,
+        db_default=[],
+        help_text="Models tried in order when every deployment of this one fails",
+    )
+    context_window_fallbacks = models.JSONField(
+        default=list,
+        blank=True,
+        db_default=[],
+        help_text="Models tried in order when an upstream says the prompt is too long",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from apps.catalog.services import FallbacksInvalid, model_fallbacks_clean
+
+        for name in MODEL_FALLBACK_FIELDS:
+            try:
+                value = model_fallbacks_clean(
+                    model_name=self.name, field=name, value=getattr(self, name)
+                )
+            except FallbacksInvalid as exc:
+                raise ValidationError({name: exc.message}) from None
+            setattr(self, name, value)
 
 
 class Deployment(models.Model):

@@ -157,6 +157,10 @@ class ModelInfo:
     bounds: TokenBounds = DEFAULT_TOKEN_BOUNDS
     # The catalog's price book (every model's rules, every tenant's rate cards).
     prices: PriceBook = EMPTY_PRICE_BOOK
+    # Other models' names, tried when every deployment failed / the prompt is too long
+    # (upstream/fallback.py).
+    fallbacks: tuple[str, ...] = ()
+    context_window_fallbacks: tuple[str, ...] = ()
 
     def deployment_order(self) -> list[DeploymentInfo]:
         """Weighted random order: weight shares the load, the rest are fallbacks."""
@@ -199,6 +203,13 @@ def _extra_headers(backend: Backend) -> dict[str, str]:
     return {str(k): str(v) for k, v in (backend.extra_headers or {}).items()}
 
 
+def _names(value) -> tuple[str, ...]:
+    """A stored name list, tolerant of a row written around its validation."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(name for name in value if isinstance(name, str))
+
+
 def _load_catalog() -> Catalog:
     prices = PriceBook.load()
     by_name: dict[str, ModelInfo] = {}
@@ -238,6 +249,8 @@ def _load_catalog() -> Catalog:
                 max_output=model.max_output_tokens,
             ),
             prices=prices,
+            fallbacks=_names(model.fallbacks),
+            context_window_fallbacks=_names(model.context_window_fallbacks),
         )
         models.append(info)
         by_name[model.name] = info
