@@ -2,7 +2,7 @@
 (plain Python, no Django).
 
 Servers say it in their own words, mostly as a 400 but some as a 413, 422 or even a
-500; the forms recognised (see docs/fallbacks.md):
+500; the forms recognised (README, "Fallback models"):
 
 * OpenAI (and Azure): 400, ``code: "context_length_exceeded"``, "This model's maximum
   context length is 8192 tokens. However, …";
