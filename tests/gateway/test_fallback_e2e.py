@@ -201,6 +201,18 @@ def test_a_stream_is_served_by_the_fallback(gateway, fb, upstream):
     assert streamed_text(raw) == "streamed back"
 
 
+def test_a_streams_header_names_the_model_that_served(gateway, fb, upstream):
+    raw = chat(gateway, fb.secret, "primary", stream=True)
+    assert raw.headers["x-tollgate-model"] == "backup"
+
+
+def test_a_messages_answer_names_the_model_that_served_in_a_header(gateway, fb, upstream):
+    raw = anthropic_client(gateway, fb.secret).messages.with_raw_response.create(
+        model="primary", max_tokens=20, messages=user("hello")
+    )
+    assert raw.headers["x-tollgate-model"] == "backup"
+
+
 def test_a_stream_reaches_only_the_fallbacks_upstream(gateway, fb, upstream):
     chat(gateway, fb.secret, "primary", stream=True)
     assert upstream_models(upstream) == ["fake-backup"]

@@ -22,11 +22,16 @@ def clean_stream(redis_url):
     return client
 
 
+def fallback_event(key: ApiKey):
+    """A request for "primary" that "backup" served."""
+    return replace(event_for(key, "req_fb", requested_model="primary"), model="backup")
+
+
 def test_an_event_served_by_a_fallback_lands_with_the_model_asked_for(seed, clean_stream):
     key = ApiKey.objects.get(name="main")
     append(
         clean_stream,
-        event_for(key, "req_fb", model="backup", requested_model="primary"),
+        fallback_event(key),
     )
     usage_ingest(consumer="t")
     assert UsageRecord.objects.get(request_id="req_fb").requested_model == "primary"
@@ -36,7 +41,7 @@ def test_an_event_served_by_a_fallback_lands_with_the_model_that_served(seed, cl
     key = ApiKey.objects.get(name="main")
     append(
         clean_stream,
-        event_for(key, "req_fb", model="backup", requested_model="primary"),
+        fallback_event(key),
     )
     usage_ingest(consumer="t")
     assert UsageRecord.objects.get(request_id="req_fb").model == "backup"
@@ -58,7 +63,7 @@ def test_the_one_by_one_path_keeps_the_requested_model(seed, clean_stream):
     append(clean_stream, replace(event_for(key, "req_orphan"), api_key_id=10**9))
     append(
         clean_stream,
-        event_for(key, "req_fb", model="backup", requested_model="primary"),
+        fallback_event(key),
     )
     usage_ingest(consumer="t")
     assert UsageRecord.objects.get(request_id="req_fb").requested_model == "primary"
