@@ -73,14 +73,6 @@ def _directives(body: dict) -> dict[str, str]:
             found.update(
                 {k: v or "1" for k, v in DIRECTIVE.findall(_text_of(message.get("content")))}
             )
-    return _for_model(found, body)
-
-
-def _for_model(found: dict[str, str], body: dict) -> dict[str, str]:
-    """With "#fail_model=NAME", the failure directives only for upstream models NAME…."""
-    if "fail_model" in found and not str(body.get("model")).startswith(found["fail_model"]):
-        found.pop("error", None)
-        found.pop("status", None)
     return found
 
 
@@ -180,6 +172,14 @@ def _leaky_message(request: web.Request) -> str:
         f"api_key={received.removeprefix('Bearer ')} and tg-Zx8Qm3LkT0pWc9YvB1nR4sHd6fJa2Ge7uKiO5lX0"
         "; max_tokens must be at most 4096"
     )
+
+
+def _for_model(found: dict[str, str], body: dict) -> dict[str, str]:
+    """With "#fail_model=NAME", the failure directives only for upstream models NAME…."""
+    if "fail_model" in found and not str(body.get("model")).startswith(found["fail_model"]):
+        found.pop("error", None)
+        found.pop("status", None)
+    return found
 
 
 CONTEXT_ERRORS = {
@@ -290,7 +290,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if _llama(request) and (refusal := chat_request_errors(body)) is not None:
         error = {"message": refusal, "type": "internal_server_error", "param": None, "code": None}
         return web.json_response({"error": error}, status=500)
-    directives = _directives(body)
+    directives = _for_model(_directives(body), body)
     STATE["in_flight"] += 1
     STATE["max_in_flight"] = max(STATE["max_in_flight"], STATE["in_flight"])
     try:
@@ -552,7 +552,7 @@ def _anthropic_directives(body: dict) -> dict[str, str]:
     found: dict[str, str] = {}
     for text in texts:
         found.update({k: v or "1" for k, v in DIRECTIVE.findall(text)})
-    return _for_model(found, body)
+    return found
 
 
 def _anthropic_input_tokens(body: dict) -> int:
@@ -640,7 +640,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     _record(request, body)
     if "x-api-key" not in request.headers or "anthropic-version" not in request.headers:
         return _anthropic_error(401, "missing x-api-key or anthropic-version")
-    directives = _anthropic_directives(body)
+    directives = _for_model(_anthropic_directives(body), body)
     STATE["in_flight"] += 1
     STATE["max_in_flight"] = max(STATE["max_in_flight"], STATE["in_flight"])
     try:

@@ -86,9 +86,9 @@ def _open_upstream(
             if translated is None
             else chat_request_builder(body, translated)
         ),
+        on_fallback=call.served_by,
         stream=stream,
         on_deployment=call.record_deployment,
-        on_fallback=call.served_by,
     )
 
 

@@ -150,9 +150,9 @@ async def create_message(call: MeteredCall) -> None:
         call.route,
         "/messages",
         request.build,
+        on_fallback=call.served_by,
         stream=stream,
         on_deployment=call.record_deployment,
-        on_fallback=call.served_by,
         native_headers=native_headers(call),
     ) as (response, deployment):
         native = deployment.speaks == ANTHROPIC

@@ -19,6 +19,7 @@ model name, the protocol its backend speaks), so a fallback's deployments get th
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any
 
 from apps.gateway.caches import Catalog, DeploymentInfo, KeyInfo, ModelInfo
 from apps.gateway.errors import (
@@ -135,36 +136,19 @@ def open_served(
     path: str,
     build_body: Callable[[DeploymentInfo], bytes | tuple[str, bytes]],
     *,
-    stream: bool,
-    on_deployment: Callable[[DeploymentInfo], None] | None = None,
     on_fallback: Callable[[ModelInfo], None] | None = None,
-    native_headers: dict[str, str] | None = None,
+    **options: Any,
 ) -> AbstractAsyncContextManager[Opened]:
-    """``open_upstream`` for ``model``, then its route's fallbacks (without a route:
-    ``open_upstream`` itself). ``on_fallback(model)`` is told the fallback that
-    answered, before its answer is yielded."""
+    """``open_upstream(client, model, path, build_body, **options)``, then the route's
+    fallbacks with the same options (without a route: ``open_upstream`` itself).
+    ``on_fallback(model)`` is told the fallback that answered, before its answer is
+    yielded."""
     if route is None:
-        return open_upstream(
-            client,
-            model,
-            path,
-            build_body,
-            stream=stream,
-            on_deployment=on_deployment,
-            native_headers=native_headers,
-        )
+        return open_upstream(client, model, path, build_body, **options)
 
     def open_one(stack: AsyncExitStack, candidate: ModelInfo) -> Awaitable[Opened]:
         return stack.enter_async_context(
-            open_upstream(
-                client,
-                candidate,
-                path,
-                build_body,
-                stream=stream,
-                on_deployment=on_deployment,
-                native_headers=native_headers,
-            )
+            open_upstream(client, candidate, path, build_body, **options)
         )
 
     return _open_route(route, open_one, on_fallback)
