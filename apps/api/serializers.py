@@ -19,7 +19,6 @@ from apps.billing.pricing import (
     rule_fields_validate,
 )
 from apps.catalog.models import Backend, Model
-from apps.catalog.services import MAX_FALLBACKS
 from apps.gateway.backends import backend_kind_choices
 from apps.keys.models import ApiKey
 from apps.limits.fields import BudgetPeriod
@@ -451,6 +450,16 @@ class ModelSerializer(StrictSerializer):
     aliases = serializers.ListField(
         child=serializers.RegexField(MODEL_NAME, max_length=128), max_length=50, required=False
     )
+    fallbacks = serializers.ListField(
+        child=serializers.CharField(max_length=128),
+        required=False,
+        help_text="Other models, tried in order when every deployment of this one fails",
+    )
+    context_window_fallbacks = serializers.ListField(
+        child=serializers.CharField(max_length=128),
+        required=False,
+        help_text="Other models, tried in order when an upstream says the prompt is too long",
+    )
     display_name = serializers.CharField(max_length=200, allow_blank=True, required=False)
     enabled = serializers.BooleanField(required=False)
     prompt_allowance_per_request = serializers.IntegerField(
@@ -476,18 +485,6 @@ class ModelSerializer(StrictSerializer):
         max_value=MAX_INT,
         required=False,
         help_text="The most tokens one answer can have (reserved without max_tokens)",
-    )
-    fallbacks = serializers.ListField(
-        child=serializers.CharField(max_length=128),
-        max_length=MAX_FALLBACKS,
-        required=False,
-        help_text="Other models, tried in order when every deployment of this one fails",
-    )
-    context_window_fallbacks = serializers.ListField(
-        child=serializers.CharField(max_length=128),
-        max_length=MAX_FALLBACKS,
-        required=False,
-        help_text="Other models, tried in order when an upstream says the prompt is too long",
     )
     created_at = serializers.DateTimeField(read_only=True)
 

@@ -67,6 +67,21 @@ class Backend(models.Model):
 class Model(models.Model):
     name = models.CharField(max_length=128, unique=True)
     aliases = models.JSONField(default=list, blank=True)
+    # Other models' names, tried in order when every deployment of this one failed, or
+    # when an upstream said the prompt is too long for it (one level: a fallback's own
+    # fallbacks are not followed); checked by catalog.services.model_fallbacks_clean.
+    fallbacks = models.JSONField(
+        default=list,
+        blank=True,
+        db_default=[],
+        help_text="Models tried in order when every deployment of this one fails",
+    )
+    context_window_fallbacks = models.JSONField(
+        default=list,
+        blank=True,
+        db_default=[],
+        help_text="Models tried in order when an upstream says the prompt is too long",
+    )
     display_name = models.CharField(max_length=200, blank=True)
     enabled = models.BooleanField(default=True)
     # Budget bounds: a budget reserves the most a request can cost, i.e. its text's UTF-8
@@ -87,21 +102,6 @@ class Model(models.Model):
         default=4096,
         help_text="The most tokens one answer can have: reserved when a request sets no "
         "max_tokens, and the cap of a larger max_tokens",
-    )
-    # Other models' names, tried in order when every deployment of this one failed, or
-    # when an upstream said the prompt is too long for it (one level: a fallback's own
-    # fallbacks are not followed); checked by catalog.services.model_fallbacks_clean.
-    fallbacks = models.JSONField(
-        default=list,
-        blank=True,
-        db_default=[],
-        help_text="Models tried in order when every deployment of this one fails",
-    )
-    context_window_fallbacks = models.JSONField(
-        default=list,
-        blank=True,
-        db_default=[],
-        help_text="Models tried in order when an upstream says the prompt is too long",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

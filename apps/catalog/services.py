@@ -30,13 +30,13 @@ _MODEL_FIELDS = frozenset(
     {
         "name",
         "aliases",
+        *MODEL_FALLBACK_FIELDS,
         "display_name",
         "enabled",
         "prompt_allowance_per_request",
         "prompt_allowance_per_message",
         "image_token_bound",
         "max_output_tokens",
-        *MODEL_FALLBACK_FIELDS,
     }
 )
 _DEPLOYMENT_FIELDS = frozenset({"model", "backend", "upstream_model", "weight"})

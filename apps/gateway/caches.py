@@ -154,13 +154,13 @@ class ModelInfo:
     display_name: str
     created: int
     deployments: tuple[DeploymentInfo, ...]
-    bounds: TokenBounds = DEFAULT_TOKEN_BOUNDS
-    # The catalog's price book (every model's rules, every tenant's rate cards).
-    prices: PriceBook = EMPTY_PRICE_BOOK
     # Other models' names, tried when every deployment failed / the prompt is too long
     # (upstream/fallback.py).
     fallbacks: tuple[str, ...] = ()
     context_window_fallbacks: tuple[str, ...] = ()
+    bounds: TokenBounds = DEFAULT_TOKEN_BOUNDS
+    # The catalog's price book (every model's rules, every tenant's rate cards).
+    prices: PriceBook = EMPTY_PRICE_BOOK
 
     def deployment_order(self) -> list[DeploymentInfo]:
         """Weighted random order: weight shares the load, the rest are fallbacks."""
@@ -242,6 +242,8 @@ def _load_catalog() -> Catalog:
             display_name=model.display_name or model.name,
             created=int(model.created_at.timestamp()),
             deployments=deployments,
+            fallbacks=_names(model.fallbacks),
+            context_window_fallbacks=_names(model.context_window_fallbacks),
             bounds=TokenBounds(
                 per_request=model.prompt_allowance_per_request,
                 per_message=model.prompt_allowance_per_message,
@@ -249,8 +251,6 @@ def _load_catalog() -> Catalog:
                 max_output=model.max_output_tokens,
             ),
             prices=prices,
-            fallbacks=_names(model.fallbacks),
-            context_window_fallbacks=_names(model.context_window_fallbacks),
         )
         models.append(info)
         by_name[model.name] = info
