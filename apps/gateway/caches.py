@@ -199,15 +199,15 @@ def _backend_adapter(
     return adapters[backend.name]
 
 
-def _extra_headers(backend: Backend) -> dict[str, str]:
-    return {str(k): str(v) for k, v in (backend.extra_headers or {}).items()}
-
-
 def _names(value) -> tuple[str, ...]:
     """A stored name list, tolerant of a row written around its validation."""
     if not isinstance(value, list):
         return ()
     return tuple(name for name in value if isinstance(name, str))
+
+
+def _extra_headers(backend: Backend) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (backend.extra_headers or {}).items()}
 
 
 def _load_catalog() -> Catalog:
