@@ -1,4 +1,5 @@
-"""DRF exception handler: database errors that the input caused are client errors."""
+"""DRF exception handler: database errors that the input caused are client errors, and
+so are the services' domain errors that name a field."""
 
 import logging
 
@@ -8,6 +9,8 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from apps.catalog.services import FallbacksInvalid
+
 log = logging.getLogger(__name__)
 
 
@@ -15,6 +18,8 @@ def exception_handler(exc, context):
     response = drf_exception_handler(exc, context)
     if response is not None:
         return response
+    if isinstance(exc, FallbacksInvalid):
+        return Response({exc.field: [exc.message]}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, ProtectedError):
         return Response(
             {"detail": "It is still in use: remove what refers to it first."},

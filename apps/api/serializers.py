@@ -479,6 +479,16 @@ class ModelSerializer(StrictSerializer):
     aliases = serializers.ListField(
         child=serializers.RegexField(MODEL_NAME, max_length=128), max_length=50, required=False
     )
+    fallbacks = serializers.ListField(
+        child=serializers.CharField(max_length=128),
+        required=False,
+        help_text="Other models, tried in order when every deployment of this one fails",
+    )
+    context_window_fallbacks = serializers.ListField(
+        child=serializers.CharField(max_length=128),
+        required=False,
+        help_text="Other models, tried in order when an upstream says the prompt is too long",
+    )
     display_name = serializers.CharField(max_length=200, allow_blank=True, required=False)
     enabled = serializers.BooleanField(required=False)
     prompt_allowance_per_request = serializers.IntegerField(

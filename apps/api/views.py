@@ -706,7 +706,7 @@ class ModelListView(StaffAPIView):
 @extend_schema_view(
     get=extend_schema(summary="One model (staff)", responses=s.ModelSerializer, tags=["staff"]),
     patch=extend_schema(
-        summary="Change a model: aliases, display name, enabled (staff)",
+        summary="Change a model: aliases, display name, enabled, fallbacks (staff)",
         request=s.ModelSerializer,
         responses=s.ModelSerializer,
         tags=["staff"],

@@ -36,6 +36,7 @@ RECORD_COLUMNS = (
     "created_at",
     "api_key_id",
     "model",
+    "requested_model",
     "deployment",
     "protocol",
     "endpoint",

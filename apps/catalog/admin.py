@@ -85,6 +85,16 @@ class ModelAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "aliases", "display_name", "enabled"]}),
         (
+            "Fallbacks",
+            {
+                "description": 'Other models\' names, as a JSON list (["model-b", "model-c"]), '
+                "tried in order when every deployment of this one fails, or when an "
+                "upstream says the prompt is too long. A fallback's own fallbacks are not "
+                "followed; the key's model allowlist applies to each.",
+                "fields": ["fallbacks", "context_window_fallbacks"],
+            },
+        ),
+        (
             "Budget bounds",
             {
                 "description": "A budget reserves the most a request can cost: its text's "

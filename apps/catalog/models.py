@@ -23,6 +23,9 @@ BACKEND_SETTINGS = (
     "enabled",
 )
 
+# A model's lists of other models to serve a request it could not.
+MODEL_FALLBACK_FIELDS = ("fallbacks", "context_window_fallbacks")
+
 
 class Backend(models.Model):
     name = models.SlugField(max_length=64, unique=True)
@@ -90,6 +93,21 @@ class Backend(models.Model):
 class Model(models.Model):
     name = models.CharField(max_length=128, unique=True)
     aliases = models.JSONField(default=list, blank=True)
+    # Other models' names, tried in order when every deployment of this one failed, or
+    # when an upstream said the prompt is too long for it (one level: a fallback's own
+    # fallbacks are not followed); checked by catalog.services.model_fallbacks_clean.
+    fallbacks = models.JSONField(
+        default=list,
+        blank=True,
+        db_default=[],
+        help_text="Models tried in order when every deployment of this one fails",
+    )
+    context_window_fallbacks = models.JSONField(
+        default=list,
+        blank=True,
+        db_default=[],
+        help_text="Models tried in order when an upstream says the prompt is too long",
+    )
     display_name = models.CharField(max_length=200, blank=True)
     enabled = models.BooleanField(default=True)
     # Budget bounds: a budget reserves the most a request can cost, i.e. its text's UTF-8
@@ -115,6 +133,20 @@ class Model(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from apps.catalog.services import FallbacksInvalid, model_fallbacks_clean
+
+        for name in MODEL_FALLBACK_FIELDS:
+            try:
+                value = model_fallbacks_clean(
+                    model_name=self.name, field=name, value=getattr(self, name)
+                )
+            except FallbacksInvalid as exc:
+                raise ValidationError({name: exc.message}) from None
+            setattr(self, name, value)
 
 
 class Deployment(models.Model):

@@ -1,8 +1,18 @@
+from collections.abc import Collection
+from typing import Any
+
 from django.db import transaction
 
 from apps.audit.services import audit_changes, audit_record
 from apps.billing.pricing import RULE_FIELDS, rule_fields_validate
-from apps.catalog.models import BACKEND_SETTINGS, Backend, Deployment, Model, Price
+from apps.catalog.models import (
+    BACKEND_SETTINGS,
+    MODEL_FALLBACK_FIELDS,
+    Backend,
+    Deployment,
+    Model,
+    Price,
+)
 from apps.core.redis import CATALOG_INVALIDATE_CHANNEL, publish
 
 
@@ -20,6 +30,7 @@ _MODEL_FIELDS = frozenset(
     {
         "name",
         "aliases",
+        *MODEL_FALLBACK_FIELDS,
         "display_name",
         "enabled",
         "prompt_allowance_per_request",
@@ -79,9 +90,60 @@ def backend_delete(*, backend: Backend, actor=None) -> None:
     backend.delete()
 
 
+MAX_FALLBACKS = 8
+
+
+class FallbacksInvalid(ValueError):
+    """A model's ``fallbacks`` or ``context_window_fallbacks`` refused; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def model_fallbacks_clean(
+    *, model_name: str, field: str, value: Any, known: Collection[str] | None = None
+) -> list[str]:
+    """``value`` as a model's fallback list: other models' names (not aliases), in order,
+    none twice, at most MAX_FALLBACKS. ``known``: the model names that exist (None: the
+    database's). Raises FallbacksInvalid naming ``field``."""
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple):
+        raise FallbacksInvalid(field, "must be a list of model names")
+    if len(value) > MAX_FALLBACKS:
+        raise FallbacksInvalid(field, f"at most {MAX_FALLBACKS} models")
+    names: list[str] = []
+    for item in value:
+        if not isinstance(item, str) or not item or len(item) > 128:
+            raise FallbacksInvalid(field, "must be a list of model names")
+        if item == model_name:
+            raise FallbacksInvalid(field, f"'{item}' is the model itself")
+        if item in names:
+            raise FallbacksInvalid(field, f"'{item}' is named twice")
+        names.append(item)
+    if known is None:
+        known = set(Model.objects.filter(name__in=names).values_list("name", flat=True))
+    for item in names:
+        if item not in known:
+            raise FallbacksInvalid(field, f"unknown model '{item[:128]}'")
+    return names
+
+
+def _clean_fallbacks(model_name: str, fields: dict) -> None:
+    for name in MODEL_FALLBACK_FIELDS:
+        if name in fields:
+            fields[name] = model_fallbacks_clean(
+                model_name=model_name, field=name, value=fields[name]
+            )
+
+
 @transaction.atomic
 def model_create(*, actor=None, **fields) -> Model:
+    """Raises FallbacksInvalid for a wrong fallback list."""
     _check_fields(fields, _MODEL_FIELDS)
+    _clean_fallbacks(fields.get("name", ""), fields)
     model = Model.objects.create(**fields)
     _audit(actor, "model.created", model, fields)
     return model
@@ -89,7 +151,9 @@ def model_create(*, actor=None, **fields) -> Model:
 
 @transaction.atomic
 def model_update(*, model: Model, actor=None, **fields) -> Model:
+    """Raises FallbacksInvalid for a wrong fallback list."""
     _check_fields(fields, _MODEL_FIELDS)
+    _clean_fallbacks(fields.get("name", model.name), fields)
     diff = _apply(model, fields)
     if diff:
         model.save()

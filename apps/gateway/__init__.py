@@ -26,7 +26,8 @@ Django apps), never from one below it, so there is no import circle
     ``client``: the pooled HTTP client, the only module that imports aiohttp (its
     exceptions mapped once into ``TransportError``s). ``bodies``: request bodies per
     deployment, answers read and checked. ``failover``: ordered attempts, retries
-    before the first byte, upstream answers mapped to errors.
+    before the first byte, upstream answers mapped to errors. ``fallback``: a model's
+    fallback models, tried when its deployments all failed or its window was too small.
 ``state``
     The per-process state: caches, limiter, upstream client, Redis, estimate drift.
 ``call``, ``filtering``

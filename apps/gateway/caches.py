@@ -160,6 +160,10 @@ class ModelInfo:
     display_name: str
     created: int
     deployments: tuple[DeploymentInfo, ...]
+    # Other models' names, tried when every deployment failed / the prompt is too long
+    # (upstream/fallback.py).
+    fallbacks: tuple[str, ...] = ()
+    context_window_fallbacks: tuple[str, ...] = ()
     bounds: TokenBounds = DEFAULT_TOKEN_BOUNDS
     # The catalog's price book (every model's rules, every tenant's rate cards).
     prices: PriceBook = EMPTY_PRICE_BOOK
@@ -201,6 +205,13 @@ def _backend_adapter(
     return adapters[backend.name]
 
 
+def _names(value) -> tuple[str, ...]:
+    """A stored name list, tolerant of a row written around its validation."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(name for name in value if isinstance(name, str))
+
+
 def _extra_headers(backend: Backend) -> dict[str, str]:
     return {str(k): str(v) for k, v in (backend.extra_headers or {}).items()}
 
@@ -240,6 +251,8 @@ def _load_catalog() -> Catalog:
             display_name=model.display_name or model.name,
             created=int(model.created_at.timestamp()),
             deployments=deployments,
+            fallbacks=_names(model.fallbacks),
+            context_window_fallbacks=_names(model.context_window_fallbacks),
             bounds=TokenBounds(
                 per_request=model.prompt_allowance_per_request,
                 per_message=model.prompt_allowance_per_message,

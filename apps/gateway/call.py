@@ -42,6 +42,7 @@ from apps.gateway.protocol.bounds import output_bound
 from apps.gateway.protocol.openai import RequestInvalid
 from apps.gateway.state import GatewayState
 from apps.gateway.upstream.bodies import deployments_with_caller_key
+from apps.gateway.upstream.fallback import Route, route_for
 from apps.keys.hashing import INFERENCE_KEY_PREFIX, secret_hash
 from apps.ledger.events import UsageEvent
 from apps.ledger.spool import spool_append
@@ -54,6 +55,7 @@ T = TypeVar("T")
 
 
 COST_HEADER = b"x-tollgate-cost"
+SERVED_MODEL_HEADER = b"x-tollgate-model"
 _CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key"})
 
 
@@ -252,6 +254,8 @@ class MeteredCall:
         self.screen = None
         # The caller's own upstream key (take_caller_key); never logged, stored or echoed.
         self.caller_key: str | None = None
+        # The fallback models that may serve it (resolve_model(fallbacks=True)); None: none.
+        self.route: Route | None = None
 
     async def run(self, body: Callable[["MeteredCall"], Awaitable[None]]) -> None:
         exchange = self.exchange
@@ -314,16 +318,22 @@ class MeteredCall:
         output = output_bound(max_output_tokens, model.bounds, choices)
         self.event.prompt_tokens_bound = prompt_bound
         self.event.completion_tokens_bound = output
-        self.tariff = model.prices.tariff(
-            self.key.tenant_id, model.name, datetime.fromtimestamp(self.event.created_at, UTC)
-        )
+        when = datetime.fromtimestamp(self.event.created_at, UTC)
+        self.tariff = model.prices.tariff(self.key.tenant_id, model.name, when)
+        byok = self.event.byok
+        worst = self.tariff.worst_nanos(prompt_bound, output, byok)
+        if self.route is not None:
+            # A fallback may serve it: the reservation holds the priciest of them.
+            for other in self.route.alternatives:
+                tariff = model.prices.tariff(self.key.tenant_id, other.name, when)
+                worst = max(worst, tariff.worst_nanos(prompt_bound, output, byok))
         admit = functools.partial(
             self.state.limiter.admit,
             request_id=self.exchange.request_id,
             key=self.key,
             prompt_tokens=self.state.estimates.reservation(model.name, prompt_tokens, prompt_bound),
             max_output_tokens=max_output_tokens,
-            worst_price_nanos=self.tariff.worst_nanos(prompt_bound, output, self.event.byok),
+            worst_price_nanos=worst,
         )
         try:
             try:
@@ -400,14 +410,29 @@ class MeteredCall:
         self.exchange.extra_headers.append((COST_HEADER, cost.encode()))
         self.reply = (200, orjson.dumps(answer), (JSON_CONTENT_TYPE,))
 
-    async def resolve_model(self, name: Any) -> ModelInfo:
+    async def resolve_model(self, name: Any, *, fallbacks: bool = False) -> ModelInfo:
         """The model ``name`` as this call may use it: allowed to the key, and with the
-        caller's own key only the deployments whose backend accepts one (carrying it)."""
+        caller's own key only the deployments whose backend accepts one (carrying it).
+        ``fallbacks``: the call may be served by the model's fallbacks (``self.route``);
+        the model returned then has the widest bounds among them."""
         model = await resolve_model(self.state, self.key, name)
-        self.event.model = model.name
+        self.event.model = self.event.requested_model = model.name
         if self.caller_key is not None:
             model = deployments_with_caller_key(model, self.caller_key)
+        if fallbacks and (model.fallbacks or model.context_window_fallbacks):
+            catalog = await self.state.catalog.get()
+            self.route = route_for(catalog, self.key, model, self.caller_key)
+            if self.route is not None:
+                model = self.route.model
         return model
+
+    def served_by(self, model: ModelInfo) -> None:
+        """A fallback serves the call: the ledger names it, its price applies (the
+        reservation covered it), and the answer's ``x-tollgate-model`` header names it."""
+        self.event.model = model.name
+        when = datetime.fromtimestamp(self.event.created_at, UTC)
+        self.tariff = model.prices.tariff(self.key.tenant_id, model.name, when)
+        self.exchange.extra_headers.append((SERVED_MODEL_HEADER, model.name.encode()))
 
     def record_deployment(self, deployment) -> None:
         self.deployment = deployment

@@ -470,6 +470,22 @@ class UpstreamRefusedRequest(GatewayError):
         self.anthropic_type = anthropic_type
 
 
+class UpstreamContextExceeded(UpstreamRefusedRequest):
+    """The upstream said the prompt does not fit the model's context window (in any of
+    the forms protocol/context_window.py knows, a 500 included): the client's request,
+    relayed as a 400 ``context_length_exceeded`` unless a context-window fallback serves
+    it."""
+
+    def __init__(self, status: int, error: dict[str, Any]) -> None:
+        status = status if 400 <= status < 500 else 400
+        error = {
+            **error,
+            "type": "invalid_request_error",
+            "code": error.get("code") or "context_length_exceeded",
+        }
+        super().__init__(status, error, "invalid_request_error")
+
+
 # ---------------------------------------------------------------------------
 # Rendering
 # ---------------------------------------------------------------------------

@@ -35,6 +35,12 @@ UPSTREAM_ERRORS = Counter(
     "Failed upstream attempts by backend and reason.",
     ["backend", "reason"],
 )
+FALLBACKS = Counter(
+    "tollgate_fallbacks_total",
+    "Requests served by a fallback model, by the model asked for, the one that served and "
+    "why (unavailable: every deployment failed; context_window: the prompt was too long).",
+    ["requested", "served", "reason"],
+)
 LIMIT_REFUSALS = Counter(
     "tollgate_limit_refusals_total", "Requests refused by a limit.", ["reason", "scope"]
 )

@@ -48,6 +48,9 @@ class UsageEvent:
     byok: bool = False
     # The tenant was prepaid at admission: the price is debited from its balance.
     prepaid: bool = False
+    # The model the client asked for: ``model`` is the one that served, a fallback of it
+    # or the same. "" (not resolved yet, or an older gateway): the ledger stores ``model``.
+    requested_model: str = ""
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self)  # orjson serialises dataclasses natively, ~50x asdict

@@ -16,7 +16,16 @@ class UsageRecord(models.Model):
     # No single-column FK indexes: (tenant, created_at) and (api_key, created_at) cover them.
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+", db_index=False)
     api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="+", db_index=False)
-    model = models.CharField(max_length=128, help_text="Public model name")
+    model = models.CharField(max_length=128, help_text="Public model name (the one that served)")
+    # The model asked for: ``model`` unless a fallback of it served (README, "Fallback
+    # models"); always filled, so a report needs no COALESCE.
+    requested_model = models.CharField(
+        max_length=128,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Public model name the client asked for",
+    )
     deployment = models.CharField(max_length=300, blank=True, help_text="backend/upstream_model")
     protocol = models.CharField(max_length=16, choices=Protocol.choices)
     endpoint = models.CharField(max_length=64, blank=True)

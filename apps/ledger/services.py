@@ -82,7 +82,15 @@ def _pico(value: object) -> int:
 
 def _check(event: UsageEvent) -> None:
     """Types the row needs, so one bad event is poison rather than a failed batch."""
-    for name in ("request_id", "model", "deployment", "protocol", "endpoint", "outcome"):
+    for name in (
+        "request_id",
+        "model",
+        "requested_model",
+        "deployment",
+        "protocol",
+        "endpoint",
+        "outcome",
+    ):
         value = getattr(event, name)
         if not isinstance(value, str):
             raise TypeError(f"{name} is not a string")
@@ -117,6 +125,7 @@ def _record(event: UsageEvent) -> UsageRecord:
         tenant_id=event.tenant_id,
         api_key_id=event.api_key_id,
         model=event.model[:128],
+        requested_model=_requested(event),
         deployment=event.deployment[:300],
         protocol=event.protocol,
         endpoint=event.endpoint[:64],
@@ -147,6 +156,11 @@ def _record(event: UsageEvent) -> UsageRecord:
     )
 
 
+def _requested(event: UsageEvent) -> str:
+    """Stored always: the model asked for, which is ``model`` unless a fallback served."""
+    return (event.requested_model or event.model)[:128]
+
+
 def _count(value: int) -> int:
     # The token columns are 32-bit: an event from an older gateway (or the spool) with an
     # absurd count must still land rather than fail its whole batch.
@@ -164,6 +178,7 @@ _BATCH_COLUMNS = (
     ("tenant_id", "bigint"),
     ("api_key_id", "bigint"),
     ("model", "text"),
+    ("requested_model", "text"),
     ("deployment", "text"),
     ("protocol", "text"),
     ("endpoint", "text"),
@@ -214,6 +229,7 @@ def _row(event: UsageEvent) -> tuple:
         event.tenant_id,
         event.api_key_id,
         event.model[:128],
+        _requested(event),
         event.deployment[:300],
         event.protocol[:16],
         event.endpoint[:64],

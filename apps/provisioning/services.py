@@ -23,7 +23,8 @@ from apps.billing.pricing import (
     markup_validate,
     rule_fields_validate,
 )
-from apps.catalog.models import Backend, Deployment, Model, Price
+from apps.catalog.models import MODEL_FALLBACK_FIELDS, Backend, Deployment, Model, Price
+from apps.catalog.services import FallbacksInvalid, model_fallbacks_clean
 from apps.core.redis import KEYS_INVALIDATE_CHANNEL, publish
 from apps.gateway.backends import backend_kinds
 from apps.keys.models import ApiKey
@@ -353,10 +354,20 @@ def _model_bounds(doc: _Doc) -> dict[str, int]:
 
 
 def _apply_models(items: list, backends: dict[str, Backend], result: ApplyResult) -> None:
+    applied: list[tuple[Model, _Doc]] = []
     for i, raw in enumerate(items):
         doc = _Doc(raw, f"models[{i}]")
         doc.check_keys(
-            {"name", "aliases", "display_name", "deployments", "prices", "enabled", *MODEL_BOUNDS}
+            {
+                "name",
+                "aliases",
+                "display_name",
+                "deployments",
+                "prices",
+                "enabled",
+                *MODEL_BOUNDS,
+                *MODEL_FALLBACK_FIELDS,
+            }
         )
         name = doc.text("name")
         values = {
@@ -371,6 +382,7 @@ def _apply_models(items: list, backends: dict[str, Backend], result: ApplyResult
         elif _set_fields(model, values):
             model.save()
             result.changes.append(f"model {name} updated")
+        applied.append((model, doc))
         wanted = set()
         for j, raw_dep in enumerate(doc.seq("deployments")):
             dep = _Doc(raw_dep, f"{doc.path}.deployments[{j}]")
@@ -409,6 +421,25 @@ def _apply_models(items: list, backends: dict[str, Backend], result: ApplyResult
             elif _set_fields(price, values):
                 price.save()
                 result.changes.append(f"price of {name} from {effective_from:%Y-%m-%d} updated")
+    _apply_fallbacks(applied, result)
+
+
+def _apply_fallbacks(applied: list[tuple[Model, _Doc]], result: ApplyResult) -> None:
+    """fallbacks / context_window_fallbacks: [model, …], once every model of the document
+    exists (a model may fall back on one defined after it); absent = none."""
+    known = set(Model.objects.values_list("name", flat=True))
+    for model, doc in applied:
+        values = {}
+        for name in MODEL_FALLBACK_FIELDS:
+            try:
+                values[name] = model_fallbacks_clean(
+                    model_name=model.name, field=name, value=doc.data.get(name), known=known
+                )
+            except FallbacksInvalid as exc:
+                raise ConfigError(doc.sub(name), exc.message) from None
+        if _set_fields(model, values):
+            model.save(update_fields=list(MODEL_FALLBACK_FIELDS))
+            result.changes.append(f"model {model.name}: fallbacks updated")
 
 
 def _rule_values(doc: _Doc) -> dict[str, Any]:

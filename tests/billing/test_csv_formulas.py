@@ -94,3 +94,8 @@ def test_a_formula_model_name_is_exported_as_quoted_text(hostile, path, params):
 def test_numbers_in_an_export_stay_numbers(hostile):
     rows = exported_rows(token_client(hostile), "/api/v1/usage/records.csv", {})
     assert {Decimal(row["prompt_tokens"]) for row in rows} == {Decimal(1000)}
+
+
+def test_a_formula_requested_model_is_exported_as_quoted_text(hostile):
+    rows = exported_rows(token_client(hostile), "/api/v1/usage/records.csv", {})
+    assert {row["requested_model"] for row in rows} == {"'" + m for m in FORMULAS} | {"gpt-4o-mini"}

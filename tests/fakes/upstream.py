@@ -29,7 +29,9 @@ Behaviour is steered by directives in the user/system messages:
   (a chat template that adds a long system prompt), "#completion_tokens=N" reports N
   completion tokens whatever it said (a server ignoring max_tokens), "#error=KIND" answers
   an error body as real servers shape it (see ``_error_body``; "#error=key" quotes the
-  API key it received), with "#status=N" or the kind's usual status.
+  API key it received), with "#status=N" or the kind's usual status;
+  "#fail_model=NAME" keeps "#error" and "#status" to requests for upstream models whose
+  name starts with NAME (the others answer normally: a fallback served by the same fake).
 
 Under /llama/v1/... it behaves as llama-cpp-python's server: a chat request its pydantic
 schema (tests/fakes/llama_schema.py) refuses is an HTTP 500 with its JSON error; a stop
@@ -182,12 +184,53 @@ def _leaky_message(request: web.Request) -> str:
     )
 
 
+def _for_model(found: dict[str, str], body: dict) -> dict[str, str]:
+    """With "#fail_model=NAME", the failure directives only for upstream models NAME…."""
+    if "fail_model" in found and not str(body.get("model")).startswith(found["fail_model"]):
+        found.pop("error", None)
+        found.pop("status", None)
+    return found
+
+
+CONTEXT_ERRORS = {
+    "context": {
+        "message": "This model's maximum context length is 4096 tokens. However, your "
+        "messages resulted in 5000 tokens. Please reduce the length of the messages.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    },
+    "vllm_context": {
+        "message": "This model's maximum context length is 2048 tokens. However, you "
+        "requested 3000 tokens (2990 in the messages, 10 in the completion). Please reduce "
+        "the length of the messages or completion.",
+        "type": "BadRequestError",
+        "param": None,
+        "code": 400,
+    },
+    "llama_context": {
+        "code": 400,
+        "message": "the request exceeds the available context size, try increasing it",
+        "type": "exceed_context_size_error",
+        "n_prompt_tokens": 4476,
+        "n_ctx": 4096,
+    },
+    "anthropic_context": {
+        "type": "invalid_request_error",
+        "message": "prompt is too long: 208000 tokens > 200000 maximum",
+    },
+}
+
+
 def _error_body(request: web.Request, directives: dict[str, str]) -> web.Response | None:
     """#error=detail (FastAPI's validation list, 422: vLLM, llama-cpp-python),
     text (a plain-text 500: llama-cpp-python), ollama ({"error": "..."}, 400),
     leak (an OpenAI-shaped 400 whose message carries secrets and internal addresses),
     key (a 401 quoting the API key it received, bare, as OpenAI's "Incorrect API key
-    provided" does, in the route's own shape)."""
+    provided" does, in the route's own shape); prompts too long as servers say it:
+    context (OpenAI's context_length_exceeded), vllm_context, llama_context (llama.cpp's
+    exceed_context_size_error), anthropic_context ("prompt is too long"); content_filter
+    (Azure's prompt refusal, 400)."""
     kind = directives.get("error")
     if kind is None:
         return None
@@ -213,6 +256,20 @@ def _error_body(request: web.Request, directives: dict[str, str]) -> web.Respons
         return web.Response(
             text="Requested tokens (5000) exceed context window of 4096", status=status
         )
+    if kind in CONTEXT_ERRORS:
+        error = CONTEXT_ERRORS[kind]
+        if "/messages" in request.path:
+            return web.json_response({"type": "error", "error": error}, status=status)
+        return web.json_response({"error": error}, status=status)
+    if kind == "content_filter":
+        error = {
+            "message": "The response was filtered due to the prompt triggering content policy.",
+            "type": None,
+            "param": "prompt",
+            "code": "content_filter",
+            "status": 400,
+        }
+        return web.json_response({"error": error}, status=status)
     if kind == "ollama":
         return web.json_response({"error": 'model "fake" does not support tools'}, status=status)
     if kind == "key":
@@ -243,7 +300,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if _llama(request) and (refusal := chat_request_errors(body)) is not None:
         error = {"message": refusal, "type": "internal_server_error", "param": None, "code": None}
         return web.json_response({"error": error}, status=500)
-    directives = _directives(body)
+    directives = _for_model(_directives(body), body)
     STATE["in_flight"] += 1
     STATE["max_in_flight"] = max(STATE["max_in_flight"], STATE["in_flight"])
     try:
@@ -597,7 +654,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     _record(request, body)
     if "x-api-key" not in request.headers or "anthropic-version" not in request.headers:
         return _anthropic_error(401, "missing x-api-key or anthropic-version")
-    directives = _anthropic_directives(body)
+    directives = _for_model(_anthropic_directives(body), body)
     STATE["in_flight"] += 1
     STATE["max_in_flight"] = max(STATE["max_in_flight"], STATE["in_flight"])
     try:

@@ -18,7 +18,7 @@ from apps.gateway.endpoints.chat_anthropic import (
     translate_chat_request,
 )
 from apps.gateway.endpoints.stream import end_stream, relay_stream
-from apps.gateway.errors import GatewayError
+from apps.gateway.errors import GatewayError, InvalidRequest
 from apps.gateway.exchange import Exchange
 from apps.gateway.filtering import blocked_chat_tail, filter_chat_completion, screen_prompt
 from apps.gateway.metering import meter_chat
@@ -35,7 +35,7 @@ from apps.gateway.protocol.openai import (
 )
 from apps.gateway.state import GatewayState
 from apps.gateway.upstream.bodies import parse_chat_completion, read_upstream, rewrite_model
-from apps.gateway.upstream.failover import open_upstream
+from apps.gateway.upstream.fallback import open_served
 
 
 async def handle_chat_completions(state: GatewayState, exchange: Exchange) -> None:
@@ -46,12 +46,18 @@ async def handle_chat_completions(state: GatewayState, exchange: Exchange) -> No
 async def chat_completion(call: MeteredCall) -> None:
     body, _ = parse_openai_request(call, validate_chat_request)
     drop_message_nulls(body["messages"])
-    model = await call.resolve_model(body["model"])
+    model = await call.resolve_model(body["model"], fallbacks=True)
     stream = body.get("stream") is True
     call.event.stream = stream
     max_output = body.get("max_completion_tokens") or body.get("max_tokens")
     # Translated once, before admission, so an untranslatable request is a plain 400.
     translated = translate_chat_request(body) if has_anthropic_deployment(model) else None
+    if translated is None and call.route is not None and ANTHROPIC in call.route.protocols:
+        try:
+            translated = translate_chat_request(body)
+        except InvalidRequest:
+            # Only fallbacks would need it: those deployments cannot serve this request.
+            call.route = call.route.without(ANTHROPIC)
     await call.admit(
         model,
         estimate_prompt_tokens(body),
@@ -70,15 +76,17 @@ async def chat_completion(call: MeteredCall) -> None:
 def _open_upstream(
     call: MeteredCall, body: dict, model: ModelInfo, translated: dict | None, *, stream: bool
 ):
-    return open_upstream(
+    return open_served(
         call.state.upstream,
         model,
+        call.route,
         "/chat/completions",
         (
             (lambda d: rewrite_model(body, d.upstream_model))
             if translated is None
             else chat_request_builder(body, translated)
         ),
+        on_fallback=call.served_by,
         stream=stream,
         on_deployment=call.record_deployment,
         health=call.state.health,

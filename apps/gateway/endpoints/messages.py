@@ -57,7 +57,7 @@ from apps.gateway.upstream.bodies import (
     rewrite_model,
 )
 from apps.gateway.upstream.client import UpstreamResponse
-from apps.gateway.upstream.failover import open_upstream
+from apps.gateway.upstream.fallback import open_served
 
 MAX_MODEL_NAME = 128
 
@@ -119,7 +119,7 @@ def _matches_stops(request: _Request, deployment) -> bool:
 
 async def create_message(call: MeteredCall) -> None:
     body = parse_messages_body(call, require_max_tokens=True)
-    model = await call.resolve_model(body["model"])
+    model = await call.resolve_model(body["model"], fallbacks=True)
     stream = body.get("stream") is True
     call.event.stream = stream
     chat_body = names = None
@@ -128,6 +128,13 @@ async def create_message(call: MeteredCall) -> None:
             chat_body, names = messages_to_chat_request(body, upstream_model="")
         except TranslationError as exc:
             raise invalid_request(exc.message) from None
+    elif call.route is not None and call.route.protocols - {ANTHROPIC}:
+        try:
+            chat_body, names = messages_to_chat_request(body, upstream_model="")
+        except TranslationError:
+            # Only fallbacks would need it: those deployments cannot serve this request.
+            for protocol in call.route.protocols - {ANTHROPIC}:
+                call.route = call.route.without(protocol)
     request = _Request(body, model, estimate_message_tokens(body), chat_body, names)
     await call.admit(
         model,
@@ -137,11 +144,13 @@ async def create_message(call: MeteredCall) -> None:
     )
     if call.key.content_policy is not None:
         await screen_prompt(call, messages_prompt_text(body))
-    async with open_upstream(
+    async with open_served(
         call.state.upstream,
         model,
+        call.route,
         "/messages",
         request.build,
+        on_fallback=call.served_by,
         stream=stream,
         on_deployment=call.record_deployment,
         health=call.state.health,

@@ -1,1 +1,2 @@
-"""Calling upstreams: client (the aiohttp seam), bodies, failover; see apps/gateway/__init__.py."""
+"""Calling upstreams: client (the aiohttp seam), bodies, failover, fallback; see
+apps/gateway/__init__.py."""

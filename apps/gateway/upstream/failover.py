@@ -16,6 +16,7 @@ from apps.gateway.caches import DeploymentInfo, ModelInfo
 from apps.gateway.errors import (
     GatewayError,
     NoDeployment,
+    UpstreamContextExceeded,
     UpstreamFailed,
     UpstreamOverloaded,
     UpstreamRateLimited,
@@ -27,6 +28,7 @@ from apps.gateway.errors import (
     UpstreamUnavailable,
 )
 from apps.gateway.metrics import UPSTREAM_ERRORS
+from apps.gateway.protocol.context_window import CONTEXT_WINDOW_STATUSES, is_context_window_error
 from apps.gateway.protocol.openai import normalise_upstream_error, scrub_upstream_text
 from apps.gateway.upstream.client import (
     ConnectError,
@@ -251,6 +253,11 @@ async def open_upstream(
                 except TransportError:
                     raw = b""
                 UPSTREAM_ERRORS.labels(deployment.backend, str(response.status)).inc()
+                if response.status in CONTEXT_WINDOW_STATUSES:
+                    # Too long for this model: as long on every deployment of it.
+                    body = _upstream_message(response.status, raw, deployment)
+                    if is_context_window_error(response.status, body):
+                        raise UpstreamContextExceeded(response.status, body)
                 if response.status in RETRYABLE_STATUSES:
                     last_status, last_raw, reason = response.status, raw, "status"
                     last_deployment = deployment
