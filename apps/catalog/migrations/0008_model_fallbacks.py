@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('catalog', '0006_price_rules'),
+        ('catalog', '0007_backend_resilience'),
     ]
 
     operations = [
