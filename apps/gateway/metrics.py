@@ -4,7 +4,7 @@ With several web processes set PROMETHEUS_MULTIPROC_DIR (prometheus_client's
 multiprocess mode) so /metrics aggregates them all.
 """
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from apps.ledger.events import UsageEvent
 
@@ -35,6 +35,26 @@ UPSTREAM_ERRORS = Counter(
 )
 LIMIT_REFUSALS = Counter(
     "tollgate_limit_refusals_total", "Requests refused by a limit.", ["reason", "scope"]
+)
+AFFINITY = Counter(
+    "tollgate_affinity_total",
+    "Requests of affinity-balanced models: hit (served by the deployment their session key "
+    "ranks first), miss (by another: the first was unavailable or failed), nokey.",
+    ["model", "result"],
+)
+# Set once a second by the balance board (upstream/balancing.py), as this process sees
+# every process's counts: all processes agree, so the most recent value is the answer.
+DEPLOYMENT_IN_FLIGHT = Gauge(
+    "tollgate_deployment_in_flight",
+    "Requests in flight per deployment, across gateway processes (least-busy models).",
+    ["deployment"],
+    multiprocess_mode="mostrecent",
+)
+DEPLOYMENT_TTFT_EWMA = Gauge(
+    "tollgate_deployment_ttft_ewma_seconds",
+    "Moving average of time to first token per deployment (latency models).",
+    ["deployment"],
+    multiprocess_mode="mostrecent",
 )
 # Finer around 1 (an estimate near right), coarser out to 4 (prose that tokenizes
 # densely, code and JSON, chat templates around short prompts); past it: +Inf.

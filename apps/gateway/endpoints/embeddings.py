@@ -44,6 +44,7 @@ async def create_embeddings(call: MeteredCall) -> None:
         lambda d: rewrite_model(body, d.upstream_model),
         stream=False,
         on_deployment=call.record_deployment,
+        board=call.state.balance,
     ) as (response, _deployment):
         raw = await read_upstream(response)
     answer = loads_or_none(raw)

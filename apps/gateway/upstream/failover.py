@@ -2,7 +2,7 @@
 mapping of upstream failures to gateway errors."""
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -23,6 +23,14 @@ from apps.gateway.errors import (
 )
 from apps.gateway.metrics import UPSTREAM_ERRORS
 from apps.gateway.protocol.openai import normalise_upstream_error, scrub_upstream_text
+from apps.gateway.upstream.balancing import (
+    AFFINITY_STRATEGY,
+    LEAST_BUSY,
+    BalanceBoard,
+    affinity_observe,
+    in_flight,
+    order,
+)
 from apps.gateway.upstream.client import (
     ConnectError,
     ReadTimeout,
@@ -110,18 +118,84 @@ def exhausted_error(
     return UpstreamUnavailable(f" (last answer HTTP {status}){said}" if status else ".")
 
 
-@asynccontextmanager
-async def open_upstream(
+Opened = tuple[UpstreamResponse, DeploymentInfo]
+BodyBuilder = Callable[[DeploymentInfo], bytes | tuple[str, bytes]]
+
+
+def open_upstream(
     client: UpstreamClient,
     model: ModelInfo,
     path: str,
-    build_body: Callable[[DeploymentInfo], bytes | tuple[str, bytes]],
+    build_body: BodyBuilder,
     *,
     stream: bool,
     on_deployment: Callable[[DeploymentInfo], None] | None = None,
     native_headers: dict[str, str] | None = None,
-) -> AsyncIterator[tuple[UpstreamResponse, DeploymentInfo]]:
-    """Yield the first successful (2xx) upstream response, trying deployments in order.
+    session_key: int | None = None,
+    board: BalanceBoard | None = None,
+    available: Callable[[int], bool] | None = None,
+) -> AbstractAsyncContextManager[Opened]:
+    """``async with`` it: the first successful (2xx) upstream response and its deployment,
+    trying the deployments in the order the model's strategy gives (balancing.order:
+    ``session_key`` for affinity, ``board`` for least-busy and latency, ``available``
+    the health view); see ``_attempts``."""
+    deployments = order(model, session_key, available=available, board=board)
+    strategy = model.strategy
+    if strategy == LEAST_BUSY and board is not None:
+        return _counting_in_flight(
+            board,
+            on_deployment,
+            lambda hook: _attempts(
+                client, model, deployments, path, build_body, stream, hook, native_headers
+            ),
+        )
+    attempts = _attempts(
+        client, model, deployments, path, build_body, stream, on_deployment, native_headers
+    )
+    if strategy == AFFINITY_STRATEGY:
+        return _observing_affinity(model, session_key, attempts)
+    return attempts
+
+
+@asynccontextmanager
+async def _counting_in_flight(
+    board: BalanceBoard,
+    on_deployment: Callable[[DeploymentInfo], None] | None,
+    attempts: Callable[[Callable[[DeploymentInfo], None]], AbstractAsyncContextManager[Opened]],
+) -> AsyncIterator[Opened]:
+    """The attempts, the request counted in flight at the deployment it is at."""
+    with in_flight(board) as at:
+
+        def hook(deployment: DeploymentInfo) -> None:
+            at(deployment)
+            if on_deployment is not None:
+                on_deployment(deployment)
+
+        async with attempts(hook) as opened:
+            yield opened
+
+
+@asynccontextmanager
+async def _observing_affinity(
+    model: ModelInfo, session_key: int | None, attempts: AbstractAsyncContextManager[Opened]
+) -> AsyncIterator[Opened]:
+    async with attempts as opened:
+        affinity_observe(model, session_key, opened[1])
+        yield opened
+
+
+@asynccontextmanager
+async def _attempts(
+    client: UpstreamClient,
+    model: ModelInfo,
+    deployments: list[DeploymentInfo],
+    path: str,
+    build_body: BodyBuilder,
+    stream: bool,
+    on_deployment: Callable[[DeploymentInfo], None] | None,
+    native_headers: dict[str, str] | None,
+) -> AsyncIterator[Opened]:
+    """Yield the first successful (2xx) upstream response, trying ``deployments`` in order.
 
     Connect errors, 429 and 5xx move on to the next deployment (at most
     GATEWAY_MAX_ATTEMPTS); nothing has reached the client yet when they do.
@@ -132,7 +206,6 @@ async def open_upstream(
     ``native_headers`` go to Anthropic-native deployments only (the client's
     anthropic-beta).
     """
-    deployments = model.deployment_order()
     if not deployments:
         raise NoDeployment(model.name)
     last_status: int | None = None
