@@ -113,14 +113,13 @@ def prefix_key(body: dict) -> int | None:
         parts.append(_piece(system))
     if type(messages) is not list:
         return None
-    first = None
     for message in messages:
         if type(message) is dict and message.get("role") in _SYSTEM_ROLES:
             parts.append(_piece(message.get("content")))
             continue
         first = message
         break
-    if first is None:
+    else:
         return None
     parts.append(_piece(first.get("content") if type(first) is dict else first))
     data = b"\x00".join(parts)[:MAX_PREFIX_BYTES]
