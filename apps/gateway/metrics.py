@@ -39,7 +39,7 @@ LIMIT_REFUSALS = Counter(
 AFFINITY = Counter(
     "tollgate_affinity_total",
     "Requests of affinity-balanced models: hit (served by the deployment their session key "
-    "ranks first), miss (by another: the first was unavailable or failed), nokey.",
+    "ranks first), miss (by another: the first was unavailable or failed).",
     ["model", "result"],
 )
 # Set once a second by the balance board (upstream/balancing.py), as this process sees

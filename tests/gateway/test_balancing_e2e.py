@@ -132,6 +132,13 @@ def _landings(fakes: list[FakeUpstream]) -> dict[int, list[int]]:
     return landed
 
 
+def _affinity_count(gateway: str, model: str, result: str) -> float:
+    text = httpx.get(gateway + "/metrics").text
+    pattern = rf'tollgate_affinity_total{{model="{model}",result="{result}"}} (\S+)'
+    found = re.search(pattern, text)
+    return float(found.group(1)) if found else 0.0
+
+
 def test_every_turn_of_a_conversation_lands_on_one_deployment(gateway, three_upstreams):
     fakes = three_upstreams.fakes
     secret = _apply(_document(fakes, [_model("sticky", 3, "affinity", affinity_key="prefix")]))
@@ -159,7 +166,10 @@ def test_a_stopped_deployment_moves_only_its_own_conversations(gateway, three_up
     three_upstreams.processes[1].stop()
     for fake in (fakes[0], fakes[2]):
         httpx.post(fake.url + "/_reset")
+    hits, misses = (_affinity_count(gateway, "sticky", r) for r in ("hit", "miss"))
     statuses = asyncio.run(_talk(gateway, secret, "sticky", range(CONVERSATIONS), range(2, 5)))
+    hits = _affinity_count(gateway, "sticky", "hit") - hits
+    misses = _affinity_count(gateway, "sticky", "miss") - misses
 
     assert statuses == [200] * (CONVERSATIONS * 3)
     after = _landings([fakes[0], fakes[2]])
@@ -169,6 +179,8 @@ def test_a_stopped_deployment_moves_only_its_own_conversations(gateway, three_up
     moved = {n: after[n] for n, was in before.items() if was == 1}
     assert moved  # the stopped one held some conversations
     assert all(len(places) == 1 for places in moved.values())  # each moved once, to one
+    assert misses == 3 * len(moved)  # the metrics count the moved conversations' turns
+    assert hits == 3 * (CONVERSATIONS - len(moved))
 
 
 def test_a_session_header_keeps_different_prompts_together(gateway, three_upstreams):
@@ -274,14 +286,14 @@ def test_least_busy_counts_another_gateway_process(gateway, server_env, three_up
                     ),
                 )
                 with httpx.Client() as sync_client:
-                    answers = [chat(second, f"free {n}", sync_client) for n in range(3)]
+                    answers = [chat(second, f"free {n}", sync_client) for n in range(6)]
                 fakes[busy].open_gate("shared")
                 return busy, answers, await held
 
         busy, answers, held = asyncio.run(scenario())
     finally:
         other.stop()
-    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [a.status_code for a in answers] == [200] * 6
     assert held.status_code == 200
     free = [r for r in fakes[busy].requests() if r["body"]["messages"][0]["content"][:4] == "free"]
     assert free == []
@@ -322,3 +334,25 @@ def test_weighted_still_follows_the_weights(gateway, three_upstreams):
             )
             assert response.status_code == 200
     assert [len(f.requests()) for f in fakes] == [20, 0]
+
+
+def test_a_messages_callers_user_id_keeps_its_requests_together(gateway, three_upstreams):
+    fakes = three_upstreams.fakes
+    secret = _apply(_document(fakes, [_model("sticky-user", 3, "affinity", affinity_key="user")]))
+    headers = {"x-api-key": secret, "anthropic-version": "2023-06-01"}
+
+    for n in range(12):
+        response = httpx.post(
+            gateway + "/v1/messages",
+            json={
+                "model": "sticky-user",
+                "max_tokens": 16,
+                "metadata": {"user_id": "user-7"},
+                "messages": [{"role": "user", "content": f"question {n}"}],
+            },
+            headers=headers,
+        )
+        assert response.status_code == 200
+
+    counts = [len(fake.requests()) for fake in fakes]
+    assert sorted(counts) == [0, 0, 12]

@@ -1,1 +1,2 @@
-"""Calling upstreams: client (the aiohttp seam), bodies, failover; see apps/gateway/__init__.py."""
+"""Calling upstreams: client (the aiohttp seam), bodies, balancing (the order of a
+model's deployments), failover; see apps/gateway/__init__.py."""

@@ -288,16 +288,12 @@ def session_key_of(model: ModelInfo, body: dict, headers: dict[bytes, bytes]) ->
     return session_key(model.affinity, body, headers)
 
 
-def affinity_observe(model: ModelInfo, session_key: int | None, served: DeploymentInfo) -> None:
+def affinity_observe(model: ModelInfo, session_key: int, served: DeploymentInfo) -> None:
     """Count an affinity model's answered request: a hit when the deployment its session
     key ranks first served it, a miss when another did (the first was unavailable or
-    failed), ``nokey`` without a session key."""
-    if session_key is None:
-        result = "nokey"
-    else:
-        preferred = rendezvous(model.deployments, session_key)[0]
-        result = "hit" if preferred.id == served.id else "miss"
-    AFFINITY.labels(model.name, result).inc()
+    failed)."""
+    preferred = rendezvous(model.deployments, session_key)[0]
+    AFFINITY.labels(model.name, "hit" if preferred.id == served.id else "miss").inc()
 
 
 @contextlib.contextmanager

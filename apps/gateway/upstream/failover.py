@@ -152,7 +152,7 @@ def open_upstream(
     attempts = _attempts(
         client, model, deployments, path, build_body, stream, on_deployment, native_headers
     )
-    if strategy == AFFINITY_STRATEGY:
+    if strategy == AFFINITY_STRATEGY and session_key is not None:
         return _observing_affinity(model, session_key, attempts)
     return attempts
 
@@ -177,7 +177,7 @@ async def _counting_in_flight(
 
 @asynccontextmanager
 async def _observing_affinity(
-    model: ModelInfo, session_key: int | None, attempts: AbstractAsyncContextManager[Opened]
+    model: ModelInfo, session_key: int, attempts: AbstractAsyncContextManager[Opened]
 ) -> AsyncIterator[Opened]:
     async with attempts as opened:
         affinity_observe(model, session_key, opened[1])
