@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Callable, Iterable
 
 import redis
+import redis.asyncio as aioredis
 
 from apps.catalog.models import Strategy
 from apps.gateway.caches import DeploymentInfo, ModelInfo
@@ -88,7 +89,7 @@ class BalanceBoard:
     """Requests in flight and time to first token per deployment: this process's, exact
     and at once; the other processes', as they shared them at most a second ago."""
 
-    def __init__(self, redis_client, *, process_id: str | None = None) -> None:
+    def __init__(self, redis_client: aioredis.Redis | None, *, process_id: str | None = None):
         self._redis = redis_client
         self.process_id = process_id or uuid.uuid4().hex[:12]
         self._in_flight: dict[int, int] = {}
