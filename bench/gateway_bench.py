@@ -7,6 +7,7 @@ defaults: database tollgate_bench, Redis db 14) and wrk when installed (apt inst
 else a Python load generator.
 
     .venv/bin/python bench/gateway_bench.py [--seconds 10] [--connections 32]
+        [--strategy weighted|least-busy|latency|affinity] [--deployments N]
 """
 
 import argparse
@@ -94,6 +95,8 @@ def setup(
     limits: bool = True,
     rate_card: bool = False,
     prepaid: bool = False,
+    strategy: str = "weighted",
+    deployments: int = 1,
 ) -> str:
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     # Prepaid: the balance takes the budgets' place (the same rate limits, no budgets).
@@ -109,6 +112,10 @@ def setup(
         if prepaid
         else '"billing_mode": "postpaid",'
     )
+    deployment_list = [
+        {"backend": "bench-mock", "upstream_model": f"m{i}" if i else "m"}
+        for i in range(deployments)
+    ]
     code = f"""
 import orjson
 from apps.keys.models import ApiKey
@@ -119,7 +126,7 @@ for key in ApiKey.objects.filter(tenant__name="bench", revoked_at__isnull=True):
     api_key_revoke(api_key=key)
 result = config_apply(document={{
     "backends": [{{"name": "bench-mock", "base_url": "http://127.0.0.1:{upstream_port}/v1"}}],
-    "models": [{{"name": "bench-model", "deployments": [{{"backend": "bench-mock", "upstream_model": "m"}}],
+    "models": [{{"name": "bench-model", "strategy": {strategy!r}, "deployments": {deployment_list!r},
                 "prices": [{{"effective_from": "2026-01-01", "input_per_mtok": "0.10",
                             "cached_input_per_mtok": "0.05", "output_per_mtok": "0.40"}}]}}],
     "tenants": [{{"name": "bench", **LIMITS, {billing}
@@ -233,6 +240,15 @@ def main() -> None:
         action="store_true",
         help="the bench tenant is prepaid: its balance instead of the budgets",
     )
+    parser.add_argument(
+        "--strategy",
+        default="weighted",
+        choices=["weighted", "least-busy", "latency", "affinity"],
+        help="the bench model's balancing strategy",
+    )
+    parser.add_argument(
+        "--deployments", type=int, default=1, help="deployments of the bench model (one mock)"
+    )
     parser.add_argument("--profile", help="py-spy collapsed stacks of the gateway to this file")
     parser.add_argument(
         "--server", choices=sorted(SERVERS), default="uvicorn", help="granian: pip install granian"
@@ -264,6 +280,8 @@ def main() -> None:
             limits=not args.no_limits,
             rate_card=args.rate_card,
             prepaid=args.prepaid,
+            strategy=args.strategy,
+            deployments=args.deployments,
         )
         server_cmd = os.environ.get("BENCH_SERVER_CMD")  # e.g. a profiling wrapper
         gateway = subprocess.Popen(
@@ -285,7 +303,8 @@ def main() -> None:
         load(url, secret, scenarios["non-stream"], 2, args.connections)  # warm up
         print(
             f"load generator: {'wrk' if use_wrk else 'python'}; {args.connections} connections; "
-            f"{args.seconds}s per scenario; {args.server}, {args.workers} web process(es)"
+            f"{args.seconds}s per scenario; {args.server}, {args.workers} web process(es); "
+            f"{args.strategy} over {args.deployments} deployment(s)"
         )
         print(
             f"{'scenario':<12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU ms/req':>12}{'non-2xx':>9}"

@@ -18,8 +18,9 @@ from apps.billing.pricing import (
     markup_validate,
     rule_fields_validate,
 )
-from apps.catalog.models import Backend, Model
+from apps.catalog.models import Backend, Model, Strategy
 from apps.gateway.backends import backend_kind_choices
+from apps.gateway.protocol.session import AffinityKeyInvalid, affinity_source_parse
 from apps.keys.models import ApiKey
 from apps.limits.fields import BudgetPeriod
 from apps.moderation.policy import PolicyError
@@ -515,7 +516,25 @@ class ModelSerializer(StrictSerializer):
         required=False,
         help_text="The most tokens one answer can have (reserved without max_tokens)",
     )
+    strategy = serializers.ChoiceField(
+        choices=Strategy.values,
+        required=False,
+        help_text="How a request picks among the deployments: weighted, least-busy, latency "
+        "or affinity",
+    )
+    affinity_key = serializers.CharField(
+        max_length=80,
+        required=False,
+        help_text="With affinity, a request's session key: prompt_cache_key, user, "
+        "header:<name> or prefix (a request without it falls back to prefix)",
+    )
     created_at = serializers.DateTimeField(read_only=True)
+
+    def validate_affinity_key(self, value: str) -> str:
+        try:
+            return affinity_source_parse(value).setting
+        except AffinityKeyInvalid as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         from apps.catalog.selectors import model_name_taken

@@ -78,8 +78,15 @@ class BackendAdmin(admin.ModelAdmin):
 
 @admin.register(Model)
 class ModelAdmin(admin.ModelAdmin):
-    list_display = ["name", "display_name", "enabled", "max_output_tokens", "created_at"]
-    list_filter = ["enabled"]
+    list_display = [
+        "name",
+        "display_name",
+        "enabled",
+        "strategy",
+        "max_output_tokens",
+        "created_at",
+    ]
+    list_filter = ["enabled", "strategy"]
     search_fields = ["name", "display_name"]
     inlines = [DeploymentInline, PriceInline]
     fieldsets = [
@@ -105,6 +112,14 @@ class ModelAdmin(admin.ModelAdmin):
                     "image_token_bound",
                     "max_output_tokens",
                 ],
+            },
+        ),
+        (
+            "Balancing",
+            {
+                "description": "The order a request tries the deployments in; the ones after "
+                "the first are its failover.",
+                "fields": ["strategy", "affinity_key"],
             },
         ),
     ]

@@ -5,6 +5,11 @@ from django.db import models
 
 from apps.catalog.crypto import credential_decrypt, credential_encrypt
 from apps.gateway.backends import backend_kind_choices
+from apps.gateway.protocol.session import (
+    DEFAULT_AFFINITY_KEY,
+    AffinityKeyInvalid,
+    affinity_source_parse,
+)
 
 # A backend's settings as staff edit them (admin form, management API service); the
 # credential is edited apart, as it is stored encrypted.
@@ -90,6 +95,24 @@ class Backend(models.Model):
         self.credential_encrypted = credential_encrypt(value) if value else ""
 
 
+class Strategy(models.TextChoices):
+    """How a model's deployments are ordered for a request (apps/gateway/upstream/balancing.py)."""
+
+    WEIGHTED = "weighted", "weighted (random, by weight)"
+    LEAST_BUSY = "least-busy", "least busy (fewest requests in flight)"
+    LATENCY = "latency", "latency (fastest time to first token)"
+    AFFINITY = "affinity", "affinity (a conversation stays on one deployment)"
+
+
+def validate_affinity_key(value: str) -> None:
+    from django.core.exceptions import ValidationError
+
+    try:
+        affinity_source_parse(value)
+    except AffinityKeyInvalid as exc:
+        raise ValidationError(str(exc)) from None
+
+
 class Model(models.Model):
     name = models.CharField(max_length=128, unique=True)
     aliases = models.JSONField(default=list, blank=True)
@@ -128,6 +151,24 @@ class Model(models.Model):
         default=4096,
         help_text="The most tokens one answer can have: reserved when a request sets no "
         "max_tokens, and the cap of a larger max_tokens",
+    )
+    strategy = models.CharField(
+        max_length=16,
+        choices=Strategy.choices,
+        default=Strategy.WEIGHTED,
+        db_default=Strategy.WEIGHTED,
+        help_text="How a request picks among the deployments; the others are its failover",
+    )
+    # prompt_cache_key by default: the field clients set precisely to say "these requests
+    # share a prefix"; a request without it falls back to the prefix hash anyway.
+    affinity_key = models.CharField(
+        max_length=80,
+        default=DEFAULT_AFFINITY_KEY,
+        db_default=DEFAULT_AFFINITY_KEY,
+        validators=[validate_affinity_key],
+        help_text="With the affinity strategy, a request's session key: prompt_cache_key, "
+        "user, header:<name> (e.g. header:x-session-id) or prefix (system prompt and first "
+        "message); a request without it falls back to prefix",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

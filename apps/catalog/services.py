@@ -37,6 +37,8 @@ _MODEL_FIELDS = frozenset(
         "prompt_allowance_per_message",
         "image_token_bound",
         "max_output_tokens",
+        "strategy",
+        "affinity_key",
     }
 )
 _DEPLOYMENT_FIELDS = frozenset({"model", "backend", "upstream_model", "weight"})

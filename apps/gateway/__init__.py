@@ -25,9 +25,14 @@ Django apps), never from one below it, so there is no import circle
 ``upstream/``
     ``client``: the pooled HTTP client, the only module that imports aiohttp (its
     exceptions mapped once into ``TransportError``s). ``bodies``: request bodies per
-    deployment, answers read and checked. ``failover``: ordered attempts, retries
-    before the first byte, upstream answers mapped to errors. ``fallback``: a model's
-    fallback models, tried when its deployments all failed or its window was too small.
+    deployment, answers read and checked. ``balancing``: the order a request tries a
+    model's deployments in, per strategy (weighted, least-busy, latency, affinity), and
+    the per-process board of in-flight counts and TTFT averages it shares through
+    Redis. ``failover``: ordered attempts, retries before the first byte, upstream
+    answers mapped to errors. ``health``: the per-deployment circuit breakers, shared
+    through Redis and read from a local view refreshed twice a second. ``fallback``: a
+    model's fallback models, tried when its deployments all failed or its window was too
+    small.
 ``state``
     The per-process state: caches, limiter, upstream client, Redis, estimate drift.
 ``call``, ``filtering``

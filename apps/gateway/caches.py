@@ -18,6 +18,11 @@ from apps.billing.pricing import PriceBook
 from apps.catalog.models import Backend, Model
 from apps.gateway.backends import BackendAdapter, UnknownBackendKind, adapter_for
 from apps.gateway.protocol.bounds import DEFAULT_TOKEN_BOUNDS, TokenBounds
+from apps.gateway.protocol.session import (
+    AffinityKeyInvalid,
+    AffinitySource,
+    affinity_source_parse,
+)
 from apps.keys.models import ApiKey
 from apps.keys.selectors import api_key_get_by_hash
 from apps.limits.limiter import LimitSpec
@@ -167,6 +172,10 @@ class ModelInfo:
     bounds: TokenBounds = DEFAULT_TOKEN_BOUNDS
     # The catalog's price book (every model's rules, every tenant's rate cards).
     prices: PriceBook = EMPTY_PRICE_BOOK
+    # How a request orders the deployments (apps/gateway/upstream/balancing.py) and,
+    # for affinity, where its session key comes from.
+    strategy: str = "weighted"
+    affinity: AffinitySource | None = None
 
     def deployment_order(self) -> list[DeploymentInfo]:
         """Weighted random order: weight shares the load, the rest are fallbacks."""
@@ -216,6 +225,18 @@ def _extra_headers(backend: Backend) -> dict[str, str]:
     return {str(k): str(v) for k, v in (backend.extra_headers or {}).items()}
 
 
+def _affinity_source(model: Model) -> AffinitySource | None:
+    """The model's session-key source; an invalid setting (a row written around the
+    model's validation) is logged and read as ``prefix``, the fallback of every source."""
+    try:
+        return affinity_source_parse(model.affinity_key)
+    except AffinityKeyInvalid as exc:
+        log.error(
+            "model %s: affinity_key %r: %s; using prefix", model.name, model.affinity_key, exc
+        )
+        return affinity_source_parse("prefix")
+
+
 def _load_catalog() -> Catalog:
     prices = PriceBook.load()
     by_name: dict[str, ModelInfo] = {}
@@ -260,6 +281,8 @@ def _load_catalog() -> Catalog:
                 max_output=model.max_output_tokens,
             ),
             prices=prices,
+            strategy=str(model.strategy),
+            affinity=_affinity_source(model),
         )
         models.append(info)
         by_name[model.name] = info

@@ -41,6 +41,7 @@ from apps.gateway.metrics import LIMIT_REFUSALS, observe_request
 from apps.gateway.protocol.bounds import output_bound
 from apps.gateway.protocol.openai import RequestInvalid
 from apps.gateway.state import GatewayState
+from apps.gateway.upstream.balancing import LATENCY
 from apps.gateway.upstream.bodies import deployments_with_caller_key
 from apps.gateway.upstream.fallback import Route, route_for
 from apps.keys.hashing import INFERENCE_KEY_PREFIX, secret_hash
@@ -452,6 +453,15 @@ class MeteredCall:
         event.latency_ms = self.exchange.elapsed_ms()
         event.ttft_ms = self.exchange.ttft_ms()
         observe_request(event, model_known=self.model is not None)
+        if (
+            self.model is not None
+            and self.model.strategy == LATENCY
+            and event.status == 200
+            and self.deployment is not None
+        ):
+            # A whole answer is a non-stream's first token.
+            ttft = event.ttft_ms if event.ttft_ms is not None else event.latency_ms
+            self.state.balance.observe_ttft(self.deployment.id, ttft)
         if self.prompt_estimate > 0 and event.prompt_tokens > 0 and not event.tokens_estimated:
             # Only counts the upstream reported; one over the bound counts as the bound,
             # as it is billed below.

@@ -112,6 +112,26 @@ def breaker_series(deployment: str) -> BreakerSeries:
     return series
 
 
+AFFINITY = Counter(
+    "tollgate_affinity_total",
+    "Requests of affinity-balanced models: hit (served by the deployment their session key "
+    "ranks first), miss (by another: the first was unavailable or failed).",
+    ["model", "result"],
+)
+# Set once a second by the balance board (upstream/balancing.py), as this process sees
+# every process's counts: all processes agree, so the most recent value is the answer.
+DEPLOYMENT_IN_FLIGHT = Gauge(
+    "tollgate_deployment_in_flight",
+    "Requests in flight per deployment, across gateway processes (least-busy models).",
+    ["deployment"],
+    multiprocess_mode="mostrecent",
+)
+DEPLOYMENT_TTFT_EWMA = Gauge(
+    "tollgate_deployment_ttft_ewma_seconds",
+    "Moving average of time to first token per deployment (latency models).",
+    ["deployment"],
+    multiprocess_mode="mostrecent",
+)
 # Finer around 1 (an estimate near right), coarser out to 4 (prose that tokenizes
 # densely, code and JSON, chat templates around short prompts); past it: +Inf.
 RATIO_BUCKETS = (0.25, 0.33, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)

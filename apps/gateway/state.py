@@ -17,6 +17,7 @@ from apps.core.redis import (
 )
 from apps.gateway.caches import CatalogCache, KeyCache
 from apps.gateway.estimates import PromptEstimates
+from apps.gateway.upstream.balancing import BalanceBoard
 from apps.gateway.upstream.client import UpstreamClient
 from apps.gateway.upstream.health import DeploymentHealth
 from apps.ledger.spool import spool_replay_forever
@@ -42,6 +43,8 @@ class GatewayState:
             window=settings.PROMPT_ESTIMATE_WINDOW,
         )
         self.moderation = RemoteModerationClient()
+        # Requests in flight and time to first token per deployment (least-busy, latency).
+        self.balance = BalanceBoard(self.redis)
         self._background: list[asyncio.Task] = []
         self.listening = asyncio.Event()
         # A prepaid tenant's balance being loaded from the journal, by tenant id: the
@@ -51,6 +54,7 @@ class GatewayState:
     def start(self) -> None:
         self._background.append(asyncio.create_task(self._listen_invalidations()))
         self._background.append(asyncio.create_task(self.health.refresh_forever()))
+        self._background.append(asyncio.create_task(self.balance.run()))
         self._background.append(
             asyncio.create_task(spool_replay_forever(self.redis, settings.LEDGER_STREAM))
         )

@@ -23,10 +23,15 @@ from apps.billing.pricing import (
     markup_validate,
     rule_fields_validate,
 )
-from apps.catalog.models import MODEL_FALLBACK_FIELDS, Backend, Deployment, Model, Price
+from apps.catalog.models import MODEL_FALLBACK_FIELDS, Backend, Deployment, Model, Price, Strategy
 from apps.catalog.services import FallbacksInvalid, model_fallbacks_clean
 from apps.core.redis import KEYS_INVALIDATE_CHANNEL, publish
 from apps.gateway.backends import backend_kinds
+from apps.gateway.protocol.session import (
+    DEFAULT_AFFINITY_KEY,
+    AffinityKeyInvalid,
+    affinity_source_parse,
+)
 from apps.keys.models import ApiKey
 from apps.keys.services import api_key_issue, api_key_update
 from apps.limits.fields import BudgetPeriod
@@ -353,6 +358,20 @@ def _model_bounds(doc: _Doc) -> dict[str, int]:
     return values
 
 
+def _model_balancing(doc: _Doc) -> dict[str, str]:
+    """strategy (weighted, the default) and affinity_key (prompt_cache_key, the default);
+    absent = the default, so removing a field from the file restores it."""
+    strategy = doc.text("strategy", default=Strategy.WEIGHTED)
+    if strategy not in Strategy.values:
+        raise ConfigError(doc.sub("strategy"), f"must be one of {', '.join(Strategy.values)}")
+    affinity_key = doc.data.get("affinity_key", DEFAULT_AFFINITY_KEY)
+    try:
+        source = affinity_source_parse(affinity_key)
+    except AffinityKeyInvalid as exc:
+        raise ConfigError(doc.sub("affinity_key"), str(exc)) from None
+    return {"strategy": strategy, "affinity_key": source.setting}
+
+
 def _apply_models(items: list, backends: dict[str, Backend], result: ApplyResult) -> None:
     applied: list[tuple[Model, _Doc]] = []
     for i, raw in enumerate(items):
@@ -367,6 +386,8 @@ def _apply_models(items: list, backends: dict[str, Backend], result: ApplyResult
                 "enabled",
                 *MODEL_BOUNDS,
                 *MODEL_FALLBACK_FIELDS,
+                "strategy",
+                "affinity_key",
             }
         )
         name = doc.text("name")
@@ -375,6 +396,7 @@ def _apply_models(items: list, backends: dict[str, Backend], result: ApplyResult
             "display_name": doc.text("display_name", required=False) or "",
             "enabled": bool(doc.data.get("enabled", True)),
             **_model_bounds(doc),
+            **_model_balancing(doc),
         }
         model, created = Model.objects.get_or_create(name=name, defaults=values)
         if created:

@@ -34,6 +34,8 @@ def test_the_model_admin_saves_a_maximum_output(superuser_client):
             "prompt_allowance_per_message": "32",
             "image_token_bound": "4096",
             "max_output_tokens": "8192",
+            "strategy": "weighted",
+            "affinity_key": "prompt_cache_key",
             "deployments-TOTAL_FORMS": "0",
             "deployments-INITIAL_FORMS": "0",
             "prices-TOTAL_FORMS": "0",

@@ -41,6 +41,9 @@ call still says "tool_calls"; streams carry no usage (it ignores ``stream_option
 "#gate=NAME" (chat and embeddings routes) holds the request until the test opens that gate: POST
 /_gates/NAME (every request already waiting, and later ones, go on; /_reset closes them).
 
+"--delay-ms N" (command line) makes every chat answer wait N ms before its first byte: a
+slower server, for the tests of latency-based balancing.
+
 It records every request it received and counts requests in flight and cancelled streams:
 GET /_stats, POST /_reset.
 """
@@ -336,6 +339,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
             await asyncio.sleep(int(directives["hold_ms"]) / 1000)
         if "gate" in directives:
             await _gate(directives["gate"]).wait()
+        if DELAY_S:
+            await asyncio.sleep(DELAY_S)
         words, tool_calls, finish, matched = _answer(body, directives)
         llama = _llama(request)
         if llama:
@@ -871,6 +876,7 @@ async def stats(request: web.Request) -> web.Response:
 
 
 GATES: dict[str, asyncio.Event] = {}
+DELAY_S = 0.0
 
 
 def _gate(name: str) -> asyncio.Event:
@@ -908,5 +914,7 @@ def build_app() -> web.Application:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay-ms", type=int, default=0)
     args = parser.parse_args()
+    DELAY_S = args.delay_ms / 1000
     web.run_app(build_app(), host="127.0.0.1", port=args.port, print=None, access_log=None)

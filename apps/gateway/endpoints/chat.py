@@ -34,6 +34,7 @@ from apps.gateway.protocol.openai import (
     validate_chat_request,
 )
 from apps.gateway.state import GatewayState
+from apps.gateway.upstream.balancing import session_key_of
 from apps.gateway.upstream.bodies import parse_chat_completion, read_upstream, rewrite_model
 from apps.gateway.upstream.fallback import open_served
 
@@ -90,6 +91,8 @@ def _open_upstream(
         stream=stream,
         on_deployment=call.record_deployment,
         health=call.state.health,
+        session_key=session_key_of(model, body, call.exchange.headers),
+        board=call.state.balance,
     )
 
 

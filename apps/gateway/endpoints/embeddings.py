@@ -45,6 +45,7 @@ async def create_embeddings(call: MeteredCall) -> None:
         stream=False,
         on_deployment=call.record_deployment,
         health=call.state.health,
+        board=call.state.balance,
     ) as (response, _deployment):
         raw = await read_upstream(response)
     answer = loads_or_none(raw)

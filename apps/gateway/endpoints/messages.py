@@ -50,6 +50,7 @@ from apps.gateway.protocol.openai import (
 )
 from apps.gateway.protocol.usage import from_anthropic, from_openai
 from apps.gateway.state import GatewayState
+from apps.gateway.upstream.balancing import session_key_of
 from apps.gateway.upstream.bodies import (
     parse_chat_completion,
     parse_message,
@@ -155,6 +156,8 @@ async def create_message(call: MeteredCall) -> None:
         on_deployment=call.record_deployment,
         health=call.state.health,
         native_headers=native_headers(call),
+        session_key=session_key_of(model, body, call.exchange.headers),
+        board=call.state.balance,
     ) as (response, deployment):
         native = deployment.speaks == ANTHROPIC
         if not stream:

@@ -28,6 +28,7 @@ from apps.gateway.protocol.responses import (
     responses_to_chat_request,
 )
 from apps.gateway.state import GatewayState
+from apps.gateway.upstream.balancing import session_key_of
 from apps.gateway.upstream.bodies import (
     deployments_offering,
     parse_chat_completion,
@@ -59,17 +60,20 @@ async def create_response(call: MeteredCall) -> None:
     response_id = "resp_" + call.exchange.request_id.removeprefix("req_")
     shell = response_shell(response_id, model.name, body, int(time.time()))
     checked = call.screen is not None and call.screen.policy.completion_active
+    session = session_key_of(model, body, call.exchange.headers)
     if stream and not checked:
-        await _relay_stream(call, chat, model, shell)
+        await _relay_stream(call, chat, model, shell, session)
         return
     chat.pop("stream", None)
     chat.pop("stream_options", None)
-    async with _chat_upstream(call, model, chat, stream=False) as (response, _deployment):
+    async with _chat_upstream(call, model, chat, session, stream=False) as (response, _):
         raw = await read_upstream(response)
     await _answer(call, chat, shell, parse_chat_completion(raw), stream)
 
 
-def _chat_upstream(call: MeteredCall, model: ModelInfo, chat: dict, *, stream: bool):
+def _chat_upstream(
+    call: MeteredCall, model: ModelInfo, chat: dict, session: int | None, *, stream: bool
+):
     return open_upstream(
         call.state.upstream,
         model,
@@ -78,6 +82,8 @@ def _chat_upstream(call: MeteredCall, model: ModelInfo, chat: dict, *, stream: b
         stream=stream,
         on_deployment=call.record_deployment,
         health=call.state.health,
+        session_key=session,
+        board=call.state.balance,
     )
 
 
@@ -119,7 +125,9 @@ async def _answer(call: MeteredCall, chat: dict, shell: dict, answer: dict, stre
     call.tail = converter.finish(estimated_usage(call.event))
 
 
-async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: dict) -> None:
+async def _relay_stream(
+    call: MeteredCall, chat: dict, model: ModelInfo, shell: dict, session: int | None
+) -> None:
     converter = ChatStreamToResponseEvents(shell)
 
     def settle() -> None:
@@ -130,7 +138,7 @@ async def _relay_stream(call: MeteredCall, chat: dict, model: ModelInfo, shell: 
             call.event, chat, converter.usage, estimate_text_tokens(said), converter.service_tier
         )
 
-    async with _chat_upstream(call, model, chat, stream=True) as (response, _deployment):
+    async with _chat_upstream(call, model, chat, session, stream=True) as (response, _):
         if "text/event-stream" not in response.headers.get("Content-Type", ""):
             # Some servers answer a stream request with a plain completion.
             answer = parse_chat_completion(await read_upstream(response))

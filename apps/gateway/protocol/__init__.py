@@ -6,6 +6,7 @@ Modules, and the direction imports may go (left may import right, never back):
       -> openai, anthropic                                 each protocol's own shapes
       -> sse, bounds, stops, tool_arguments                shared pieces
     content_filter -> sse                                  the output policy's framing
+    session                                                a request's session key
 
 Stream converters
 =================

@@ -1,2 +1,3 @@
-"""Calling upstreams: client (the aiohttp seam), bodies, failover, fallback; see
+"""Calling upstreams: client (the aiohttp seam), bodies, balancing (the order of a
+model's deployments), failover, health (the breakers), fallback; see
 apps/gateway/__init__.py."""

@@ -6,7 +6,7 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -30,6 +30,14 @@ from apps.gateway.errors import (
 from apps.gateway.metrics import UPSTREAM_ERRORS
 from apps.gateway.protocol.context_window import CONTEXT_WINDOW_STATUSES, is_context_window_error
 from apps.gateway.protocol.openai import normalise_upstream_error, scrub_upstream_text
+from apps.gateway.upstream.balancing import (
+    AFFINITY_STRATEGY,
+    LEAST_BUSY,
+    BalanceBoard,
+    affinity_observe,
+    in_flight,
+    order,
+)
 from apps.gateway.upstream.client import (
     ConnectError,
     FirstByteTimeout,
@@ -146,19 +154,86 @@ def _usable(
     return usable
 
 
-@asynccontextmanager
-async def open_upstream(
+Opened = tuple[UpstreamResponse, DeploymentInfo]
+BodyBuilder = Callable[[DeploymentInfo], bytes | tuple[str, bytes]]
+
+
+def open_upstream(
     client: UpstreamClient,
     model: ModelInfo,
     path: str,
-    build_body: Callable[[DeploymentInfo], bytes | tuple[str, bytes]],
+    build_body: BodyBuilder,
     *,
     stream: bool,
     on_deployment: Callable[[DeploymentInfo], None] | None = None,
     native_headers: dict[str, str] | None = None,
     health: DeploymentHealth | None = None,
-) -> AsyncIterator[tuple[UpstreamResponse, DeploymentInfo]]:
-    """Yield the first successful (2xx) upstream response, trying deployments in order.
+    session_key: int | None = None,
+    board: BalanceBoard | None = None,
+    available: Callable[[int], bool] | None = None,
+) -> AbstractAsyncContextManager[Opened]:
+    """``async with`` it: the first successful (2xx) upstream response and its deployment,
+    trying the deployments in the order the model's strategy gives (balancing.order:
+    ``session_key`` for affinity, ``board`` for least-busy and latency, ``available``
+    a filter of deployments; ``health`` the breakers); see ``_attempts``."""
+    deployments = order(model, session_key, available=available, board=board)
+    strategy = model.strategy
+    if strategy == LEAST_BUSY and board is not None:
+        return _counting_in_flight(
+            board,
+            on_deployment,
+            lambda hook: _attempts(
+                client, model, deployments, path, build_body, stream, hook, native_headers, health
+            ),
+        )
+    attempts = _attempts(
+        client, model, deployments, path, build_body, stream, on_deployment, native_headers, health
+    )
+    if strategy == AFFINITY_STRATEGY and session_key is not None:
+        return _observing_affinity(model, session_key, attempts)
+    return attempts
+
+
+@asynccontextmanager
+async def _counting_in_flight(
+    board: BalanceBoard,
+    on_deployment: Callable[[DeploymentInfo], None] | None,
+    attempts: Callable[[Callable[[DeploymentInfo], None]], AbstractAsyncContextManager[Opened]],
+) -> AsyncIterator[Opened]:
+    """The attempts, the request counted in flight at the deployment it is at."""
+    with in_flight(board) as at:
+
+        def hook(deployment: DeploymentInfo) -> None:
+            at(deployment)
+            if on_deployment is not None:
+                on_deployment(deployment)
+
+        async with attempts(hook) as opened:
+            yield opened
+
+
+@asynccontextmanager
+async def _observing_affinity(
+    model: ModelInfo, session_key: int, attempts: AbstractAsyncContextManager[Opened]
+) -> AsyncIterator[Opened]:
+    async with attempts as opened:
+        affinity_observe(model, session_key, opened[1])
+        yield opened
+
+
+@asynccontextmanager
+async def _attempts(
+    client: UpstreamClient,
+    model: ModelInfo,
+    deployments: list[DeploymentInfo],
+    path: str,
+    build_body: BodyBuilder,
+    stream: bool,
+    on_deployment: Callable[[DeploymentInfo], None] | None,
+    native_headers: dict[str, str] | None,
+    health: DeploymentHealth | None,
+) -> AsyncIterator[Opened]:
+    """Yield the first successful (2xx) upstream response, trying ``deployments`` in order.
 
     Connect errors, first-byte timeouts, 429 and 5xx move on to the next deployment (at
     most GATEWAY_MAX_ATTEMPTS, with jittered backoff, all inside the overall deadline:
@@ -174,7 +249,6 @@ async def open_upstream(
     ``native_headers`` go to Anthropic-native deployments only (the client's
     anthropic-beta).
     """
-    deployments = model.deployment_order()
     if not deployments:
         raise NoDeployment(model.name)
     deployments = _usable(health, deployments)
