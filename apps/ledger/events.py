@@ -48,6 +48,11 @@ class UsageEvent:
     byok: bool = False
     # The tenant was prepaid at admission: the price is debited from its balance.
     prepaid: bool = False
+    # Who it was for (apps/gateway/protocol/attribution.py): the key's project, the
+    # tenant's end user ("" = none said) and the tags {key: value} (None = none).
+    project_id: int | None = None
+    end_user: str = ""
+    tags: dict[str, str] | None = None
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self)  # orjson serialises dataclasses natively, ~50x asdict

@@ -14,6 +14,7 @@ control characters) is taken, so a tag can never be a spreadsheet formula's star
 ``-``, which the CSV writer neutralises like every text cell.
 """
 
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -75,6 +76,12 @@ def anthropic_end_user(body: Any, header: bytes | None) -> str | None:
     if header is not None:
         return end_user_checked(_header_text(header), END_USER_HEADER)
     return sent
+
+
+def end_user_hash(tenant_id: int, end_user: str) -> str:
+    """What an end user's counters are keyed by: never the id itself, and never the same
+    for two tenants' end users of one id."""
+    return hashlib.sha256(f"{tenant_id}:{end_user}".encode()).hexdigest()[:32]
 
 
 def _header_text(raw: bytes) -> str:
