@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "csp",
     "apps.tenants",
+    "apps.projects",
     "apps.keys",
     "apps.catalog",
     "apps.ledger",

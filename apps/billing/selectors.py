@@ -55,6 +55,10 @@ RECORD_COLUMNS = (
     "latency_ms",
     "ttft_ms",
     "price",
+    # Attribution, after the older columns so their positions stay.
+    "project_id",
+    "end_user",
+    "tags",
 )
 # The CSV headers of those columns: a tenant's "cost" is what it pays, the ledger's price
 # (as ``usage.cost`` on answers); the operator's cost is never shown to a tenant.

@@ -25,7 +25,7 @@ from rest_framework.views import APIView
 from apps.billing import schema, selectors
 from apps.billing.models import UsageRollup
 from apps.billing.renderers import ExactJSONRenderer, decimal_text
-from apps.core.csv_export import csv_chunks
+from apps.core.csv_export import csv_chunks, spreadsheet_safe
 from apps.tenants.authentication import tenant_for_request
 
 USAGE_LIMITS = {"1d": (7, 31), "1h": (24, 168), "1m": (60, 1440)}
@@ -262,6 +262,8 @@ def _csv_value(value: Any) -> Any:
         return value.astimezone(UTC).isoformat()
     if value is None:
         return ""
+    if isinstance(value, dict):  # tags: key:value;key:value (a text cell, neutralised)
+        return spreadsheet_safe(";".join(f"{k}:{v}" for k, v in sorted(value.items())))
     return value
 
 

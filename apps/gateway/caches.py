@@ -57,14 +57,42 @@ class KeyInfo:
     byok_allowed: bool = False
     # The tenant is prepaid: admission reserves against its balance (apps/limits/lua.py).
     prepaid: bool = False
+    # The key's project: its limits, its allowlist (None: every model) narrowing the
+    # key's, per-model limits in the key and in the project, and the project's limits for
+    # each end user (None: none).
+    project_id: int = 0
+    project_limits: LimitSpec | None = None
+    project_models: frozenset[str] | None = None
+    model_limits: dict[str, LimitSpec] = field(default_factory=dict)
+    project_model_limits: dict[str, LimitSpec] = field(default_factory=dict)
+    end_user_limits: LimitSpec | None = None
+    # Recorded on every request, under the request's own tags.
+    default_tags: dict[str, str] = field(default_factory=dict)
 
     def may_use(self, model_name: str) -> bool:
+        if self.project_models is not None and model_name not in self.project_models:
+            return False
         return "*" in self.allowed_models or model_name in self.allowed_models
+
+    @property
+    def budgets(self) -> bool:
+        """Whether any scope of the key has a budget (never admitted without Redis)."""
+        specs = [self.limits, self.project_limits, self.tenant_limits, self.end_user_limits]
+        specs += [*self.model_limits.values(), *self.project_model_limits.values()]
+        return any(s is not None and s.budget_nanos is not None for s in specs)
+
+
+def _specs(blocks: dict) -> dict[str, LimitSpec]:
+    specs = {name: LimitSpec.from_block(block) for name, block in (blocks or {}).items()}
+    return {name: spec for name, spec in specs.items() if spec.active}
 
 
 def _key_info(api_key: ApiKey, key_hash: str) -> KeyInfo:
     """The key as the secret with this hash sees it (the current or the previous one)."""
     previous = key_hash != api_key.key_hash
+    project = api_key.project
+    models = project.allowed_models or ()
+    end_user = LimitSpec.from_block(project.end_user_limits or {})
     return KeyInfo(
         id=api_key.id,
         tenant_id=api_key.tenant_id,
@@ -80,6 +108,13 @@ def _key_info(api_key: ApiKey, key_hash: str) -> KeyInfo:
         secret_valid_until=api_key.previous_valid_until.timestamp() if previous else None,
         byok_allowed=api_key.tenant.byok_allowed,
         prepaid=api_key.tenant.prepaid,
+        project_id=project.id,
+        project_limits=LimitSpec.from_fields(project),
+        project_models=None if "*" in models else frozenset(models),
+        model_limits=_specs(api_key.model_limits),
+        project_model_limits=_specs(project.model_limits),
+        end_user_limits=end_user if end_user.active else None,
+        default_tags=dict(api_key.default_tags or {}),
     )
 
 

@@ -20,6 +20,7 @@ from apps.gateway.errors import (
     AmbiguousApiKey,
     ApiKeyInvalid,
     ApiKeyMissing,
+    AttributionRefused,
     BodyNotJson,
     BodyTooDeep,
     CallerKeyInvalid,
@@ -38,6 +39,16 @@ from apps.gateway.errors import (
 from apps.gateway.exchange import JSON_CONTENT_TYPE, ClientGone, Exchange
 from apps.gateway.limits import limit_error, rate_headers
 from apps.gateway.metrics import LIMIT_REFUSALS, observe_request
+from apps.gateway.protocol.attribution import (
+    END_USER_HEADER,
+    TAGS_HEADER,
+    AttributionInvalid,
+    anthropic_end_user,
+    end_user_hash,
+    openai_end_user,
+    tags_merge,
+    tags_parse,
+)
 from apps.gateway.protocol.bounds import output_bound
 from apps.gateway.protocol.openai import RequestInvalid
 from apps.gateway.state import GatewayState
@@ -174,6 +185,33 @@ def take_caller_key(call: "MeteredCall", body: Any) -> None:
     call.event.byok = True
 
 
+_END_USER_HEADER = END_USER_HEADER.encode()
+_TAGS_HEADER = TAGS_HEADER.encode()
+
+
+def take_attribution(call: "MeteredCall", body: Any, *, anthropic: bool = False) -> None:
+    """The request's end user (the header, else the body's ``user`` or Anthropic's
+    ``metadata.user_id``) and tags (the header over the key's default tags) onto the
+    call's usage event; anything malformed or hostile is a 400 naming where it was."""
+    headers = call.exchange.headers
+    try:
+        header = headers.get(_END_USER_HEADER)
+        if header is not None and call.exchange.repeats_any(frozenset({_END_USER_HEADER})):
+            raise AttributionInvalid(END_USER_HEADER, "is sent more than once")
+        end_user = (anthropic_end_user if anthropic else openai_end_user)(body, header)
+        sent = headers.get(_TAGS_HEADER)
+        if sent is not None:
+            if call.exchange.repeats_any(frozenset({_TAGS_HEADER})):
+                raise AttributionInvalid(TAGS_HEADER, "is sent more than once")
+            call.event.tags = tags_merge(call.key.default_tags, tags_parse(sent))
+        elif call.key.default_tags:
+            call.event.tags = call.key.default_tags
+    except AttributionInvalid as exc:
+        raise AttributionRefused(exc.param, exc.message) from None
+    if end_user is not None:
+        call.event.end_user = end_user
+
+
 # Deeper bodies are refused: orjson writes at most 255 levels, and a body is written
 # again (model rewritten, translated, echoed) inside a few levels of our own.
 MAX_JSON_DEPTH = 128
@@ -218,6 +256,7 @@ def parse_openai_request(call: "MeteredCall", validate: Callable[[Any], T]) -> t
         checked = validate(body)
     except RequestInvalid as exc:
         raise InvalidRequest(exc.message, exc.param) from None
+    take_attribution(call, body)
     return body, checked
 
 
@@ -239,6 +278,7 @@ class MeteredCall:
             stream=False,
             created_at=exchange.created_at,
             prepaid=key.prepaid,
+            project_id=key.project_id or None,
         )
         self.admission = None
         self.model: ModelInfo | None = None
@@ -335,6 +375,12 @@ class MeteredCall:
             prompt_tokens=self.state.estimates.reservation(model.name, prompt_tokens, prompt_bound),
             max_output_tokens=max_output_tokens,
             worst_price_nanos=worst,
+            model=model.name,
+            end_user_hash=(
+                end_user_hash(self.key.tenant_id, self.event.end_user)
+                if self.event.end_user and self.key.end_user_limits is not None
+                else None
+            ),
         )
         try:
             try:
@@ -353,12 +399,7 @@ class MeteredCall:
         except (redis.RedisError, OSError):
             # Fail closed by default; fail-open may be chosen for rate limits, never budgets
             # or balances.
-            budgets = (self.key.limits, self.key.tenant_limits)
-            if (
-                not settings.LIMITS_FAIL_OPEN
-                or self.key.prepaid
-                or any(s and s.budget_nanos for s in budgets)
-            ):
+            if not settings.LIMITS_FAIL_OPEN or self.key.prepaid or self.key.budgets:
                 self._not_admitted()
                 raise LimitsUnavailable() from None
             log.warning("limits unavailable; admitting %s without rate limits", self.key.prefix)

@@ -63,6 +63,17 @@ class InvalidRequest(GatewayError):
         self.anthropic_type = anthropic_type
 
 
+class AttributionRefused(GatewayError):
+    """An end-user id or tag the gateway does not take (protocol/attribution.py);
+    ``param`` names the field or header."""
+
+    outcome = "invalid_request"
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"Invalid '{param}': {message}.")
+        self.param = param
+
+
 class BodyNotJson(GatewayError):
     outcome = "invalid_request"
 

@@ -59,11 +59,19 @@ def rate_headers(rate: RateState | None, protocol: str) -> list[tuple[bytes, byt
 
 
 _MESSAGES = {
-    "requests": "Rate limit reached for requests per minute on this {scope}.",
-    "tokens": "Rate limit reached for tokens per minute on this {scope}: the request's "
+    "requests": "Rate limit reached for requests per minute ({scope}).",
+    "tokens": "Rate limit reached for tokens per minute ({scope}): the request's "
     "prompt plus max_tokens would exceed it.",
-    "concurrency": "Too many concurrent requests on this {scope}.",
-    "budget": "This {scope} has used up its budget for the current period.",
+    "concurrency": "Too many concurrent requests ({scope}).",
+    "budget": "The budget for the current period is used up ({scope}).",
+}
+# Which limit refused: key | project | tenant | model | end_user.
+LIMIT_SCOPE_HEADER = b"x-tollgate-limit-scope"
+_SCOPES = {
+    "key": "limit of this API key",
+    "project": "limit of this project",
+    "tenant": "limit of this organization (tenant)",
+    "end_user": "limit of each end user of this project",
 }
 
 
@@ -72,9 +80,9 @@ def limit_error(exc: LimitExceeded, protocol: str) -> GatewayError:
         return BalanceExhausted(protocol)
     if exc.reason == "nobalance":  # lost again right after it was loaded
         return LimitsUnavailable()
-    scope = "API key" if exc.scope == "key" else "organization (tenant)"
+    scope = _SCOPES.get(exc.scope) or f"limit of {exc.description}"
     message = _MESSAGES[exc.reason].format(scope=scope)
-    headers = rate_headers(exc.rate, protocol)
+    headers = [(LIMIT_SCOPE_HEADER, exc.scope.encode()), *rate_headers(exc.rate, protocol)]
     if exc.retry_after_ms >= 0:
         seconds = max(1, math.ceil(exc.retry_after_ms / 1000))
         message += f" Please retry after {seconds}s."

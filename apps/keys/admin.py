@@ -24,6 +24,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     exclude = ["key_hash", "previous_key_hash"]
     readonly_fields = [
         "tenant",
+        "project",
         "prefix",
         "previous_prefix",
         "previous_valid_until",

@@ -6,6 +6,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.limits.fields import LimitFields
+from apps.projects.models import Project
 from apps.tenants.models import Tenant
 
 
@@ -13,6 +14,9 @@ class ApiKey(LimitFields):
     """An inference key. Only the keyed hash of the secret is stored."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    # One project of the same tenant; saved without one, the tenant's default project.
+    # RESTRICT: a project with keys cannot be deleted, but its tenant still can.
+    project = models.ForeignKey(Project, on_delete=models.RESTRICT, related_name="api_keys")
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, help_text="Visible start of the secret")
     key_hash = models.CharField(max_length=64, unique=True)
@@ -25,6 +29,12 @@ class ApiKey(LimitFields):
     allowed_models = models.JSONField(default=list, blank=True)
     # Per-category override of the tenant's content policy; {} = the tenant's.
     content_policy = models.JSONField(default=dict, blank=True)
+    # {model name: {rpm, tpm, max_concurrent, budget}} inside this key
+    # (apps/limits/blocks.py checks it).
+    model_limits = models.JSONField(default=dict, blank=True)
+    # {tag key: value} recorded on every request of the key, under the request's own tags
+    # (apps/gateway/protocol/attribution.py checks them).
+    default_tags = models.JSONField(default=dict, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
@@ -53,6 +63,15 @@ class ApiKey(LimitFields):
                 name="apikey_previous_secret_whole_and_distinct",
             ),
         ]
+
+    def save(self, *args, **kwargs) -> None:
+        if self.project_id is None and self.tenant_id is not None:
+            from apps.projects.selectors import project_default_get
+
+            self.project = project_default_get(tenant_id=self.tenant_id)
+        elif "project" in self._state.fields_cache and self.project.tenant_id != self.tenant_id:
+            raise ValueError("a key's project belongs to the key's tenant")
+        super().save(*args, **kwargs)
 
     def secret_hashes(self) -> list[str]:
         """The hashes a gateway process may have cached this key under."""

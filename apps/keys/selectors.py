@@ -8,7 +8,7 @@ def api_key_get_by_hash(key_hash: str) -> ApiKey | None:
     """The key whose current secret, or previous secret still in its grace, has this hash
     (whether it is revoked or expired is the caller's to check)."""
     return (
-        ApiKey.objects.select_related("tenant")
+        ApiKey.objects.select_related("tenant", "project")
         .filter(
             Q(key_hash=key_hash)
             | Q(previous_key_hash=key_hash, previous_valid_until__gt=timezone.now())

@@ -10,8 +10,10 @@ from django.utils import timezone
 
 from apps.audit.services import audit_changes, audit_record
 from apps.core.redis import KEYS_INVALIDATE_CHANNEL, publish
+from apps.gateway.protocol.attribution import AttributionInvalid, tags_validate
 from apps.keys.hashing import secret_generate, secret_hash, secret_visible_prefix
 from apps.keys.models import ApiKey
+from apps.limits.blocks import LimitBlockInvalid, model_limits_validate
 from apps.tenants.models import Tenant
 
 # Rotation grace: 0 = the old secret is refused at once; at most 7 days.
@@ -35,6 +37,21 @@ def _invalidate_on_commit(*key_hashes: str) -> None:
             publish(KEYS_INVALIDATE_CHANNEL, key_hash)
 
     transaction.on_commit(send)
+
+
+def _checked_fields(fields: dict) -> dict:
+    """``model_limits`` and ``default_tags`` in their stored form; an ApiKeyError names
+    the offending entry (``model_limits.gemma-270m.rpm``)."""
+    try:
+        if "model_limits" in fields:
+            fields["model_limits"] = model_limits_validate(fields["model_limits"])
+        if "default_tags" in fields:
+            fields["default_tags"] = tags_validate(fields["default_tags"])
+    except LimitBlockInvalid as exc:
+        raise ApiKeyError(exc.field, exc.message) from None
+    except AttributionInvalid as exc:
+        raise ApiKeyError(exc.param, exc.message) from None
+    return fields
 
 
 def _rotation_grace(grace_seconds: object) -> timedelta:
@@ -71,6 +88,7 @@ def _issue(
     **fields,
 ) -> tuple[ApiKey, str]:
     secret = secret_generate()
+    fields = _checked_fields(fields)
     api_key = ApiKey.objects.create(
         tenant=tenant,
         name=name,
@@ -206,6 +224,7 @@ def api_key_rotate(*, api_key: ApiKey, grace_seconds: int = 0, actor=None) -> tu
 
 @transaction.atomic
 def api_key_update(*, api_key: ApiKey, actor=None, **changes) -> ApiKey:
+    changes = _checked_fields(changes)
     diff = audit_changes(api_key, changes)
     for field, value in changes.items():
         setattr(api_key, field, value)

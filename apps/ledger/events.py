@@ -51,6 +51,11 @@ class UsageEvent:
     # The model the client asked for: ``model`` is the one that served, a fallback of it
     # or the same. "" (not resolved yet, or an older gateway): the ledger stores ``model``.
     requested_model: str = ""
+    # Who it was for (apps/gateway/protocol/attribution.py): the key's project, the
+    # tenant's end user ("" = none said) and the tags {key: value} (None = none).
+    project_id: int | None = None
+    end_user: str = ""
+    tags: dict[str, str] | None = None
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self)  # orjson serialises dataclasses natively, ~50x asdict

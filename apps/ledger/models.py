@@ -60,6 +60,19 @@ class UsageRecord(models.Model):
     # A prepaid tenant's request: its price is debited from the tenant's balance (this row
     # is the balance journal's usage debit, apps/wallet).
     prepaid = models.BooleanField(default=False, db_default=False)
+    # Who it was for: the key's project (NULL: recorded before projects), the tenant's own
+    # end-user id ("" = none given; apps/gateway/protocol/attribution.py bounds it) and
+    # the request's tags merged with the key's default tags, {key: value} (NULL = none).
+    project = models.ForeignKey(
+        "projects.Project",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+    )
+    end_user = models.CharField(max_length=256, blank=True, default="", db_default="")
+    tags = models.JSONField(null=True, blank=True)
     # Exact amounts fixed when the request was settled (apps/billing/pricing.py): cost is
     # what the operator pays the upstream, price what the tenant pays (budgets,
     # statements and the tenant's reports count price).

@@ -26,6 +26,7 @@ from django.db.models import Q
 
 from apps.billing.pricing import PriceBook, billed_tokens, pico_to_decimal
 from apps.core.redis import sync_client
+from apps.gateway.protocol.attribution import AttributionInvalid, end_user_checked, tags_validate
 from apps.keys.models import ApiKey
 from apps.ledger.events import UsageEvent
 from apps.ledger.models import UsageRecord
@@ -100,6 +101,29 @@ def _check(event: UsageEvent) -> None:
         if isinstance(getattr(event, name), bool) or not isinstance(getattr(event, name), int):
             raise TypeError(f"{name} is not an integer")
     datetime.fromtimestamp(event.created_at, tz=UTC)  # raises on a bad timestamp
+    _attribution_checked(event)
+
+
+def _attribution_checked(event: UsageEvent) -> None:
+    """The gateway checked the end user and tags; an event that still carries bad ones
+    (from the spool or an older gateway) keeps its usage and loses only those, so a bad
+    tag never costs a billed request."""
+    project_id = event.project_id
+    if project_id is not None and (isinstance(project_id, bool) or not isinstance(project_id, int)):
+        log.warning("usage event %s: project_id dropped (not an id)", event.request_id)
+        event.project_id = None
+    if event.end_user != "":
+        try:
+            end_user_checked(event.end_user, "end_user")
+        except AttributionInvalid:
+            log.warning("usage event %s: end_user dropped (invalid)", event.request_id)
+            event.end_user = ""
+    if event.tags is not None:
+        try:
+            event.tags = tags_validate(event.tags, "tags") or None
+        except AttributionInvalid:
+            log.warning("usage event %s: tags dropped (invalid)", event.request_id)
+            event.tags = None
 
 
 def _price(events: list[UsageEvent]) -> None:
@@ -142,6 +166,9 @@ def _record(event: UsageEvent) -> UsageRecord:
         service_tier=(event.service_tier or "")[:32],
         byok=event.byok is True,
         prepaid=event.prepaid is True,
+        project_id=event.project_id,
+        end_user=event.end_user,
+        tags=event.tags,
         prompt_tokens_bound=_bound(event.prompt_tokens_bound),
         completion_tokens_bound=_bound(event.completion_tokens_bound),
         latency_ms=max(event.latency_ms, 0),
@@ -195,6 +222,9 @@ _BATCH_COLUMNS = (
     ("service_tier", "text"),
     ("byok", "boolean"),
     ("prepaid", "boolean"),
+    ("project_id", "bigint"),
+    ("end_user", "text"),
+    ("tags", "jsonb"),
     ("prompt_tokens_bound", "bigint"),
     ("completion_tokens_bound", "bigint"),
     ("latency_ms", "integer"),
@@ -246,6 +276,9 @@ def _row(event: UsageEvent) -> tuple:
         (event.service_tier or "")[:32],
         event.byok is True,
         event.prepaid is True,
+        event.project_id,
+        event.end_user,
+        None if event.tags is None else orjson.dumps(event.tags).decode(),
         _bound(event.prompt_tokens_bound),
         _bound(event.completion_tokens_bound),
         max(event.latency_ms, 0),

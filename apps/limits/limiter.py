@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from apps.core.fastredis import FastRedis
 from apps.ledger.events import UsageEvent
+from apps.limits.blocks import budget_of
 from apps.limits.lua import ADMIT, LOAD, SETTLE, STANDING
 
 # Budget money in Redis is integer nano-USD (each request's exact cost rounded up, see
@@ -38,6 +39,18 @@ class LimitSpec:
     def active(self) -> bool:
         return any(
             v is not None for v in (self.rpm, self.tpm, self.max_concurrent, self.budget_nanos)
+        )
+
+    @classmethod
+    def from_block(cls, block: dict) -> "LimitSpec":
+        """A stored limit block (apps/limits/blocks.py)."""
+        amount, period = budget_of(block)
+        return cls(
+            rpm=block.get("rpm"),
+            tpm=block.get("tpm"),
+            max_concurrent=block.get("max_concurrent"),
+            budget_nanos=int(amount * NANOS_PER_USD) if amount is not None else None,
+            budget_period=period,
         )
 
     @classmethod
@@ -139,13 +152,63 @@ class BalanceUse:
 
 
 class LimitExceeded(Exception):
-    def __init__(self, reason: str, scope: str, retry_after_ms: int, rate: RateState | None):
+    def __init__(
+        self,
+        reason: str,
+        scope: str,
+        retry_after_ms: int,
+        rate: RateState | None,
+        description: str = "",
+    ):
         super().__init__(reason)
         # requests | tokens | concurrency | budget | balance | nobalance (not loaded yet)
         self.reason = reason
-        self.scope = scope  # key | tenant
+        self.scope = scope  # key | project | tenant | model | end_user
         self.retry_after_ms = retry_after_ms  # -1: not before a manual change
         self.rate = rate
+        # Which one, as a refusal says it ("model gemma on this API key").
+        self.description = description or scope
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """One set of counters admission checks: ``name`` places them in Redis, ``label`` is
+    what a refusal names (``x-tollgate-limit-scope``)."""
+
+    label: str
+    name: str
+    spec: LimitSpec
+    description: str
+
+
+BALANCE_SCOPE = Scope("tenant", "", LimitSpec(), "organization (tenant)")
+
+
+def admission_scopes(key, model: str = "", end_user_hash: str | None = None) -> list[Scope]:
+    """The scopes a request of ``key`` for ``model`` by an end user (the hash of the
+    tenant id and the id: never the id itself, never across tenants) counts against, in
+    the order they are checked; only those with a limit (nothing is counted for the rest)."""
+    scopes = []
+    spec = key.limits
+    if spec is not None and spec.active:
+        scopes.append(Scope("key", f"k:{key.id}", spec, "API key"))
+    spec = key.project_limits
+    if spec is not None and spec.active:
+        scopes.append(Scope("project", f"p:{key.project_id}", spec, "project"))
+    spec = key.tenant_limits
+    if spec is not None and spec.active:
+        scopes.append(Scope("tenant", f"t:{key.tenant_id}", spec, "organization (tenant)"))
+    if key.model_limits and (spec := key.model_limits.get(model)) is not None:
+        scopes.append(
+            Scope("model", f"km:{key.id}:{model}", spec, f"model {model} on this API key")
+        )
+    if key.project_model_limits and (spec := key.project_model_limits.get(model)) is not None:
+        scopes.append(
+            Scope("model", f"pm:{key.project_id}:{model}", spec, f"model {model} in this project")
+        )
+    if end_user_hash is not None and key.end_user_limits is not None:
+        scopes.append(Scope("end_user", f"u:{end_user_hash}", key.end_user_limits, "end user"))
+    return scopes
 
 
 class Limiter:
@@ -183,17 +246,17 @@ class Limiter:
         prompt_tokens: int,
         max_output_tokens: int | None,
         worst_price_nanos: int,
+        model: str = "",
+        end_user_hash: str | None = None,
     ) -> Admission:
         """Rate limits (TPM) reserve the cheap estimate, ``prompt_tokens`` +
         ``max_output_tokens``; budgets reserve ``worst_price_nanos``, the most the request
         can be priced (``pricing.Tariff.worst_nanos`` of its token bounds), which
-        settlement never exceeds. A prepaid tenant's balance reserves it too, in the same
-        round trip; ``LimitExceeded("nobalance")`` asks the caller to ``balance_load``."""
-        scopes = [
-            (f"k:{key.id}", key.limits),
-            (f"t:{key.tenant_id}", key.tenant_limits),
-        ]
-        scopes = [(name, spec) for name, spec in scopes if spec is not None and spec.active]
+        settlement never exceeds. Every scope (``admission_scopes``: key, project, tenant,
+        the model's limits in the key and the project, the end user) is checked and
+        reserved in the same round trip, all or none. A prepaid tenant's balance reserves
+        it too; ``LimitExceeded("nobalance")`` asks the caller to ``balance_load``."""
+        scopes = admission_scopes(key, model, end_user_hash)
         admission = Admission(request_id=request_id)
         prepaid = key.prepaid
         if not scopes and not prepaid:
@@ -205,9 +268,10 @@ class Limiter:
         worst_cost = min(worst_price_nanos, MAX_RESERVATION)
         now = datetime.now(UTC)
         args: list = [request_id, tokens, worst_cost, LEASE_MS, 1 if prepaid else 0]
-        for name, spec in scopes:
+        for scope in scopes:
+            spec = scope.spec
             period_id, reset_ms = budget_period_bounds(spec.budget_period, now)
-            admission.keys.extend(scope_keys(name, period_id))
+            admission.keys.extend(scope_keys(scope.name, period_id))
             args.extend(
                 [
                     _or_none(spec.rpm),
@@ -228,14 +292,14 @@ class Limiter:
         result = await self._run("admit", keys, args)
         rpm_at, tpm_at = _first(scopes, "rpm"), _first(scopes, "tpm")
         rate = RateState(
-            rpm=scopes[rpm_at][1].rpm if rpm_at >= 0 else None,
-            tpm=scopes[tpm_at][1].tpm if tpm_at >= 0 else None,
+            rpm=scopes[rpm_at].spec.rpm if rpm_at >= 0 else None,
+            tpm=scopes[tpm_at].spec.tpm if tpm_at >= 0 else None,
         )
         if result[0] == 0:
             reason = result[1].decode() if isinstance(result[1], bytes) else result[1]
             at = int(result[2])  # 0: the tenant's balance
-            scope = "key" if at and scopes[at - 1][0].startswith("k:") else "tenant"
-            raise LimitExceeded(reason, scope, int(result[3]), rate)
+            scope = scopes[at - 1] if at else BALANCE_SCOPE
+            raise LimitExceeded(reason, scope.label, int(result[3]), rate, scope.description)
         if rpm_at >= 0:
             rate.rpm_remaining = max(int(result[1 + 4 * rpm_at]), 0)
             rate.rpm_reset_ms = int(result[2 + 4 * rpm_at])
@@ -313,9 +377,9 @@ def _or_none(value: int | None) -> int:
     return -1 if value is None else value
 
 
-def _first(scopes, attribute: str) -> int:
-    for index, (_name, spec) in enumerate(scopes):
-        if getattr(spec, attribute) is not None:
+def _first(scopes: list["Scope"], attribute: str) -> int:
+    for index, scope in enumerate(scopes):
+        if getattr(scope.spec, attribute) is not None:
             return index
     return -1
 

@@ -18,7 +18,9 @@ from apps.core.redis import sync_client
 from apps.keys.models import ApiKey
 from apps.ledger.models import UsageRecord
 from apps.ledger.selectors import ledger_pipeline_state
+from apps.limits.blocks import budget_of
 from apps.limits.limiter import budget_period_bounds, scope_keys
+from apps.projects.models import Project
 from apps.tenants.models import Tenant
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BudgetDrift:
-    scope: str  # "key 12" / "tenant 3"
+    scope: str  # "key 12" / "tenant 3" / "project 4" / "model m of key 12"
     period: str
     counter_nanos: int
     ledger_nanos: int
@@ -47,28 +49,51 @@ def _pipeline_drained() -> bool:
 
 
 def budget_reconcile(*, now: datetime | None = None) -> list[BudgetDrift]:
-    """Compare each budgeted key's and tenant's spend counter with the ledger; correct and
-    report any difference larger than the per-request rounding."""
+    """Compare each budgeted key's, project's and tenant's spend counter (and the per-model
+    budgets of keys and projects) with the ledger; correct and report any difference
+    larger than the per-request rounding. (End users' counters are not reconciled: they
+    are many and expire when idle.)"""
     now = now or datetime.now(UTC)
     client = sync_client()
     drifts: list[BudgetDrift] = []
+    # (counter name, what a drift report calls it, budget period, the ledger's rows)
     scopes = [
-        ("k", key, {"api_key": key})
+        (f"k:{key.id}", f"key {key.id}", key.budget_period, {"api_key": key})
         for key in ApiKey.objects.filter(budget_amount__isnull=False, revoked_at__isnull=True)
     ]
     scopes += [
-        ("t", tenant, {"tenant": tenant})
+        (f"p:{project.id}", f"project {project.id}", project.budget_period, {"project": project})
+        for project in Project.objects.filter(budget_amount__isnull=False)
+    ]
+    scopes += [
+        (f"t:{tenant.id}", f"tenant {tenant.id}", tenant.budget_period, {"tenant": tenant})
         for tenant in Tenant.objects.filter(budget_amount__isnull=False)
     ]
-    for kind, owner, ledger_filter in scopes:
-        period_id, _end = budget_period_bounds(owner.budget_period, now)
-        counter_key = scope_keys(f"{kind}:{owner.id}", period_id)[5]
+    for kind, owners, ledger_field in (
+        ("km", ApiKey.objects.filter(revoked_at__isnull=True), "api_key"),
+        ("pm", Project.objects.all(), "project"),
+    ):
+        for owner in owners.exclude(model_limits={}).only("id", "model_limits"):
+            for model, block in (owner.model_limits or {}).items():
+                amount, period = budget_of(block)
+                if amount is not None:
+                    scopes.append(
+                        (
+                            f"{kind}:{owner.id}:{model}",
+                            f"model {model} of {ledger_field.replace('_', ' ')} {owner.id}",
+                            period,
+                            {ledger_field: owner.id, "model": model},
+                        )
+                    )
+    for name, label, budget_period, ledger_filter in scopes:
+        period_id, _end = budget_period_bounds(budget_period, now)
+        counter_key = scope_keys(name, period_id)[5]
         if not _pipeline_drained():
             log.info("budget reconciliation skipped: usage events still waiting")
             return drifts
         before = int(client.get(counter_key) or 0)
         records = UsageRecord.objects.filter(**ledger_filter)
-        start = _period_start(owner.budget_period, now)
+        start = _period_start(budget_period, now)
         if start is not None:
             records = records.filter(created_at__gte=start)
         totals = records.aggregate(price=Sum("price"), n=Count("id"))
@@ -81,7 +106,7 @@ def budget_reconcile(*, now: datetime | None = None) -> list[BudgetDrift]:
             continue
         client.incrby(counter_key, ledger_nanos - before)
         drift = BudgetDrift(
-            f"{'key' if kind == 'k' else 'tenant'} {owner.id}",
+            label,
             period_id,
             before,
             ledger_nanos,

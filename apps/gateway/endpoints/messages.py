@@ -22,7 +22,13 @@ import orjson
 
 from apps.gateway.backends import ANTHROPIC
 from apps.gateway.caches import ModelInfo
-from apps.gateway.call import MeteredCall, authenticate, parse_json_body, take_caller_key
+from apps.gateway.call import (
+    MeteredCall,
+    authenticate,
+    parse_json_body,
+    take_attribution,
+    take_caller_key,
+)
 from apps.gateway.endpoints.stream import relay_stream
 from apps.gateway.errors import InvalidRequest, param_named_in
 from apps.gateway.exchange import Exchange
@@ -92,6 +98,7 @@ def parse_messages_body(call: MeteredCall, *, require_max_tokens: bool) -> dict:
     problem = validate_messages_request(body, require_max_tokens=require_max_tokens)
     if problem:
         raise invalid_request(problem)
+    take_attribution(call, body, anthropic=True)
     return body
 
 

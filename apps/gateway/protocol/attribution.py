@@ -1,0 +1,153 @@
+"""Who a request is for and what it is tagged with: the end user and the tags, read off
+the request and checked (plain Python, no Django).
+
+End user: the ``x-tollgate-end-user`` header, else the body's ``user`` (OpenAI chat,
+responses, embeddings) or ``metadata.user_id`` (Anthropic messages). The id is the
+tenant's data: a non-empty string of at most ``MAX_END_USER`` characters without control
+characters; anything else is refused (a 400 naming the field), never cut or cleaned.
+
+Tags: ``x-tollgate-tags: team:web,env:prod`` — at most ``MAX_TAGS`` ``key:value`` pairs
+after merging with the key's default tags (the request's value wins for a key it names).
+A key is 1 to 64 of ``[A-Za-z0-9_.-]`` starting with a letter, digit or ``_``; a value 1 to
+128 of ``[A-Za-z0-9_.:/-]``. Nothing else (spaces, quotes, ``=``, ``+``, ``@``, ``|``,
+control characters) is taken, so a tag can never be a spreadsheet formula's start except
+``-``, which the CSV writer neutralises like every text cell.
+"""
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+MAX_END_USER = 256
+MAX_TAGS = 10
+MAX_TAG_KEY = 64
+MAX_TAG_VALUE = 128
+# Longer than 10 tags of the longest kind can be: refused before any split.
+MAX_TAGS_HEADER = MAX_TAGS * (MAX_TAG_KEY + MAX_TAG_VALUE + 2)
+
+END_USER_HEADER = "x-tollgate-end-user"
+TAGS_HEADER = "x-tollgate-tags"
+
+_TAG_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
+_TAG_VALUE = re.compile(r"[A-Za-z0-9_.:/\-]{1,128}")
+# C0, DEL and C1 controls, and the Unicode line/paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+class AttributionInvalid(ValueError):
+    """A refused end user or tag; ``param`` names where it came from."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+        self.message = message
+
+
+def end_user_checked(value: Any, param: str) -> str:
+    """The id as sent, or AttributionInvalid naming ``param``."""
+    if not isinstance(value, str):
+        raise AttributionInvalid(param, "must be a string")
+    if not value:
+        raise AttributionInvalid(param, "must not be empty")
+    if len(value) > MAX_END_USER:
+        raise AttributionInvalid(param, f"is longer than {MAX_END_USER} characters")
+    if _CONTROL.search(value):
+        raise AttributionInvalid(param, "must not contain control characters")
+    return value
+
+
+def openai_end_user(body: Any, header: bytes | None) -> str | None:
+    """The end user of an OpenAI-shaped request (header, else body ``user``)."""
+    sent = body.get("user") if type(body) is dict else None
+    if sent is not None:
+        sent = end_user_checked(sent, "user")
+    if header is not None:
+        return end_user_checked(_header_text(header), END_USER_HEADER)
+    return sent
+
+
+def anthropic_end_user(body: Any, header: bytes | None) -> str | None:
+    """The end user of an Anthropic Messages request (header, else ``metadata.user_id``)."""
+    sent = None
+    metadata = body.get("metadata") if type(body) is dict else None
+    if type(metadata) is dict and metadata.get("user_id") is not None:
+        sent = end_user_checked(metadata["user_id"], "metadata.user_id")
+    if header is not None:
+        return end_user_checked(_header_text(header), END_USER_HEADER)
+    return sent
+
+
+def end_user_hash(tenant_id: int, end_user: str) -> str:
+    """What an end user's counters are keyed by: never the id itself, and never the same
+    for two tenants' end users of one id."""
+    return hashlib.sha256(f"{tenant_id}:{end_user}".encode()).hexdigest()[:32]
+
+
+def _header_text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise AttributionInvalid(END_USER_HEADER, "must be UTF-8") from None
+
+
+def tag_checked(key: Any, value: Any, param: str) -> tuple[str, str]:
+    if not isinstance(key, str) or not _TAG_KEY.fullmatch(key):
+        raise AttributionInvalid(
+            param,
+            f"a tag key is 1 to {MAX_TAG_KEY} of A-Z a-z 0-9 _ . - (starting with a letter,"
+            " digit or _)",
+        )
+    if not isinstance(value, str) or not _TAG_VALUE.fullmatch(value):
+        raise AttributionInvalid(
+            param, f"a tag value is 1 to {MAX_TAG_VALUE} of A-Z a-z 0-9 _ . : / -"
+        )
+    return key, value
+
+
+def tags_parse(header: bytes, param: str = TAGS_HEADER) -> dict[str, str]:
+    """``key:value,key:value`` → ``{key: value}`` (a key named twice: refused)."""
+    if len(header) > MAX_TAGS_HEADER:
+        raise AttributionInvalid(param, f"at most {MAX_TAGS} tags of bounded length")
+    try:
+        text = header.decode("ascii")
+    except UnicodeDecodeError:
+        raise AttributionInvalid(param, "tags are ASCII") from None
+    tags: dict[str, str] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition(":")
+        if not sep:
+            raise AttributionInvalid(param, "each tag is key:value")
+        key, value = tag_checked(key, value, param)
+        if key in tags:
+            raise AttributionInvalid(param, f"tag key '{key}' is given twice")
+        tags[key] = value
+    if len(tags) > MAX_TAGS:
+        raise AttributionInvalid(param, f"at most {MAX_TAGS} tags")
+    return tags
+
+
+def tags_validate(value: Any, param: str = "default_tags") -> dict[str, str]:
+    """Stored tags (a key's ``default_tags``): ``{key: value}`` under the header's rules."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise AttributionInvalid(param, "must map tag keys to values")
+    if len(value) > MAX_TAGS:
+        raise AttributionInvalid(param, f"at most {MAX_TAGS} tags")
+    return dict(tag_checked(k, v, f"{param}.{k}") for k, v in value.items())
+
+
+def tags_merge(defaults: Mapping[str, str], sent: Mapping[str, str]) -> dict[str, str]:
+    """The key's default tags with the request's over them; at most MAX_TAGS in all."""
+    if not defaults:
+        return dict(sent)
+    merged = {**defaults, **sent}
+    if len(merged) > MAX_TAGS:
+        raise AttributionInvalid(
+            TAGS_HEADER, f"at most {MAX_TAGS} tags with the key's {len(defaults)} default tags"
+        )
+    return merged
