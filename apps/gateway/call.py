@@ -507,7 +507,8 @@ class MeteredCall:
             # Only counts the upstream reported; one over the bound counts as the bound,
             # as it is billed below.
             reported = min(event.prompt_tokens, event.prompt_tokens_bound)
-            self.state.estimates.observe(self.model.name, reported, self.prompt_estimate)
+            # The model that served (a fallback's tokenizer counted these).
+            self.state.estimates.observe(event.model, reported, self.prompt_estimate)
         try:
             billed = billed_tokens(event)
             if billed[:2] != (event.prompt_tokens, event.completion_tokens):

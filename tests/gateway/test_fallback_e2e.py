@@ -392,6 +392,23 @@ def test_anthropics_prompt_is_too_long_is_served_by_the_context_window_fallback(
     assert message.content[0].text == "fits now"
 
 
+def test_a_fallback_that_finds_the_prompt_too_long_hands_it_to_a_larger_window(
+    gateway, fb, upstream
+):
+    raw = chat(gateway, fb.secret, "primary", "#fail_model=fake-backup #error=context")
+    assert raw.headers["x-tollgate-model"] == "long"
+
+
+def test_a_fallbacks_own_400_is_the_answer(gateway, fb, upstream):
+    error = chat_error(gateway, fb.secret, "primary", "#fail_model=fake-backup #error=leak")
+    assert error.status_code == 400
+
+
+def test_a_fallbacks_own_400_is_sent_once_and_no_later_model_is_asked(gateway, fb, upstream):
+    chat_error(gateway, fb.secret, "primary", "#fail_model=fake-backup #error=leak")
+    assert upstream_models(upstream) == ["fake-backup"]
+
+
 def test_a_context_window_ledger_row_names_both_models(gateway, fb, upstream, celery_worker):
     raw = chat(gateway, fb.secret, "short", "#fail_model=fake-short #error=context")
     record = usage_record(raw.headers["x-request-id"])
