@@ -25,7 +25,7 @@ from apps.gateway.protocol.session import (
 )
 from apps.keys.models import ApiKey
 from apps.keys.selectors import api_key_get_by_hash
-from apps.limits.limiter import LimitSpec
+from apps.limits.limiter import LimitSpec, Scope, base_scopes
 from apps.moderation.policy import EffectivePolicy
 from apps.moderation.services import content_policy_effective
 
@@ -68,6 +68,8 @@ class KeyInfo:
     end_user_limits: LimitSpec | None = None
     # Recorded on every request, under the request's own tags.
     default_tags: dict[str, str] = field(default_factory=dict)
+    # The key's, project's and tenant's limit scopes, made once per load (base_scopes).
+    scopes: tuple[Scope, ...] = ()
 
     def may_use(self, model_name: str) -> bool:
         if self.project_models is not None and model_name not in self.project_models:
@@ -93,7 +95,7 @@ def _key_info(api_key: ApiKey, key_hash: str) -> KeyInfo:
     project = api_key.project
     models = project.allowed_models or ()
     end_user = LimitSpec.from_block(project.end_user_limits or {})
-    return KeyInfo(
+    info = KeyInfo(
         id=api_key.id,
         tenant_id=api_key.tenant_id,
         tenant_name=api_key.tenant.name,
@@ -116,6 +118,7 @@ def _key_info(api_key: ApiKey, key_hash: str) -> KeyInfo:
         end_user_limits=end_user if end_user.active else None,
         default_tags=dict(api_key.default_tags or {}),
     )
+    return dataclasses.replace(info, scopes=base_scopes(info))
 
 
 def _load_key(key_hash: str) -> KeyInfo | None:

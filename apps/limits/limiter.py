@@ -184,20 +184,23 @@ class Scope:
 BALANCE_SCOPE = Scope("tenant", "", LimitSpec(), "organization (tenant)")
 
 
+def base_scopes(key) -> tuple[Scope, ...]:
+    """The key's, its project's and its tenant's scopes that have a limit (nothing is
+    counted for the rest), in the order they are checked; made once per key load."""
+    scopes = (
+        Scope("key", f"k:{key.id}", key.limits, "API key"),
+        Scope("project", f"p:{key.project_id}", key.project_limits, "project"),
+        Scope("tenant", f"t:{key.tenant_id}", key.tenant_limits, "organization (tenant)"),
+    )
+    return tuple(s for s in scopes if s.spec is not None and s.spec.active)
+
+
 def admission_scopes(key, model: str = "", end_user_hash: str | None = None) -> list[Scope]:
     """The scopes a request of ``key`` for ``model`` by an end user (the hash of the
     tenant id and the id: never the id itself, never across tenants) counts against, in
-    the order they are checked; only those with a limit (nothing is counted for the rest)."""
-    scopes = []
-    spec = key.limits
-    if spec is not None and spec.active:
-        scopes.append(Scope("key", f"k:{key.id}", spec, "API key"))
-    spec = key.project_limits
-    if spec is not None and spec.active:
-        scopes.append(Scope("project", f"p:{key.project_id}", spec, "project"))
-    spec = key.tenant_limits
-    if spec is not None and spec.active:
-        scopes.append(Scope("tenant", f"t:{key.tenant_id}", spec, "organization (tenant)"))
+    the order they are checked: ``key.scopes`` (``base_scopes``), then the model's limits
+    in the key and in the project, then the end user."""
+    scopes = list(key.scopes)
     if key.model_limits and (spec := key.model_limits.get(model)) is not None:
         scopes.append(
             Scope("model", f"km:{key.id}:{model}", spec, f"model {model} on this API key")

@@ -56,11 +56,17 @@ def statuses(responses) -> dict[int, int]:
     return out
 
 
-def project_with_keys(name: str, keys: int = 3, **fields) -> list[str]:
+def project_with_keys(name: str, keys: int = 3, key_fields=None, **fields) -> list[str]:
     tenant = Tenant.objects.get(name="acme")
     project = Project.objects.create(tenant=tenant, name=name, **fields)
     return [
-        api_key_issue(tenant=tenant, name=f"{name}-{n}", project=project, allowed_models=["*"])[1]
+        api_key_issue(
+            tenant=tenant,
+            name=f"{name}-{n}",
+            project=project,
+            allowed_models=["*"],
+            **(key_fields or {}),
+        )[1]
         for n in range(keys)
     ]
 
@@ -96,26 +102,36 @@ def _budget(payload: dict, admitted: int) -> tuple[int, dict]:
     return nanos, {"amount": f"{nanos / 10**9:.9f}".rstrip("0"), "period": "monthly"}
 
 
-LEVELS = ["project", "model", "end_user"]
+# (what a refusal names, where the budget is)
+LEVELS = [
+    ("project", "project"),
+    ("model", "project-model"),
+    ("model", "key-model"),
+    ("end_user", "end-user"),
+]
 
 
-@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("scope,level", LEVELS)
 def test_a_budget_is_never_overspent_at_any_level_across_two_servers(
-    gateway, second_gateway, seed, upstream, celery_worker, level
+    gateway, second_gateway, seed, upstream, celery_worker, scope, level
 ):
     payload = body(f"#gate=budget-{level}", max_tokens=1000, user="shared-end-user")
     nanos, budget = _budget(payload, 10)
-    fields = {
-        "project": {"budget_amount": budget["amount"]},
-        "model": {"model_limits": {"test-model": {"budget": budget}}},
-        "end_user": {"end_user_limits": {"budget": budget}},
-    }[level]
-    secrets = project_with_keys(f"budget-{level}", **fields)
+    model_budget = {"model_limits": {"test-model": {"budget": budget}}}
+    if level == "key-model":  # one key: its own model budget is the only one
+        secrets = project_with_keys(f"budget-{level}", keys=1, key_fields=model_budget)
+    else:
+        fields = {
+            "project": {"budget_amount": budget["amount"]},
+            "project-model": model_budget,
+            "end-user": {"end_user_limits": {"budget": budget}},
+        }[level]
+        secrets = project_with_keys(f"budget-{level}", **fields)
     responses = asyncio.run(
         fire(upstream, [gateway, second_gateway], secrets, 100, payload, admitted=10)
     )
     assert statuses(responses) == {200: 10, 429: 90}
-    assert {r.headers.get(SCOPE) for r in responses if r.status_code == 429} == {level}
+    assert {r.headers.get(SCOPE) for r in responses if r.status_code == 429} == {scope}
     admitted_ids = {r.headers["x-request-id"] for r in responses if r.status_code == 200}
     records = wait_until(
         lambda: (

@@ -18,8 +18,11 @@ def migrated_record(transactional_db):
     others = [node for node in latest if node[0] not in dict(BEFORE)]
     old = executor.loader.project_state(BEFORE + others).apps
     tenant = old.get_model("tenants", "Tenant").objects.create(name="oldco")
+    project = old.get_model("projects", "Project").objects.create(
+        tenant=tenant, name="default", is_default=True
+    )
     key = old.get_model("keys", "ApiKey").objects.create(
-        tenant=tenant, name="k", prefix="tg-old", key_hash="h" * 64
+        tenant=tenant, project=project, name="k", prefix="tg-old", key_hash="h" * 64
     )
     old.get_model("ledger", "UsageRecord").objects.create(
         request_id="req-old",
