@@ -45,6 +45,8 @@ def _admin_add(client, kind: str):
             "base_url": "http://127.0.0.1:9/v1",
             "timeout_s": "60",
             "connect_timeout_s": "5",
+            "breaker_failures": "3",  # as the form's initial values post them
+            "breaker_cooldown_s": "30",
             "extra_headers": "{}",
             "enabled": "on",
         },

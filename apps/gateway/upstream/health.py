@@ -148,7 +148,6 @@ class DeploymentHealth:
         self._failure = client.register_script(_FAILURE)
         self._claim = client.register_script(_CLAIM)
         self._success = client.register_script(_SUCCESS)
-        self.refreshed = asyncio.Event()
 
     # -- the hot path --------------------------------------------------------------------
 
@@ -266,11 +265,6 @@ class DeploymentHealth:
         self._view = {**self._view, deployment.id: view}
         breaker_series(deployment.label).state.set(STATE_VALUES.get(view.state, 0))
 
-    def known(self, deployments) -> None:
-        """Name the deployments the view may show (their metrics' labels)."""
-        for deployment in deployments:
-            self._labels.setdefault(deployment.id, deployment.label)
-
     # -- the background refresh ----------------------------------------------------------
 
     async def refresh(self) -> dict[int, BreakerView]:
@@ -306,7 +300,6 @@ class DeploymentHealth:
         while True:
             try:
                 await self.refresh()
-                self.refreshed.set()
             except asyncio.CancelledError:
                 raise
             except (redis.RedisError, OSError) as exc:
