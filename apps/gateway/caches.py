@@ -25,7 +25,7 @@ from apps.gateway.protocol.session import (
 )
 from apps.keys.models import ApiKey
 from apps.keys.selectors import api_key_get_by_hash
-from apps.limits.limiter import LimitSpec, Scope, base_scopes
+from apps.limits.limiter import LimitSpec, Scope, base_scopes, model_scopes
 from apps.moderation.policy import EffectivePolicy
 from apps.moderation.services import content_policy_effective
 
@@ -70,6 +70,8 @@ class KeyInfo:
     default_tags: dict[str, str] = field(default_factory=dict)
     # The key's, project's and tenant's limit scopes, made once per load (base_scopes).
     scopes: tuple[Scope, ...] = ()
+    # Per model name, the scopes of its limits in the key and the project (model_scopes).
+    model_scopes: dict[str, tuple[Scope, ...]] = field(default_factory=dict)
 
     def may_use(self, model_name: str) -> bool:
         if self.project_models is not None and model_name not in self.project_models:
@@ -118,7 +120,7 @@ def _key_info(api_key: ApiKey, key_hash: str) -> KeyInfo:
         end_user_limits=end_user if end_user.active else None,
         default_tags=dict(api_key.default_tags or {}),
     )
-    return dataclasses.replace(info, scopes=base_scopes(info))
+    return dataclasses.replace(info, scopes=base_scopes(info), model_scopes=model_scopes(info))
 
 
 def _load_key(key_hash: str) -> KeyInfo | None:

@@ -15,7 +15,10 @@ expire when the end user is idle, so a lifetime budget could not be kept.
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from apps.limits.fields import BudgetPeriod
+# BudgetPeriod's values (apps/limits/fields.py), named here so that this module and the
+# limiter importing it need no Django models.
+PERIODS = ("daily", "monthly", "lifetime")
+MONTHLY = "monthly"
 
 # As the integer fields of LimitFields (PositiveIntegerField) hold.
 MAX_LIMIT = 2**31 - 1
@@ -26,7 +29,7 @@ MAX_MODEL_NAME = 128
 BUDGET_KEYS = frozenset({"amount", "period"})
 BLOCK_KEYS = frozenset({"rpm", "tpm", "max_concurrent", "budget"})
 END_USER_KEYS = frozenset({"rpm", "tpm", "budget"})
-END_USER_PERIODS = (BudgetPeriod.DAILY.value, BudgetPeriod.MONTHLY.value)
+END_USER_PERIODS = ("daily", "monthly")
 
 
 class LimitBlockInvalid(ValueError):
@@ -74,7 +77,7 @@ def _budget(value: Any, field: str, periods: tuple[str, ...]) -> dict[str, str]:
             raise LimitBlockInvalid(f"{field}.{name}", "unknown field")
     if "amount" not in value:
         raise LimitBlockInvalid(f"{field}.amount", "is required")
-    period = value.get("period", BudgetPeriod.MONTHLY.value)
+    period = value.get("period", MONTHLY)
     if period not in periods:
         raise LimitBlockInvalid(f"{field}.period", f"must be one of {', '.join(periods)}")
     return {"amount": _amount(value["amount"], f"{field}.amount"), "period": period}
@@ -85,7 +88,7 @@ def limit_block_validate(
     *,
     field: str,
     allowed: frozenset[str] = BLOCK_KEYS,
-    periods: tuple[str, ...] = tuple(BudgetPeriod.values),
+    periods: tuple[str, ...] = PERIODS,
 ) -> dict[str, Any]:
     """The block in its stored form (unset entries left out); LimitBlockInvalid names the
     dotted field."""
@@ -139,5 +142,5 @@ def budget_of(block: dict[str, Any]) -> tuple[Decimal | None, str]:
     """(amount, period) of a stored block's budget; (None, monthly) without one."""
     budget = block.get("budget")
     if not budget:
-        return None, BudgetPeriod.MONTHLY.value
-    return Decimal(budget["amount"]), budget.get("period", BudgetPeriod.MONTHLY.value)
+        return None, MONTHLY
+    return Decimal(budget["amount"]), budget.get("period", MONTHLY)

@@ -195,20 +195,29 @@ def base_scopes(key) -> tuple[Scope, ...]:
     return tuple(s for s in scopes if s.spec is not None and s.spec.active)
 
 
+def model_scopes(key) -> dict[str, tuple[Scope, ...]]:
+    """Per model name, the scopes of its limits in the key, then in the project; made
+    once per key load."""
+    scopes: dict[str, list[Scope]] = {}
+    for model, spec in key.model_limits.items():
+        scope = Scope("model", f"km:{key.id}:{model}", spec, f"model {model} on this API key")
+        scopes.setdefault(model, []).append(scope)
+    for model, spec in key.project_model_limits.items():
+        scope = Scope(
+            "model", f"pm:{key.project_id}:{model}", spec, f"model {model} in this project"
+        )
+        scopes.setdefault(model, []).append(scope)
+    return {model: tuple(found) for model, found in scopes.items()}
+
+
 def admission_scopes(key, model: str = "", end_user_hash: str | None = None) -> list[Scope]:
     """The scopes a request of ``key`` for ``model`` by an end user (the hash of the
     tenant id and the id: never the id itself, never across tenants) counts against, in
-    the order they are checked: ``key.scopes`` (``base_scopes``), then the model's limits
-    in the key and in the project, then the end user."""
+    the order they are checked: ``key.scopes`` (``base_scopes``), the model's limits in
+    the key and in the project (``key.model_scopes``), then the end user."""
     scopes = list(key.scopes)
-    if key.model_limits and (spec := key.model_limits.get(model)) is not None:
-        scopes.append(
-            Scope("model", f"km:{key.id}:{model}", spec, f"model {model} on this API key")
-        )
-    if key.project_model_limits and (spec := key.project_model_limits.get(model)) is not None:
-        scopes.append(
-            Scope("model", f"pm:{key.project_id}:{model}", spec, f"model {model} in this project")
-        )
+    if key.model_scopes and (found := key.model_scopes.get(model)):
+        scopes.extend(found)
     if end_user_hash is not None and key.end_user_limits is not None:
         scopes.append(Scope("end_user", f"u:{end_user_hash}", key.end_user_limits, "end user"))
     return scopes

@@ -139,3 +139,10 @@ def test_an_amount_with_seven_decimals_is_refused():
         _field(lambda: model_limits_validate({"m": {"budget": {"amount": "0.0000001"}}}))
         == "model_limits.m.budget.amount"
     )
+
+
+def test_limit_blocks_take_the_budget_periods_of_keys_and_tenants():
+    from apps.limits.blocks import PERIODS
+    from apps.limits.fields import BudgetPeriod
+
+    assert tuple(BudgetPeriod.values) == PERIODS

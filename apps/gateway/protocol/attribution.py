@@ -14,6 +14,7 @@ control characters) is taken, so a tag can never be a spreadsheet formula's star
 ``-``, which the CSV writer neutralises like every text cell.
 """
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -78,6 +79,7 @@ def anthropic_end_user(body: Any, header: bytes | None) -> str | None:
     return sent
 
 
+@functools.lru_cache(maxsize=4096)
 def end_user_hash(tenant_id: int, end_user: str) -> str:
     """What an end user's counters are keyed by: never the id itself, and never the same
     for two tenants' end users of one id."""
@@ -105,8 +107,12 @@ def tag_checked(key: Any, value: Any, param: str) -> tuple[str, str]:
     return key, value
 
 
+# A client sends the same few tag sets again and again: parsed once each. The dict is
+# shared between requests: nothing changes it (tags_merge makes a new one, or returns it).
+@functools.lru_cache(maxsize=1024)
 def tags_parse(header: bytes, param: str = TAGS_HEADER) -> dict[str, str]:
-    """``key:value,key:value`` → ``{key: value}`` (a key named twice: refused)."""
+    """``key:value,key:value`` → ``{key: value}`` (a key named twice: refused; refusals
+    are not cached)."""
     if len(header) > MAX_TAGS_HEADER:
         raise AttributionInvalid(param, f"at most {MAX_TAGS} tags of bounded length")
     try:
@@ -141,10 +147,10 @@ def tags_validate(value: Any, param: str = "default_tags") -> dict[str, str]:
     return dict(tag_checked(k, v, f"{param}.{k}") for k, v in value.items())
 
 
-def tags_merge(defaults: Mapping[str, str], sent: Mapping[str, str]) -> dict[str, str]:
+def tags_merge(defaults: Mapping[str, str], sent: dict[str, str]) -> dict[str, str]:
     """The key's default tags with the request's over them; at most MAX_TAGS in all."""
     if not defaults:
-        return dict(sent)
+        return sent
     merged = {**defaults, **sent}
     if len(merged) > MAX_TAGS:
         raise AttributionInvalid(
