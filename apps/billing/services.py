@@ -1,7 +1,7 @@
 """Billing jobs: rollups, monthly statements and reconciliation, all built from the ledger;
 and the staff's rate card writes.
 
-Rollups (hour and day × tenant × key × model) are rebuilt, never incremented: a bucket's
+Rollups (hour and day × tenant × project × key × model) are rebuilt, never incremented: a bucket's
 rows are deleted and re-inserted in one transaction, so a run killed half-way leaves the
 previous rows and the next run writes the same rows again. Which hours to rebuild comes
 from the ledger's ``ingested_at``: every hour touched by a record ingested since the last
@@ -41,6 +41,7 @@ from apps.billing.models import (
     UsageRollup,
 )
 from apps.billing.pricing import PriceRuleInvalid, markup_validate, rule_fields_validate
+from apps.billing.selectors import ledger_project
 from apps.catalog.models import Model
 from apps.ledger.models import UsageRecord
 from apps.tenants.models import Tenant
@@ -113,6 +114,7 @@ def _rollup_replace(granularity: str, bucket_start: datetime, rows) -> int:
             granularity=granularity,
             bucket_start=bucket_start,
             tenant_id=row["tenant_id"],
+            project_id=row["project_id"],
             api_key_id=row["api_key_id"],
             model=row["model"],
             **_measures(row),
@@ -125,13 +127,16 @@ def _rollup_replace(granularity: str, bucket_start: datetime, rows) -> int:
 
 
 def _rollup_hour_rebuild(hour: datetime) -> int:
-    """An hour from the ledger itself."""
+    """An hour from the ledger itself; a record from before projects counts in its key's
+    project (ledger_project)."""
     rows = (
         UsageRecord.objects.filter(created_at__gte=hour, created_at__lt=hour + HOUR)
         .order_by()
-        .values("tenant_id", "api_key_id", "model")
+        .annotate(rollup_project=ledger_project())
+        .values("tenant_id", "rollup_project", "api_key_id", "model")
         .annotate(**_LEDGER_MEASURES)
     )
+    rows = [{**row, "project_id": row.pop("rollup_project")} for row in rows]
     return _rollup_replace(UsageRollup.Granularity.HOUR, hour, rows)
 
 
@@ -144,7 +149,7 @@ def _rollup_day_rebuild(day: datetime) -> int:
             bucket_start__lt=day + DAY,
         )
         .order_by()
-        .values("tenant_id", "api_key_id", "model")
+        .values("tenant_id", "project_id", "api_key_id", "model")
         .annotate(**_ROLLUP_MEASURES)
     )
     return _rollup_replace(UsageRollup.Granularity.DAY, day, rows)
