@@ -17,6 +17,7 @@ Prints one JSON document of timings (median of --repeat runs, milliseconds).
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import time
@@ -163,6 +164,47 @@ def generate(rows: int, start: datetime, end: datetime) -> dict:
     }
 
 
+ATTRIBUTION_REPORTS = {
+    # name: (group_by, filters)
+    "by_project_from_rollups": (["project_id"], {}),
+    "by_project_key_model_from_rollups": (["project_id", "api_key_id", "model"], {}),
+    "one_end_user": ([], {"user_ids": ["user-42"]}),
+    "one_end_user_by_model": (["model"], {"user_ids": ["user-42"]}),
+    "by_end_user": (["user_id"], {}),
+    "by_project_and_end_user": (["project_id", "user_id"], {}),
+    "one_tag_value": ([], {"tags": {"team": ["team-3"]}}),
+    "by_tag": (["tag:team"], {}),
+}
+
+
+def attribution_reports(tenant: Tenant, start: datetime, end: datetime, repeat: int) -> dict:
+    """A month of 1d buckets for one tenant, per report: the selector's time and the
+    indexes its plan reads (EXPLAIN ANALYZE)."""
+    out = {}
+    for name, (group_by, filters) in ATTRIBUTION_REPORTS.items():
+
+        def run(group_by=group_by, filters=filters) -> None:
+            selectors.usage_aggregate(
+                tenant=tenant, start=start, end=end, width="1d", group_by=group_by, **filters
+            )
+
+        queryset = selectors.usage_aggregate_queryset(
+            tenant=tenant, start=start, end=end, width="1d", group_by=group_by, **filters
+        )
+        plan = queryset.explain(analyze=True, buffers=True)
+        out[name] = {
+            **timed(run, repeat),
+            "scans": sorted(
+                {
+                    f"{kind.strip()} {index}"
+                    for kind, index in re.findall(r"([A-Za-z ]*Scan) (?:using|on) (\w+)", plan)
+                }
+            ),
+            "plan_ms": float(re.search(r"Execution Time: ([0-9.]+)", plan).group(1)),
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--month", default="2026-10", help="YYYY-MM of the generated data")
@@ -247,6 +289,7 @@ def main() -> None:
         assert r.status_code == 200, r.content
 
     out["monthly_report_selector"] = timed(report_selector, args.repeat)
+    out["monthly_attribution_reports"] = attribution_reports(tenant, start, end, args.repeat)
     out["monthly_report_api_usage"] = timed(report_api_usage, args.repeat)
     out["monthly_report_api_costs"] = timed(report_api_costs, args.repeat)
     out["hourly_report_api_1h_week"] = timed(

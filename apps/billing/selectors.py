@@ -106,7 +106,7 @@ def _tag_group_name(n: int) -> str:
     return f"g_tag_{n}"
 
 
-def usage_aggregate(
+def usage_aggregate_queryset(
     *,
     tenant: Tenant,
     start: datetime,
@@ -118,13 +118,12 @@ def usage_aggregate(
     project_ids: Sequence[int] = (),
     user_ids: Sequence[str] = (),
     tags: Mapping[str, Sequence[str]] | None = None,
-) -> dict[datetime, list[dict[str, Any]]]:
-    """Totals per bucket start (and per group) over [start, end), bucket-aligned bounds.
+) -> QuerySet:
+    """Totals per bucket (and per group) over [start, end), bucket-aligned bounds.
 
     ``group_by`` holds ``model``, ``api_key_id``, ``project_id``, ``user_id`` (the end
     user) and ``tag:<key>`` (one group per value of that tag). ``tags`` filters
-    ``{key: [values]}``: a row carries one of the values of every key named. A row's
-    ``project_id``/``user_id``/``tags`` are in it when grouped by them.
+    ``{key: [values]}``: a row carries one of the values of every key named.
 
     1h and 1d read the rollups (hour/day × project × key × model), unless an end user or
     a tag is asked for: those, and 1m, read the ledger itself (indexes: ledger 0010).
@@ -164,7 +163,25 @@ def usage_aggregate(
     for n, key in enumerate(tag_keys):
         rows = rows.annotate(**{_tag_group_name(n): KeyTextTransform(key, "tags")})
         fields.append(_tag_group_name(n))
-    rows = rows.order_by().values("bucket", *fields).annotate(**sums).order_by("bucket", *fields)
+    return rows.order_by().values("bucket", *fields).annotate(**sums).order_by("bucket", *fields)
+
+
+def usage_aggregate(
+    *,
+    tenant: Tenant,
+    start: datetime,
+    end: datetime,
+    width: str,
+    group_by: Sequence[str] = (),
+    **filters: Any,
+) -> dict[datetime, list[dict[str, Any]]]:
+    """usage_aggregate_queryset's rows by bucket start, each with its group's
+    ``project_id``, ``user_id`` (None: no end user) and ``tags`` ({key: value or None})."""
+    rows = usage_aggregate_queryset(
+        tenant=tenant, start=start, end=end, width=width, group_by=group_by, **filters
+    )
+    tag_keys = [g.removeprefix(TAG_GROUP) for g in group_by if g.startswith(TAG_GROUP)]
+    plain = [g for g in group_by if not g.startswith(TAG_GROUP)]
     result: dict[datetime, list[dict[str, Any]]] = {}
     for row in rows:
         row["price"] = Decimal(row["price"] or 0)
