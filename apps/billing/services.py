@@ -461,7 +461,7 @@ def reconcile_run(
     window_end = window_end or hour_floor(timezone.now())
     window_start = window_start or window_end - timedelta(days=settings.BILLING_RECONCILE_DAYS)
     start_day, differences, checked = day_floor(window_start), [], {}
-    fields = ("bucket", "tenant_id", "api_key_id", "model")
+    fields = ("bucket", "tenant_id", "rollup_project", "api_key_id", "model")
     for granularity, trunc, start in (
         (UsageRollup.Granularity.HOUR, TruncHour, hour_floor(window_start)),
         (UsageRollup.Granularity.DAY, TruncDay, start_day),
@@ -470,7 +470,7 @@ def reconcile_run(
         ledger = (
             UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end)
             .order_by()
-            .annotate(bucket=trunc("created_at", tzinfo=UTC))
+            .annotate(bucket=trunc("created_at", tzinfo=UTC), rollup_project=ledger_project())
             .values(*fields)
             .annotate(**_LEDGER_MEASURES)
         )
@@ -479,9 +479,12 @@ def reconcile_run(
                 granularity=granularity, bucket_start__gte=start, bucket_start__lt=end
             )
             .order_by()
-            .values("bucket_start", "tenant_id", "api_key_id", "model", *MEASURES)
+            .values("bucket_start", "tenant_id", "project_id", "api_key_id", "model", *MEASURES)
         )
-        rollup_rows = [{**row, "bucket": row["bucket_start"]} for row in rollups]
+        rollup_rows = [
+            {**row, "bucket": row["bucket_start"], "rollup_project": row["project_id"]}
+            for row in rollups
+        ]
         checked[f"rollups_{granularity}"] = _compare(
             f"rollups_{granularity}",
             _by_bucket(ledger, *fields),

@@ -18,7 +18,8 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from apps.billing.services import rollup_sync
+from apps.billing.models import UsageRollup
+from apps.billing.services import reconcile_run, rollup_sync
 from apps.keys.models import ApiKey
 from apps.ledger.models import UsageRecord
 from apps.projects.models import Project
@@ -514,3 +515,19 @@ def test_months_sum_ignores_nothing(mix):
             tenant=mix.acme, created_at__gte=datetime(2026, 2, 1, tzinfo=UTC)
         ).count()
     )
+
+
+def test_one_key_in_two_projects_in_an_hour_rolls_up_and_reconciles(world):
+    web = Project.objects.create(tenant=world.acme, name="web")
+    default = Project.objects.get(tenant=world.acme, is_default=True)
+    ingest(
+        attributed(world.acme_key, "2026-02-06 10:01:00", project=default, user="", tags=None),
+        attributed(world.acme_key, "2026-02-06 10:59:00", project=web, user="", tags=None),
+    )
+    rollup_sync()
+    hours = UsageRollup.objects.filter(tenant=world.acme, granularity="hour")
+    assert sorted(hours.values_list("project_id", flat=True)) == sorted([default.id, web.id])
+    run = reconcile_run(
+        window_start=datetime(2026, 2, 6, tzinfo=UTC), window_end=datetime(2026, 2, 7, tzinfo=UTC)
+    )
+    assert run.differences == []
