@@ -172,7 +172,7 @@ ATTRIBUTION_REPORTS = {
     "one_end_user_by_model": (["model"], {"user_ids": ["user-42"]}),
     "by_end_user": (["user_id"], {}),
     "by_project_and_end_user": (["project_id", "user_id"], {}),
-    "one_tag_value": ([], {"tags": {"team": ["team-3"]}}),
+    "one_tag_value": ([], {"tags": {"team": ["team-1"]}}),
     "by_tag": (["tag:team"], {}),
 }
 
