@@ -2,15 +2,22 @@
 
     createdb tollgate_bench
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/tollgate_bench python manage.py migrate
-    DATABASE_URL=… python manage.py generate_usage --days 30 --per-day 1000000 --tenants 10 \
-        --end 2026-11-01
-    DATABASE_URL=… python bench/billing_bench.py --month 2026-10
+    DATABASE_URL=… python bench/billing_bench.py --generate 30000000 --month 2026-10
+    DATABASE_URL=… python bench/billing_bench.py --month 2026-10 --skip-build
+
+``--generate N`` writes N ledger rows over the month in SQL (one INSERT … SELECT over
+generate_series, secondary indexes dropped and rebuilt, then VACUUM ANALYZE): 10 tenants
+of 3 projects and 6 keys each, 3 models, 70% of rows with one of 2,000 end users per
+tenant, 60% with tags (team: 8 values, env: 2). (``manage.py generate_usage`` is the older
+COPY generator, without attribution.) Attribution reports (end users, tags) read the
+ledger: their timings come with the plan's index choice (EXPLAIN).
 
 Prints one JSON document of timings (median of --repeat runs, milliseconds).
 """
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import time
@@ -29,6 +36,9 @@ from django.db import connection, transaction  # noqa: E402
 from rest_framework.test import APIClient  # noqa: E402
 
 from apps.billing import selectors  # noqa: E402
+from apps.billing.management.commands.generate_usage import (  # noqa: E402
+    Command as GenerateUsage,
+)
 from apps.billing.models import UsageRollup  # noqa: E402
 from apps.billing.services import (  # noqa: E402
     _rollup_day_rebuild,
@@ -37,7 +47,11 @@ from apps.billing.services import (  # noqa: E402
     statement_ensure,
     statement_refresh,
 )
+from apps.catalog.models import Price  # noqa: E402
+from apps.keys.models import ApiKey  # noqa: E402
+from apps.keys.services import api_key_issue  # noqa: E402
 from apps.ledger.models import UsageRecord  # noqa: E402
+from apps.projects.models import Project  # noqa: E402
 from apps.tenants.models import Tenant  # noqa: E402
 from apps.tenants.services import admin_token_issue  # noqa: E402
 
@@ -51,15 +65,158 @@ def timed(fn, repeat: int) -> dict[str, float]:
     return {"median_ms": round(statistics.median(runs), 1), "max_ms": round(max(runs), 1)}
 
 
+GENERATE_SQL = """
+INSERT INTO ledger_usagerecord (
+    request_id, tenant_id, api_key_id, project_id, model, deployment, protocol, endpoint,
+    stream, status, outcome, prompt_tokens, completion_tokens, cached_tokens, tokens_estimated,
+    cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens, service_tier, byok,
+    prepaid, latency_ms, created_at, ingested_at, cost, price, cost_rule_id, end_user, tags)
+SELECT 'gen-' || lpad(g::text, 10, '0'), k.tenant_id, k.id, k.project_id, m.name,
+    m.name || '-backend/' || m.name, 'openai', 'chat.completions', false,
+    CASE WHEN g % 50 = 0 THEN 502 ELSE 200 END,
+    CASE WHEN g % 50 = 0 THEN 'upstream_error' ELSE 'ok' END,
+    t.prompt, t.completion, t.cached, false, 0, 0, 0, '', false, false, 50 + g % 3000,
+    '{start}'::timestamptz + (g - 1) * {step} * interval '1 microsecond',
+    '{start}'::timestamptz + (g - 1) * {step} * interval '1 microsecond' + interval '2 s',
+    p.cost, p.cost, m.price_id,
+    CASE WHEN g % 10 < 7 THEN 'user-' || (g / 7 % 2000) ELSE '' END,
+    CASE WHEN g % 5 < 3 THEN jsonb_build_object('team', 'team-' || (g / 3 % 8),
+        'env', CASE WHEN g % 4 = 0 THEN 'dev' ELSE 'prod' END) END
+FROM generate_series(1::bigint, {rows}) AS g
+JOIN bench_keys AS k ON k.n = g % {keys}
+JOIN bench_models AS m ON m.n = (g / 11) % 3
+CROSS JOIN LATERAL (SELECT 10 + (g * 7919) % 8000 AS prompt,
+    1 + (g * 104729) % 2000 AS completion,
+    CASE WHEN g % 4 = 0 THEN ((g * 7919) % 8000) / 2 ELSE 0 END AS cached) AS t
+CROSS JOIN LATERAL (SELECT ((t.prompt - t.cached) * m.input + t.cached * m.cached
+    + t.completion * m.output) / 1000000 AS cost) AS p
+"""
+
+
+def generate(rows: int, start: datetime, end: datetime) -> dict:
+    """N ledger rows spread evenly over [start, end), in SQL (no per-row Python)."""
+    command = GenerateUsage()
+    rates = command._catalog(start)
+    keys = []
+    for t in range(10):
+        tenant, _ = Tenant.objects.get_or_create(name=f"bench-{t}")
+        projects = [
+            Project.objects.get_or_create(tenant=tenant, name=name)[0]
+            for name in ("default", "web", "batch")
+        ]
+        for k in range(6):
+            key = ApiKey.objects.filter(tenant=tenant, name=f"k{k}").first()
+            if key is None:
+                key, _secret = api_key_issue(tenant=tenant, name=f"k{k}", allowed_models=["*"])
+            ApiKey.objects.filter(id=key.id).update(project=projects[k % 3])
+            keys.append((tenant.id, key.id, projects[k % 3].id))
+    began = time.perf_counter()
+    table = UsageRecord._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit = off")
+        cursor.execute("SET session_replication_role = replica")  # no per-row FK triggers
+        cursor.execute("SET maintenance_work_mem = '1GB'")
+        deferred = command._drop_secondary_indexes(cursor)
+        try:
+            cursor.execute(
+                "CREATE TEMP TABLE bench_keys (n int, tenant_id bigint, id bigint, project_id bigint)"
+            )
+            cursor.executemany(
+                "INSERT INTO bench_keys VALUES (%s, %s, %s, %s)",
+                [(n, *key) for n, key in enumerate(keys)],
+            )
+            cursor.execute(
+                "CREATE TEMP TABLE bench_models (n int, name text, price_id bigint,"
+                " input numeric, cached numeric, output numeric)"
+            )
+            for n, (name, rate) in enumerate(rates.items()):
+                price = Price.objects.get(id=rate.id)
+                cursor.execute(
+                    "INSERT INTO bench_models VALUES (%s, %s, %s, %s, %s, %s)",
+                    [
+                        n,
+                        name,
+                        price.id,
+                        price.input_per_mtok,
+                        price.cached_input_per_mtok,
+                        price.output_per_mtok,
+                    ],
+                )
+            step = int((end - start).total_seconds() * 1_000_000 // rows)
+            # Only our own integers and an ISO date go into the text (no parameters: the SQL
+            # has literal % operators).
+            cursor.execute(
+                GENERATE_SQL.format(start=start.isoformat(), step=step, rows=rows, keys=len(keys))
+            )
+            inserted = time.perf_counter() - began
+        finally:  # a failed load still gets its indexes back
+            for definition in deferred:
+                cursor.execute(definition)
+        cursor.execute("SET session_replication_role = DEFAULT")
+    indexed = time.perf_counter() - began
+    with connection.cursor() as cursor:
+        cursor.execute(f"VACUUM ANALYZE {table}")
+    return {
+        "rows": rows,
+        "insert_s": round(inserted, 1),
+        "with_indexes_s": round(indexed, 1),
+        "with_vacuum_s": round(time.perf_counter() - began, 1),
+    }
+
+
+ATTRIBUTION_REPORTS = {
+    # name: (group_by, filters)
+    "by_project_from_rollups": (["project_id"], {}),
+    "by_project_key_model_from_rollups": (["project_id", "api_key_id", "model"], {}),
+    "one_end_user": ([], {"user_ids": ["user-42"]}),
+    "one_end_user_by_model": (["model"], {"user_ids": ["user-42"]}),
+    "by_end_user": (["user_id"], {}),
+    "by_project_and_end_user": (["project_id", "user_id"], {}),
+    "one_tag_value": ([], {"tags": {"team": ["team-1"]}}),
+    "by_tag": (["tag:team"], {}),
+}
+
+
+def attribution_reports(tenant: Tenant, start: datetime, end: datetime, repeat: int) -> dict:
+    """A month of 1d buckets for one tenant, per report: the selector's time and the
+    indexes its plan reads (EXPLAIN ANALYZE)."""
+    out = {}
+    for name, (group_by, filters) in ATTRIBUTION_REPORTS.items():
+
+        def run(group_by=group_by, filters=filters) -> None:
+            selectors.usage_aggregate(
+                tenant=tenant, start=start, end=end, width="1d", group_by=group_by, **filters
+            )
+
+        queryset = selectors.usage_aggregate_queryset(
+            tenant=tenant, start=start, end=end, width="1d", group_by=group_by, **filters
+        )
+        plan = queryset.explain(analyze=True, buffers=True)
+        out[name] = {
+            **timed(run, repeat),
+            "scans": sorted(
+                {
+                    f"{kind.strip()} {index}"
+                    for kind, index in re.findall(r"([A-Za-z ]*Scan) (?:using|on) (\w+)", plan)
+                }
+            ),
+            "plan_ms": float(re.search(r"Execution Time: ([0-9.]+)", plan).group(1)),
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--month", default="2026-10", help="YYYY-MM of the generated data")
     parser.add_argument("--tenant", default="bench-0")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-build", action="store_true", help="rollups already built")
+    parser.add_argument("--generate", type=int, help="first write this many ledger rows (SQL)")
     args = parser.parse_args()
     start = datetime.fromisoformat(args.month + "-01").replace(tzinfo=UTC)
     end = (start + timedelta(days=32)).replace(day=1)
+    if args.generate:
+        print(orjson.dumps({"generated": generate(args.generate, start, end)}).decode())
     tenant = Tenant.objects.get(name=args.tenant)
     out: dict = {
         "ledger_rows": UsageRecord.objects.count(),
@@ -132,6 +289,7 @@ def main() -> None:
         assert r.status_code == 200, r.content
 
     out["monthly_report_selector"] = timed(report_selector, args.repeat)
+    out["monthly_attribution_reports"] = attribution_reports(tenant, start, end, args.repeat)
     out["monthly_report_api_usage"] = timed(report_api_usage, args.repeat)
     out["monthly_report_api_costs"] = timed(report_api_costs, args.repeat)
     out["hourly_report_api_1h_week"] = timed(

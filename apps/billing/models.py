@@ -19,7 +19,7 @@ MONEY = {"max_digits": 28, "decimal_places": 12}
 
 
 class UsageRollup(models.Model):
-    """Ledger totals per bucket (hour or day, UTC) × tenant × key × model.
+    """Ledger totals per bucket (hour or day, UTC) × tenant × project × key × model.
 
     Rebuilt, never incremented: a bucket's rows are deleted and re-inserted from the
     ledger (hours) or from the hour rows (days) in one transaction, so recomputing gives
@@ -35,6 +35,11 @@ class UsageRollup(models.Model):
     # Lookups go through the indexes below; no separate FK indexes.
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
     api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # The ledger row's project; a row recorded before projects counts in its key's
+    # project (services._rollup_hour_rebuild), so NULL only for a key without one.
+    project = models.ForeignKey(
+        "projects.Project", null=True, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     model = models.CharField(max_length=128)
     requests = models.BigIntegerField(default=0)
     errors = models.BigIntegerField(default=0, help_text="Records with status >= 400")
@@ -49,8 +54,9 @@ class UsageRollup(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["granularity", "bucket_start", "tenant", "api_key", "model"],
+                fields=["granularity", "bucket_start", "tenant", "project", "api_key", "model"],
                 name="rollup_bucket_unique",
+                nulls_distinct=False,
             )
         ]
         indexes = [
@@ -59,7 +65,10 @@ class UsageRollup(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.granularity} {self.bucket_start:%Y-%m-%d %H:%M} {self.tenant_id}/{self.api_key_id}/{self.model}"
+        return (
+            f"{self.granularity} {self.bucket_start:%Y-%m-%d %H:%M} "
+            f"{self.tenant_id}/{self.project_id}/{self.api_key_id}/{self.model}"
+        )
 
 
 class BillingCursor(models.Model):

@@ -26,7 +26,29 @@ PAGE = OpenApiParameter("page", OpenApiTypes.STR, required=False, description="n
 API_KEY_IDS = OpenApiParameter(
     "api_key_ids", OpenApiTypes.STR, required=False, description="Comma-separated key ids"
 )
-GROUP_BY = OpenApiParameter("group_by", OpenApiTypes.STR, required=False, description="Comma list")
+GROUP_BY = OpenApiParameter(
+    "group_by",
+    OpenApiTypes.STR,
+    required=False,
+    description="Comma list: project_id, user_id (the end user), api_key_id, model"
+    " (costs: line_item), and tag:<key> (Tollgate: one group per value of that tag)",
+)
+PROJECT_IDS = OpenApiParameter(
+    "project_ids", OpenApiTypes.STR, required=False, description="Comma-separated project ids"
+)
+USER_IDS = OpenApiParameter(
+    "user_ids",
+    OpenApiTypes.STR,
+    required=False,
+    many=True,
+    description="End-user ids, one per value (user_ids[]=a&user_ids[]=b)",
+)
+TAGS = OpenApiParameter(
+    "tags",
+    OpenApiTypes.STR,
+    required=False,
+    description="Tollgate: key:value, comma-separated; one of the values of every key named",
+)
 
 
 class _UsageResult(serializers.Serializer):
@@ -38,10 +60,15 @@ class _UsageResult(serializers.Serializer):
     output_audio_tokens = serializers.IntegerField()
     num_model_requests = serializers.IntegerField()
     project_id = serializers.CharField(allow_null=True)
-    user_id = serializers.CharField(allow_null=True)
+    user_id = serializers.CharField(allow_null=True, help_text="The end user")
     api_key_id = serializers.CharField(allow_null=True)
     model = serializers.CharField(allow_null=True)
     batch = serializers.BooleanField(allow_null=True)
+    tags = serializers.DictField(
+        child=serializers.CharField(allow_null=True),
+        allow_null=True,
+        help_text="With group_by=tag:<key>: {key: value} (null value: untagged)",
+    )
 
 
 class _Amount(serializers.Serializer):
@@ -56,7 +83,9 @@ class _CostResult(serializers.Serializer):
     amount = _Amount()
     line_item = serializers.CharField(allow_null=True, help_text="The model")
     project_id = serializers.CharField(allow_null=True)
+    user_id = serializers.CharField(allow_null=True, help_text="The end user")
     api_key_id = serializers.CharField(required=False)
+    tags = serializers.DictField(child=serializers.CharField(allow_null=True), allow_null=True)
 
 
 def _page_of(result: type[serializers.Serializer], name: str) -> type[serializers.Serializer]:
@@ -152,6 +181,9 @@ usage_schema = extend_schema(
         OpenApiParameter("bucket_width", OpenApiTypes.STR, enum=["1m", "1h", "1d"], required=False),
         GROUP_BY,
         API_KEY_IDS,
+        PROJECT_IDS,
+        USER_IDS,
+        TAGS,
         OpenApiParameter("models", OpenApiTypes.STR, required=False),
         LIMIT,
         PAGE,
@@ -168,6 +200,9 @@ costs_schema = extend_schema(
         OpenApiParameter("bucket_width", OpenApiTypes.STR, enum=["1d", "1h"], required=False),
         GROUP_BY,
         API_KEY_IDS,
+        PROJECT_IDS,
+        USER_IDS,
+        TAGS,
         OpenApiParameter("line_items", OpenApiTypes.STR, required=False),
         LIMIT,
         PAGE,

@@ -1,17 +1,19 @@
 """Reads for tenant reports. Every function takes the tenant and reads through
 ``for_tenant(tenant)``: nothing here can return another tenant's rows."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet, Sum
-from django.db.models.functions import TruncMinute
+from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Coalesce, TruncDay, TruncHour, TruncMinute
 
 from apps.billing.models import RateCard, Statement, UsageRollup
 from apps.keys.models import ApiKey
 from apps.ledger.models import UsageRecord
+from apps.projects.models import Project
 from apps.tenants.models import Tenant
 
 BUCKET_WIDTHS = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
@@ -29,7 +31,15 @@ _LEDGER_SUMS = {
     "input_cached_tokens": Sum("cached_tokens"),
     "price": Sum("price"),
 }
-GROUP_FIELDS = {"model": "model", "api_key_id": "api_key_id"}
+GROUP_FIELDS = {
+    "model": "model",
+    "api_key_id": "api_key_id",
+    "project_id": "g_project",
+    "user_id": "end_user",
+}
+# group_by=tag:<key>: one group per value of the tag <key> (a Tollgate extension).
+TAG_GROUP = "tag:"
+_LEDGER_BUCKETS = {"1m": TruncMinute, "1h": TruncHour, "1d": TruncDay}
 
 RECORD_COLUMNS = (
     "request_id",
@@ -73,12 +83,88 @@ ROLLUP_COLUMNS = (
     "completion_tokens",
     "cached_tokens",
     "price",
+    # After the older columns so their positions stay.
+    "project_id",
 )
 ROLLUP_HEADERS = tuple("cost" if c == "price" else c for c in ROLLUP_COLUMNS)
 
 
 def api_key_ids_for_tenant(*, tenant: Tenant, ids: Sequence[int]) -> set[int]:
     return set(ApiKey.objects.filter(tenant=tenant, id__in=ids).values_list("id", flat=True))
+
+
+def project_ids_for_tenant(*, tenant: Tenant, ids: Sequence[int]) -> set[int]:
+    return set(Project.objects.for_tenant(tenant).filter(id__in=ids).values_list("id", flat=True))
+
+
+def ledger_project() -> Coalesce:
+    """The project a ledger row counts in: its own, or (a row recorded before projects)
+    its key's, which the projects migration put in the tenant's default project."""
+    return Coalesce("project_id", "api_key__project_id")
+
+
+def _tag_group_name(n: int) -> str:
+    return f"g_tag_{n}"
+
+
+def usage_aggregate_queryset(
+    *,
+    tenant: Tenant,
+    start: datetime,
+    end: datetime,
+    width: str,
+    group_by: Sequence[str] = (),
+    api_key_ids: Sequence[int] = (),
+    models: Sequence[str] = (),
+    project_ids: Sequence[int] = (),
+    user_ids: Sequence[str] = (),
+    tags: Mapping[str, Sequence[str]] | None = None,
+) -> QuerySet:
+    """Totals per bucket (and per group) over [start, end), bucket-aligned bounds.
+
+    ``group_by`` holds ``model``, ``api_key_id``, ``project_id``, ``user_id`` (the end
+    user) and ``tag:<key>`` (one group per value of that tag). ``tags`` filters
+    ``{key: [values]}``: a row carries one of the values of every key named.
+
+    1h and 1d read the rollups (hour/day × project × key × model), unless an end user or
+    a tag is asked for: those, and 1m, read the ledger itself (indexes: ledger 0010).
+    """
+    tag_keys = [g.removeprefix(TAG_GROUP) for g in group_by if g.startswith(TAG_GROUP)]
+    plain = [g for g in group_by if not g.startswith(TAG_GROUP)]
+    from_ledger = width == "1m" or "user_id" in plain or tag_keys or user_ids or tags
+    if from_ledger:
+        rows = UsageRecord.objects.for_tenant(tenant).filter(
+            created_at__gte=start, created_at__lt=end
+        )
+        rows = rows.annotate(bucket=_LEDGER_BUCKETS[width]("created_at", tzinfo=UTC))
+        sums = _LEDGER_SUMS
+        if "project_id" in plain or project_ids:
+            rows = rows.annotate(g_project=ledger_project())
+    else:
+        granularity = UsageRollup.Granularity.HOUR if width == "1h" else UsageRollup.Granularity.DAY
+        rows = UsageRollup.objects.for_tenant(tenant).filter(
+            granularity=granularity, bucket_start__gte=start, bucket_start__lt=end
+        )
+        rows = rows.annotate(bucket=F("bucket_start"), g_project=F("project_id"))
+        sums = _SUMS
+    if api_key_ids:
+        rows = rows.filter(api_key_id__in=api_key_ids)
+    if models:
+        rows = rows.filter(model__in=models)
+    if project_ids:
+        rows = rows.filter(g_project__in=project_ids)
+    if user_ids:
+        rows = rows.filter(end_user__in=user_ids)
+    for key, values in (tags or {}).items():
+        either = Q()
+        for value in values:
+            either |= Q(tags__contains={key: value})
+        rows = rows.filter(either)
+    fields = [GROUP_FIELDS[g] for g in plain]
+    for n, key in enumerate(tag_keys):
+        rows = rows.annotate(**{_tag_group_name(n): KeyTextTransform(key, "tags")})
+        fields.append(_tag_group_name(n))
+    return rows.order_by().values("bucket", *fields).annotate(**sums).order_by("bucket", *fields)
 
 
 def usage_aggregate(
@@ -88,42 +174,25 @@ def usage_aggregate(
     end: datetime,
     width: str,
     group_by: Sequence[str] = (),
-    api_key_ids: Sequence[int] = (),
-    models: Sequence[str] = (),
+    **filters: Any,
 ) -> dict[datetime, list[dict[str, Any]]]:
-    """Totals per bucket start (and per group) over [start, end), bucket-aligned bounds.
-
-    1h and 1d read the rollups (hour/day rows); 1m reads the ledger itself.
-    """
-    groups = [GROUP_FIELDS[g] for g in group_by]
-    if width == "1m":
-        rows = UsageRecord.objects.for_tenant(tenant).filter(
-            created_at__gte=start, created_at__lt=end
-        )
-        bucket = TruncMinute("created_at", tzinfo=UTC)
-        sums = _LEDGER_SUMS
-    else:
-        granularity = UsageRollup.Granularity.HOUR if width == "1h" else UsageRollup.Granularity.DAY
-        rows = UsageRollup.objects.for_tenant(tenant).filter(
-            granularity=granularity, bucket_start__gte=start, bucket_start__lt=end
-        )
-        bucket = None
-        sums = _SUMS
-    if api_key_ids:
-        rows = rows.filter(api_key_id__in=api_key_ids)
-    if models:
-        rows = rows.filter(model__in=models)
-    rows = rows.order_by()
-    if bucket is not None:
-        rows = rows.annotate(bucket=bucket).values("bucket", *groups)
-        key = "bucket"
-    else:
-        rows = rows.values("bucket_start", *groups)
-        key = "bucket_start"
+    """usage_aggregate_queryset's rows by bucket start, each with its group's
+    ``project_id``, ``user_id`` (None: no end user) and ``tags`` ({key: value or None})."""
+    rows = usage_aggregate_queryset(
+        tenant=tenant, start=start, end=end, width=width, group_by=group_by, **filters
+    )
+    tag_keys = [g.removeprefix(TAG_GROUP) for g in group_by if g.startswith(TAG_GROUP)]
+    plain = [g for g in group_by if not g.startswith(TAG_GROUP)]
     result: dict[datetime, list[dict[str, Any]]] = {}
-    for row in rows.annotate(**sums).order_by(key, *groups):
+    for row in rows:
         row["price"] = Decimal(row["price"] or 0)
-        result.setdefault(row.pop(key), []).append(row)
+        if "project_id" in plain:
+            row["project_id"] = row.pop("g_project")
+        if "user_id" in plain:
+            row["user_id"] = row.pop("end_user") or None
+        if tag_keys:
+            row["tags"] = {key: row.pop(_tag_group_name(n)) for n, key in enumerate(tag_keys)}
+        result.setdefault(row.pop("bucket"), []).append(row)
     return result
 
 
@@ -146,7 +215,7 @@ def rollups_iter(
     return (
         UsageRollup.objects.for_tenant(tenant)
         .filter(granularity=granularity, bucket_start__gte=start, bucket_start__lt=end)
-        .order_by("bucket_start", "api_key_id", "model")
+        .order_by("bucket_start", "project_id", "api_key_id", "model")
         .values_list(*ROLLUP_COLUMNS)
         .iterator(chunk_size=chunk_size)
     )

@@ -1,7 +1,7 @@
 """Billing jobs: rollups, monthly statements and reconciliation, all built from the ledger;
 and the staff's rate card writes.
 
-Rollups (hour and day × tenant × key × model) are rebuilt, never incremented: a bucket's
+Rollups (hour and day × tenant × project × key × model) are rebuilt, never incremented: a bucket's
 rows are deleted and re-inserted in one transaction, so a run killed half-way leaves the
 previous rows and the next run writes the same rows again. Which hours to rebuild comes
 from the ledger's ``ingested_at``: every hour touched by a record ingested since the last
@@ -41,6 +41,7 @@ from apps.billing.models import (
     UsageRollup,
 )
 from apps.billing.pricing import PriceRuleInvalid, markup_validate, rule_fields_validate
+from apps.billing.selectors import ledger_project
 from apps.catalog.models import Model
 from apps.ledger.models import UsageRecord
 from apps.tenants.models import Tenant
@@ -113,6 +114,7 @@ def _rollup_replace(granularity: str, bucket_start: datetime, rows) -> int:
             granularity=granularity,
             bucket_start=bucket_start,
             tenant_id=row["tenant_id"],
+            project_id=row["project_id"],
             api_key_id=row["api_key_id"],
             model=row["model"],
             **_measures(row),
@@ -125,13 +127,16 @@ def _rollup_replace(granularity: str, bucket_start: datetime, rows) -> int:
 
 
 def _rollup_hour_rebuild(hour: datetime) -> int:
-    """An hour from the ledger itself."""
+    """An hour from the ledger itself; a record from before projects counts in its key's
+    project (ledger_project)."""
     rows = (
         UsageRecord.objects.filter(created_at__gte=hour, created_at__lt=hour + HOUR)
         .order_by()
-        .values("tenant_id", "api_key_id", "model")
+        .annotate(rollup_project=ledger_project())
+        .values("tenant_id", "rollup_project", "api_key_id", "model")
         .annotate(**_LEDGER_MEASURES)
     )
+    rows = [{**row, "project_id": row.pop("rollup_project")} for row in rows]
     return _rollup_replace(UsageRollup.Granularity.HOUR, hour, rows)
 
 
@@ -144,7 +149,7 @@ def _rollup_day_rebuild(day: datetime) -> int:
             bucket_start__lt=day + DAY,
         )
         .order_by()
-        .values("tenant_id", "api_key_id", "model")
+        .values("tenant_id", "project_id", "api_key_id", "model")
         .annotate(**_ROLLUP_MEASURES)
     )
     return _rollup_replace(UsageRollup.Granularity.DAY, day, rows)
@@ -456,7 +461,7 @@ def reconcile_run(
     window_end = window_end or hour_floor(timezone.now())
     window_start = window_start or window_end - timedelta(days=settings.BILLING_RECONCILE_DAYS)
     start_day, differences, checked = day_floor(window_start), [], {}
-    fields = ("bucket", "tenant_id", "api_key_id", "model")
+    fields = ("bucket", "tenant_id", "rollup_project", "api_key_id", "model")
     for granularity, trunc, start in (
         (UsageRollup.Granularity.HOUR, TruncHour, hour_floor(window_start)),
         (UsageRollup.Granularity.DAY, TruncDay, start_day),
@@ -465,7 +470,7 @@ def reconcile_run(
         ledger = (
             UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end)
             .order_by()
-            .annotate(bucket=trunc("created_at", tzinfo=UTC))
+            .annotate(bucket=trunc("created_at", tzinfo=UTC), rollup_project=ledger_project())
             .values(*fields)
             .annotate(**_LEDGER_MEASURES)
         )
@@ -474,9 +479,12 @@ def reconcile_run(
                 granularity=granularity, bucket_start__gte=start, bucket_start__lt=end
             )
             .order_by()
-            .values("bucket_start", "tenant_id", "api_key_id", "model", *MEASURES)
+            .values("bucket_start", "tenant_id", "project_id", "api_key_id", "model", *MEASURES)
         )
-        rollup_rows = [{**row, "bucket": row["bucket_start"]} for row in rollups]
+        rollup_rows = [
+            {**row, "bucket": row["bucket_start"], "rollup_project": row["project_id"]}
+            for row in rollups
+        ]
         checked[f"rollups_{granularity}"] = _compare(
             f"rollups_{granularity}",
             _by_bucket(ledger, *fields),

@@ -26,10 +26,17 @@ from apps.billing import schema, selectors
 from apps.billing.models import UsageRollup
 from apps.billing.renderers import ExactJSONRenderer, decimal_text
 from apps.core.csv_export import csv_chunks, spreadsheet_safe
+from apps.gateway.protocol.attribution import (
+    MAX_TAGS,
+    AttributionInvalid,
+    end_user_checked,
+    tag_checked,
+)
 from apps.tenants.authentication import tenant_for_request
 
 USAGE_LIMITS = {"1d": (7, 31), "1h": (24, 168), "1m": (60, 1440)}
 COST_LIMITS = (7, 180)
+MAX_FILTER_VALUES = 100
 
 
 class TenantReportView(APIView):
@@ -114,18 +121,93 @@ def _api_key_ids(request: Request, tenant) -> list[int]:
     return ids
 
 
+def _project_ids(request: Request, tenant) -> list[int]:
+    """Ids of the caller's tenant's projects; another tenant's (or none such) is a 404."""
+    raw = _list_param(request, "project_ids")
+    try:
+        ids = [int(value) for value in raw]
+    except ValueError:
+        raise exceptions.ValidationError({"project_ids": "must be project ids"}) from None
+    if ids and selectors.project_ids_for_tenant(tenant=tenant, ids=ids) != set(ids):
+        raise Http404("No such project.")
+    return ids
+
+
+def _user_ids(request: Request) -> list[str]:
+    """End-user ids, each value whole (an id may hold a comma): ``user_ids[]=a&user_ids[]=b``."""
+    values = request.query_params.getlist("user_ids") + request.query_params.getlist("user_ids[]")
+    if len(values) > MAX_FILTER_VALUES:
+        raise exceptions.ValidationError({"user_ids": f"at most {MAX_FILTER_VALUES} ids"})
+    try:
+        return [end_user_checked(value, "user_ids") for value in values]
+    except AttributionInvalid as exc:
+        raise exceptions.ValidationError({"user_ids": exc.message}) from None
+
+
+def _tags(request: Request) -> dict[str, list[str]]:
+    """``tags=key:value`` (repeated or comma-separated): a row matches when it carries one
+    of the values given for every key named."""
+    wanted: dict[str, list[str]] = {}
+    values = _list_param(request, "tags")
+    if len(values) > MAX_FILTER_VALUES:
+        raise exceptions.ValidationError({"tags": f"at most {MAX_FILTER_VALUES} tags"})
+    for item in values:
+        key, sep, value = item.partition(":")
+        try:
+            if not sep:
+                raise AttributionInvalid("tags", "each tag is key:value")
+            key, value = tag_checked(key, value, "tags")
+        except AttributionInvalid as exc:
+            raise exceptions.ValidationError({"tags": exc.message}) from None
+        if value not in wanted.setdefault(key, []):
+            wanted[key].append(value)
+    return wanted
+
+
 def _group_by(request: Request, allowed: set[str], ignored: set[str]) -> list[str]:
+    """The groups asked for, in order; ``tag:<key>`` groups by a tag's value."""
     groups = []
     for value in _list_param(request, "group_by"):
         if value in ignored:
             continue
-        if value not in allowed:
+        if value.startswith(selectors.TAG_GROUP):
+            try:
+                tag_checked(value.removeprefix(selectors.TAG_GROUP), "v", "group_by")
+            except AttributionInvalid as exc:
+                raise exceptions.ValidationError({"group_by": exc.message}) from None
+        elif value not in allowed:
             raise exceptions.ValidationError(
-                {"group_by": f"'{value}' is not supported (use {sorted(allowed | ignored)})"}
+                {
+                    "group_by": f"'{value[:80]}' is not supported"
+                    f" (use {sorted(allowed | ignored)} or tag:<key>)"
+                }
             )
         if value not in groups:
             groups.append(value)
+    if sum(g.startswith(selectors.TAG_GROUP) for g in groups) > MAX_TAGS:
+        raise exceptions.ValidationError({"group_by": f"at most {MAX_TAGS} tag groups"})
     return groups
+
+
+def _filters(request: Request, tenant) -> dict[str, Any]:
+    """The filters both reports take (OpenAI's names, plus ``tags``)."""
+    return {
+        "api_key_ids": _api_key_ids(request, tenant),
+        "project_ids": _project_ids(request, tenant),
+        "user_ids": _user_ids(request),
+        "tags": _tags(request),
+    }
+
+
+def _attribution(row: dict[str, Any], groups: list[str]) -> dict[str, Any]:
+    """project_id, user_id and tags of a result: null unless grouped by them (OpenAI's
+    convention; ``tags`` is Tollgate's, filled by ``group_by=tag:<key>``)."""
+    project = row.get("project_id")
+    return {
+        "project_id": None if "project_id" not in groups or project is None else str(project),
+        "user_id": row.get("user_id") if "user_id" in groups else None,
+        "tags": row.get("tags"),
+    }
 
 
 def _page(
@@ -180,7 +262,9 @@ class UsageCompletionsView(TenantReportView):
             raise exceptions.ValidationError({"bucket_width": "must be 1m, 1h or 1d"})
         first, page_end, end, step = _page(request, width, *USAGE_LIMITS[width])
         groups = _group_by(
-            request, {"model", "api_key_id"}, {"project_id", "user_id", "batch", "service_tier"}
+            request,
+            {"model", "api_key_id", "project_id", "user_id"},
+            {"batch", "service_tier", "api_source"},
         )
         results = selectors.usage_aggregate(
             tenant=self.tenant,
@@ -188,8 +272,8 @@ class UsageCompletionsView(TenantReportView):
             end=page_end,
             width=width,
             group_by=groups,
-            api_key_ids=_api_key_ids(request, self.tenant),
             models=_list_param(request, "models"),
+            **_filters(request, self.tenant),
         )
 
         def render(row: dict[str, Any]) -> dict[str, Any]:
@@ -202,11 +286,10 @@ class UsageCompletionsView(TenantReportView):
                 "input_audio_tokens": 0,
                 "output_audio_tokens": 0,
                 "num_model_requests": row["num_model_requests"] or 0,
-                "project_id": None,
-                "user_id": None,
                 "api_key_id": None if key_id is None else str(key_id),
                 "model": row.get("model"),
                 "batch": None,
+                **_attribution(row, groups),
             }
 
         return Response(_buckets(first, page_end, end, step, results, render))
@@ -225,7 +308,9 @@ class CostsView(TenantReportView):
         if width not in ("1d", "1h"):
             raise exceptions.ValidationError({"bucket_width": "must be 1d (or 1h)"})
         first, page_end, end, step = _page(request, width, *COST_LIMITS)
-        groups = _group_by(request, {"line_item", "api_key_id"}, {"project_id", "user_id"})
+        groups = _group_by(
+            request, {"line_item", "api_key_id", "project_id", "user_id"}, {"api_source"}
+        )
         line_items = _list_param(request, "line_items")
         results = selectors.usage_aggregate(
             tenant=self.tenant,
@@ -233,8 +318,8 @@ class CostsView(TenantReportView):
             end=page_end,
             width=width,
             group_by=["model" if g == "line_item" else g for g in groups],
-            api_key_ids=_api_key_ids(request, self.tenant),
             models=line_items,
+            **_filters(request, self.tenant),
         )
 
         def render(row: dict[str, Any]) -> dict[str, Any]:
@@ -243,7 +328,7 @@ class CostsView(TenantReportView):
                 "object": "organization.costs.result",
                 "amount": {"value": row["price"], "currency": "usd"},
                 "line_item": row.get("model"),
-                "project_id": None,
+                **_attribution(row, groups),
             }
             if "api_key_id" in groups:
                 result["api_key_id"] = str(key_id)

@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 
 from apps.catalog.models import Model
+from apps.gateway.protocol.attribution import MAX_TAG_KEY, AttributionInvalid, tag_checked
 from apps.limits.fields import BudgetPeriod
 from apps.moderation.detectors.base import CATEGORIES, CATEGORIES_SEVERITY
 from apps.moderation.policy import ACTIONS, DEFAULT_THRESHOLD, THRESHOLDS
@@ -169,11 +170,36 @@ class UsageRangeForm(forms.Form):
         help_text="inclusive",
     )
     group = forms.ChoiceField(
-        choices=[("model", "by model"), ("key", "by key")], required=False, initial="model"
+        choices=[
+            ("model", "by model"),
+            ("key", "by key"),
+            ("project", "by project"),
+            ("user", "by end user"),
+            ("tag", "by tag"),
+        ],
+        required=False,
+        initial="model",
     )
+    tag = forms.CharField(
+        required=False,
+        max_length=MAX_TAG_KEY,
+        label="Tag key",
+        help_text="with “by tag”: the key whose values split the usage",
+    )
+
+    def clean_tag(self) -> str:
+        key = self.cleaned_data.get("tag") or ""
+        if key:
+            try:
+                tag_checked(key, "v", "tag")
+            except AttributionInvalid as exc:
+                raise forms.ValidationError(exc.message) from None
+        return key
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        if data.get("group") == "tag" and not data.get("tag") and "tag" not in self.errors:
+            self.add_error("tag", "Name the tag key to split by.")
         start, end = data.get("start"), data.get("end")
         if start and end and end < start:
             raise forms.ValidationError("The end is before the start.")

@@ -22,6 +22,7 @@ from apps.catalog.models import Backend, Model
 from apps.keys.models import ApiKey
 from apps.ledger.models import UsageRecord
 from apps.ledger.selectors import ledger_last_ingest, ledger_pipeline_health
+from apps.projects.models import Project
 from apps.tenants.models import AdminToken, Membership, Tenant
 
 # Keys ------------------------------------------------------------------------------------
@@ -91,40 +92,68 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def usage_charts(*, tenant: Tenant, start: date, end: date, group: str) -> UsageCharts:
+# The usage page's splits: its query value → the report's group_by (tag: + the tag key).
+USAGE_SPLITS = {
+    "model": "model",
+    "key": "api_key_id",
+    "project": "project_id",
+    "user": "user_id",
+    "tag": "tag",
+}
+# Series drawn per chart; the rest are folded into one (the table lists them all).
+MAX_SERIES = 20
+OTHER = "(other)"
+NONE_LABELS = {"user": "(no end user)", "tag": "(untagged)", "project": "(no project)"}
+
+
+def _split_labels(tenant: Tenant, group: str, values: set[Any]) -> dict[Any, str]:
+    if group == "key":
+        names = dict(ApiKey.objects.filter(tenant=tenant, id__in=values).values_list("id", "name"))
+        return {i: f"{names.get(i, '?')} (#{i})" for i in values}
+    if group == "project":
+        names = dict(
+            Project.objects.for_tenant(tenant).filter(id__in=values).values_list("id", "name")
+        )
+        return {i: f"{names[i]} (#{i})" if i in names else NONE_LABELS[group] for i in values}
+    return {v: NONE_LABELS[group] if v is None else str(v) for v in values}
+
+
+def usage_charts(
+    *, tenant: Tenant, start: date, end: date, group: str, tag_key: str = ""
+) -> UsageCharts:
     """Requests, tokens and cost per day over [start, end] (whole UTC days, inclusive),
-    by model or by key, from the daily rollups (apps.billing.selectors)."""
-    group_field = "api_key_id" if group == "key" else "model"
+    split by model, key, project, end user or the value of the tag ``tag_key``, from
+    apps.billing.selectors (daily rollups; end users and tags from the ledger)."""
+    group_by = USAGE_SPLITS[group] if group != "tag" else billing.TAG_GROUP + tag_key
     results = billing.usage_aggregate(
         tenant=tenant,
         start=_midnight(start),
         end=_midnight(end + timedelta(days=1)),
         width="1d",
-        group_by=[group_field],
+        group_by=[group_by],
     )
+
+    def value(row: dict[str, Any]) -> Any:
+        return row["tags"][tag_key] if group == "tag" else row[USAGE_SPLITS[group]]
+
+    labels = _split_labels(tenant, group, {value(r) for rows in results.values() for r in rows})
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
-    labels: dict[Any, str] = {}
-    if group == "key":
-        ids = {row["api_key_id"] for rows in results.values() for row in rows}
-        names = dict(ApiKey.objects.filter(tenant=tenant, id__in=ids).values_list("id", "name"))
-        labels = {i: f"{names.get(i, '?')} (#{i})" for i in ids}
     charts = UsageCharts(days=[d.isoformat() for d in days], group=group)
     totals: dict[str, dict[str, Any]] = {}
+    daily: dict[str, list[dict[str, Any]]] = {}
     index = {_midnight(d): n for n, d in enumerate(days)}
     for bucket, rows in results.items():
         n = index.get(bucket)
         if n is None:
             continue
         for row in rows:
-            name = labels.get(row[group_field], str(row[group_field]))
-            for series in (charts.requests, charts.tokens, charts.cost):
-                series.setdefault(name, [0] * len(days))
+            name = labels[value(row)]
             requests = row["num_model_requests"] or 0
             tokens = (row["input_tokens"] or 0) + (row["output_tokens"] or 0)
-            charts.requests[name][n] += requests
-            charts.tokens[name][n] += tokens
             # What the tenant pays (its price; the operator's cost is for staff only).
-            charts.cost[name][n] = float(Decimal(str(charts.cost[name][n])) + row["price"])
+            daily.setdefault(name, []).append(
+                {"n": n, "requests": requests, "tokens": tokens, "cost": row["price"]}
+            )
             total = totals.setdefault(
                 name,
                 {
@@ -139,6 +168,19 @@ def usage_charts(*, tenant: Tenant, start: date, end: date, group: str) -> Usage
             total["input_tokens"] += row["input_tokens"] or 0
             total["output_tokens"] += row["output_tokens"] or 0
             total["cost"] += row["price"]
+    drawn = sorted(totals, key=lambda name: (-totals[name]["cost"], name))
+    kept = set(drawn[:MAX_SERIES] if len(drawn) > MAX_SERIES else drawn)
+    cost: dict[str, list[Decimal]] = {}
+    for name, points in daily.items():
+        series = name if name in kept else OTHER
+        for chart in (charts.requests, charts.tokens):
+            chart.setdefault(series, [0] * len(days))
+        cost.setdefault(series, [Decimal(0)] * len(days))
+        for point in points:
+            charts.requests[series][point["n"]] += point["requests"]
+            charts.tokens[series][point["n"]] += point["tokens"]
+            cost[series][point["n"]] += point["cost"]
+    charts.cost = {series: [float(v) for v in values] for series, values in cost.items()}
     charts.totals = sorted(totals.values(), key=lambda t: t["name"])
     return charts
 
@@ -220,9 +262,16 @@ def recent_requests(*, tenant: Tenant, limit: int = 20) -> list[dict[str, Any]]:
             "completion_tokens",
             "latency_ms",
             "price",
+            "project__name",
+            "end_user",
+            "tags",
         )[:limit]
     )
-    return list(rows)
+    # Tags as one text (a template's ``tags.items`` would read a tag named "items").
+    return [
+        {**row, "tags": " ".join(f"{k}:{v}" for k, v in sorted((row["tags"] or {}).items()))}
+        for row in rows
+    ]
 
 
 # Members and tokens ----------------------------------------------------------------------

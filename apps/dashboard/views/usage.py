@@ -1,4 +1,4 @@
-"""Usage: charts per day (by model or key), spend against budgets, CSV export, statements.
+"""Usage: charts per day (by model, key, project, end user or a tag's value), spend against budgets, CSV export, statements.
 
 Figures come from apps.billing.selectors (daily rollups, statements); the CSV links are
 the management API's own exports (/api/v1/usage/*.csv), which accept the session."""
@@ -21,6 +21,13 @@ from apps.dashboard.forms import UsageRangeForm
 from apps.dashboard.views.common import page
 
 DEFAULT_DAYS = 14
+SPLIT_LABELS = {
+    "model": "Model",
+    "key": "Key",
+    "project": "Project",
+    "user": "End user",
+    "tag": "Tag value",
+}
 
 
 @login_required
@@ -29,14 +36,17 @@ def usage(request: HttpRequest) -> HttpResponse:
     access = access_required(request)
     today = timezone.now().astimezone(UTC).date()
     form = UsageRangeForm(request.GET or None)
-    start, end, group = today - timedelta(days=DEFAULT_DAYS - 1), today, "model"
+    start, end, group, tag_key = today - timedelta(days=DEFAULT_DAYS - 1), today, "model", ""
     if form.is_bound and form.is_valid():
         start = form.cleaned_data["start"] or start
         end = form.cleaned_data["end"] or end
         group = form.cleaned_data["group"] or group
+        tag_key = form.cleaned_data["tag"]
         if end < start:
             start = end
-    charts = selectors.usage_charts(tenant=access.tenant, start=start, end=end, group=group)
+    charts = selectors.usage_charts(
+        tenant=access.tenant, start=start, end=end, group=group, tag_key=tag_key
+    )
     month_spend, budgets = selectors.budgets(tenant=access.tenant)
     start_ts = int(datetime.combine(start, time.min, tzinfo=UTC).timestamp())
     end_ts = int(datetime.combine(end + timedelta(days=1), time.min, tzinfo=UTC).timestamp())
@@ -55,6 +65,8 @@ def usage(request: HttpRequest) -> HttpResponse:
         start=start,
         end=end,
         group=group,
+        group_label=SPLIT_LABELS[group],
+        tag_key=tag_key,
         charts=charts,
         chart_data=charts.as_json(),
         month_spend=month_spend,
