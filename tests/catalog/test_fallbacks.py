@@ -104,6 +104,8 @@ def admin_form(**fields) -> dict:
         "max_output_tokens": "4096",
         "fallbacks": "[]",
         "context_window_fallbacks": "[]",
+        "strategy": "weighted",
+        "affinity_key": "prompt_cache_key",
         "deployments-TOTAL_FORMS": "0",
         "deployments-INITIAL_FORMS": "0",
         "prices-TOTAL_FORMS": "0",
