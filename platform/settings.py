@@ -223,6 +223,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "RoleEnum": "apps.tenants.models.Membership.Role",
+        "ProjectRoleEnum": "apps.projects.models.ProjectMembership.Role",
         "BudgetPeriodEnum": "apps.limits.fields.BudgetPeriod",
         "BackendKindEnum": "apps.gateway.backends.backend_kind_choices",
     },

@@ -25,6 +25,7 @@ from apps.keys.models import ApiKey
 from apps.limits.fields import BudgetPeriod
 from apps.moderation.policy import PolicyError
 from apps.moderation.services import content_policy_clean
+from apps.projects.models import ProjectMembership
 from apps.tenants.models import BillingMode, Membership
 
 MAX_INT = 2_147_483_647  # PostgreSQL integer
@@ -114,6 +115,9 @@ def key_status(api_key: ApiKey) -> str:
 
 class ApiKeySerializer(serializers.ModelSerializer):
     status = serializers.SerializerMethodField()
+    project_name = serializers.CharField(
+        source="project.name", read_only=True, help_text="The name of the key's project"
+    )
     created_by = serializers.SerializerMethodField()
     previous_secret_valid_until = serializers.SerializerMethodField(
         help_text="While the secret a rotation replaced still works: when it stops; else null"
@@ -129,6 +133,8 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "name",
             "prefix",
             "status",
+            "project",
+            "project_name",
             "allowed_models",
             "rpm",
             "tpm",
@@ -193,6 +199,13 @@ class ApiKeyWriteSerializer(StrictSerializer):
     """Create (name required) and PATCH (every field optional) of a key."""
 
     name = serializers.CharField(max_length=100, trim_whitespace=True)
+    project = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_INT,
+        required=False,
+        help_text="The id of the key's project (one the caller manages); on create, "
+        "absent = the tenant's default project; on PATCH, moves the key",
+    )
     allowed_models = serializers.ListField(
         child=serializers.CharField(max_length=128),
         max_length=500,
@@ -221,6 +234,93 @@ class ApiKeyWriteSerializer(StrictSerializer):
         if not value:
             raise serializers.ValidationError("must not be empty")
         return value
+
+
+class ProjectKeyWriteSerializer(ApiKeyWriteSerializer):
+    """A key issued into the project of the URL."""
+
+    project = None
+
+
+# Projects ----------------------------------------------------------------------------------
+
+
+class ProjectSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    display_name = serializers.CharField(read_only=True)
+    is_default = serializers.BooleanField(read_only=True)
+    allowed_models = serializers.ListField(
+        child=serializers.CharField(), read_only=True, help_text='[] = none, ["*"] = every model'
+    )
+    rpm = serializers.IntegerField(read_only=True, allow_null=True)
+    tpm = serializers.IntegerField(read_only=True, allow_null=True)
+    max_concurrent = serializers.IntegerField(read_only=True, allow_null=True)
+    budget_amount = serializers.DecimalField(
+        max_digits=14, decimal_places=6, read_only=True, allow_null=True
+    )
+    budget_period = serializers.ChoiceField(choices=BudgetPeriod.choices, read_only=True)
+    model_limits = serializers.JSONField(read_only=True)
+    end_user_limits = serializers.JSONField(read_only=True)
+    role = serializers.SerializerMethodField(
+        help_text="The caller's role in this project: admin (manages its keys) or viewer"
+    )
+    created_at = serializers.DateTimeField(read_only=True)
+
+    def get_role(self, obj) -> str:
+        return self.context["access"].project_role(obj.id) or "viewer"
+
+
+class ProjectWriteSerializer(StrictSerializer):
+    """Create (name required) and PATCH (every field optional) of a project. Limits and
+    blocks are checked by apps/projects/services.py, naming the field."""
+
+    name = serializers.RegexField(SLUG, max_length=64, help_text="letters, digits, - and _")
+    display_name = serializers.CharField(max_length=200, allow_blank=True, required=False)
+    allowed_models = serializers.ListField(
+        child=serializers.CharField(max_length=128),
+        max_length=500,
+        required=False,
+        help_text='A subset of the tenant\'s models; [] = none, ["*"] = every model',
+    )
+    rpm = _limit_field()
+    tpm = _limit_field()
+    max_concurrent = _limit_field()
+    budget_amount = _budget_amount_field()
+    budget_period = serializers.ChoiceField(choices=BudgetPeriod.choices, required=False)
+    model_limits = serializers.JSONField(
+        required=False,
+        help_text='{model: {rpm, tpm, max_concurrent, budget: {amount: "1.00", period}}}',
+    )
+    end_user_limits = serializers.JSONField(
+        required=False,
+        help_text='Per end user: {rpm, tpm, budget: {amount: "1.00", period: daily|monthly}}',
+    )
+
+    def validate(self, attrs):
+        if _has_nul(attrs.get("model_limits")) or _has_nul(attrs.get("end_user_limits")):
+            raise serializers.ValidationError("must not contain NUL characters")
+        return attrs
+
+
+class ProjectMemberSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    user_id = serializers.IntegerField(read_only=True)
+    username = serializers.CharField(source="user.username", read_only=True)
+    email = serializers.CharField(source="user.email", read_only=True)
+    role = serializers.ChoiceField(choices=ProjectMembership.Role.choices, read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+
+
+class ProjectMemberWriteSerializer(StrictSerializer):
+    user = serializers.CharField(
+        max_length=254, help_text="A member of the tenant: their username or email"
+    )
+    role = serializers.ChoiceField(choices=ProjectMembership.Role.choices)
+
+
+class ProjectMemberRoleSerializer(StrictSerializer):
+    role = serializers.ChoiceField(choices=ProjectMembership.Role.choices)
 
 
 # Admin tokens ------------------------------------------------------------------------------

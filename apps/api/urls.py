@@ -12,6 +12,23 @@ urlpatterns = [
     path("v1/keys/<int:key_id>", views.KeyDetailView.as_view(), name="api-key"),
     path("v1/keys/<int:key_id>/rotate", views.KeyRotateView.as_view(), name="api-key-rotate"),
     path("v1/keys/<int:key_id>/revoke", views.KeyRevokeView.as_view(), name="api-key-revoke"),
+    path("v1/projects", views.ProjectListView.as_view(), name="api-projects"),
+    path("v1/projects/<int:project_id>", views.ProjectDetailView.as_view(), name="api-project"),
+    path(
+        "v1/projects/<int:project_id>/members",
+        views.ProjectMemberListView.as_view(),
+        name="api-project-members",
+    ),
+    path(
+        "v1/projects/<int:project_id>/members/<int:member_id>",
+        views.ProjectMemberDetailView.as_view(),
+        name="api-project-member",
+    ),
+    path(
+        "v1/projects/<int:project_id>/keys",
+        views.ProjectKeyListView.as_view(),
+        name="api-project-keys",
+    ),
     path("v1/admin-tokens", views.AdminTokenListView.as_view(), name="api-admin-tokens"),
     path(
         "v1/admin-tokens/<int:token_id>/revoke",

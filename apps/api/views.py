@@ -38,8 +38,33 @@ from apps.keys.services import (
 )
 from apps.ledger.selectors import ledger_last_ingest, ledger_pipeline_health
 from apps.moderation.services import content_policy_set
+from apps.projects.selectors import (
+    member_user_find,
+    project_default_get,
+    project_get,
+    project_list,
+    project_membership_get,
+    project_membership_list,
+)
+from apps.projects.services import (
+    ProjectError,
+    project_create,
+    project_delete,
+    project_membership_remove,
+    project_membership_set,
+    project_update,
+)
 from apps.tenants import selectors as tenant_selectors
-from apps.tenants.access import IsOwner, IsStaff, ManagesAdminTokens, ReadOrWrite, TenantAccess
+from apps.tenants.access import (
+    CanWrite,
+    IsOwner,
+    IsStaff,
+    ManagesAdminTokens,
+    ManagesKeys,
+    ReadOrWrite,
+    TenantAccess,
+    require_project_key_manager,
+)
 from apps.tenants.models import Tenant
 from apps.tenants.services import (
     TenantError,
@@ -88,17 +113,64 @@ def _object_or_404(found):
 
 
 # Keys --------------------------------------------------------------------------------------
+# Members read the keys of the projects they see; writing needs the admin role in the
+# key's project (tenant admins have it in every project). A key of a project the caller
+# does not see is a 404, like another tenant's.
+
+
+def _key_or_404(view: "TenantAPIView", key_id: int):
+    return _object_or_404(api_key_get(access=view.access, key_id=key_id))
+
+
+def _key_manager(view: "TenantAPIView", api_key) -> None:
+    require_project_key_manager(view.access, api_key.project_id)
+
+
+def _project_for_keys(access: TenantAccess, project_id: int | None):
+    """The project a key goes to (None: the default), which the caller must manage: one
+    they cannot see is a 400 naming the field (as an unknown id), one they only read a
+    403."""
+    if project_id is None:
+        project = project_default_get(tenant_id=access.tenant.id)
+        if access.project_role(project.id) is None:
+            raise exceptions.ValidationError({"project": ["name a project you manage"]})
+    else:
+        project = project_get(access=access, project_id=project_id)
+        if project is None:
+            raise exceptions.ValidationError({"project": ["no such project"]})
+    require_project_key_manager(access, project.id)
+    return project
+
+
+def _key_issue(view: "TenantAPIView", data: dict, project) -> Response:
+    if api_key_name_taken(tenant=view.tenant, name=data["name"]):
+        raise exceptions.ValidationError({"name": ["an active key has this name"]})
+    try:
+        api_key, secret = api_key_issue(
+            tenant=view.tenant, project=project, actor=view.access, **data
+        )
+    except IntegrityError:
+        raise exceptions.ValidationError({"name": ["an active key has this name"]}) from None
+    body = s.ApiKeyWithSecretSerializer(api_key, context={"secret": secret}).data
+    return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
+
+
+def _key_status_param(request: Request) -> str | None:
+    wanted = request.query_params.get("status") or None
+    if wanted not in (None, "active", "revoked", "expired"):
+        raise exceptions.ValidationError({"status": ["must be active, revoked or expired"]})
+    return wanted
+
+
+KEY_STATUS_PARAM = OpenApiParameter(
+    "status", OpenApiTypes.STR, enum=["active", "revoked", "expired"], required=False
+)
 
 
 @extend_schema_view(
     get=extend_schema(
-        summary="List the tenant's inference keys",
-        parameters=[
-            TENANT_PARAM,
-            OpenApiParameter(
-                "status", OpenApiTypes.STR, enum=["active", "revoked", "expired"], required=False
-            ),
-        ],
+        summary="List the inference keys the caller may see (of the projects they see)",
+        parameters=[TENANT_PARAM, KEY_STATUS_PARAM],
         responses=s.ApiKeySerializer(many=True),
         tags=["keys"],
     ),
@@ -111,25 +183,18 @@ def _object_or_404(found):
     ),
 )
 class KeyListView(TenantAPIView):
+    permission_classes = [IsAuthenticated, ManagesKeys]
+
     def get(self, request: Request) -> Response:
-        wanted = request.query_params.get("status") or None
-        if wanted not in (None, "active", "revoked", "expired"):
-            raise exceptions.ValidationError({"status": ["must be active, revoked or expired"]})
-        keys = api_key_list(tenant=self.tenant, status=wanted)
+        keys = api_key_list(access=self.access, status=_key_status_param(request))
         return Response(s.ApiKeySerializer(keys, many=True).data)
 
     def post(self, request: Request) -> Response:
         serializer = s.ApiKeyWriteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
-        if api_key_name_taken(tenant=self.tenant, name=data["name"]):
-            raise exceptions.ValidationError({"name": ["an active key has this name"]})
-        try:
-            api_key, secret = api_key_issue(tenant=self.tenant, actor=self.access, **data)
-        except IntegrityError:
-            raise exceptions.ValidationError({"name": ["an active key has this name"]}) from None
-        body = s.ApiKeyWithSecretSerializer(api_key, context={"secret": secret}).data
-        return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
+        project = _project_for_keys(self.access, data.pop("project", None))
+        return _key_issue(self, data, project)
 
 
 @extend_schema_view(
@@ -137,7 +202,7 @@ class KeyListView(TenantAPIView):
         summary="One key", parameters=[TENANT_PARAM], responses=s.ApiKeySerializer, tags=["keys"]
     ),
     patch=extend_schema(
-        summary="Change a key's name, allowlist, limits, budget, expiry or content policy",
+        summary="Change a key's name, project, allowlist, limits, budget, expiry or content policy",
         parameters=[TENANT_PARAM],
         request=s.ApiKeyWriteSerializer,
         responses=s.ApiKeySerializer,
@@ -145,17 +210,21 @@ class KeyListView(TenantAPIView):
     ),
 )
 class KeyDetailView(TenantAPIView):
+    permission_classes = [IsAuthenticated, ManagesKeys]
+
     def get(self, request: Request, key_id: int) -> Response:
-        api_key = _object_or_404(api_key_get(tenant=self.tenant, key_id=key_id))
-        return Response(s.ApiKeySerializer(api_key).data)
+        return Response(s.ApiKeySerializer(_key_or_404(self, key_id)).data)
 
     def patch(self, request: Request, key_id: int) -> Response:
-        api_key = _object_or_404(api_key_get(tenant=self.tenant, key_id=key_id))
+        api_key = _key_or_404(self, key_id)
+        _key_manager(self, api_key)
         serializer = s.ApiKeyWriteSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         if api_key.revoked_at is not None:
             raise exceptions.ValidationError({"detail": ["a revoked key cannot be changed"]})
         data = dict(serializer.validated_data)
+        if "project" in data:
+            data["project"] = _project_for_keys(self.access, data["project"])
         name = data.get("name")
         if name and api_key_name_taken(tenant=self.tenant, name=name, exclude_id=api_key.id):
             raise exceptions.ValidationError({"name": ["an active key has this name"]})
@@ -179,8 +248,11 @@ class KeyDetailView(TenantAPIView):
     tags=["keys"],
 )
 class KeyRotateView(TenantAPIView):
+    permission_classes = [IsAuthenticated, ManagesKeys]
+
     def post(self, request: Request, key_id: int) -> Response:
-        api_key = _object_or_404(api_key_get(tenant=self.tenant, key_id=key_id))
+        api_key = _key_or_404(self, key_id)
+        _key_manager(self, api_key)
         serializer = s.KeyRotateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
@@ -201,10 +273,231 @@ class KeyRotateView(TenantAPIView):
     tags=["keys"],
 )
 class KeyRevokeView(TenantAPIView):
+    permission_classes = [IsAuthenticated, ManagesKeys]
+
     def post(self, request: Request, key_id: int) -> Response:
-        api_key = _object_or_404(api_key_get(tenant=self.tenant, key_id=key_id))
+        api_key = _key_or_404(self, key_id)
+        _key_manager(self, api_key)
         api_key_revoke(api_key=api_key, actor=self.access)
         return Response(s.ApiKeySerializer(api_key).data)
+
+
+# Projects ----------------------------------------------------------------------------------
+# Every member reads the projects they see (a project's viewers and admins: theirs only);
+# creating, changing and deleting projects and their members is for tenant admins.
+
+
+def _project_error(exc: ProjectError) -> exceptions.ValidationError:
+    return exceptions.ValidationError({exc.field or "detail": [exc.message]})
+
+
+def _project_or_404(view: "TenantAPIView", project_id: int):
+    return _object_or_404(project_get(access=view.access, project_id=project_id))
+
+
+def _project_body(view: "TenantAPIView", project) -> dict:
+    return s.ProjectSerializer(project, context={"access": view.access}).data
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="List the projects the caller may see",
+        parameters=[TENANT_PARAM],
+        responses=s.ProjectSerializer(many=True),
+        tags=["projects"],
+    ),
+    post=extend_schema(
+        summary="Create a project (tenant admins)",
+        parameters=[TENANT_PARAM],
+        request=s.ProjectWriteSerializer,
+        responses={201: s.ProjectSerializer},
+        tags=["projects"],
+    ),
+)
+class ProjectListView(TenantAPIView):
+    def get(self, request: Request) -> Response:
+        projects = project_list(access=self.access)
+        return Response(
+            s.ProjectSerializer(projects, many=True, context={"access": self.access}).data
+        )
+
+    def post(self, request: Request) -> Response:
+        serializer = s.ProjectWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            project = project_create(
+                tenant=self.tenant, actor=self.access, **serializer.validated_data
+            )
+        except ProjectError as exc:
+            raise _project_error(exc) from None
+        return Response(_project_body(self, project), status=status.HTTP_201_CREATED)
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="One project",
+        parameters=[TENANT_PARAM],
+        responses=s.ProjectSerializer,
+        tags=["projects"],
+    ),
+    patch=extend_schema(
+        summary="Change a project's name, allowlist, limits, budget, per-model or per-end-user "
+        "limits (tenant admins)",
+        parameters=[TENANT_PARAM],
+        request=s.ProjectWriteSerializer,
+        responses=s.ProjectSerializer,
+        tags=["projects"],
+    ),
+    delete=extend_schema(
+        summary="Delete a project without active keys (tenant admins; never the default)",
+        parameters=[TENANT_PARAM],
+        responses={204: None},
+        tags=["projects"],
+    ),
+)
+class ProjectDetailView(TenantAPIView):
+    def get(self, request: Request, project_id: int) -> Response:
+        return Response(_project_body(self, _project_or_404(self, project_id)))
+
+    def patch(self, request: Request, project_id: int) -> Response:
+        project = _project_or_404(self, project_id)
+        serializer = s.ProjectWriteSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        try:
+            project = project_update(
+                project=project, actor=self.access, **serializer.validated_data
+            )
+        except ProjectError as exc:
+            raise _project_error(exc) from None
+        return Response(_project_body(self, project))
+
+    def delete(self, request: Request, project_id: int) -> Response:
+        try:
+            project_delete(project=_project_or_404(self, project_id), actor=self.access)
+        except ProjectError as exc:
+            raise _project_error(exc) from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="The members with a role in this project (tenant admins)",
+        parameters=[TENANT_PARAM],
+        responses=s.ProjectMemberSerializer(many=True),
+        tags=["projects"],
+    ),
+    post=extend_schema(
+        summary="Give a member of the tenant a role in this project, or change it (tenant admins)",
+        parameters=[TENANT_PARAM],
+        request=s.ProjectMemberWriteSerializer,
+        responses={201: s.ProjectMemberSerializer},
+        tags=["projects"],
+    ),
+)
+class ProjectMemberListView(TenantAPIView):
+    permission_classes = [IsAuthenticated, CanWrite]
+
+    def get(self, request: Request, project_id: int) -> Response:
+        project = _project_or_404(self, project_id)
+        members = project_membership_list(project=project)
+        return Response(s.ProjectMemberSerializer(members, many=True).data)
+
+    def post(self, request: Request, project_id: int) -> Response:
+        project = _project_or_404(self, project_id)
+        serializer = s.ProjectMemberWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = member_user_find(
+            tenant_id=self.tenant.id, identifier=serializer.validated_data["user"]
+        )
+        if user is None:
+            raise exceptions.ValidationError({"user": ["is not a member of this tenant"]})
+        try:
+            membership = project_membership_set(
+                project=project,
+                user=user,
+                role=serializer.validated_data["role"],
+                actor=self.access,
+            )
+        except ProjectError as exc:
+            raise _project_error(exc) from None
+        return Response(s.ProjectMemberSerializer(membership).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema_view(
+    patch=extend_schema(
+        summary="Change a member's role in this project (tenant admins)",
+        parameters=[TENANT_PARAM],
+        request=s.ProjectMemberRoleSerializer,
+        responses=s.ProjectMemberSerializer,
+        tags=["projects"],
+    ),
+    delete=extend_schema(
+        summary="Take a member's role in this project away (tenant admins)",
+        parameters=[TENANT_PARAM],
+        responses={204: None},
+        tags=["projects"],
+    ),
+)
+class ProjectMemberDetailView(TenantAPIView):
+    permission_classes = [IsAuthenticated, CanWrite]
+
+    def _membership(self, project_id: int, member_id: int):
+        project = _project_or_404(self, project_id)
+        return _object_or_404(project_membership_get(project=project, membership_id=member_id))
+
+    def patch(self, request: Request, project_id: int, member_id: int) -> Response:
+        membership = self._membership(project_id, member_id)
+        serializer = s.ProjectMemberRoleSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            membership = project_membership_set(
+                project=membership.project,
+                user=membership.user,
+                role=serializer.validated_data["role"],
+                actor=self.access,
+            )
+        except ProjectError as exc:
+            raise _project_error(exc) from None
+        return Response(s.ProjectMemberSerializer(membership).data)
+
+    def delete(self, request: Request, project_id: int, member_id: int) -> Response:
+        project_membership_remove(
+            membership=self._membership(project_id, member_id), actor=self.access
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="The keys of a project",
+        parameters=[TENANT_PARAM, KEY_STATUS_PARAM],
+        responses=s.ApiKeySerializer(many=True),
+        tags=["projects"],
+    ),
+    post=extend_schema(
+        summary="Issue a key in this project (its admins; the secret is in this response only)",
+        parameters=[TENANT_PARAM],
+        request=s.ProjectKeyWriteSerializer,
+        responses={201: s.ApiKeyWithSecretSerializer},
+        tags=["projects"],
+    ),
+)
+class ProjectKeyListView(TenantAPIView):
+    permission_classes = [IsAuthenticated, ManagesKeys]
+
+    def get(self, request: Request, project_id: int) -> Response:
+        project = _project_or_404(self, project_id)
+        keys = api_key_list(
+            access=self.access, status=_key_status_param(request), project_id=project.id
+        )
+        return Response(s.ApiKeySerializer(keys, many=True).data)
+
+    def post(self, request: Request, project_id: int) -> Response:
+        project = _project_or_404(self, project_id)
+        require_project_key_manager(self.access, project.id)
+        serializer = s.ProjectKeyWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return _key_issue(self, dict(serializer.validated_data), project)
 
 
 # Admin tokens ------------------------------------------------------------------------------

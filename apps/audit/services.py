@@ -28,6 +28,7 @@ TARGET_TYPES = {
     "catalog.deployment": "deployment",
     "catalog.price": "price",
     "billing.ratecard": "rate_card",
+    "projects.project": "project",
 }
 
 Actor = AbstractBaseUser | AdminToken | str | None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC
 from typing import Any
 
@@ -62,9 +63,44 @@ class LimitsForm(TenantLimitsForm):
     FIELDS = ("allowed_models", *TenantLimitsForm.FIELDS, "expires_at")
     field_order = list(FIELDS)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, projects: Iterable[Any] = (), **kwargs: Any) -> None:
+        """``projects``: the projects the key may go to (those the caller manages); with
+        none given there is no project field (the key stays where it is)."""
         super().__init__(*args, **kwargs)
         self.fields["allowed_models"].choices = model_choices()
+        self.projects = {project.id: project for project in projects}
+        if self.projects:
+            self.fields["project"] = forms.TypedChoiceField(
+                choices=[(p.id, p.name) for p in self.projects.values()],
+                coerce=int,
+                empty_value=None,
+                required=False,
+                help_text="The key's project: its allowlist and limits apply too. "
+                "Left empty: the key's project, or for a new key the default project.",
+            )
+            self.order_fields(["name", "project", *self.FIELDS])
+            if self.initial.get("project") is None:
+                default = next((p.id for p in self.projects.values() if p.is_default), None)
+                self.initial["project"] = default
+
+    def clean_project(self) -> int:
+        """Not sent: the initial project (the key's own; a new key's: the default)."""
+        project_id = self.cleaned_data["project"]
+        if project_id is None:
+            project_id = self.initial.get("project")
+        if project_id not in self.projects:
+            raise forms.ValidationError("Choose a project whose keys you manage.")
+        return project_id
+
+    @classmethod
+    def initial_of(cls, obj: Any) -> dict[str, Any]:
+        return {**super().initial_of(obj), "project": obj.project_id}
+
+    def service_fields(self) -> dict[str, Any]:
+        fields = super().service_fields()
+        if "project" in self.fields:
+            fields["project"] = self.projects[self.cleaned_data["project"]]
+        return fields
 
     def clean_allowed_models(self) -> list[str]:
         models = self.cleaned_data["allowed_models"]
@@ -79,6 +115,62 @@ class KeyCreateForm(LimitsForm):
     name = forms.CharField(max_length=100)
 
     field_order = ["name"]
+
+
+class ProjectForm(TenantLimitsForm):
+    """A project: name, allowlist (within the catalog), limits, budget, and its per-model
+    and per-end-user limits as JSON blocks (checked by apps/projects/services.py)."""
+
+    name = forms.SlugField(max_length=64)
+    display_name = forms.CharField(max_length=200, required=False)
+    allowed_models = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="No model ticked: the project's keys may call no model.",
+    )
+    model_limits = forms.JSONField(
+        required=False,
+        initial=dict,
+        help_text='{"gemma-270m": {"rpm": 10, "tpm": 20000, "budget": {"amount": "1.00", '
+        '"period": "daily"}}}',
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+    end_user_limits = forms.JSONField(
+        required=False,
+        initial=dict,
+        help_text='Per end user: {"rpm": 20, "tpm": 40000, "budget": {"amount": "0.50", '
+        '"period": "daily"}}',
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+
+    FIELDS = (
+        "name",
+        "display_name",
+        "allowed_models",
+        *TenantLimitsForm.FIELDS,
+        "model_limits",
+        "end_user_limits",
+    )
+    field_order = list(FIELDS)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["allowed_models"].choices = model_choices()
+
+    def clean_allowed_models(self) -> list[str]:
+        models = self.cleaned_data["allowed_models"]
+        return [ALL_MODELS] if ALL_MODELS in models else sorted(models)
+
+    def clean_model_limits(self) -> dict[str, Any]:
+        return self.cleaned_data["model_limits"] or {}
+
+    def clean_end_user_limits(self) -> dict[str, Any]:
+        return self.cleaned_data["end_user_limits"] or {}
+
+
+class ProjectMemberForm(forms.Form):
+    user = forms.CharField(max_length=254, label="Member (username or email)")
+    role = forms.ChoiceField(choices=[("viewer", "viewer"), ("admin", "admin")])
 
 
 class ContentPolicyForm(forms.Form):

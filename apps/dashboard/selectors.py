@@ -23,6 +23,7 @@ from apps.keys.models import ApiKey
 from apps.ledger.models import UsageRecord
 from apps.ledger.selectors import ledger_last_ingest, ledger_pipeline_health
 from apps.projects.models import Project
+from apps.tenants.access import TenantAccess
 from apps.tenants.models import AdminToken, Membership, Tenant
 
 # Keys ------------------------------------------------------------------------------------
@@ -37,10 +38,17 @@ def key_status(api_key: ApiKey, now: datetime | None = None) -> str:
 
 
 def key_list(
-    *, tenant: Tenant, include_revoked: bool = False, search: str = ""
+    *,
+    access: TenantAccess,
+    include_revoked: bool = False,
+    search: str = "",
+    project_id: int | None = None,
 ) -> QuerySet[ApiKey]:
-    """The tenant's keys, active first then by name; ``search`` matches name or prefix."""
-    keys = ApiKey.objects.filter(tenant=tenant)
+    """The keys the caller may see (their tenant's, of the projects they see), active
+    first then by name; ``search`` matches name or prefix; ``project_id``: one project's."""
+    keys = ApiKey.objects.for_access(access).select_related("project")
+    if project_id is not None:
+        keys = keys.filter(project_id=project_id)
     if not include_revoked:
         keys = keys.filter(revoked_at__isnull=True)
     if search:
@@ -48,21 +56,30 @@ def key_list(
     return keys.order_by("revoked_at", "name", "-created_at")
 
 
-def key_statuses(keys: Iterable[ApiKey]) -> None:
-    """Set ``status`` (active / expired / revoked) on each key, and ``previous_until`` (when
-    the secret its last rotation replaced stops working; None once it has), for display."""
+def key_statuses(keys: Iterable[ApiKey], access: TenantAccess | None = None) -> None:
+    """Set ``status`` (active / expired / revoked) on each key, ``previous_until`` (when
+    the secret its last rotation replaced stops working; None once it has), and with
+    ``access`` ``manageable`` (the caller may change it), for display."""
     now = timezone.now()
     for api_key in keys:
         api_key.status = key_status(api_key, now)
         api_key.previous_until = api_key.previous_secret_valid_until(now)
+        if access is not None:
+            api_key.manageable = access.can_manage_keys_of(api_key.project_id)
 
 
-def key_get(*, tenant: Tenant, key_id: int) -> ApiKey:
-    """The tenant's key or 404: another tenant's key does not exist here."""
-    api_key = ApiKey.objects.filter(tenant=tenant, id=key_id).select_related("tenant").first()
+def key_get(*, access: TenantAccess, key_id: int) -> ApiKey:
+    """The key or 404: another tenant's key, or one of a project the caller does not
+    see, does not exist here."""
+    api_key = (
+        ApiKey.objects.for_access(access)
+        .filter(id=key_id)
+        .select_related("tenant", "project")
+        .first()
+    )
     if api_key is None:
         raise Http404("No such key.")
-    key_statuses([api_key])
+    key_statuses([api_key], access)
     return api_key
 
 

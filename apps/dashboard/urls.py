@@ -1,12 +1,32 @@
 from django.urls import path
 
-from apps.dashboard.views import alerts, balance, keys, members, payments, staff, tenant, usage
+from apps.dashboard.views import (
+    alerts,
+    balance,
+    keys,
+    members,
+    payments,
+    projects,
+    staff,
+    tenant,
+    usage,
+)
 
 app_name = "dashboard"
 
 urlpatterns = [
     path("", members.home, name="home"),
     path("tenant/", members.switch_tenant, name="switch-tenant"),
+    path("projects/", projects.project_list_view, name="projects"),
+    path("projects/new/", projects.project_create_view, name="project-create"),
+    path("projects/<int:project_id>/", projects.project_detail, name="project"),
+    path("projects/<int:project_id>/delete/", projects.project_delete_view, name="project-delete"),
+    path("projects/<int:project_id>/members/", projects.project_members, name="project-members"),
+    path(
+        "projects/<int:project_id>/members/<int:membership_id>/remove/",
+        projects.project_member_remove,
+        name="project-member-remove",
+    ),
     path("keys/", keys.key_list, name="keys"),
     path("keys/new/", keys.key_create, name="key-create"),
     path("keys/<int:key_id>/", keys.key_edit, name="key-edit"),

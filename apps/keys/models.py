@@ -8,6 +8,11 @@ from django.utils import timezone
 from apps.limits.fields import LimitFields
 from apps.projects.models import Project
 from apps.tenants.models import Tenant
+from apps.tenants.scoping import TenantScopedQuerySet
+
+
+class ApiKeyQuerySet(TenantScopedQuerySet):
+    project_field = "project"
 
 
 class ApiKey(LimitFields):
@@ -43,6 +48,8 @@ class ApiKey(LimitFields):
     created_at = models.DateTimeField(auto_now_add=True)
     # Written in batches from the ledger, never on the request path.
     last_used_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiKeyQuerySet.as_manager()
 
     class Meta:
         constraints = [

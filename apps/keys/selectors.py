@@ -17,9 +17,12 @@ def api_key_get_by_hash(key_hash: str) -> ApiKey | None:
     )
 
 
-def api_key_list(*, tenant, status: str | None = None):
-    """A tenant's keys, newest first; ``status``: active, revoked or expired."""
-    keys = ApiKey.objects.filter(tenant=tenant).select_related("created_by")
+def api_key_list(*, access, status: str | None = None, project_id: int | None = None):
+    """The keys the caller may see (their tenant's, in the projects visible to them),
+    newest first; ``status``: active, revoked or expired; ``project_id``: one project's."""
+    keys = ApiKey.objects.for_access(access).select_related("created_by", "project")
+    if project_id is not None:
+        keys = keys.filter(project_id=project_id)
     now = timezone.now()
     if status == "active":
         keys = keys.filter(revoked_at__isnull=True).filter(
@@ -32,9 +35,15 @@ def api_key_list(*, tenant, status: str | None = None):
     return keys.order_by("-created_at", "-id")
 
 
-def api_key_get(*, tenant, key_id: int) -> ApiKey | None:
-    """The tenant's key with this id; another tenant's is None (a 404)."""
-    return ApiKey.objects.select_related("tenant").filter(tenant=tenant, id=key_id).first()
+def api_key_get(*, access, key_id: int) -> ApiKey | None:
+    """The key with this id if the caller may see it; another tenant's, or one of a
+    project the caller does not see, is None (a 404)."""
+    return (
+        ApiKey.objects.for_access(access)
+        .select_related("tenant", "project")
+        .filter(id=key_id)
+        .first()
+    )
 
 
 def api_key_name_taken(*, tenant, name: str, exclude_id: int | None = None) -> bool:

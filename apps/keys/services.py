@@ -68,6 +68,7 @@ def _key_settings(api_key: ApiKey) -> dict:
     """What an audit event says about a key's settings (never its secret or hash)."""
     return {
         "name": api_key.name,
+        "project": api_key.project.name,
         "allowed_models": api_key.allowed_models,
         "expires_at": api_key.expires_at,
         "rpm": api_key.rpm,
@@ -226,6 +227,8 @@ def api_key_rotate(*, api_key: ApiKey, grace_seconds: int = 0, actor=None) -> tu
 def api_key_update(*, api_key: ApiKey, actor=None, **changes) -> ApiKey:
     changes = _checked_fields(changes)
     diff = audit_changes(api_key, changes)
+    if "project" in diff:  # moved: the log names the projects
+        diff["project"] = {k: project.name for k, project in diff["project"].items()}
     for field, value in changes.items():
         setattr(api_key, field, value)
     api_key.save(update_fields=list(changes))

@@ -9,6 +9,10 @@ from apps.tenants.scoping import TenantScopedQuerySet
 DEFAULT_PROJECT_NAME = "default"
 
 
+class ProjectQuerySet(TenantScopedQuerySet):
+    project_field = "id"
+
+
 def every_model() -> list[str]:
     return ["*"]
 
@@ -31,7 +35,7 @@ class Project(LimitFields):
     end_user_limits = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = TenantScopedQuerySet.as_manager()
+    objects = ProjectQuerySet.as_manager()
 
     class Meta:
         constraints = [

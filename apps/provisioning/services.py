@@ -1,5 +1,5 @@
-"""Configuration as code: apply a YAML document of backends, models, prices, tenants, keys
-and tenants' rate cards.
+"""Configuration as code: apply a YAML document of backends, models, prices, tenants, their
+projects and keys, and tenants' rate cards.
 
 Idempotent (a second run changes nothing) and all-or-nothing (one transaction; an
 invalid document changes nothing and the error names the field).
@@ -34,9 +34,19 @@ from apps.gateway.protocol.session import (
 )
 from apps.keys.models import ApiKey
 from apps.keys.services import api_key_issue, api_key_update
+from apps.limits.blocks import LimitBlockInvalid, end_user_limits_validate, model_limits_validate
 from apps.limits.fields import BudgetPeriod
 from apps.moderation.policy import PolicyError
 from apps.moderation.services import content_policy_clean
+from apps.projects.models import Project
+from apps.projects.selectors import project_default_get
+from apps.projects.services import (
+    PROJECT_NAME,
+    ProjectError,
+    project_create,
+    project_fields_validate,
+    project_update,
+)
 from apps.tenants.models import AdminToken, BillingMode, Tenant
 from apps.tenants.services import admin_token_issue
 from apps.wallet.services import BalanceError, balance_entry_add
@@ -495,16 +505,25 @@ def _limit_values(doc: _Doc) -> dict[str, Any]:
     return values
 
 
-def _apply_keys(tenant: Tenant, doc: _Doc, result: ApplyResult) -> None:
+def _apply_keys(
+    tenant: Tenant, doc: _Doc, result: ApplyResult, project: Project, seen: dict[str, str]
+) -> None:
+    """The keys listed in ``doc`` (a tenant: its default project's; a project: its own),
+    created, updated, or moved into ``project``. ``seen``: key name -> the path that listed
+    it, across the tenant (a key is in one project)."""
     for j, raw_key in enumerate(doc.seq("keys")):
         key_doc = _Doc(raw_key, f"{doc.path}.keys[{j}]")
         key_doc.check_keys({"name", "models", "expires_at", *LIMIT_FIELDS, *KEY_FIELD_HANDLERS})
         name = key_doc.text("name")
+        if name in seen:
+            raise ConfigError(key_doc.sub("name"), f"key '{name}' is also listed at {seen[name]}")
+        seen[name] = key_doc.path
         allowed = key_doc.str_list("models")
         for k, model_name in enumerate(allowed):
             if model_name != "*" and not Model.objects.filter(name=model_name).exists():
                 raise ConfigError(f"{key_doc.sub('models')}[{k}]", f"unknown model '{model_name}'")
         values: dict[str, Any] = {
+            "project": project,
             "allowed_models": allowed,
             "expires_at": key_doc.when("expires_at", required=False),
             **_limit_values(key_doc),
@@ -514,13 +533,84 @@ def _apply_keys(tenant: Tenant, doc: _Doc, result: ApplyResult) -> None:
         api_key = ApiKey.objects.filter(tenant=tenant, name=name, revoked_at__isnull=True).first()
         if api_key is None:
             api_key, secret = api_key_issue(tenant=tenant, name=name, **values)
-            result.keys_created.append({"tenant": tenant.name, "name": name, "secret": secret})
+            result.keys_created.append(
+                {"tenant": tenant.name, "project": project.name, "name": name, "secret": secret}
+            )
             result.changes.append(f"key {tenant.name}/{name} created")
         else:
             changes = {k: v for k, v in values.items() if getattr(api_key, k) != v}
             if changes:
                 api_key_update(api_key=api_key, **changes)
                 result.changes.append(f"key {tenant.name}/{name} updated")
+
+
+PROJECT_KEYS = {
+    "name",
+    "display_name",
+    "models",
+    "model_limits",
+    "end_user_limits",
+    "keys",
+    *LIMIT_FIELDS,
+}
+
+
+def _project_values(doc: _Doc) -> dict[str, Any]:
+    """A project's settings as the file says them, in their stored form; anything absent
+    is unset (no limit; ``models`` absent: every model)."""
+    values: dict[str, Any] = {
+        "display_name": doc.text("display_name", required=False) or "",
+        "allowed_models": doc.str_list("models") if "models" in doc.data else ["*"],
+        **_limit_values(doc),
+    }
+    try:
+        values["model_limits"] = model_limits_validate(
+            doc.data.get("model_limits"), field=doc.sub("model_limits")
+        )
+        values["end_user_limits"] = end_user_limits_validate(
+            doc.data.get("end_user_limits"), field=doc.sub("end_user_limits")
+        )
+    except LimitBlockInvalid as exc:
+        raise ConfigError(exc.field, exc.message) from None
+    try:
+        return project_fields_validate(values)
+    except ProjectError as exc:
+        field = {"allowed_models": "models"}.get(exc.field, exc.field)
+        if field.startswith("allowed_models["):
+            field = "models" + field.removeprefix("allowed_models")
+        elif field in ("budget_amount", "budget_period"):
+            field = "budget." + field.removeprefix("budget_")
+        raise ConfigError(doc.sub(field), exc.message) from None
+
+
+def _apply_projects(tenant: Tenant, doc: _Doc, result: ApplyResult) -> None:
+    """A tenant's keys (into its default project) and ``projects: [{name, models, rpm,
+    tpm, max_concurrent, budget, model_limits, end_user_limits, keys}]``: each created, or
+    updated to what the file says; a project named like the default configures it.
+    Projects the file does not name are left alone."""
+    seen_keys: dict[str, str] = {}
+    _apply_keys(tenant, doc, result, project_default_get(tenant_id=tenant.id), seen_keys)
+    seen: dict[str, str] = {}
+    for i, raw in enumerate(doc.seq("projects")):
+        project_doc = _Doc(raw, f"{doc.sub('projects')}[{i}]")
+        project_doc.check_keys(PROJECT_KEYS)
+        name = project_doc.text("name")
+        if not PROJECT_NAME.match(name):
+            raise ConfigError(project_doc.sub("name"), "use 1 to 64 letters, digits, '-' and '_'")
+        if name in seen:
+            raise ConfigError(project_doc.sub("name"), f"project '{name}' is also at {seen[name]}")
+        seen[name] = project_doc.path
+        values = _project_values(project_doc)
+        project = Project.objects.filter(tenant=tenant, name=name).first()
+        if project is None:
+            project = project_create(tenant=tenant, name=name, **values)
+            result.changes.append(f"project {tenant.name}/{name} created")
+        else:
+            changes = {k: v for k, v in values.items() if getattr(project, k) != v}
+            if changes:
+                project_update(project=project, **changes)
+                result.changes.append(f"project {tenant.name}/{name} updated")
+        _apply_keys(tenant, project_doc, result, project, seen_keys)
 
 
 def _apply_admin_tokens(tenant: Tenant, doc: _Doc, result: ApplyResult) -> None:
@@ -618,6 +708,7 @@ def _apply_tenants(items: list, result: ApplyResult) -> None:
                 "name",
                 "display_name",
                 "keys",
+                "projects",
                 "admin_tokens",
                 "rate_card",
                 "rate_cards",
@@ -643,7 +734,7 @@ def _apply_tenants(items: list, result: ApplyResult) -> None:
             result.changes.append(f"tenant {name} updated")
             # Keys carry their tenant's limits in every gateway's cache.
             transaction.on_commit(lambda: publish(KEYS_INVALIDATE_CHANNEL, "*"))
-        _apply_keys(tenant, doc, result)
+        _apply_projects(tenant, doc, result)
         _apply_admin_tokens(tenant, doc, result)
         _apply_rate_cards(tenant, doc, result)
         _apply_grants(tenant, doc, result)

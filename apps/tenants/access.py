@@ -17,13 +17,23 @@ dashboard's HTML views (``tenant_access_for`` + ``require_role``):
 dashboard and the API alike (``require_admin_token_manager``), and never by a token: a
 token cannot mint a credential that outlives its creator's rights.
 
+**Projects** narrow a member further. Owners and admins of the tenant (and staff, and
+operator-issued tokens) see and manage every project. A tenant *viewer* with no project
+role reads every project, as before projects; a viewer given a role in some projects
+(``ProjectMembership``) sees only those: ``viewer`` reads the project and its keys,
+``admin`` also manages that project's keys (issue, edit, rotate, revoke). A project the
+caller may not see is a 404, like another tenant's object; one they see but may not
+change is a 403. An admin token created by a user acts with that user's project roles.
+
 A role too low for the operation is a 403 (the tenant is theirs, the action is not);
 anything of another tenant is a 404, never a 403, so its existence does not leak.
-Objects are then read through ``for_tenant(access.tenant)`` querysets.
+Objects are then read through ``for_tenant(access.tenant)`` querysets, and project-level
+objects (projects, keys) through ``for_access(access)`` (apps/tenants/scoping.py).
 """
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -40,6 +50,8 @@ VIEWER, ADMIN, OWNER = Membership.Role.VIEWER, Membership.Role.ADMIN, Membership
 SESSION_TENANT_KEY = "tollgate_tenant"
 _TENANT_NAME = re.compile(r"[-a-zA-Z0-9_]{1,64}")
 _CACHE_ATTR = "_tollgate_tenant_access"
+# A member's role in one project (apps.projects.models.ProjectMembership.Role).
+PROJECT_VIEWER, PROJECT_ADMIN = "viewer", "admin"
 
 
 class TenantNotSelected(exceptions.ValidationError):
@@ -76,6 +88,51 @@ class TenantAccess:
     @property
     def is_owner(self) -> bool:
         return self.has_role(OWNER)
+
+    # Projects ------------------------------------------------------------------------
+
+    @cached_property
+    def project_roles(self) -> dict[int, str] | None:
+        """{project id: role} when the caller sees only some projects of the tenant; None
+        when they see every project (with the tenant role: admin+ manage, viewers read)."""
+        if self.has_role(ADMIN):
+            return None
+        user = self.user
+        if self.token is not None:
+            user = self.token.created_by if self.token.issued_by_user else None
+        if user is None:
+            return None
+        roles = dict(
+            user.project_memberships.filter(project__tenant_id=self.tenant.id).values_list(
+                "project_id", "role"
+            )
+        )
+        return roles or None
+
+    @property
+    def visible_project_ids(self) -> frozenset[int] | None:
+        """The projects this caller may see; None: every project of the tenant."""
+        roles = self.project_roles
+        return None if roles is None else frozenset(roles)
+
+    def project_role(self, project_id: int) -> str | None:
+        """``admin`` (manages the project's keys), ``viewer`` (reads them) or None (the
+        project does not exist for this caller: a 404)."""
+        roles = self.project_roles
+        if roles is None:
+            return PROJECT_ADMIN if self.can_write else PROJECT_VIEWER
+        return roles.get(project_id)
+
+    def can_manage_keys_of(self, project_id: int) -> bool:
+        return self.project_role(project_id) == PROJECT_ADMIN
+
+    @property
+    def can_manage_some_keys(self) -> bool:
+        """Tenant admins, and project admins (of at least one project)."""
+        roles = self.project_roles
+        if roles is None:
+            return self.can_write
+        return PROJECT_ADMIN in roles.values()
 
 
 def _lower(a: str, b: str) -> str:
@@ -175,6 +232,15 @@ def tenant_access_for(request: HttpRequest | Any) -> TenantAccess:
     return cached
 
 
+def require_project_key_manager(access: TenantAccess, project_id: int) -> TenantAccess:
+    """PermissionDenied (403) unless the caller manages the keys of this project (the
+    caller has already been shown it exists: a project they cannot see is the caller's
+    404 to raise, before this)."""
+    if not access.can_manage_keys_of(project_id):
+        raise PermissionDenied("This needs the admin role in this project or the tenant.")
+    return access
+
+
 def require_role(access: TenantAccess, minimum: str) -> TenantAccess:
     """PermissionDenied (403) unless the caller has at least ``minimum`` in the tenant."""
     if minimum not in ROLE_RANK:
@@ -258,6 +324,19 @@ class ReadOrWrite(_TenantRole):
 
     def required_role(self, request) -> str:
         return VIEWER if request.method in SAFE_METHODS else ADMIN
+
+
+class ManagesKeys(_TenantRole):
+    """Members read keys; writing needs the tenant's admin role or a project's (which
+    project is the view's to check, with ``require_project_key_manager``)."""
+
+    def has_permission(self, request, view) -> bool:
+        if not super().has_permission(request, view):
+            return False
+        if request.method in SAFE_METHODS or view.access.can_manage_some_keys:
+            return True
+        self.message = f"This needs the admin role (you are {view.access.role})."
+        return False
 
 
 class ManagesAdminTokens(_TenantRole):

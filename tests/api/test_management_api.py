@@ -14,6 +14,8 @@ from apps.catalog.models import Backend, Deployment, Model, Price
 from apps.keys.hashing import secret_hash
 from apps.keys.models import ApiKey
 from apps.keys.selectors import api_key_get_by_hash
+from apps.keys.services import api_key_issue
+from apps.projects.models import Project, ProjectMembership
 from apps.tenants.models import AdminToken, Membership
 from apps.tenants.services import admin_token_issue
 from tests.api.api_support import token_client, user_client
@@ -29,6 +31,19 @@ ROUTES = [
     ("PATCH", "/api/v1/keys/{key}", "write"),
     ("POST", "/api/v1/keys/{key}/rotate", "write"),
     ("POST", "/api/v1/keys/{key}/revoke", "write"),
+    ("GET", "/api/v1/projects", "read"),
+    ("POST", "/api/v1/projects", "write"),
+    ("GET", "/api/v1/projects/{project}", "read"),
+    ("PATCH", "/api/v1/projects/{project}", "write"),
+    # The project has an active key: a DELETE is refused (400) and the project stays.
+    ("DELETE", "/api/v1/projects/{project}", "write"),
+    ("GET", "/api/v1/projects/{project}/members", "write"),
+    ("POST", "/api/v1/projects/{project}/members", "write"),
+    ("PATCH", "/api/v1/projects/{project}/members/{pmember}", "write"),
+    # DELETE …/members/{pmember} would remove what the next callers need:
+    # tests/projects/test_projects_api.py and the URL walk cover it.
+    ("GET", "/api/v1/projects/{project}/keys", "read"),
+    ("POST", "/api/v1/projects/{project}/keys", "write"),
     ("GET", "/api/v1/admin-tokens", "read"),
     ("POST", "/api/v1/admin-tokens", "owner"),
     ("POST", "/api/v1/admin-tokens/{token}/revoke", "owner"),
@@ -135,7 +150,14 @@ def objects(org):
     endpoint = WebhookEndpoint.objects.create(
         tenant=org.acme, url="https://93.184.216.34/hook", secret_encrypted="x", event_types=["*"]
     )
+    project = Project.objects.create(tenant=org.acme, name="spare-project")
+    api_key_issue(tenant=org.acme, name="in-spare-project", project=project)
+    project_user = User.objects.create_user("spare-p", "spare-p@example.com")
+    Membership.objects.create(user=project_user, tenant=org.acme, role="viewer")
+    project_member = ProjectMembership.objects.create(project=project, user=project_user)
     return {
+        "project": project.id,
+        "pmember": project_member.id,
         "endpoint": endpoint.id,
         "key": org.acme_key.id,
         "token": spare_token.id,

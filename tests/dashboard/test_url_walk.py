@@ -84,6 +84,7 @@ def object_ids(team: Team, victims: dict) -> dict[str, dict[str, str]]:
     acme, globex = team.acme, team.globex
     pairs = {
         "key_id": (team.world.acme_key2.id, team.world.globex_key.id),
+        "project_id": (victims["acme_project"].id, victims["globex_project"].id),
         "statement_id": (team.statement.id, team.other_statement.id),
         "membership_id": (victims["acme_member"].id, victims["globex_member"].id),
         "member_id": (victims["acme_member"].id, victims["globex_member"].id),
@@ -127,6 +128,15 @@ def request(caller: Caller, method: str, url: str, api: bool) -> int:
     return response.status_code
 
 
+def _project_with_key(tenant):
+    from apps.keys.services import api_key_issue
+    from apps.projects.models import Project
+
+    project = Project.objects.create(tenant=tenant, name="walked")
+    api_key_issue(tenant=tenant, name="walked-key", project=project)
+    return project
+
+
 @pytest.fixture
 def callers(team) -> list[Caller]:
     def signed_in(user) -> Client:
@@ -155,6 +165,8 @@ def test_every_route_is_walked(team):
     assert {"dashboard:keys", "dashboard:key-revoke", "dashboard:staff-pipeline"} <= names
     assert {"dashboard:staff-margins", "api-staff-rate-cards", "api-staff-rate-card"} <= names
     assert "usage-records-csv" in names  # the billing API; the management API joins it
+    assert {"dashboard:projects", "dashboard:project", "dashboard:project-members"} <= names
+    assert {"api-projects", "api-project", "api-project-members", "api-project-keys"} <= names
 
 
 @pytest.mark.timeout(600)
@@ -166,6 +178,11 @@ def test_url_walk_isolation_roles_and_no_5xx(team, callers):
         "globex_member": Membership.objects.get(tenant=team.globex, user=team.outsider),
         "acme_token": admin_token_issue(tenant=team.acme, name="walk-victim")[0],
         "globex_token": AdminToken.objects.get(tenant=team.globex, name="ops"),
+        # Non-default projects with an active key each: a walked DELETE is refused.
+        **{
+            f"{tenant.name}_project": _project_with_key(tenant)
+            for tenant in (team.acme, team.globex)
+        },
         **{
             f"{tenant.name}_endpoint": WebhookEndpoint.objects.create(
                 tenant=tenant, url="https://93.184.216.34/h", secret_encrypted="x"

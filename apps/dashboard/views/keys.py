@@ -6,6 +6,7 @@ from datetime import UTC
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse
@@ -25,9 +26,9 @@ from apps.keys.services import (
 )
 from apps.moderation.policy import PolicyError
 from apps.moderation.services import content_policy_set
-from apps.tenants.models import Membership
+from apps.projects.selectors import project_list
+from apps.tenants.access import TenantAccess, require_project_key_manager
 
-WRITE = Membership.Role.ADMIN
 KEYS_PER_PAGE = 50
 
 
@@ -37,9 +38,9 @@ def key_list(request: HttpRequest) -> HttpResponse:
     access = access_required(request)
     show_revoked = request.GET.get("revoked") == "1"
     search = request.GET.get("q", "").strip()[:100]
-    keys = selectors.key_list(tenant=access.tenant, include_revoked=show_revoked, search=search)
+    keys = selectors.key_list(access=access, include_revoked=show_revoked, search=search)
     keys_page = Paginator(keys, KEYS_PER_PAGE).get_page(request.GET.get("page"))
-    selectors.key_statuses(keys_page)
+    selectors.key_statuses(keys_page, access)
     return page(
         request,
         "dashboard/keys.html",
@@ -48,14 +49,29 @@ def key_list(request: HttpRequest) -> HttpResponse:
         keys=keys_page,
         show_revoked=show_revoked,
         search=search,
+        can_issue=access.can_manage_some_keys,
     )
+
+
+def _managed_projects(access: TenantAccess) -> list:
+    """The projects the caller may put keys in (the default first)."""
+    return [p for p in project_list(access=access) if access.can_manage_keys_of(p.id)]
+
+
+def _key_manager(request: HttpRequest, api_key) -> TenantAccess:
+    """The access of a caller who manages this key's project (403 otherwise)."""
+    return require_project_key_manager(access_required(request), api_key.project_id)
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def key_create(request: HttpRequest) -> HttpResponse:
-    access = access_required(request, WRITE)
-    form = KeyCreateForm(request.POST or None)
+    access = access_required(request)
+    if not access.can_manage_some_keys:
+        raise PermissionDenied("This needs the admin role in a project or the tenant.")
+    wanted = request.GET.get("project", "")
+    initial = {"project": int(wanted)} if wanted.isdigit() and len(wanted) < 10 else {}
+    form = KeyCreateForm(request.POST or None, initial=initial, projects=_managed_projects(access))
     if request.method == "POST" and form.is_valid():
         try:
             api_key, secret = api_key_issue(
@@ -78,11 +94,12 @@ def key_create(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def key_edit(request: HttpRequest, key_id: int) -> HttpResponse:
     access = access_required(request)
-    api_key = selectors.key_get(tenant=access.tenant, key_id=key_id)
+    api_key = selectors.key_get(access=access, key_id=key_id)
     initial = LimitsForm.initial_of(api_key)
+    projects = _managed_projects(access) if api_key.manageable else ()
     if request.method == "POST":
-        access = access_required(request, WRITE)
-        form = LimitsForm(request.POST, initial=initial)
+        access = _key_manager(request, api_key)
+        form = LimitsForm(request.POST, initial=initial, projects=projects)
         if form.is_valid() and api_key.revoked_at is None:
             changes = {
                 name: value
@@ -94,7 +111,7 @@ def key_edit(request: HttpRequest, key_id: int) -> HttpResponse:
             messages.success(request, f"Key {api_key.name} saved.")
             return redirect("dashboard:key-edit", key_id=api_key.id)
     else:
-        form = LimitsForm(initial=initial)
+        form = LimitsForm(initial=initial, projects=projects)
     policy_form = ContentPolicyForm(policy=api_key.content_policy)
     return page(
         request,
@@ -111,8 +128,8 @@ def key_edit(request: HttpRequest, key_id: int) -> HttpResponse:
 @require_POST
 def key_policy(request: HttpRequest, key_id: int) -> HttpResponse:
     access = access_required(request)
-    api_key = selectors.key_get(tenant=access.tenant, key_id=key_id)
-    access = access_required(request, WRITE)
+    api_key = selectors.key_get(access=access, key_id=key_id)
+    access = _key_manager(request, api_key)
     form = ContentPolicyForm(request.POST, policy=api_key.content_policy)
     if form.is_valid():
         try:
@@ -122,7 +139,7 @@ def key_policy(request: HttpRequest, key_id: int) -> HttpResponse:
         else:
             messages.success(request, f"Content policy of {api_key.name} saved.")
             return redirect("dashboard:key-edit", key_id=api_key.id)
-    limits = LimitsForm(initial=LimitsForm.initial_of(api_key))
+    limits = LimitsForm(initial=LimitsForm.initial_of(api_key), projects=_managed_projects(access))
     return page(
         request,
         "dashboard/key_edit.html",
@@ -139,8 +156,8 @@ def key_policy(request: HttpRequest, key_id: int) -> HttpResponse:
 def key_rotate(request: HttpRequest, key_id: int) -> HttpResponse:
     """GET: the confirmation page with the grace to choose; POST: rotate."""
     access = access_required(request)
-    api_key = selectors.key_get(tenant=access.tenant, key_id=key_id)
-    access = access_required(request, WRITE)
+    api_key = selectors.key_get(access=access, key_id=key_id)
+    access = _key_manager(request, api_key)
     if api_key.revoked_at is not None:
         messages.error(request, "A revoked key cannot be rotated.")
         return redirect("dashboard:keys")
@@ -167,8 +184,8 @@ def key_rotate(request: HttpRequest, key_id: int) -> HttpResponse:
 def key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
     """GET: the confirmation page; POST: revoke."""
     access = access_required(request)
-    api_key = selectors.key_get(tenant=access.tenant, key_id=key_id)
-    access = access_required(request, WRITE)
+    api_key = selectors.key_get(access=access, key_id=key_id)
+    access = _key_manager(request, api_key)
     if request.method == "POST":
         api_key_revoke(api_key=api_key, actor=request.user)
         messages.success(request, f"Key {api_key.name} ({api_key.prefix}…) revoked.")

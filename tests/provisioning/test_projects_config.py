@@ -1,0 +1,150 @@
+"""A tenant's projects as config-as-code: created and updated to what the file says, keys
+listed under a project go into it, keys listed under the tenant into its default project;
+a re-apply changes nothing; invalid values are named by their path."""
+
+from decimal import Decimal
+
+import pytest
+
+from apps.keys.models import ApiKey
+from apps.projects.models import Project
+from apps.provisioning.services import ConfigError, config_apply
+
+pytestmark = pytest.mark.django_db
+
+MODELS = [
+    {"name": "gemma-270m", "deployments": [{"backend": "fake", "upstream_model": "g"}]},
+    {"name": "other-model", "deployments": [{"backend": "fake", "upstream_model": "o"}]},
+]
+BACKENDS = [{"name": "fake", "base_url": "http://127.0.0.1:9/v1"}]
+
+WEB = {
+    "name": "web",
+    "models": ["gemma-270m"],
+    "rpm": 50,
+    "tpm": 20000,
+    "max_concurrent": 4,
+    "budget": {"amount": "25.00", "period": "monthly"},
+    "model_limits": {"gemma-270m": {"rpm": 10, "budget": {"amount": "1.00", "period": "daily"}}},
+    "end_user_limits": {"rpm": 5, "budget": {"amount": "0.50", "period": "daily"}},
+    "keys": [{"name": "web-key", "models": ["*"]}],
+}
+
+
+def document(**tenant) -> dict:
+    return {
+        "backends": BACKENDS,
+        "models": MODELS,
+        "tenants": [{"name": "acme", "keys": [{"name": "main", "models": ["*"]}], **tenant}],
+    }
+
+
+def apply(**tenant):
+    return config_apply(document=document(**tenant))
+
+
+def web() -> Project:
+    return Project.objects.get(tenant__name="acme", name="web")
+
+
+def test_a_project_is_created_with_its_allowlist_and_limits():
+    apply(projects=[WEB])
+    project = web()
+    assert project.allowed_models == ["gemma-270m"]
+    assert (project.rpm, project.tpm, project.max_concurrent) == (50, 20000, 4)
+    assert project.budget_amount == Decimal("25.00")
+
+
+def test_a_project_keeps_its_model_and_end_user_limits():
+    apply(projects=[WEB])
+    assert web().model_limits == {
+        "gemma-270m": {"rpm": 10, "budget": {"amount": "1.00", "period": "daily"}}
+    }
+    assert web().end_user_limits == {"rpm": 5, "budget": {"amount": "0.50", "period": "daily"}}
+
+
+def test_keys_listed_under_a_project_go_into_it():
+    apply(projects=[WEB])
+    assert ApiKey.objects.get(name="web-key").project == web()
+
+
+def test_keys_listed_under_the_tenant_go_to_its_default_project():
+    apply(projects=[WEB])
+    assert ApiKey.objects.get(name="main").project.is_default
+
+
+def test_a_new_keys_secret_names_its_project():
+    result = apply(projects=[WEB])
+    created = {k["name"]: k["project"] for k in result.keys_created}
+    assert created == {"main": "default", "web-key": "web"}
+
+
+def test_a_reapply_changes_nothing():
+    apply(projects=[WEB])
+    again = apply(projects=[WEB])
+    assert again.changes == []
+
+
+def test_a_changed_limit_updates_the_project():
+    apply(projects=[WEB])
+    result = apply(projects=[{**WEB, "rpm": 60}])
+    assert web().rpm == 60
+    assert result.changes == ["project acme/web updated"]
+
+
+def test_a_key_listed_under_another_project_moves_there():
+    apply(projects=[WEB])
+    apply(keys=[{"name": "web-key", "models": ["*"]}], projects=[{**WEB, "keys": []}])
+    assert ApiKey.objects.get(name="web-key", revoked_at__isnull=True).project.is_default
+
+
+def test_a_project_named_like_the_default_configures_it():
+    apply(projects=[{"name": "default", "rpm": 7}])
+    assert Project.objects.get(tenant__name="acme", is_default=True).rpm == 7
+
+
+def test_models_left_out_allow_every_model():
+    apply(projects=[{"name": "open"}])
+    assert Project.objects.get(name="open").allowed_models == ["*"]
+
+
+@pytest.mark.parametrize(
+    ("project", "path"),
+    [
+        ({"name": "web", "rpm": -1}, "tenants[0].projects[1].rpm"),
+        ({"name": "web", "rpm": "fast"}, "tenants[0].projects[1].rpm"),
+        ({"name": "web", "rpm": 2**40}, "tenants[0].projects[1].rpm"),
+        ({"name": "web", "models": ["nope"]}, "tenants[0].projects[1].models[0]"),
+        ({"name": "web", "budget": {"amount": 5.5}}, "tenants[0].projects[1].budget.amount"),
+        (
+            {"name": "web", "model_limits": {"gemma-270m": {"rpm": "x"}}},
+            "tenants[0].projects[1].model_limits.gemma-270m.rpm",
+        ),
+        (
+            {"name": "web", "model_limits": {"nope": {"rpm": 1}}},
+            "tenants[0].projects[1].model_limits.nope",
+        ),
+        (
+            {"name": "web", "end_user_limits": {"max_concurrent": 1}},
+            "tenants[0].projects[1].end_user_limits.max_concurrent",
+        ),
+        (
+            {"name": "web", "end_user_limits": {"budget": {"amount": "1", "period": "lifetime"}}},
+            "tenants[0].projects[1].end_user_limits.budget.period",
+        ),
+        ({"name": "web", "colour": "red"}, "tenants[0].projects[1].colour"),
+        ({"name": "bad name"}, "tenants[0].projects[1].name"),
+        ({"name": "first"}, "tenants[0].projects[1].name"),
+        ({"name": "web", "keys": [{"name": "main"}]}, "tenants[0].projects[1].keys[0].name"),
+    ],
+)
+def test_an_invalid_value_names_its_field(project, path):
+    with pytest.raises(ConfigError) as caught:
+        apply(projects=[{"name": "first"}, project])
+    assert caught.value.path == path
+
+
+def test_an_invalid_document_changes_nothing():
+    with pytest.raises(ConfigError):
+        apply(projects=[WEB, {"name": "broken", "rpm": -1}])
+    assert not Project.objects.filter(name="web").exists()
