@@ -110,6 +110,23 @@ def partitions_ensure(*, ahead: int | None = None, now: datetime | None = None) 
     return created
 
 
+def partitions_cover(*, start: datetime, end: datetime) -> list[str]:
+    """Create the partitions of every month meeting [start, end) (a bulk load's range);
+    returns the names created."""
+    if not _partitioned():
+        return []
+    months, month = [], month_start(start)
+    while datetime(month.year, month.month, 1, tzinfo=UTC) < end:
+        months.append(month)
+        month = month_add(month, 1)
+    created = []
+    with transaction.atomic(), connection.cursor() as cursor:
+        for first in sorted(set(months) - set(partition_months())):
+            _partition_create(cursor, first)
+            created.append(partition_name(first))
+    return created
+
+
 def _retirable(cursor, first: date) -> tuple[bool, int]:
     """Whether the month's rows are rolled up and billed on closed statements; and its
     highest id (the check holds while no row is added)."""
