@@ -150,7 +150,9 @@ class Command(BaseCommand):
         found = cursor.fetchall()
         for name, _definition in found:
             cursor.execute(f'DROP INDEX "{name}"')
-        return [definition for _name, definition in found]
+        # A partitioned ledger's index reads "ON ONLY <table>": rebuilt as such it would
+        # cover no partition (and stay invalid), so rebuild it on the whole tree.
+        return [definition.replace(" ON ONLY ", " ON ", 1) for _name, definition in found]
 
     def _catalog(self, since: datetime) -> dict[str, PriceRule]:
         rates = {}
