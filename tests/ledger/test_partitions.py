@@ -281,3 +281,29 @@ def test_unapplying_the_migration_gives_a_plain_table(round_trip):
 
 def test_a_row_survives_the_migration_both_ways(round_trip):
     assert _where("req_kept") == partition_name(date(2025, 3, 1))
+
+
+def test_events_either_side_of_a_month_boundary_land_in_their_months(seed, clean_stream):
+    key = ApiKey.objects.get(name="main")
+    following = month_add(month_start(timezone.now()), 1)
+    boundary = datetime(following.year, following.month, 1, tzinfo=UTC).timestamp()
+    for name, at in (("req_before", boundary - 0.000001), ("req_after", boundary)):
+        append(clean_stream, replace(event_for(key, name), created_at=at))
+        append(clean_stream, replace(event_for(key, name), created_at=at))
+    usage_ingest(consumer="t")
+    placed = {rid: _where(rid) for rid in ("req_before", "req_after")}
+    assert placed == {
+        "req_before": partition_name(month_add(following, -1)),
+        "req_after": partition_name(following),
+    }
+
+
+def test_events_either_side_of_a_month_boundary_land_once_each(seed, clean_stream):
+    key = ApiKey.objects.get(name="main")
+    following = month_add(month_start(timezone.now()), 1)
+    boundary = datetime(following.year, following.month, 1, tzinfo=UTC).timestamp()
+    for name, at in (("req_before", boundary - 0.000001), ("req_after", boundary)):
+        append(clean_stream, replace(event_for(key, name), created_at=at))
+        append(clean_stream, replace(event_for(key, name), created_at=at))
+    usage_ingest(consumer="t")
+    assert UsageRecord.objects.filter(request_id__in=["req_before", "req_after"]).count() == 2
