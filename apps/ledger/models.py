@@ -12,7 +12,7 @@ class UsageRecord(models.Model):
         OPENAI = "openai"
         ANTHROPIC = "anthropic"
 
-    # Unique with created_at (the partition key on PostgreSQL, migration 0010): an event
+    # Unique with created_at (the partition key on PostgreSQL, migration 0011): an event
     # replayed with its own timestamp lands once.
     request_id = models.CharField(max_length=64)
     # No single-column FK indexes: (tenant, created_at) and (api_key, created_at) cover them.

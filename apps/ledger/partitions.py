@@ -1,4 +1,4 @@
-"""The ledger's monthly partitions on PostgreSQL (migration 0010): made ahead, retired
+"""The ledger's monthly partitions on PostgreSQL (migration 0011): made ahead, retired
 after retention.
 
 ``partitions_ensure`` creates the partitions of the coming months and of any month that

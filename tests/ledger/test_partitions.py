@@ -104,6 +104,13 @@ def test_the_brin_index_on_ingested_at_survives(db):
         assert "USING brin (ingested_at)" in cursor.fetchone()[0]
 
 
+@pytest.mark.parametrize("name", ["usage_tenant_user_time", "usage_tags", "usage_tenant_time"])
+def test_the_report_indexes_cover_every_partition(db, name):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = %s::regclass", [name])
+        assert cursor.fetchone()[0] == len(partition_months()) + 1  # and DEFAULT
+
+
 def test_an_event_lands_in_its_month_partition(seed, clean_stream):
     key = ApiKey.objects.get(name="main")
     now = timezone.now()

@@ -115,7 +115,7 @@ def unsplit(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("ledger", "0009_attribution")]
+    dependencies = [("ledger", "0010_attribution_indexes")]
 
     operations = [
         migrations.AlterField(
