@@ -225,10 +225,15 @@ def main() -> None:
         .count(),
     }
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_size_pretty(pg_total_relation_size('ledger_usagerecord'))")
+        # The table and, on PostgreSQL's partitioned ledger, its monthly partitions.
+        tree = (
+            "(SELECT relid FROM pg_partition_tree('ledger_usagerecord')"
+            " UNION SELECT 'ledger_usagerecord'::regclass) t"
+        )
+        cursor.execute(f"SELECT pg_size_pretty(sum(pg_total_relation_size(relid))) FROM {tree}")
         out["ledger_size"] = cursor.fetchone()[0]
         cursor.execute(
-            "SELECT pg_size_pretty(pg_relation_size('ledger_usagerecord')),"
+            f"SELECT (SELECT pg_size_pretty(sum(pg_relation_size(relid))) FROM {tree}),"
             " (SELECT avg(pg_column_size(u.*))::int FROM"
             " (SELECT * FROM ledger_usagerecord LIMIT 10000) u)"
         )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dj_database_url
 from csp.constants import NONCE, NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -138,6 +139,7 @@ PIPELINE_MAX_INGEST_LAG_S = float(os.environ.get("PIPELINE_MAX_INGEST_LAG_S", "1
 PIPELINE_MAX_BEAT_SILENCE_S = float(os.environ.get("PIPELINE_MAX_BEAT_SILENCE_S", "60"))
 CELERY_BEAT_SCHEDULE = {
     "ledger-ingest": {"task": "ledger.ingest", "schedule": 1.0},
+    "ledger-partitions": {"task": "ledger.partitions", "schedule": 3600.0},
     "limits-reconcile-budgets": {"task": "limits.reconcile_budgets", "schedule": 300.0},
     "limits-reconcile-balances": {"task": "limits.reconcile_balances", "schedule": 300.0},
     # Billing (apps/billing): rollups each minute, statements hourly, reconciliation daily.
@@ -264,6 +266,24 @@ LEDGER_SPOOL_DIR = os.environ.get(
 # An entry pending this long belongs to a dead consumer and is reclaimed.
 LEDGER_RECLAIM_IDLE_MS = env_int("LEDGER_RECLAIM_IDLE_MS", 60_000)
 LEDGER_BATCH_SIZE = env_int("LEDGER_BATCH_SIZE", 2000)
+# PostgreSQL's ledger is split by month (apps/ledger/partitions.py): the ledger.partitions
+# job keeps this many months ahead, and drops months older than LEDGER_RETENTION_MONTHS
+# once rolled up and billed on closed statements (unset: keep forever).
+LEDGER_PARTITIONS_AHEAD = env_int("LEDGER_PARTITIONS_AHEAD", 3)
+
+
+def _retention_months() -> int | None:
+    value = os.environ.get("LEDGER_RETENTION_MONTHS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ImproperlyConfigured(
+            f"LEDGER_RETENTION_MONTHS must be a whole number of months >= 1 (got {value!r})"
+        )
+    return int(value)
+
+
+LEDGER_RETENTION_MONTHS = _retention_months()
 
 # Sign-in: 5 failures per username and IP lock that pair for 15 minutes (apps/tenants/signin.py).
 AUTHENTICATION_BACKENDS = ["apps.tenants.signin.ThrottledModelBackend"]

@@ -12,7 +12,9 @@ class UsageRecord(models.Model):
         OPENAI = "openai"
         ANTHROPIC = "anthropic"
 
-    request_id = models.CharField(max_length=64, unique=True)
+    # Unique with created_at (the partition key on PostgreSQL, migration 0011): an event
+    # replayed with its own timestamp lands once.
+    request_id = models.CharField(max_length=64)
     # No single-column FK indexes: (tenant, created_at) and (api_key, created_at) cover them.
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+", db_index=False)
     api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="+", db_index=False)
@@ -108,6 +110,9 @@ class UsageRecord(models.Model):
     objects = TenantScopedQuerySet.as_manager()
 
     class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["request_id", "created_at"], name="usage_request_once")
+        ]
         indexes = [
             models.Index(fields=["tenant", "created_at"], name="usage_tenant_time"),
             models.Index(fields=["api_key", "created_at"], name="usage_key_time"),

@@ -1,7 +1,7 @@
 """Usage ingest: Redis stream → Postgres, exactly once per request id.
 
-Entries are read through a consumer group, inserted with ON CONFLICT (request_id) DO
-NOTHING, and acknowledged (then deleted) only after the transaction commits. Entries a
+Entries are read through a consumer group, inserted with ON CONFLICT (request_id,
+created_at) DO NOTHING (the event's own time: the ledger's partition key), and acknowledged (then deleted) only after the transaction commits. Entries a
 dead consumer left pending are reclaimed after LEDGER_RECLAIM_IDLE_MS. An entry that can
 never be inserted goes to a dead-letter stream instead of blocking the rest.
 
@@ -16,7 +16,7 @@ cannot store) is retried record by record, the bad ones set aside.
 import logging
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import redis
@@ -174,13 +174,24 @@ def _record(event: UsageEvent) -> UsageRecord:
         latency_ms=max(event.latency_ms, 0),
         ttft_ms=event.ttft_ms,
         content_filter=event.content_filter,
-        created_at=datetime.fromtimestamp(event.created_at, tz=UTC),
+        created_at=event_time(event.created_at),
         cost=pico_to_decimal(event.cost),
         price=pico_to_decimal(event.price),
         cost_rule_id=event.cost_rule_id,
         rate_card_id=event.rate_card_id,
         price_rule_id=event.price_rule_id,
     )
+
+
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_PG_EPOCH_UNIX = 946_684_800.0
+
+
+def event_time(epoch: float) -> datetime:
+    """The event's timestamp exactly as PostgreSQL's to_timestamp() (the COPY path) makes
+    it: the same float arithmetic, rounded half-even to the microsecond. Both insert paths
+    then write the same created_at, which is half of the ledger's unique key."""
+    return _PG_EPOCH + timedelta(microseconds=round((epoch - _PG_EPOCH_UNIX) * 1_000_000.0))
 
 
 def _requested(event: UsageEvent) -> str:
@@ -248,7 +259,7 @@ _INSERT_BATCH = (
     f"INSERT INTO {UsageRecord._meta.db_table} ({', '.join(_PLAIN)}, created_at, ingested_at,"
     f" cost, price) SELECT {', '.join(_PLAIN)}, to_timestamp(created_epoch), clock_timestamp(),"
     " cost_pico * 0.000000000001, price_pico * 0.000000000001"
-    f" FROM {_BATCH_TABLE} ON CONFLICT (request_id) DO NOTHING"
+    f" FROM {_BATCH_TABLE} ON CONFLICT (request_id, created_at) DO NOTHING"
 )
 
 

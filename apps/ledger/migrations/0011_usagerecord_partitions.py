@@ -1,0 +1,133 @@
+"""The ledger split by month on PostgreSQL (declarative partitions on ``created_at``).
+
+The plain table is renamed, a partitioned table of the same shape takes its name (one
+partition per month that has rows, the next few months, and a DEFAULT partition so an
+event far from now still lands), the rows move, then the keys and indexes are rebuilt:
+primary key (id, created_at), uniqueness on (request_id, created_at), and every other
+index of the old table as it was (including the BRIN on ingested_at of 0002). The id
+sequence continues where the old identity stopped. Elsewhere (SQLite) the table stays
+plain; only the uniqueness moves to (request_id, created_at) on both.
+
+Partitions are made here and by the ``ledger.partitions`` beat task (apps/ledger/
+partitions.py), not by an extension: the stock postgres image and Debian's PostgreSQL
+carry no pg_partman.
+"""
+
+import re
+from datetime import UTC, date, datetime
+
+from django.db import migrations, models
+
+TABLE = "ledger_usagerecord"
+MOVED = "ledger_usagerecord_unsplit"
+AHEAD = 3
+
+
+def _month_next(first: date) -> date:
+    return date(first.year + (first.month == 12), first.month % 12 + 1, 1)
+
+
+def _shape(cursor, table: str) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """(key/unique/foreign constraints as (name, type, definition), the other indexes)."""
+    cursor.execute(
+        "SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid = %s::regclass AND contype IN ('p', 'u', 'f') ORDER BY contype, conname",
+        [table],
+    )
+    constraints = cursor.fetchall()
+    cursor.execute(
+        "SELECT pg_get_indexdef(x.indexrelid) FROM pg_index x"
+        " WHERE x.indrelid = %s::regclass AND x.indexrelid NOT IN"
+        " (SELECT conindid FROM pg_constraint WHERE conrelid = %s::regclass)",
+        [table, table],
+    )
+    indexes = [re.sub(r" ON (ONLY )?\S+ USING ", f" ON {TABLE} USING ", row[0]) for row in cursor]
+    return constraints, indexes
+
+
+def _rebuild(cursor, constraints, indexes, primary_key: str) -> None:
+    for name, kind, definition in constraints:
+        if kind == "p":
+            definition = f"PRIMARY KEY ({primary_key})"
+        cursor.execute(f'ALTER TABLE {TABLE} ADD CONSTRAINT "{name}" {definition}')
+    for definition in indexes:
+        cursor.execute(definition)
+
+
+def _partition(cursor, first: date) -> None:
+    bounds = [datetime(d.year, d.month, 1, tzinfo=UTC).isoformat() for d in (first, _month_next(first))]
+    cursor.execute(
+        f"CREATE TABLE IF NOT EXISTS {TABLE}_p{first:%Y%m} PARTITION OF {TABLE}"
+        f" FOR VALUES FROM ('{bounds[0]}') TO ('{bounds[1]}')"
+    )
+
+
+def split(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {TABLE} RENAME TO {MOVED}")
+        constraints, indexes = _shape(cursor, MOVED)
+        cursor.execute(f"SELECT coalesce(max(id), 0) FROM {MOVED}")
+        (high,) = cursor.fetchone()
+        cursor.execute(f"ALTER TABLE {MOVED} ALTER COLUMN id DROP IDENTITY IF EXISTS")
+        cursor.execute(
+            f"CREATE TABLE {TABLE} (LIKE {MOVED} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+            " PARTITION BY RANGE (created_at)"
+        )
+        cursor.execute(f"CREATE SEQUENCE {TABLE}_id_seq START {high + 1} OWNED BY {TABLE}.id")
+        cursor.execute(f"ALTER TABLE {TABLE} ALTER COLUMN id SET DEFAULT nextval('{TABLE}_id_seq')")
+        cursor.execute(
+            f"SELECT DISTINCT date_trunc('month', created_at AT TIME ZONE 'UTC')::date FROM {MOVED}"
+        )
+        months = {row[0] for row in cursor.fetchall()}
+        month = date.today().replace(day=1)
+        for _ in range(AHEAD + 1):
+            months.add(month)
+            month = _month_next(month)
+        for first in sorted(months):
+            _partition(cursor, first)
+        cursor.execute(f"CREATE TABLE {TABLE}_default PARTITION OF {TABLE} DEFAULT")
+        cursor.execute(f"INSERT INTO {TABLE} SELECT * FROM {MOVED}")
+        cursor.execute(f"DROP TABLE {MOVED}")
+        _rebuild(cursor, constraints, indexes, "id, created_at")
+
+
+def unsplit(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {TABLE} RENAME TO {MOVED}")
+        constraints, indexes = _shape(cursor, MOVED)
+        cursor.execute(f"SELECT coalesce(max(id), 0) FROM {MOVED}")
+        (high,) = cursor.fetchone()
+        cursor.execute(
+            f"CREATE TABLE {TABLE} (LIKE {MOVED} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+        )
+        cursor.execute(f"ALTER TABLE {TABLE} ALTER COLUMN id DROP DEFAULT")
+        cursor.execute(f"INSERT INTO {TABLE} SELECT * FROM {MOVED}")
+        cursor.execute(f"DROP TABLE {MOVED} CASCADE")
+        cursor.execute(
+            f"ALTER TABLE {TABLE} ALTER COLUMN id ADD GENERATED BY DEFAULT AS IDENTITY"
+            f" (START WITH {high + 1})"
+        )
+        _rebuild(cursor, constraints, indexes, "id")
+
+
+class Migration(migrations.Migration):
+    dependencies = [("ledger", "0010_attribution_indexes")]
+
+    operations = [
+        migrations.AlterField(
+            model_name="usagerecord",
+            name="request_id",
+            field=models.CharField(max_length=64),
+        ),
+        migrations.AddConstraint(
+            model_name="usagerecord",
+            constraint=models.UniqueConstraint(
+                fields=("request_id", "created_at"), name="usage_request_once"
+            ),
+        ),
+        migrations.RunPython(split, unsplit),
+    ]
