@@ -71,6 +71,17 @@ def _budget_amount_field() -> serializers.DecimalField:
     )
 
 
+class LimitsWriteSerializer(StrictSerializer):
+    """The limits a key, a project and a tenant each take: rpm, tpm, max_concurrent and a
+    budget (checked by the services, naming the field)."""
+
+    rpm = _limit_field()
+    tpm = _limit_field()
+    max_concurrent = _limit_field()
+    budget_amount = _budget_amount_field()
+    budget_period = serializers.ChoiceField(choices=BudgetPeriod.choices, required=False)
+
+
 class PolicyField(serializers.JSONField):
     """A content policy (apps/moderation/policy.py), stored in its normal form."""
 
@@ -195,7 +206,7 @@ class KeyRotateSerializer(StrictSerializer):
     )
 
 
-class ApiKeyWriteSerializer(StrictSerializer):
+class ApiKeyWriteSerializer(LimitsWriteSerializer):
     """Create (name required) and PATCH (every field optional) of a key."""
 
     name = serializers.CharField(max_length=100, trim_whitespace=True)
@@ -212,11 +223,6 @@ class ApiKeyWriteSerializer(StrictSerializer):
         required=False,
         help_text='Model names this key may call; [] = none, ["*"] = every model',
     )
-    rpm = _limit_field()
-    tpm = _limit_field()
-    max_concurrent = _limit_field()
-    budget_amount = _budget_amount_field()
-    budget_period = serializers.ChoiceField(choices=BudgetPeriod.choices, required=False)
     expires_at = serializers.DateTimeField(allow_null=True, required=False)
     content_policy = PolicyField(
         required=False, help_text="Per-category override of the tenant's content policy"
@@ -271,7 +277,7 @@ class ProjectSerializer(serializers.Serializer):
         return self.context["access"].project_role(obj.id) or "viewer"
 
 
-class ProjectWriteSerializer(StrictSerializer):
+class ProjectWriteSerializer(LimitsWriteSerializer):
     """Create (name required) and PATCH (every field optional) of a project. Limits and
     blocks are checked by apps/projects/services.py, naming the field."""
 
@@ -283,11 +289,6 @@ class ProjectWriteSerializer(StrictSerializer):
         required=False,
         help_text='A subset of the tenant\'s models; [] = none, ["*"] = every model',
     )
-    rpm = _limit_field()
-    tpm = _limit_field()
-    max_concurrent = _limit_field()
-    budget_amount = _budget_amount_field()
-    budget_period = serializers.ChoiceField(choices=BudgetPeriod.choices, required=False)
     model_limits = serializers.JSONField(
         required=False,
         help_text='{model: {rpm, tpm, max_concurrent, budget: {amount: "1.00", period}}}',
@@ -424,12 +425,7 @@ class TenantSettingsSerializer(serializers.Serializer):
         return self.context["access"].role
 
 
-class TenantSettingsWriteSerializer(StrictSerializer):
-    rpm = _limit_field()
-    tpm = _limit_field()
-    max_concurrent = _limit_field()
-    budget_amount = _budget_amount_field()
-    budget_period = serializers.ChoiceField(choices=BudgetPeriod.choices, required=False)
+class TenantSettingsWriteSerializer(LimitsWriteSerializer):
     content_policy = PolicyField(required=False, help_text="The default of the tenant's keys")
 
 
@@ -453,7 +449,7 @@ class TenantSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField(read_only=True)
 
 
-class TenantWriteSerializer(StrictSerializer):
+class TenantWriteSerializer(LimitsWriteSerializer):
     name = serializers.RegexField(SLUG, max_length=64, help_text="letters, digits, - and _")
     display_name = serializers.CharField(max_length=200, allow_blank=True, required=False)
     byok_allowed = serializers.BooleanField(
@@ -461,11 +457,6 @@ class TenantWriteSerializer(StrictSerializer):
         help_text="The tenant's callers may send their own upstream key (openai_api_key, "
         "x-upstream-authorization) to backends that accept one",
     )
-    rpm = _limit_field()
-    tpm = _limit_field()
-    max_concurrent = _limit_field()
-    budget_amount = _budget_amount_field()
-    budget_period = serializers.ChoiceField(choices=BudgetPeriod.choices, required=False)
 
 
 class TenantUpdateSerializer(TenantWriteSerializer):
