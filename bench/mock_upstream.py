@@ -66,7 +66,8 @@ def build(pace_ms: float) -> web.Application:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--pace-ms", type=float, default=0)
     args = parser.parse_args()
-    web.run_app(build(args.pace_ms), host="127.0.0.1", port=args.port, print=None, access_log=None)
+    web.run_app(build(args.pace_ms), host=args.host, port=args.port, print=None, access_log=None)

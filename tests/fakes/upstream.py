@@ -913,8 +913,9 @@ def build_app() -> web.Application:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--delay-ms", type=int, default=0)
     args = parser.parse_args()
     DELAY_S = args.delay_ms / 1000
-    web.run_app(build_app(), host="127.0.0.1", port=args.port, print=None, access_log=None)
+    web.run_app(build_app(), host=args.host, port=args.port, print=None, access_log=None)
