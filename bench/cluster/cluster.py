@@ -18,6 +18,7 @@ every host):
     python bench/cluster/cluster.py down
     python bench/cluster/cluster.py status
     python bench/cluster/cluster.py kill gw3        # SIGKILL every process of one host
+    python bench/cluster/cluster.py restart gw3     # start that gateway host again
 
 Root only (namespaces, veths, a bridge). `up` first runs `down`, every wait has a timeout,
 and a failed `up` tears down what it started. `down` is idempotent: it kills every process
@@ -262,6 +263,36 @@ def cluster_ready(hosts: list[str]) -> bool:
     return len(masters) == 3 and len(slaves) == 3
 
 
+def start_gateway(host: str, env: dict[str, str], web_workers: int) -> int:
+    """uvicorn as `make serve` runs it on a real deployment, on the host's own IP."""
+    host_env = {**env, "LEDGER_SPOOL_DIR": str(STATE / "spool" / host)}
+    if web_workers > 1:
+        prom = STATE / "prometheus" / host
+        shutil.rmtree(prom, ignore_errors=True)
+        prom.mkdir(parents=True)
+        host_env["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
+    return spawn(
+        host,
+        host,
+        [str(BIN / "uvicorn"), "apps.platform.asgi:application", "--host", ip_of(host),
+         "--port", str(GATEWAY_PORT), "--loop", "uvloop", "--http", "httptools",
+         "--no-access-log", "--workers", str(web_workers)],
+        host_env,
+    )  # fmt: skip
+
+
+def restart_gateway(host: str) -> None:
+    """Start a (killed) gateway host again with the environment `up` gave it."""
+    state = json.loads((STATE / "cluster.json").read_text())
+    kill_namespace(PREFIX + host)
+    wait_for(f"{host}'s processes gone", lambda: not namespace_pids(PREFIX + host), 10)
+    env = {**os.environ, **state["env"], "DJANGO_SETTINGS_MODULE": "apps.platform.settings"}
+    state["pids"][host] = start_gateway(host, env, state["web_workers"])
+    url = f"http://{ip_of(host)}:{GATEWAY_PORT}/healthz"
+    wait_for(f"gateway {host}", lambda: http_ok(url), 60, host)
+    (STATE / "cluster.json").write_text(json.dumps(state, indent=2))
+
+
 def up(args: argparse.Namespace) -> dict:
     if os.geteuid() != 0:
         raise SystemExit("root only: namespaces, veths and a bridge")
@@ -326,19 +357,7 @@ def up(args: argparse.Namespace) -> dict:
 
     pids: dict[str, int] = {}
     for host in gateways:
-        host_env = {**env, "LEDGER_SPOOL_DIR": str(STATE / "spool" / host)}
-        if args.web_workers > 1:
-            prom = STATE / "prometheus" / host
-            prom.mkdir(parents=True, exist_ok=True)
-            host_env["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
-        pids[host] = spawn(
-            host,
-            host,
-            [str(BIN / "uvicorn"), "apps.platform.asgi:application", "--host", ip_of(host),
-             "--port", str(GATEWAY_PORT), "--loop", "uvloop", "--http", "httptools",
-             "--no-access-log", "--workers", str(args.web_workers)],
-            host_env,
-        )  # fmt: skip
+        pids[host] = start_gateway(host, env, args.web_workers)
     for host in ("worker1", "worker2"):
         pids[host] = spawn(
             host,
@@ -370,7 +389,8 @@ def up(args: argparse.Namespace) -> dict:
         "web_workers": args.web_workers,
         "pids": pids,
         "env": {k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL",
-                                    "SECRET_KEY", "KEY_HASH_SECRET")},  # fmt: skip
+                                    "SECRET_KEY", "KEY_HASH_SECRET", "DB_POOL_MAX",
+                                    "PYTHONUNBUFFERED")},  # fmt: skip
     }
     (STATE / "cluster.json").write_text(json.dumps(state, indent=2))
     log(f"up in {time.monotonic() - started:.1f}s: {', '.join(state['gateways'].values())}")
@@ -395,6 +415,8 @@ def main() -> None:
     sub.add_parser("status")
     kill_parser = sub.add_parser("kill", help="SIGKILL every process of one host")
     kill_parser.add_argument("host")
+    restart_parser = sub.add_parser("restart", help="start a gateway host again")
+    restart_parser.add_argument("host")
     args = parser.parse_args()
     if args.command == "up":
         try:
@@ -409,6 +431,8 @@ def main() -> None:
         status()
     elif args.command == "kill":
         kill_namespace(PREFIX + args.host)
+    elif args.command == "restart":
+        restart_gateway(args.host)
 
 
 if __name__ == "__main__":
