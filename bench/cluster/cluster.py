@@ -31,6 +31,7 @@ each process logs to var/cluster/logs/<host>.log.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -54,6 +55,9 @@ HOST_IP = f"{NET}.1"
 GATEWAY_PORT = 8000
 MOCK_PORT = 8099
 FAKE_PORT = 8098
+# What every Tollgate process of the cluster is started with (kept in cluster.json).
+HOST_ENV = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "SECRET_KEY", "KEY_HASH_SECRET",
+            "DB_POOL_MAX", "PYTHONUNBUFFERED")  # fmt: skip
 
 
 def ip_of(host: str) -> str:
@@ -152,10 +156,8 @@ def http_ok(url: str) -> bool:
 
 def kill_namespace(ns: str, sig: int = signal.SIGKILL) -> None:
     for pid in namespace_pids(ns):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 # --- down ------------------------------------------------------------------------------
@@ -388,9 +390,7 @@ def up(args: argparse.Namespace) -> dict:
         "redis_nodes": [f"{ip_of(h)}:6379" for h in redis_hosts],
         "web_workers": args.web_workers,
         "pids": pids,
-        "env": {k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL",
-                                    "SECRET_KEY", "KEY_HASH_SECRET", "DB_POOL_MAX",
-                                    "PYTHONUNBUFFERED")},  # fmt: skip
+        "env": {k: env[k] for k in HOST_ENV},
     }
     (STATE / "cluster.json").write_text(json.dumps(state, indent=2))
     log(f"up in {time.monotonic() - started:.1f}s: {', '.join(state['gateways'].values())}")
