@@ -6,7 +6,7 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 export DJANGO_SETTINGS_MODULE := apps.platform.settings
 
-.PHONY: install serve worker beat test lint format bench migrate
+.PHONY: install serve worker beat test lint format bench migrate cluster-up cluster-down cluster-test cluster-load
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,3 +72,24 @@ format: install
 
 bench: install
 	$(BIN)/python bench/gateway_bench.py
+
+# Many hosts on one machine (root: Linux network namespaces on a bridge): 3 gateway hosts,
+# Redis (CLUSTER_REDIS=cluster: a 3+3 Redis Cluster), PostgreSQL, 2 workers, beat and the
+# upstreams, each its own IP (bench/cluster/cluster.py). cluster-test brings it up, runs
+# bench/cluster's suite against it and tears it down whatever the outcome.
+CLUSTER_REDIS ?= single
+cluster-up: install
+	$(BIN)/python bench/cluster/cluster.py up --redis $(CLUSTER_REDIS)
+
+cluster-down:
+	$(BIN)/python bench/cluster/cluster.py down
+
+cluster-test: install
+	$(BIN)/python bench/cluster/cluster.py up --redis $(CLUSTER_REDIS) || { $(BIN)/python bench/cluster/cluster.py down; exit 1; }
+	$(BIN)/pytest -p no:django -p no:warnings bench/cluster $(PYTEST_ARGS); rc=$$?; \
+		$(BIN)/python bench/cluster/cluster.py down; exit $$rc
+
+cluster-load: install
+	$(BIN)/python bench/cluster/cluster.py up --redis $(CLUSTER_REDIS) || { $(BIN)/python bench/cluster/cluster.py down; exit 1; }
+	$(BIN)/python bench/cluster/load.py $(LOAD_ARGS); rc=$$?; \
+		$(BIN)/python bench/cluster/cluster.py down; exit $$rc
