@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,6 +147,20 @@ def main() -> None:
     print(
         f"{'hosts':>5} {'scenario':<11}{'req/s':>14}{'gw CPU ms/req (all hosts)':>28}"
         f"{'per host ms/req':>26}{'redis':>8}{'pg':>7}{'workers':>9}{'non-2xx':>8}"
+    )
+    # The engines' CPU with no load at all (cluster bus, replication, the ingest's polls,
+    # beat): the part of their CPU per request below that is fixed, not per request.
+    idle_hosts = all_gateways + engines
+    before = {h: namespace_cpu(h) for h in idle_hosts}
+    time.sleep(args.seconds)
+    idle = {h: (namespace_cpu(h) - before[h]) / args.seconds for h in idle_hosts}
+    print(
+        "idle, cores used: gateways {:.3f}, redis {:.3f}, pg {:.3f}, workers {:.3f}".format(
+            sum(idle[h] for h in all_gateways),
+            sum(v for h, v in idle.items() if "redis" in h or h == "broker"),
+            idle.get("pg", 0),
+            sum(v for h, v in idle.items() if h.startswith("worker")),
+        )
     )
     results = []
     for count in [int(n) for n in args.hosts.split(",")]:
