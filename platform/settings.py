@@ -125,7 +125,25 @@ if _TEST_WORKER.startswith("gw") and REDIS_URL.startswith("redis://"):
     _base, _, _db = REDIS_URL.rpartition("/")
     if _db.isdigit() and "//" in _base:
         REDIS_URL = f"{_base}/{(int(_db) - int(_TEST_WORKER[2:])) % 16}"
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL or "memory://")
+# redis+cluster://host:port[,host:port…] names a Redis Cluster (the nodes to learn the slot
+# map from); redis+sentinel://host:port[,host:port…]/<service>[/db] a primary Sentinel
+# fails over; redis:// and rediss:// a single server (apps/core/redis.py).
+REDIS_CLUSTER = REDIS_URL.startswith("redis+cluster://")
+REDIS_SENTINEL = REDIS_URL.startswith("redis+sentinel://")
+# Kombu cannot put Celery's broker on a cluster: a cluster deployment names its broker.
+if REDIS_CLUSTER and not os.environ.get("CELERY_BROKER_URL"):
+    raise ImproperlyConfigured(
+        "REDIS_URL names a Redis Cluster; Celery's broker cannot live on one: set"
+        " CELERY_BROKER_URL (a single Redis, e.g. redis://broker-host:6379/0)"
+    )
+CELERY_BROKER_URL = os.environ.get(
+    "CELERY_BROKER_URL", (REDIS_URL if not REDIS_SENTINEL else "") or "memory://"
+)
+if REDIS_SENTINEL and not os.environ.get("CELERY_BROKER_URL"):
+    raise ImproperlyConfigured(
+        "REDIS_URL names a Sentinel service: set CELERY_BROKER_URL (kombu's own sentinel://"
+        " URL, or a single Redis)"
+    )
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -257,6 +275,13 @@ PROMPT_ESTIMATE_SCALE_MAX = os.environ.get("PROMPT_ESTIMATE_SCALE_MAX", "2.0")
 PROMPT_ESTIMATE_MIN_OBSERVATIONS = env_int("PROMPT_ESTIMATE_MIN_OBSERVATIONS", 20)
 PROMPT_ESTIMATE_WINDOW = env_int("PROMPT_ESTIMATE_WINDOW", 200)
 LEDGER_STREAM = os.environ.get("LEDGER_STREAM", "tollgate:usage")
+# Tenants are spread over this many ledger shards (shard = tenant id % LEDGER_SHARDS): the
+# keys a tenant's admission and settlement touch and its usage stream share one hash tag
+# ({s<shard>}), so each Lua script stays in one cluster slot (apps/core/shards.py). 1 on a
+# single Redis keeps the untagged names and one stream; a cluster takes 16 unless told.
+LEDGER_SHARDS = env_int("LEDGER_SHARDS", 16 if REDIS_CLUSTER else 1)
+if LEDGER_SHARDS < 1:
+    raise ImproperlyConfigured(f"LEDGER_SHARDS must be at least 1 (got {LEDGER_SHARDS})")
 LEDGER_GROUP = "ingest"
 # Where a web process keeps usage events it could not append to Redis, until it can.
 LEDGER_SPOOL_DIR = os.environ.get(

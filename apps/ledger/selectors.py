@@ -4,27 +4,36 @@ import redis
 from django.conf import settings
 
 from apps.core.redis import sync_client
+from apps.core.shards import usage_streams
 
 
 def ledger_pipeline_state() -> dict:
-    """Length of the usage stream, entries pending in the ingest group, and the age of
-    the oldest entry not yet ingested (stream ids are millisecond timestamps)."""
+    """Length of the usage streams (every ledger shard's, added up), entries pending in
+    their ingest groups, and the age of the oldest entry not yet ingested (stream ids are
+    millisecond timestamps)."""
     client = sync_client()
     state = {"length": None, "pending": None, "lag_seconds": None, "dead_letters": None}
+    group_names = (settings.LEDGER_GROUP, settings.LEDGER_GROUP.encode())
     try:
-        stream = settings.LEDGER_STREAM
-        state["length"] = client.xlen(stream)
-        state["dead_letters"] = client.xlen(stream + ":dead")
-        groups = client.xinfo_groups(stream) if state["length"] or client.exists(stream) else []
-        for group in groups:
-            if group["name"] in (settings.LEDGER_GROUP, settings.LEDGER_GROUP.encode()):
-                state["pending"] = group["pending"]
-        oldest = client.xrange(stream, count=1)
-        if oldest:
-            entry_ms = int(oldest[0][0].split(b"-")[0])
-            state["lag_seconds"] = max(0.0, time.time() - entry_ms / 1000)
-        else:
-            state["lag_seconds"] = 0.0
+        length = dead = 0
+        pending: int | None = None
+        oldest_ms: int | None = None
+        for stream in usage_streams():
+            stream_length = client.xlen(stream)
+            length += stream_length
+            dead += client.xlen(stream + ":dead")
+            groups = client.xinfo_groups(stream) if stream_length or client.exists(stream) else []
+            for group in groups:
+                if group["name"] in group_names:
+                    pending = (pending or 0) + group["pending"]
+            oldest = client.xrange(stream, count=1)
+            if oldest:
+                entry_ms = int(oldest[0][0].split(b"-")[0])
+                oldest_ms = entry_ms if oldest_ms is None else min(oldest_ms, entry_ms)
+        state["length"], state["dead_letters"], state["pending"] = length, dead, pending
+        state["lag_seconds"] = (
+            0.0 if oldest_ms is None else max(0.0, time.time() - oldest_ms / 1000)
+        )
     except redis.RedisError:
         pass
     return state

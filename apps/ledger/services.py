@@ -1,6 +1,7 @@
-"""Usage ingest: Redis stream → Postgres, exactly once per request id.
+"""Usage ingest: Redis streams → Postgres, exactly once per request id.
 
-Entries are read through a consumer group, inserted with ON CONFLICT (request_id,
+Each ledger shard has its stream (apps/core/shards.py), each stream its consumer group;
+a batch reads every one. Entries are read through a consumer group, inserted with ON CONFLICT (request_id,
 created_at) DO NOTHING (the event's own time: the ledger's partition key), and acknowledged (then deleted) only after the transaction commits. Entries a
 dead consumer left pending are reclaimed after LEDGER_RECLAIM_IDLE_MS. An entry that can
 never be inserted goes to a dead-letter stream instead of blocking the rest.
@@ -26,6 +27,7 @@ from django.db.models import Q
 
 from apps.billing.pricing import PriceBook, billed_tokens, pico_to_decimal
 from apps.core.redis import sync_client
+from apps.core.shards import usage_streams
 from apps.gateway.protocol.attribution import AttributionInvalid, end_user_checked, tags_validate
 from apps.keys.models import ApiKey
 from apps.ledger.events import UsageEvent
@@ -35,13 +37,15 @@ log = logging.getLogger(__name__)
 DEAD_LETTER_SUFFIX = ":dead"
 
 
-def usage_stream_ensure_group(client: redis.Redis | None = None) -> None:
+def usage_stream_ensure_group(client: redis.Redis | None = None, stream: str | None = None) -> None:
+    """The ingest's consumer group on ``stream`` (default: every usage stream)."""
     client = client or sync_client()
-    try:
-        client.xgroup_create(settings.LEDGER_STREAM, settings.LEDGER_GROUP, id="0", mkstream=True)
-    except redis.ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+    for name in [stream] if stream else usage_streams():
+        try:
+            client.xgroup_create(name, settings.LEDGER_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
 
 def _decode(entries: Sequence) -> tuple[list[bytes], list[UsageEvent], list[tuple[bytes, bytes]]]:
@@ -348,11 +352,19 @@ def _touch_keys(events: list[UsageEvent]) -> None:
 
 
 def usage_ingest_batch(*, consumer: str, count: int | None = None, client=None) -> int:
-    """Ingest one batch; returns the number of stream entries handled."""
+    """Ingest one batch of each usage stream (every ledger shard's, apps/core/shards.py);
+    returns the number of stream entries handled."""
     client = client or sync_client()
     count = count or settings.LEDGER_BATCH_SIZE
-    stream, group = settings.LEDGER_STREAM, settings.LEDGER_GROUP
-    usage_stream_ensure_group(client)
+    return sum(
+        _stream_ingest_batch(client, stream, consumer=consumer, count=count)
+        for stream in usage_streams()
+    )
+
+
+def _stream_ingest_batch(client, stream: str, *, consumer: str, count: int) -> int:
+    group = settings.LEDGER_GROUP
+    usage_stream_ensure_group(client, stream)
     # First our own unacknowledged entries (a failed insert is retried at once), then
     # those a dead consumer left behind, then new ones.
     own = client.xreadgroup(group, consumer, {stream: "0"}, count=count)

@@ -7,9 +7,12 @@ import logging
 import os
 from pathlib import Path
 
+import orjson
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+
+from apps.core.shards import usage_stream
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +30,21 @@ def spool_append(event: bytes) -> None:
         os.fsync(spool.fileno())
 
 
+def _stream_of(line: bytes, base: str) -> str:
+    """The stream of the event's tenant's shard; an event that does not say its tenant
+    goes to the untagged stream, which the ingest reads (and dead-letters it from)."""
+    try:
+        tenant_id = orjson.loads(line)["tenant_id"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return base
+    if isinstance(tenant_id, bool) or not isinstance(tenant_id, int):
+        return base
+    return usage_stream(tenant_id, base)
+
+
 async def spool_replay(client: aioredis.Redis, stream: str) -> int:
-    """Move spooled events into the stream; returns how many were replayed."""
+    """Move spooled events into the usage streams (``stream`` is LEDGER_STREAM, each
+    event goes to its tenant's shard's); returns how many were replayed."""
     replayed = 0
     for path in sorted(_spool_dir().glob("spool-*.jsonl")):
         claimed = path.with_suffix(".replaying")
@@ -40,7 +56,7 @@ async def spool_replay(client: aioredis.Redis, stream: str) -> int:
         try:
             pipe = client.pipeline(transaction=False)
             for line in lines:
-                pipe.xadd(stream, {"e": line})
+                pipe.xadd(_stream_of(line, stream), {"e": line})
             await pipe.execute()
         except (redis.RedisError, OSError):
             claimed.rename(

@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import redis.asyncio as aioredis
+from django.conf import settings
 
 from apps.core.fastredis import FastRedis
+from apps.core.shards import shard_tag, sharded
 from apps.ledger.events import UsageEvent
 from apps.limits.blocks import budget_of
 from apps.limits.lua import ADMIT, LOAD, SETTLE, STANDING
@@ -85,8 +87,10 @@ def budget_period_bounds(period: str, now: datetime) -> tuple[str, int]:
 
 
 @functools.lru_cache(maxsize=4096)
-def scope_keys(scope: str, period_id: str) -> tuple[str, ...]:
-    base = f"tg:lim:{scope}"
+def scope_keys(scope: str, period_id: str, tag: str = "") -> tuple[str, ...]:
+    """The nine counters of a scope; ``tag`` is its tenant's shard tag
+    (apps/core/shards.py), so that every key of one script shares a cluster slot."""
+    base = f"tg:lim:{tag}:{scope}" if tag else f"tg:lim:{scope}"
     return (
         f"{base}:rpm",
         f"{base}:tpm",
@@ -100,10 +104,14 @@ def scope_keys(scope: str, period_id: str) -> tuple[str, ...]:
     )
 
 
-@functools.lru_cache(maxsize=4096)
 def balance_keys(tenant_id: int) -> tuple[str, ...]:
     """A prepaid tenant's balance (no period: it lasts) and the reservations against it."""
-    base = f"tg:bal:t:{tenant_id}"
+    return _balance_keys(tenant_id, shard_tag(tenant_id))
+
+
+@functools.lru_cache(maxsize=4096)
+def _balance_keys(tenant_id: int, tag: str) -> tuple[str, ...]:
+    base = f"tg:bal:{tag}:t:{tenant_id}" if tag else f"tg:bal:t:{tenant_id}"
     return (base, f"{base}:res", f"{base}:resh", f"{base}:ress")
 
 
@@ -227,6 +235,8 @@ class Limiter:
     def __init__(self, redis: aioredis.Redis, stream: str, fast: FastRedis | None = None) -> None:
         self._redis = redis
         self._stream = stream
+        # 0: names untagged, one stream (apps/core/shards.py); else the number of shards.
+        self._shards = settings.LEDGER_SHARDS if sharded() else 0
         self._fast = fast
         self._scripts = {
             "admit": redis.register_script(ADMIT),
@@ -280,10 +290,11 @@ class Limiter:
         worst_cost = min(worst_price_nanos, MAX_RESERVATION)
         now = datetime.now(UTC)
         args: list = [request_id, tokens, worst_cost, LEASE_MS, 1 if prepaid else 0]
+        tag = self._tag(key.tenant_id)
         for scope in scopes:
             spec = scope.spec
             period_id, reset_ms = budget_period_bounds(spec.budget_period, now)
-            admission.keys.extend(scope_keys(scope.name, period_id))
+            admission.keys.extend(scope_keys(scope.name, period_id, tag))
             args.extend(
                 [
                     _or_none(spec.rpm),
@@ -299,7 +310,7 @@ class Limiter:
                 admission.budget_expiries.append(reset_ms + 86_400_000 if reset_ms >= 0 else -1)
         keys = admission.keys
         if prepaid:
-            admission.balance_keys = balance_keys(key.tenant_id)
+            admission.balance_keys = _balance_keys(key.tenant_id, tag)
             keys = [*keys, *admission.balance_keys]
         result = await self._run("admit", keys, args)
         rpm_at, tpm_at = _first(scopes, "rpm"), _first(scopes, "tpm")
@@ -344,10 +355,11 @@ class Limiter:
             return standing
         now = datetime.now(UTC)
         keys: list[str] = []
+        tag = self._tag(key.tenant_id)
         for _label, name, spec in counted:
-            keys.extend(scope_keys(name, budget_period_bounds(spec.budget_period, now)[0]))
+            keys.extend(scope_keys(name, budget_period_bounds(spec.budget_period, now)[0], tag))
         if prepaid:
-            keys.extend(balance_keys(key.tenant_id))
+            keys.extend(_balance_keys(key.tenant_id, tag))
         result = await self._run("standing", keys, [1 if prepaid else 0])
         for index, (label, _name, _spec) in enumerate(counted):
             values = [int(v) for v in result[5 * index : 5 * index + 5]]
@@ -360,17 +372,21 @@ class Limiter:
     async def balance_load(self, *, tenant_id: int, nanos: int) -> int:
         """Set a prepaid tenant's balance from the journal unless Redis has one (a credit
         or debit since then is in Redis already); the balance Redis holds now."""
-        return int(await self._run("load", [balance_keys(tenant_id)[0]], [nanos]))
+        return int(
+            await self._run("load", [_balance_keys(tenant_id, self._tag(tenant_id))[0]], [nanos])
+        )
 
     async def settle(self, admission: Admission | None, event: UsageEvent, cost: int = 0) -> None:
         """Replace reservations with the real counts and ``cost`` (the request's price in
         nanos), release the slot and append the usage event to the durable stream, in one
-        round trip."""
+        round trip. The stream is the tenant's shard's: the same hash slot as its
+        counters, so the settlement and the append stay one atomic script."""
+        stream = self._stream + self._tag(event.tenant_id)
         if admission is None or not (admission.keys or admission.balance_keys):
             if self._fast is not None:
-                await self._fast.execute("XADD", self._stream, "*", "e", event.to_bytes())
+                await self._fast.execute("XADD", stream, "*", "e", event.to_bytes())
             else:
-                await self._redis.xadd(self._stream, {"e": event.to_bytes()})
+                await self._redis.xadd(stream, {"e": event.to_bytes()})
             return
         tokens = event.prompt_tokens + event.completion_tokens
         args = [
@@ -381,8 +397,12 @@ class Limiter:
             1 if admission.balance_keys else 0,
             *admission.budget_expiries,
         ]
-        keys = [*admission.keys, *admission.balance_keys, self._stream]
+        keys = [*admission.keys, *admission.balance_keys, stream]
         await self._run("settle", keys, args)
+
+    def _tag(self, tenant_id: int) -> str:
+        shards = self._shards
+        return f"{{s{tenant_id % shards}}}" if shards else ""
 
 
 def _or_none(value: int | None) -> int:

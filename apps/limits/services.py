@@ -15,6 +15,7 @@ from django.db.models import Count, Sum
 
 from apps.billing.pricing import ZERO, nanos
 from apps.core.redis import sync_client
+from apps.core.shards import shard_tag
 from apps.keys.models import ApiKey
 from apps.ledger.models import UsageRecord
 from apps.ledger.selectors import ledger_pipeline_state
@@ -58,36 +59,49 @@ def budget_reconcile(*, now: datetime | None = None) -> list[BudgetDrift]:
     drifts: list[BudgetDrift] = []
     # (counter name, what a drift report calls it, budget period, the ledger's rows)
     scopes = [
-        (f"k:{key.id}", f"key {key.id}", key.budget_period, {"api_key": key})
+        (f"k:{key.id}", key.tenant_id, f"key {key.id}", key.budget_period, {"api_key": key})
         for key in ApiKey.objects.filter(budget_amount__isnull=False, revoked_at__isnull=True)
     ]
     scopes += [
-        (f"p:{project.id}", f"project {project.id}", project.budget_period, {"project": project})
+        (
+            f"p:{project.id}",
+            project.tenant_id,
+            f"project {project.id}",
+            project.budget_period,
+            {"project": project},
+        )
         for project in Project.objects.filter(budget_amount__isnull=False)
     ]
     scopes += [
-        (f"t:{tenant.id}", f"tenant {tenant.id}", tenant.budget_period, {"tenant": tenant})
+        (
+            f"t:{tenant.id}",
+            tenant.id,
+            f"tenant {tenant.id}",
+            tenant.budget_period,
+            {"tenant": tenant},
+        )
         for tenant in Tenant.objects.filter(budget_amount__isnull=False)
     ]
     for kind, owners, ledger_field in (
         ("km", ApiKey.objects.filter(revoked_at__isnull=True), "api_key"),
         ("pm", Project.objects.all(), "project"),
     ):
-        for owner in owners.exclude(model_limits={}).only("id", "model_limits"):
+        for owner in owners.exclude(model_limits={}).only("id", "tenant_id", "model_limits"):
             for model, block in (owner.model_limits or {}).items():
                 amount, period = budget_of(block)
                 if amount is not None:
                     scopes.append(
                         (
                             f"{kind}:{owner.id}:{model}",
+                            owner.tenant_id,
                             f"model {model} of {ledger_field.replace('_', ' ')} {owner.id}",
                             period,
                             {ledger_field: owner.id, "model": model},
                         )
                     )
-    for name, label, budget_period, ledger_filter in scopes:
+    for name, tenant_id, label, budget_period, ledger_filter in scopes:
         period_id, _end = budget_period_bounds(budget_period, now)
-        counter_key = scope_keys(name, period_id)[5]
+        counter_key = scope_keys(name, period_id, shard_tag(tenant_id))[5]
         if not _pipeline_drained():
             log.info("budget reconciliation skipped: usage events still waiting")
             return drifts
