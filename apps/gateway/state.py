@@ -8,12 +8,13 @@ import logging
 import redis
 from django.conf import settings
 
-from apps.core.fastredis import FastRedis
 from apps.core.redis import (
     CATALOG_INVALIDATE_CHANNEL,
     KEYS_INVALIDATE_CHANNEL,
     async_client,
+    fast_client,
     is_embedded,
+    pubsub_client,
 )
 from apps.gateway.caches import CatalogCache, KeyCache
 from apps.gateway.estimates import PromptEstimates
@@ -34,7 +35,7 @@ class GatewayState:
         self.catalog = CatalogCache(settings.GATEWAY_KEY_CACHE_TTL_S)
         self.upstream = UpstreamClient(settings.GATEWAY_UPSTREAM_POOL_SIZE)
         self.health = DeploymentHealth(self.redis)
-        self.fast_redis = None if is_embedded() else FastRedis(settings.REDIS_URL)
+        self.fast_redis = fast_client()
         self.limiter = Limiter(self.redis, settings.LEDGER_STREAM, self.fast_redis)
         self.estimates = PromptEstimates(
             scale_min=settings.PROMPT_ESTIMATE_SCALE_MIN,
@@ -65,7 +66,8 @@ class GatewayState:
 
     async def _listen_invalidations(self) -> None:
         while True:
-            pubsub = self.redis.pubsub()
+            source = pubsub_client(self.redis)
+            pubsub = source.pubsub()
             try:
                 await pubsub.subscribe(KEYS_INVALIDATE_CHANNEL, CATALOG_INVALIDATE_CHANNEL)
                 # Messages may have been missed while we were not subscribed.
@@ -93,6 +95,9 @@ class GatewayState:
             finally:
                 with contextlib.suppress(Exception):  # closing a broken connection
                     await pubsub.aclose()
+                if source is not self.redis:
+                    with contextlib.suppress(Exception):
+                        await source.aclose()
 
     async def close(self) -> None:
         for task in self._background:

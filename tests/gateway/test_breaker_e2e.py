@@ -12,6 +12,7 @@ import pytest
 import redis
 from django.conf import settings
 
+from apps.gateway.upstream.health import KEY_PREFIX
 from tests.conftest import openai_client, seed_document, start_gateway, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -89,7 +90,7 @@ def breaker_hash(upstream_model: str) -> dict[str, str]:
     from apps.catalog.models import Deployment
 
     deployment = Deployment.objects.get(upstream_model=upstream_model)
-    raw = redis.Redis.from_url(settings.REDIS_URL).hgetall(f"tollgate:breaker:{deployment.id}")
+    raw = redis.Redis.from_url(settings.REDIS_URL).hgetall(f"{KEY_PREFIX}{deployment.id}")
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 

@@ -1,10 +1,10 @@
 """Passive health of deployments: a circuit breaker per deployment, shared by every
 gateway process through Redis.
 
-Redis holds one small hash per deployment that has a state (``tollgate:breaker:<id>``:
+Redis holds one small hash per deployment that has a state (``tollgate:breaker{b}:<id>``:
 ``state`` closed | open | half_open, ``fails`` consecutive failures, ``until`` when an
 open breaker may be probed, ``probe`` when a half-open probe's claim lapses, all times
-epoch milliseconds), and the set ``tollgate:breakers`` of those deployments. A deployment
+epoch milliseconds), and the set ``tollgate:breakers{b}`` of those deployments. A deployment
 without a hash is closed with no failures: the normal case, which costs nothing.
 
 Each process keeps a local view of the hashes, refreshed by a background task every
@@ -35,8 +35,10 @@ from apps.gateway.metrics import breaker_series
 
 log = logging.getLogger(__name__)
 
-BREAKERS_KEY = "tollgate:breakers"
-KEY_PREFIX = "tollgate:breaker:"
+# One hash tag ({b}) for the set and every hash: the scripts touch both, and on a Redis
+# Cluster a script's keys must share a slot.
+BREAKERS_KEY = "tollgate:breakers{b}"
+KEY_PREFIX = "tollgate:breaker{b}:"
 REFRESH_S = 0.5
 # A hash outlives any cool-down; a forgotten one (a deployment deleted) then goes.
 HASH_TTL_MS = 24 * 3600 * 1000
