@@ -106,6 +106,9 @@ def redis_cluster() -> Iterator[Cluster]:
                         "127.0.0.1",
                         "--cluster-enabled",
                         "yes",
+                        # Its own free port for the bus (port + 10000 may not exist).
+                        "--cluster-port",
+                        str(free_port()),
                         "--cluster-config-file",
                         os.path.join(node_dir, "nodes.conf"),
                         "--dir",
@@ -119,7 +122,7 @@ def redis_cluster() -> Iterator[Cluster]:
                     port,
                 )
             )
-        subprocess.run(
+        created = subprocess.run(
             [
                 REDIS_CLI,
                 "--cluster",
@@ -129,10 +132,12 @@ def redis_cluster() -> Iterator[Cluster]:
                 "0",
                 "--cluster-yes",
             ],
-            check=True,
             capture_output=True,
+            text=True,
             timeout=60,
         )
+        if created.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{created.stdout}")
         wait_until(lambda: _cluster_ok(ports), timeout=30)
         yield Cluster(ports)
     finally:

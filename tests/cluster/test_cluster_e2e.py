@@ -15,7 +15,7 @@ from apps.ledger.models import UsageRecord
 from apps.ledger.services import usage_ingest_batch
 from apps.provisioning.services import config_apply
 from apps.tenants.models import Tenant
-from tests.conftest import fire_held, seed_document
+from tests.conftest import fire_held, seed_document, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -202,3 +202,28 @@ def test_ingest_drains_every_shard_exactly_once(on_cluster, seed):
     assert sum(client.xlen(s) for s in streams) == 0
     owners = {on_cluster.owner(key_slot(s.encode())) for s in streams}
     assert owners == set(on_cluster.ports)
+
+
+def test_a_revocation_published_on_any_node_reaches_both_gateways(
+    cluster_gateways, on_cluster, seed, upstream
+):
+    from django.utils import timezone
+
+    from apps.core.redis import KEYS_INVALIDATE_CHANNEL
+
+    secret = issue_key(upstream, rpm=1000)
+    headers = {"Authorization": f"Bearer {secret}"}
+
+    def status(url: str) -> int:
+        return httpx.post(url + "/v1/chat/completions", json=body(), headers=headers).status_code
+
+    assert [status(url) for url in cluster_gateways] == [200, 200]  # cached in both
+    key = ApiKey.objects.get(tenant__name="acme", name="limited")
+    ApiKey.objects.filter(id=key.id).update(revoked_at=timezone.now())
+    # Classic PUBLISH on the last node: the cluster bus carries it to every node, whichever
+    # one each gateway subscribed on. (Well before the caches' 30 s TTL.)
+    on_cluster.node(on_cluster.ports[-1]).publish(KEYS_INVALIDATE_CHANNEL, key.key_hash)
+    refused = wait_until(
+        lambda: all(status(url) == 401 for url in cluster_gateways), timeout=5, interval=0.1
+    )
+    assert refused

@@ -74,6 +74,21 @@ def _sentinel_sees_replica(port: int) -> bool:
         return False
 
 
+def _named_primary(sentinel: int) -> int:
+    host, port = _redis(sentinel).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+    return int(port)
+
+
+def _failover(sentinel: int) -> bool:
+    try:
+        _redis(sentinel).execute_command("SENTINEL", "FAILOVER", SERVICE)
+    except redis.ResponseError as exc:
+        if "NOGOODSLAVE" in str(exc):
+            return False
+        raise
+    return True
+
+
 def test_the_hot_path_client_follows_a_sentinel_failover(sentinel_setup):
     primary, replica, sentinel = sentinel_setup
 
@@ -82,11 +97,16 @@ def test_the_hot_path_client_follows_a_sentinel_failover(sentinel_setup):
         sha = client.register("return redis.call('INCR', KEYS[1])")
         before = await client.evalsha(sha, ["tg:sentinel-test"], [])
         first_primary = await client.primary_address()
-        _redis(sentinel).execute_command("SENTINEL", "FAILOVER", SERVICE)
+        # Refused (NOGOODSLAVE) until the Sentinel has seen the replica answer its INFO.
+        await asyncio.to_thread(wait_until, lambda: _failover(sentinel), 40, 0.2)
+        # Over once the Sentinel names the replica and the old primary follows it.
         await asyncio.to_thread(
             wait_until,
-            lambda: _redis(replica).info("replication")["role"] == "master",
-            30,
+            lambda: (
+                _named_primary(sentinel) == replica
+                and _redis(primary).info("replication")["role"] == "slave"
+            ),
+            40,
         )
         # The old primary, now a replica, answers READONLY (or drops the connection):
         # the client asks the Sentinel again and lands on the new one.
