@@ -334,7 +334,8 @@ def _insert(events: list[UsageEvent]) -> list[UsageEvent]:
             try:
                 with transaction.atomic():
                     UsageRecord.objects.bulk_create([_record(event)], ignore_conflicts=True)
-            except (IntegrityError, DataError, ValueError):
+            except (IntegrityError, DataError, ValueError) as exc:
+                log.warning("usage event %s cannot land: %s", event.request_id, exc)
                 rejected.append(event)
         return rejected
 

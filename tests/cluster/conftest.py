@@ -172,10 +172,16 @@ def cluster_gateways(cluster_env) -> Iterator[list[str]]:
 
 @pytest.fixture
 def on_cluster(redis_cluster, cluster_env, settings):
-    """The test process's settings as the cluster's processes have them (for the ingest
-    run in the test), and an empty cluster."""
+    """The test process configured as the cluster's processes are (its invalidations
+    published on the cluster, the ingest run in the test reading the cluster's shards),
+    and an empty cluster."""
+    from apps.core.redis import sync_client
+
     redis_cluster.flush()
+    settings.REDIS_URL = redis_cluster.url
     settings.REDIS_CLUSTER = True
     settings.LEDGER_SHARDS = 16
     settings.LEDGER_STREAM = cluster_env["LEDGER_STREAM"]
+    sync_client.cache_clear()
     yield redis_cluster
+    sync_client.cache_clear()  # settings restored: the suite's single Redis again

@@ -227,3 +227,34 @@ def test_a_revocation_published_on_any_node_reaches_both_gateways(
         lambda: all(status(url) == 401 for url in cluster_gateways), timeout=5, interval=0.1
     )
     assert refused
+
+
+def test_a_celery_worker_on_the_cluster_ingests_every_shard(cluster_env, on_cluster, seed):
+    from tests.conftest import start_celery_worker
+
+    key = ApiKey.objects.filter(tenant__name="acme").first()
+    client = on_cluster.client()
+    ids = set()
+    for n, stream in enumerate(usage_streams()):
+        event = UsageEvent(
+            request_id=f"cluster-worker-{n}",
+            tenant_id=key.tenant_id,
+            api_key_id=key.id,
+            model="test-model",
+            protocol="openai",
+            endpoint="chat.completions",
+            stream=False,
+            created_at=1_780_000_000.0 + n,
+            status=200,
+        )
+        client.xadd(stream, {"e": event.to_bytes()})
+        ids.add(event.request_id)
+    worker = start_celery_worker(cluster_env, name="cluster-worker")
+    try:
+        landed = wait_until(
+            lambda: UsageRecord.objects.filter(request_id__in=ids).count() == len(ids),
+            timeout=60,
+        )
+    finally:
+        worker.stop()
+    assert landed
