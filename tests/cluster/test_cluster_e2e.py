@@ -258,3 +258,28 @@ def test_a_celery_worker_on_the_cluster_ingests_every_shard(cluster_env, on_clus
     finally:
         worker.stop()
     assert landed
+
+
+def test_spooled_events_are_replayed_into_their_tenants_shard_streams(
+    on_cluster, settings, tmp_path
+):
+    import orjson
+    import redis.asyncio.cluster as aiocluster
+
+    from apps.ledger.spool import spool_append, spool_replay
+
+    settings.LEDGER_SPOOL_DIR = str(tmp_path)
+    tenants = [3, 4, 21]  # shards 3, 4 and 5
+    for tenant_id in tenants:
+        spool_append(orjson.dumps({"request_id": f"spooled-{tenant_id}", "tenant_id": tenant_id}))
+
+    async def replay() -> int:
+        client = aiocluster.RedisCluster(host="127.0.0.1", port=on_cluster.ports[0])
+        try:
+            return await spool_replay(client, settings.LEDGER_STREAM)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(replay()) == 3
+    client = on_cluster.client()
+    assert [client.xlen(usage_stream(t)) for t in tenants] == [1, 1, 1]
