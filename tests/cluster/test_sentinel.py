@@ -127,14 +127,19 @@ def test_the_hot_path_client_follows_a_sentinel_failover(sentinel_setup):
     assert after == before + 1
 
 
-def test_a_sentinel_url_names_its_service_and_database():
-    target = redis_target("redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/mymaster/2")
-    assert (target.kind, target.service, target.db, target.password) == (
-        "sentinel",
-        "mymaster",
-        2,
-        "pw",
-    )
+SENTINEL_URL = "redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/mymaster/2"
+
+
+def test_a_sentinel_url_names_its_service():
+    assert redis_target(SENTINEL_URL).service == "mymaster"
+
+
+def test_a_sentinel_url_names_its_database():
+    assert redis_target(SENTINEL_URL).db == 2
+
+
+def test_a_sentinel_url_carries_the_password():
+    assert redis_target(SENTINEL_URL).password == "pw"
 
 
 def test_a_cluster_url_lists_its_nodes():
