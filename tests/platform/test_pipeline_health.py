@@ -105,8 +105,12 @@ def test_the_staff_pipeline_page_shows_beat_never_ran(pipeline, client):
 
 
 def test_the_staff_pipeline_page_shows_how_long_ago_beat_ran(pipeline, client):
-    beat_tick_record(now=time.time() - 42)
-    assert re.search(r"\b4[23] s ago", staff_page(client))
+    started = time.time()
+    beat_tick_record(now=started - 42)
+    page = staff_page(client)
+    shown = int(re.search(r"\b(\d+) s ago", page).group(1))
+    # 42 s plus however long the page took to render (a loaded machine is slow), no more.
+    assert 42 <= shown <= 43 + (time.time() - started)
 
 
 def test_the_staff_pipeline_page_shows_a_stalled_ingest(pipeline, client):
