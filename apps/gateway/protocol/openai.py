@@ -649,7 +649,6 @@ class ChatStreamRelay:
         "finish_reasons",
         "done",
         "error",
-        "text_parts",
         "chunk_id",
         "created",
         "_seen_tool_calls",
@@ -659,6 +658,8 @@ class ChatStreamRelay:
         "_closed",
         "cost_of",
         "_usage_chunk",
+        "_model_from",
+        "_model_to",
     )
 
     def __init__(
@@ -675,7 +676,10 @@ class ChatStreamRelay:
         self.finish_reasons: dict[int, str] = {}
         self.done = False
         self.error: dict[str, Any] | None = None
-        self.text_parts: list[str] = []
+        # The upstream's model field as it writes it, and ours (the pass-through's bytes
+        # rewrite, once a parsed chunk showed it; None: every chunk is parsed).
+        self._model_from: bytes | None = None
+        self._model_to = b'"model":' + orjson.dumps(public_model)
         # The stream's id and time, for the chunks added to it (one id per stream).
         self.chunk_id: str | None = None
         self.created: int | None = None
@@ -696,6 +700,10 @@ class ChatStreamRelay:
         """Raw upstream bytes in (b"" once it closed), the bytes to send to the client."""
         if self.done or self._closed:
             return b""
+        if self._model_from is not None and (payload := self._parser.whole_data(data)):
+            piece = self._plain_delta(payload)
+            if piece is not None:
+                return piece
         out = b""
         for _event, payload in self._parser.feed(data) if data else self._parser.flush():
             piece = self._payload(payload)
@@ -704,6 +712,30 @@ class ChatStreamRelay:
             elif self.done:
                 break
         return out
+
+    def _plain_delta(self, data: bytes) -> bytes | None:
+        """The client's bytes of an upstream chunk that is one choice's plain delta
+        (text, no role, tool call, reasoning, usage or end), rewritten without a parse:
+        the model named ours, ``usage: null`` added when the client asked for usage.
+        None: the chunk needs the full treatment (``_payload``). Every test is on the
+        raw bytes, where a marker inside a string is escaped (``\\"usage\\"``), so
+        text can only send a chunk the long way, never skip it."""
+        if (
+            data[:1] != b"{"
+            or data[-1:] != b"}"
+            or b'"finish_reason":null' not in data
+            or data.count(b'"index":') != 1
+            or data.count(self._model_from) != 1
+        ):
+            return None
+        for marker in _NOT_PLAIN:
+            if marker in data:
+                return None
+        if b'"content":"' in data and b'"content":""' not in data:
+            self.content_chunks += 1
+        if self.client_wants_usage:
+            data = data[:-1] + b',"usage":null}'
+        return b"data: " + data.replace(self._model_from, self._model_to) + b"\n\n"
 
     def _payload(self, data: bytes) -> bytes | None:
         if data.startswith(b"[DONE]"):
@@ -735,6 +767,9 @@ class ChatStreamRelay:
         elif "usage" not in chunk:
             chunk["usage"] = None
         if "model" in chunk:
+            model = chunk["model"]
+            if self._model_from is None and type(model) is str and self.chunk_id is not None:
+                self._model_from = b'"model":' + orjson.dumps(model)
             chunk["model"] = self.public_model
         if usage_only and self.cost_of is not None and isinstance(usage, dict):
             self._usage_chunk = chunk  # sent by finish(), priced
@@ -779,7 +814,6 @@ class ChatStreamRelay:
             content = delta.get("content")
             counted = False
             if isinstance(content, str) and content:
-                self.text_parts.append(content)
                 counted = True
             tool_calls = delta.get("tool_calls")
             if isinstance(tool_calls, list):
@@ -822,6 +856,18 @@ class ChatStreamRelay:
                 "usage": usage,
             }
         )
+
+
+# What a chunk the pass-through may relay as bytes never holds (outside its strings).
+_NOT_PLAIN = (
+    b'"role"',
+    b'"tool_calls"',
+    b'"function_call"',
+    b'"reasoning_content"',
+    b'"usage"',
+    b'"error"',
+    b'"prompt_filter_results"',
+)
 
 
 def data_chunk(payload: dict[str, Any]) -> bytes:
