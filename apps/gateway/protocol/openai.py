@@ -658,7 +658,6 @@ class ChatStreamRelay:
         "_closed",
         "cost_of",
         "_usage_chunk",
-        "_model_from",
         "_model_to",
     )
 
@@ -676,10 +675,7 @@ class ChatStreamRelay:
         self.finish_reasons: dict[int, str] = {}
         self.done = False
         self.error: dict[str, Any] | None = None
-        # The upstream's model field as it writes it, and ours (the pass-through's bytes
-        # rewrite, once a parsed chunk showed it; None: every chunk is parsed).
-        self._model_from: bytes | None = None
-        self._model_to = b'"model":' + orjson.dumps(public_model)
+        self._model_to = b'"model":' + orjson.dumps(public_model)  # the bytes rewrite's
         # The stream's id and time, for the chunks added to it (one id per stream).
         self.chunk_id: str | None = None
         self.created: int | None = None
@@ -700,8 +696,8 @@ class ChatStreamRelay:
         """Raw upstream bytes in (b"" once it closed), the bytes to send to the client."""
         if self.done or self._closed:
             return b""
-        if self._model_from is not None and (payload := self._parser.whole_data(data)):
-            piece = self._plain_delta(payload)
+        if self.chunk_id is not None and self._parser.idle():
+            piece = self._plain_delta(data)
             if piece is not None:
                 return piece
         out = b""
@@ -714,28 +710,19 @@ class ChatStreamRelay:
         return out
 
     def _plain_delta(self, data: bytes) -> bytes | None:
-        """The client's bytes of an upstream chunk that is one choice's plain delta
-        (text, no role, tool call, reasoning, usage or end), rewritten without a parse:
-        the model named ours, ``usage: null`` added when the client asked for usage.
-        None: the chunk needs the full treatment (``_payload``). Every test is on the
-        raw bytes, where a marker inside a string is escaped (``\\"usage\\"``), so
-        text can only send a chunk the long way, never skip it."""
-        if (
-            data[:1] != b"{"
-            or data[-1:] != b"}"
-            or b'"finish_reason":null' not in data
-            or data.count(b'"index":') != 1
-            or data.count(self._model_from) != 1
-        ):
+        """The client's bytes of an upstream read that is exactly one chunk of one
+        choice's text delta (no role, tool call, reasoning, usage or end) in the compact
+        shape servers write, rewritten without a parse: the model named ours, ``usage:
+        null`` added when the client asked for usage. None: it takes ``_payload``."""
+        match = _PLAIN_DELTA.fullmatch(data)
+        if match is None:
             return None
-        for marker in _NOT_PLAIN:
-            if marker in data:
-                return None
-        if b'"content":"' in data and b'"content":""' not in data:
+        head, tail, content = match.groups()
+        if content:
             self.content_chunks += 1
         if self.client_wants_usage:
-            data = data[:-1] + b',"usage":null}'
-        return b"data: " + data.replace(self._model_from, self._model_to) + b"\n\n"
+            return b"data: " + head + self._model_to + tail + b',"usage":null}\n\n'
+        return b"data: " + head + self._model_to + tail + b"}\n\n"
 
     def _payload(self, data: bytes) -> bytes | None:
         if data.startswith(b"[DONE]"):
@@ -767,9 +754,6 @@ class ChatStreamRelay:
         elif "usage" not in chunk:
             chunk["usage"] = None
         if "model" in chunk:
-            model = chunk["model"]
-            if self._model_from is None and type(model) is str and self.chunk_id is not None:
-                self._model_from = b'"model":' + orjson.dumps(model)
             chunk["model"] = self.public_model
         if usage_only and self.cost_of is not None and isinstance(usage, dict):
             self._usage_chunk = chunk  # sent by finish(), priced
@@ -858,15 +842,17 @@ class ChatStreamRelay:
         )
 
 
-# What a chunk the pass-through may relay as bytes never holds (outside its strings).
-_NOT_PLAIN = (
-    b'"role"',
-    b'"tool_calls"',
-    b'"function_call"',
-    b'"reasoning_content"',
-    b'"usage"',
-    b'"error"',
-    b'"prompt_filter_results"',
+# One SSE event, one chunk of one choice's text delta, as vLLM, llama.cpp and OpenAI write
+# it (compact JSON, this key order); only other top-level fields of plain values may
+# follow (never usage). Groups: the head before the model, what follows the model, the
+# content. A string is ``"…"`` without a bare quote, so nothing in one matches structure,
+# and two events never fit one match.
+_PLAIN_DELTA = re.compile(
+    rb'data: (\{"id":"[^"\\\n\r]*","object":"chat\.completion\.chunk","created":\d+,)'
+    rb'"model":"[^"\\\n\r]*"'
+    rb'(,"choices":\[\{"index":\d+,"delta":\{"content":"((?:[^"\\\n\r]|\\.)*)"\}'
+    rb'(?:,"logprobs":null)?,"finish_reason":null\}\]'
+    rb'(?:,"(?!usage")[a-z_]+":(?:null|-?\d+|"[^"\\\n\r]*"))*)\}\n\n'
 )
 
 

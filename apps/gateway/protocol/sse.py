@@ -55,22 +55,9 @@ class SSEParser:
             elif name == b"event":
                 self._event = value
 
-    def whole_data(self, chunk: bytes) -> bytes | None:
-        """The data of ``chunk`` when it is exactly one whole unnamed event on one
-        ``data:`` line (LF-terminated, nothing pending from earlier reads): what an
-        upstream stream's reads nearly always are. None: ``feed`` it instead."""
-        if (
-            self._buffer
-            or self._data
-            or self._event is not None
-            or not chunk.startswith(b"data: ")
-            or not chunk.endswith(b"\n\n")
-        ):
-            return None
-        payload = chunk[6:-2]
-        if b"\n" in payload or b"\r" in payload:
-            return None
-        return payload
+    def idle(self) -> bool:
+        """Nothing pending from earlier reads: the next read starts an event."""
+        return not self._buffer and not self._data and self._event is None
 
     def flush(self) -> Iterator[tuple[bytes | None, bytes]]:
         """Dispatch what an upstream left unterminated when it closed."""
