@@ -261,7 +261,15 @@ GATEWAY_MAX_ATTEMPTS = env_int("GATEWAY_MAX_ATTEMPTS", 3)
 # event after this many idle seconds, as Anthropic sends, so that proxies keep it open.
 GATEWAY_STREAM_PING_S = float(os.environ.get("GATEWAY_STREAM_PING_S", "10"))
 GATEWAY_KEY_CACHE_TTL_S = float(os.environ.get("GATEWAY_KEY_CACHE_TTL_S", "30"))
-GATEWAY_UPSTREAM_POOL_SIZE = env_int("GATEWAY_UPSTREAM_POOL_SIZE", 512)
+# Upstream connections a process keeps open at once; 0: no bound (the default: a bound
+# here would be a concurrency limit nobody sees; limits are the keys' max_concurrent).
+GATEWAY_UPSTREAM_POOL_SIZE = env_int("GATEWAY_UPSTREAM_POOL_SIZE", 0)
+# A process refuses new /v1 POSTs (503, Anthropic 529 overloaded_error, Retry-After) when
+# it holds this many requests already (0: half its open-file limit, each stream holding
+# two sockets) or its event loop runs this many ms late (0: no lag bound). Streams open
+# go on, slower: overload slows chunks down, never drops a stream.
+GATEWAY_MAX_IN_FLIGHT = env_int("GATEWAY_MAX_IN_FLIGHT", 0)
+GATEWAY_MAX_LOOP_LAG_MS = env_int("GATEWAY_MAX_LOOP_LAG_MS", 2000)
 # If Redis is unreachable, refuse (503) rather than admit unchecked. True admits requests
 # of keys without a budget unchecked; budgets always fail closed.
 LIMITS_FAIL_OPEN = env_bool("LIMITS_FAIL_OPEN", False)

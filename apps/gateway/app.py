@@ -16,7 +16,13 @@ from apps.gateway.endpoints.key import handle_key
 from apps.gateway.endpoints.messages import handle_messages
 from apps.gateway.endpoints.models import handle_models
 from apps.gateway.endpoints.responses import handle_responses
-from apps.gateway.errors import GatewayError, InternalError, MethodNotAllowed, UnknownRoute
+from apps.gateway.errors import (
+    GatewayError,
+    GatewayOverloaded,
+    InternalError,
+    MethodNotAllowed,
+    UnknownRoute,
+)
 from apps.gateway.exchange import ClientGone, Exchange
 from apps.gateway.state import GatewayState
 
@@ -82,7 +88,14 @@ class GatewayApp:
                 if scope["path"].rstrip("/") in self._known_paths:
                     raise MethodNotAllowed(scope["method"])
                 raise UnknownRoute(scope["method"], scope["path"])
-            await handler(state, exchange)
+            load = state.load
+            if scope["method"] == "POST" and load.overloaded():
+                raise GatewayOverloaded()
+            load.in_flight += 1
+            try:
+                await handler(state, exchange)
+            finally:
+                load.in_flight -= 1
         except GatewayError as error:
             await exchange.respond_error(error)
         except ClientGone:

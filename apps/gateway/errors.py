@@ -345,6 +345,22 @@ class LimitsUnavailable(GatewayError):
         )
 
 
+class GatewayOverloaded(GatewayError):
+    """This process holds as many requests as it may, or its event loop runs late
+    (apps/gateway/load.py): the request was not read, nothing was sent or billed."""
+
+    status = 503
+    error_type = "server_error"
+    code = "gateway_overloaded"
+    # Anthropic clients know overload as 529 overloaded_error (status_for); both SDKs
+    # retry it after retry-after.
+    anthropic_type = "overloaded_error"
+    headers = ((b"retry-after", b"1"),)
+
+    def __init__(self) -> None:
+        super().__init__("The gateway is overloaded; the request was not sent. Please retry.")
+
+
 # ---------------------------------------------------------------------------
 # Upstreams
 # ---------------------------------------------------------------------------

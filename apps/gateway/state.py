@@ -18,6 +18,7 @@ from apps.core.redis import (
 )
 from apps.gateway.caches import CatalogCache, KeyCache
 from apps.gateway.estimates import PromptEstimates
+from apps.gateway.load import ProcessLoad
 from apps.gateway.upstream.balancing import BalanceBoard
 from apps.gateway.upstream.client import UpstreamClient
 from apps.gateway.upstream.health import DeploymentHealth
@@ -34,6 +35,10 @@ class GatewayState:
         self.keys = KeyCache(settings.GATEWAY_KEY_CACHE_TTL_S)
         self.catalog = CatalogCache(settings.GATEWAY_KEY_CACHE_TTL_S)
         self.upstream = UpstreamClient(settings.GATEWAY_UPSTREAM_POOL_SIZE)
+        self.load = ProcessLoad(
+            max_in_flight=settings.GATEWAY_MAX_IN_FLIGHT,
+            max_lag_s=settings.GATEWAY_MAX_LOOP_LAG_MS / 1000,
+        )
         self.health = DeploymentHealth(self.redis)
         self.fast_redis = fast_client()
         self.limiter = Limiter(self.redis, settings.LEDGER_STREAM, self.fast_redis)
@@ -54,6 +59,7 @@ class GatewayState:
 
     def start(self) -> None:
         self._background.append(asyncio.create_task(self._listen_invalidations()))
+        self._background.append(asyncio.create_task(self.load.watch_lag()))
         self._background.append(asyncio.create_task(self.health.refresh_forever()))
         self._background.append(asyncio.create_task(self.balance.run()))
         self._background.append(

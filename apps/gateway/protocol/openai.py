@@ -649,7 +649,6 @@ class ChatStreamRelay:
         "finish_reasons",
         "done",
         "error",
-        "text_parts",
         "chunk_id",
         "created",
         "_seen_tool_calls",
@@ -659,6 +658,7 @@ class ChatStreamRelay:
         "_closed",
         "cost_of",
         "_usage_chunk",
+        "_model_to",
     )
 
     def __init__(
@@ -675,7 +675,7 @@ class ChatStreamRelay:
         self.finish_reasons: dict[int, str] = {}
         self.done = False
         self.error: dict[str, Any] | None = None
-        self.text_parts: list[str] = []
+        self._model_to = b'"model":' + orjson.dumps(public_model)  # the bytes rewrite's
         # The stream's id and time, for the chunks added to it (one id per stream).
         self.chunk_id: str | None = None
         self.created: int | None = None
@@ -696,6 +696,10 @@ class ChatStreamRelay:
         """Raw upstream bytes in (b"" once it closed), the bytes to send to the client."""
         if self.done or self._closed:
             return b""
+        if self.chunk_id is not None and self._parser.idle():
+            piece = self._plain_delta(data)
+            if piece is not None:
+                return piece
         out = b""
         for _event, payload in self._parser.feed(data) if data else self._parser.flush():
             piece = self._payload(payload)
@@ -704,6 +708,21 @@ class ChatStreamRelay:
             elif self.done:
                 break
         return out
+
+    def _plain_delta(self, data: bytes) -> bytes | None:
+        """The client's bytes of an upstream read that is exactly one chunk of one
+        choice's text delta (no role, tool call, reasoning, usage or end) in the compact
+        shape servers write, rewritten without a parse: the model named ours, ``usage:
+        null`` added when the client asked for usage. None: it takes ``_payload``."""
+        match = _PLAIN_DELTA.fullmatch(data)
+        if match is None:
+            return None
+        head, tail, content = match.groups()
+        if content:
+            self.content_chunks += 1
+        if self.client_wants_usage:
+            return b"data: " + head + self._model_to + tail + b',"usage":null}\n\n'
+        return b"data: " + head + self._model_to + tail + b"}\n\n"
 
     def _payload(self, data: bytes) -> bytes | None:
         if data.startswith(b"[DONE]"):
@@ -779,7 +798,6 @@ class ChatStreamRelay:
             content = delta.get("content")
             counted = False
             if isinstance(content, str) and content:
-                self.text_parts.append(content)
                 counted = True
             tool_calls = delta.get("tool_calls")
             if isinstance(tool_calls, list):
@@ -822,6 +840,20 @@ class ChatStreamRelay:
                 "usage": usage,
             }
         )
+
+
+# One SSE event, one chunk of one choice's text delta, as vLLM, llama.cpp and OpenAI write
+# it (compact JSON, this key order); only other top-level fields of plain values may
+# follow (never usage). Groups: the head before the model, what follows the model, the
+# content. A string is ``"…"`` without a bare quote, so nothing in one matches structure,
+# and two events never fit one match.
+_PLAIN_DELTA = re.compile(
+    rb'data: (\{"id":"[^"\\\n\r]*","object":"chat\.completion\.chunk","created":\d+,)'
+    rb'"model":"[^"\\\n\r]*"'
+    rb'(,"choices":\[\{"index":\d+,"delta":\{"content":"((?:[^"\\\n\r]|\\.)*)"\}'
+    rb'(?:,"logprobs":null)?,"finish_reason":null\}\]'
+    rb'(?:,"(?!usage")[a-z_]+":(?:null|-?\d+|"[^"\\\n\r]*"))*)\}\n\n'
+)
 
 
 def data_chunk(payload: dict[str, Any]) -> bytes:

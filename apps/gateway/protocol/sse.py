@@ -55,6 +55,10 @@ class SSEParser:
             elif name == b"event":
                 self._event = value
 
+    def idle(self) -> bool:
+        """Nothing pending from earlier reads: the next read starts an event."""
+        return not self._buffer and not self._data and self._event is None
+
     def flush(self) -> Iterator[tuple[bytes | None, bytes]]:
         """Dispatch what an upstream left unterminated when it closed."""
         if self._buffer:

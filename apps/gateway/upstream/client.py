@@ -121,7 +121,14 @@ class UpstreamResponse:
 
 
 class UpstreamClient:
-    def __init__(self, pool_size: int) -> None:
+    """``pool_size``: the most connections open at once (0: no bound). The pool is never
+    a hidden concurrency limit: a request waiting for a pooled connection is not timed by
+    the deployment's ``connect_timeout_s`` (``sock_connect`` times the TCP connect only),
+    so a full pool slows requests down and never fails them as an upstream outage would.
+    How many requests a process takes is the operator's ``max_concurrent`` and the
+    process's load bound (apps/gateway/load.py)."""
+
+    def __init__(self, pool_size: int = 0) -> None:
         self._pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
 
@@ -160,12 +167,16 @@ class UpstreamClient:
         sent = time.monotonic()
         budget = deployment.timeout_s if deadline is None else max(deadline - sent, 0.001)
         first_byte = deployment.first_byte_timeout_s
+        # sock_connect, not connect: aiohttp's connect includes the wait for a pooled
+        # connection, which is load, not an unreachable upstream.
         if stream:
             timeout = aiohttp.ClientTimeout(
-                total=None, connect=deployment.connect_timeout_s, sock_read=deployment.timeout_s
+                total=None,
+                sock_connect=deployment.connect_timeout_s,
+                sock_read=deployment.timeout_s,
             )
         else:
-            timeout = aiohttp.ClientTimeout(total=budget, connect=deployment.connect_timeout_s)
+            timeout = aiohttp.ClientTimeout(total=budget, sock_connect=deployment.connect_timeout_s)
         # A timer of our own only when aiohttp's do not say it already (an asyncio
         # timeout costs ~9 µs): a first-byte deadline, or a stream retried late, which
         # only has what is left of the overall deadline.
