@@ -22,8 +22,12 @@ operator-issued tokens) see and manage every project. A tenant *viewer* with no 
 role reads every project, as before projects; a viewer given a role in some projects
 (``ProjectMembership``) sees only those: ``viewer`` reads the project and its keys,
 ``admin`` also manages that project's keys (issue, edit, rotate, revoke). A project the
-caller may not see is a 404, like another tenant's object; one they see but may not
-change is a 403. An admin token created by a user acts with that user's project roles.
+caller may not see is a 404, like another tenant's object (looked up before the role is
+checked, so whatever the method); one they see but may not change is a 403. An admin
+token created by a user acts with that user's project roles. Reports of a member
+narrowed to some projects cover those projects only (``report_project_ids``); the
+tenant-wide figures (statements, the balance) are a 403 for them
+(``require_every_project``).
 
 A role too low for the operation is a 403 (the tenant is theirs, the action is not);
 anything of another tenant is a 404, never a 403, so its existence does not leak.
