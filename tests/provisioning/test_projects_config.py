@@ -268,3 +268,86 @@ def test_an_invalid_key_block_names_its_field(key, path):
     with pytest.raises(ConfigError) as caught:
         apply(keys=[{"name": "main", "models": ["*"]}, key])
     assert caught.value.path == path
+
+
+# Export: apply → export → apply is a no-op -----------------------------------------------
+
+
+def exported_document() -> dict:
+    from apps.provisioning.export import config_export
+
+    return {"backends": BACKENDS, "models": MODELS, **config_export(tenant_names=["acme"])}
+
+
+FULL_KEY = {
+    **KEY,
+    "rpm": 5,
+    "tpm": 900,
+    "max_concurrent": 2,
+    "budget": {"amount": "2.50", "period": "daily"},
+    "expires_at": "2030-01-02T03:04:05+00:00",
+}
+
+
+def test_apply_export_apply_changes_nothing():
+    apply(
+        rpm=100,
+        budget={"amount": "40.00", "period": "monthly"},
+        byok=True,
+        projects=[{**WEB, "keys": [FULL_KEY]}, {"name": "default", "tpm": 7000}],
+    )
+    assert config_apply(document=exported_document()).changes == []
+
+
+def test_the_export_holds_a_keys_model_limits_and_default_tags():
+    apply(projects=[{**WEB, "keys": [KEY]}])
+    exported = exported_document()["tenants"][0]
+    (web_entry,) = [p for p in exported["projects"] if p["name"] == "web"]
+    assert (web_entry["keys"][0]["model_limits"], web_entry["keys"][0]["default_tags"]) == (
+        KEY["model_limits"],
+        KEY["default_tags"],
+    )
+
+
+def test_what_the_api_set_exports_and_applies_as_no_change():
+    from rest_framework.test import APIClient
+
+    from apps.tenants.models import Tenant
+    from apps.tenants.services import admin_token_issue
+
+    apply(projects=[{"name": "web"}])
+    tenant = Tenant.objects.get(name="acme")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {admin_token_issue(tenant=tenant, name='t')[1]}")
+    client.patch(
+        f"/api/v1/projects/{web().id}",
+        {"rpm": 9, "model_limits": WEB["model_limits"], "end_user_limits": {"rpm": 2}},
+        format="json",
+    )
+    client.post(
+        "/api/v1/keys",
+        {
+            "name": "api-made",
+            "project": web().id,
+            "allowed_models": ["gemma-270m"],
+            "budget_amount": "0.125",
+            "budget_period": "daily",
+            "model_limits": {"gemma-270m": {"tpm": 100}},
+            "default_tags": {"team": "api"},
+        },
+        format="json",
+    )
+    assert config_apply(document=exported_document()).changes == []
+
+
+def test_the_export_command_prints_yaml_that_applies_as_no_change():
+    import io
+
+    import yaml
+    from django.core.management import call_command
+
+    apply(projects=[{**WEB, "keys": [FULL_KEY]}])
+    out = io.StringIO()
+    call_command("export", "--tenant", "acme", stdout=out)
+    document = {"backends": BACKENDS, "models": MODELS, **yaml.safe_load(out.getvalue())}
+    assert config_apply(document=document).changes == []
