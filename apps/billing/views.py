@@ -131,10 +131,12 @@ def _api_key_ids(request: Request, access: TenantAccess) -> list[int]:
         ids = [int(value) for value in raw]
     except ValueError:
         raise exceptions.ValidationError({"api_key_ids": "must be key ids"}) from None
+    if not ids:
+        return ids
     found = selectors.api_key_ids_for_tenant(
         tenant=access.tenant, ids=ids, project_ids=access.report_project_ids()
     )
-    if ids and found != set(ids):
+    if found != set(ids):
         raise Http404("No such API key.")
     return ids
 
