@@ -25,6 +25,8 @@ from apps.projects.models import Project, ProjectMembership
 from apps.tenants.models import Membership
 from apps.tenants.services import admin_token_issue
 from tests.billing.billing_support import event, ingest, ts
+from tests.billing.billing_support import stream as stream  # noqa: F401 - fixture
+from tests.billing.billing_support import world as world  # noqa: F401 - fixture
 
 FEB = int(ts("2026-02-01 00:00"))
 MAR = int(ts("2026-03-01 00:00"))
