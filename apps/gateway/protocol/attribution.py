@@ -177,8 +177,14 @@ def metadata_tags(metadata: Any, *, keep: str | None = None) -> dict[str, str]:
     for key, value in metadata.items():
         if key == keep:
             continue
-        param = f"metadata.{key}" if type(key) is str and _TAG_KEY.fullmatch(key) else "metadata"
-        key, value = tag_checked(key, value, param)
+        if type(key) is str and type(value) is str and _TAG_KEY.fullmatch(key):
+            if not _TAG_VALUE.fullmatch(value):
+                tag_checked(key, value, f"metadata.{key}")  # raises, naming the entry
+        else:  # a refused key is named by its object only (it may be anything)
+            param = (
+                f"metadata.{key}" if type(key) is str and _TAG_KEY.fullmatch(key) else "metadata"
+            )
+            tag_checked(key, value, param)
         tags[key] = value
     return tags
 
