@@ -152,6 +152,8 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "max_concurrent",
             "budget_amount",
             "budget_period",
+            "model_limits",
+            "default_tags",
             "content_policy",
             "expires_at",
             "created_at",
@@ -227,9 +229,24 @@ class ApiKeyWriteSerializer(LimitsWriteSerializer):
     content_policy = PolicyField(
         required=False, help_text="Per-category override of the tenant's content policy"
     )
+    model_limits = serializers.JSONField(
+        required=False,
+        help_text="This key's own limits per model: {model: {rpm, tpm, max_concurrent, budget: "
+        '{amount: "1.00", period}}}; {} = none',
+    )
+    default_tags = serializers.JSONField(
+        required=False,
+        help_text="Tags of every request of the key ({key: value}, at most 10; a request's "
+        "own tags win for a key both name); {} = none",
+    )
 
     def validate_allowed_models(self, value: list[str]) -> list[str]:
         return _model_names(value)
+
+    def validate(self, attrs):
+        if _has_nul(attrs.get("model_limits")) or _has_nul(attrs.get("default_tags")):
+            raise serializers.ValidationError("must not contain NUL characters")
+        return attrs
 
     def validate_expires_at(self, value):
         if value is not None and value <= timezone.now():

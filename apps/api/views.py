@@ -56,14 +56,17 @@ from apps.projects.services import (
 )
 from apps.tenants import selectors as tenant_selectors
 from apps.tenants.access import (
-    CanWrite,
+    ADMIN,
+    CanRead,
     IsOwner,
     IsStaff,
     ManagesAdminTokens,
     ManagesKeys,
     ReadOrWrite,
     TenantAccess,
+    require_every_project,
     require_project_key_manager,
+    require_role,
 )
 from apps.tenants.models import Tenant
 from apps.tenants.services import (
@@ -142,6 +145,10 @@ def _project_for_keys(access: TenantAccess, project_id: int | None):
     return project
 
 
+def _key_error(exc: ApiKeyError) -> exceptions.ValidationError:
+    return exceptions.ValidationError({exc.field or "detail": [exc.message]})
+
+
 def _key_issue(view: "TenantAPIView", data: dict, project) -> Response:
     if api_key_name_taken(tenant=view.tenant, name=data["name"]):
         raise exceptions.ValidationError({"name": ["an active key has this name"]})
@@ -151,6 +158,8 @@ def _key_issue(view: "TenantAPIView", data: dict, project) -> Response:
         )
     except IntegrityError:
         raise exceptions.ValidationError({"name": ["an active key has this name"]}) from None
+    except ApiKeyError as exc:
+        raise _key_error(exc) from None
     body = s.ApiKeyWithSecretSerializer(api_key, context={"secret": secret}).data
     return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
 
@@ -210,7 +219,9 @@ class KeyListView(TenantAPIView):
     ),
 )
 class KeyDetailView(TenantAPIView):
-    permission_classes = [IsAuthenticated, ManagesKeys]
+    # Any member: the key (project) is looked up first (404 unless visible), then the
+    # caller must manage its project (403).
+    permission_classes = [IsAuthenticated, CanRead]
 
     def get(self, request: Request, key_id: int) -> Response:
         return Response(s.ApiKeySerializer(_key_or_404(self, key_id)).data)
@@ -229,11 +240,14 @@ class KeyDetailView(TenantAPIView):
         if name and api_key_name_taken(tenant=self.tenant, name=name, exclude_id=api_key.id):
             raise exceptions.ValidationError({"name": ["an active key has this name"]})
         policy = data.pop("content_policy", None)
-        with transaction.atomic():
-            if data:
-                api_key_update(api_key=api_key, actor=self.access, **data)
-            if policy is not None:
-                content_policy_set(api_key=api_key, policy=policy, actor=self.access)
+        try:
+            with transaction.atomic():
+                if data:
+                    api_key_update(api_key=api_key, actor=self.access, **data)
+                if policy is not None:
+                    content_policy_set(api_key=api_key, policy=policy, actor=self.access)
+        except ApiKeyError as exc:
+            raise _key_error(exc) from None
         api_key.refresh_from_db()
         return Response(s.ApiKeySerializer(api_key).data)
 
@@ -248,7 +262,9 @@ class KeyDetailView(TenantAPIView):
     tags=["keys"],
 )
 class KeyRotateView(TenantAPIView):
-    permission_classes = [IsAuthenticated, ManagesKeys]
+    # Any member: the key (project) is looked up first (404 unless visible), then the
+    # caller must manage its project (403).
+    permission_classes = [IsAuthenticated, CanRead]
 
     def post(self, request: Request, key_id: int) -> Response:
         api_key = _key_or_404(self, key_id)
@@ -273,7 +289,9 @@ class KeyRotateView(TenantAPIView):
     tags=["keys"],
 )
 class KeyRevokeView(TenantAPIView):
-    permission_classes = [IsAuthenticated, ManagesKeys]
+    # Any member: the key (project) is looked up first (404 unless visible), then the
+    # caller must manage its project (403).
+    permission_classes = [IsAuthenticated, CanRead]
 
     def post(self, request: Request, key_id: int) -> Response:
         api_key = _key_or_404(self, key_id)
@@ -293,6 +311,14 @@ def _project_error(exc: ProjectError) -> exceptions.ValidationError:
 
 def _project_or_404(view: "TenantAPIView", project_id: int):
     return _object_or_404(project_get(access=view.access, project_id=project_id))
+
+
+def _project_to_change(view: "TenantAPIView", project_id: int):
+    """The project, for a tenant admin: one the caller does not see is a 404 (as another
+    tenant's), one they see but may not change a 403."""
+    project = _project_or_404(view, project_id)
+    require_role(view.access, ADMIN)
+    return project
 
 
 def _project_body(view: "TenantAPIView", project) -> dict:
@@ -356,11 +382,13 @@ class ProjectListView(TenantAPIView):
     ),
 )
 class ProjectDetailView(TenantAPIView):
+    permission_classes = [IsAuthenticated, CanRead]  # 404 before 403: _project_to_change
+
     def get(self, request: Request, project_id: int) -> Response:
         return Response(_project_body(self, _project_or_404(self, project_id)))
 
     def patch(self, request: Request, project_id: int) -> Response:
-        project = _project_or_404(self, project_id)
+        project = _project_to_change(self, project_id)
         serializer = s.ProjectWriteSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         try:
@@ -373,7 +401,7 @@ class ProjectDetailView(TenantAPIView):
 
     def delete(self, request: Request, project_id: int) -> Response:
         try:
-            project_delete(project=_project_or_404(self, project_id), actor=self.access)
+            project_delete(project=_project_to_change(self, project_id), actor=self.access)
         except ProjectError as exc:
             raise _project_error(exc) from None
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -395,15 +423,17 @@ class ProjectDetailView(TenantAPIView):
     ),
 )
 class ProjectMemberListView(TenantAPIView):
-    permission_classes = [IsAuthenticated, CanWrite]
+    # Any member: the project is looked up first (404 unless visible), then tenant admins
+    # only (403).
+    permission_classes = [IsAuthenticated, CanRead]
 
     def get(self, request: Request, project_id: int) -> Response:
-        project = _project_or_404(self, project_id)
+        project = _project_to_change(self, project_id)
         members = project_membership_list(project=project)
         return Response(s.ProjectMemberSerializer(members, many=True).data)
 
     def post(self, request: Request, project_id: int) -> Response:
-        project = _project_or_404(self, project_id)
+        project = _project_to_change(self, project_id)
         serializer = s.ProjectMemberWriteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = member_user_find(
@@ -439,10 +469,12 @@ class ProjectMemberListView(TenantAPIView):
     ),
 )
 class ProjectMemberDetailView(TenantAPIView):
-    permission_classes = [IsAuthenticated, CanWrite]
+    # Any member: the project is looked up first (404 unless visible), then tenant admins
+    # only (403).
+    permission_classes = [IsAuthenticated, CanRead]
 
     def _membership(self, project_id: int, member_id: int):
-        project = _project_or_404(self, project_id)
+        project = _project_to_change(self, project_id)
         return _object_or_404(project_membership_get(project=project, membership_id=member_id))
 
     def patch(self, request: Request, project_id: int, member_id: int) -> Response:
@@ -483,7 +515,9 @@ class ProjectMemberDetailView(TenantAPIView):
     ),
 )
 class ProjectKeyListView(TenantAPIView):
-    permission_classes = [IsAuthenticated, ManagesKeys]
+    # Any member: the key (project) is looked up first (404 unless visible), then the
+    # caller must manage its project (403).
+    permission_classes = [IsAuthenticated, CanRead]
 
     def get(self, request: Request, project_id: int) -> Response:
         project = _project_or_404(self, project_id)
@@ -764,6 +798,7 @@ class TenantSettingsView(TenantAPIView):
 )
 class BalanceView(TenantAPIView):
     def get(self, request: Request) -> Response:
+        require_every_project(self.access)
         data = {
             "billing_mode": self.tenant.billing_mode,
             "balance": balance_get(tenant=self.tenant),
@@ -792,6 +827,7 @@ class BalanceEntryListView(TenantAPIView):
     pagination_class = BalancePagination
 
     def get(self, request: Request) -> Response:
+        require_every_project(self.access)
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(balance_entries(tenant=self.tenant), request, view=self)
         return paginator.get_paginated_response(s.BalanceEntrySerializer(page, many=True).data)
@@ -818,6 +854,7 @@ def _balance_csv_value(value: Any) -> Any:
 )
 class BalanceEntryCSVView(TenantAPIView):
     def get(self, request: Request) -> StreamingHttpResponse:
+        require_every_project(self.access)
         rows = (
             (e.created_at, e.kind, e.amount, e.ref, e.reason)
             for e in balance_entries(tenant=self.tenant).iterator()

@@ -89,8 +89,14 @@ ROLLUP_COLUMNS = (
 ROLLUP_HEADERS = tuple("cost" if c == "price" else c for c in ROLLUP_COLUMNS)
 
 
-def api_key_ids_for_tenant(*, tenant: Tenant, ids: Sequence[int]) -> set[int]:
-    return set(ApiKey.objects.filter(tenant=tenant, id__in=ids).values_list("id", flat=True))
+def api_key_ids_for_tenant(
+    *, tenant: Tenant, ids: Sequence[int], project_ids: Sequence[int] = ()
+) -> set[int]:
+    """Those of ``ids`` that are the tenant's keys (``project_ids``: of those projects)."""
+    keys = ApiKey.objects.filter(tenant=tenant, id__in=ids)
+    if project_ids:
+        keys = keys.filter(project_id__in=project_ids)
+    return set(keys.values_list("id", flat=True))
 
 
 def project_ids_for_tenant(*, tenant: Tenant, ids: Sequence[int]) -> set[int]:
@@ -197,25 +203,42 @@ def usage_aggregate(
 
 
 def usage_records_iter(
-    *, tenant: Tenant, start: datetime, end: datetime, chunk_size: int = 5000
+    *,
+    tenant: Tenant,
+    start: datetime,
+    end: datetime,
+    chunk_size: int = 5000,
+    project_ids: Sequence[int] = (),
 ) -> Iterator[tuple]:
-    """Raw ledger rows of the tenant in [start, end), oldest first, from a server-side cursor."""
+    """Raw ledger rows of the tenant in [start, end), oldest first, from a server-side
+    cursor; ``project_ids``: only those projects' rows."""
+    rows = UsageRecord.objects.for_tenant(tenant).filter(created_at__gte=start, created_at__lt=end)
+    if project_ids:
+        rows = rows.annotate(g_project=ledger_project()).filter(g_project__in=project_ids)
     return (
-        UsageRecord.objects.for_tenant(tenant)
-        .filter(created_at__gte=start, created_at__lt=end)
-        .order_by("created_at", "id")
+        rows.order_by("created_at", "id")
         .values_list(*RECORD_COLUMNS)
         .iterator(chunk_size=chunk_size)
     )
 
 
 def rollups_iter(
-    *, tenant: Tenant, start: datetime, end: datetime, granularity: str, chunk_size: int = 5000
+    *,
+    tenant: Tenant,
+    start: datetime,
+    end: datetime,
+    granularity: str,
+    chunk_size: int = 5000,
+    project_ids: Sequence[int] = (),
 ) -> Iterator[tuple]:
+    """The tenant's rollup rows in [start, end); ``project_ids``: only those projects'."""
+    rows = UsageRollup.objects.for_tenant(tenant).filter(
+        granularity=granularity, bucket_start__gte=start, bucket_start__lt=end
+    )
+    if project_ids:
+        rows = rows.filter(project_id__in=project_ids)
     return (
-        UsageRollup.objects.for_tenant(tenant)
-        .filter(granularity=granularity, bucket_start__gte=start, bucket_start__lt=end)
-        .order_by("bucket_start", "project_id", "api_key_id", "model")
+        rows.order_by("bucket_start", "project_id", "api_key_id", "model")
         .values_list(*ROLLUP_COLUMNS)
         .iterator(chunk_size=chunk_size)
     )

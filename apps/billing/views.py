@@ -32,7 +32,7 @@ from apps.gateway.protocol.attribution import (
     end_user_checked,
     tag_checked,
 )
-from apps.tenants.authentication import tenant_for_request
+from apps.tenants.access import TenantAccess, require_every_project, tenant_access_for
 
 USAGE_LIMITS = {"1d": (7, 31), "1h": (24, 168), "1m": (60, 1440)}
 COST_LIMITS = (7, 180)
@@ -40,14 +40,27 @@ MAX_FILTER_VALUES = 100
 
 
 class TenantReportView(APIView):
-    """Resolves ``self.tenant`` once per request, before any handler runs."""
+    """Resolves ``self.access`` (and ``self.tenant``) once per request, before any handler
+    runs. A member narrowed to some projects reads only those projects' usage
+    (``self.project_ids``, from ``TenantAccess.report_project_ids``), never the
+    tenant-wide statements (403)."""
 
     renderer_classes = [ExactJSONRenderer]
     tenant = None
+    access: TenantAccess
+    tenant_wide = False  # statements: the tenant's bill as a whole
 
     def initial(self, request: Request, *args, **kwargs) -> None:
         super().initial(request, *args, **kwargs)
-        self.tenant = tenant_for_request(request)
+        self.access = tenant_access_for(request)
+        self.tenant = self.access.tenant
+        if self.tenant_wide:
+            require_every_project(self.access)
+
+    @property
+    def project_ids(self) -> list[int]:
+        """The projects this caller's reports cover ([]: every project)."""
+        return self.access.report_project_ids()
 
 
 # Query parameters ------------------------------------------------------------------------
@@ -110,27 +123,36 @@ def _limit(request: Request, default: int, maximum: int) -> int:
     return limit
 
 
-def _api_key_ids(request: Request, tenant) -> list[int]:
+def _api_key_ids(request: Request, access: TenantAccess) -> list[int]:
+    """Ids of keys the caller sees; another tenant's, another project's (for a member
+    narrowed to some projects) or none such is a 404."""
     raw = _list_param(request, "api_key_ids")
     try:
         ids = [int(value) for value in raw]
     except ValueError:
         raise exceptions.ValidationError({"api_key_ids": "must be key ids"}) from None
-    if ids and selectors.api_key_ids_for_tenant(tenant=tenant, ids=ids) != set(ids):
+    if not ids:
+        return ids
+    found = selectors.api_key_ids_for_tenant(
+        tenant=access.tenant, ids=ids, project_ids=access.report_project_ids()
+    )
+    if found != set(ids):
         raise Http404("No such API key.")
     return ids
 
 
-def _project_ids(request: Request, tenant) -> list[int]:
-    """Ids of the caller's tenant's projects; another tenant's (or none such) is a 404."""
+def _project_ids(request: Request, access: TenantAccess) -> list[int]:
+    """The projects the report covers: those asked for, each of the caller's tenant and
+    visible to them (else a 404), or, asked for none, every project the caller sees
+    ([] for a caller who sees them all)."""
     raw = _list_param(request, "project_ids")
     try:
         ids = [int(value) for value in raw]
     except ValueError:
         raise exceptions.ValidationError({"project_ids": "must be project ids"}) from None
-    if ids and selectors.project_ids_for_tenant(tenant=tenant, ids=ids) != set(ids):
+    if ids and selectors.project_ids_for_tenant(tenant=access.tenant, ids=ids) != set(ids):
         raise Http404("No such project.")
-    return ids
+    return access.report_project_ids(ids)
 
 
 def _user_ids(request: Request) -> list[str]:
@@ -189,11 +211,12 @@ def _group_by(request: Request, allowed: set[str], ignored: set[str]) -> list[st
     return groups
 
 
-def _filters(request: Request, tenant) -> dict[str, Any]:
-    """The filters both reports take (OpenAI's names, plus ``tags``)."""
+def _filters(request: Request, access: TenantAccess) -> dict[str, Any]:
+    """The filters both reports take (OpenAI's names, plus ``tags``), narrowed to the
+    projects the caller sees."""
     return {
-        "api_key_ids": _api_key_ids(request, tenant),
-        "project_ids": _project_ids(request, tenant),
+        "api_key_ids": _api_key_ids(request, access),
+        "project_ids": _project_ids(request, access),
         "user_ids": _user_ids(request),
         "tags": _tags(request),
     }
@@ -273,7 +296,7 @@ class UsageCompletionsView(TenantReportView):
             width=width,
             group_by=groups,
             models=_list_param(request, "models"),
-            **_filters(request, self.tenant),
+            **_filters(request, self.access),
         )
 
         def render(row: dict[str, Any]) -> dict[str, Any]:
@@ -319,7 +342,7 @@ class CostsView(TenantReportView):
             width=width,
             group_by=["model" if g == "line_item" else g for g in groups],
             models=line_items,
-            **_filters(request, self.tenant),
+            **_filters(request, self.access),
         )
 
         def render(row: dict[str, Any]) -> dict[str, Any]:
@@ -386,7 +409,9 @@ class UsageRecordsCSVView(TenantReportView):
 
     def get(self, request: Request) -> StreamingHttpResponse:
         start, end = _csv_range(request)
-        rows = selectors.usage_records_iter(tenant=self.tenant, start=start, end=end)
+        rows = selectors.usage_records_iter(
+            tenant=self.tenant, start=start, end=end, project_ids=self.project_ids
+        )
         name = f"usage-{self.tenant.name}-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}.csv"
         return _csv_response(
             request, csv_chunks(selectors.RECORD_HEADERS, rows, render=_csv_value), name
@@ -403,7 +428,11 @@ class UsageRollupsCSVView(TenantReportView):
         if granularity not in UsageRollup.Granularity.values:
             raise exceptions.ValidationError({"granularity": "must be hour or day"})
         rows = selectors.rollups_iter(
-            tenant=self.tenant, start=start, end=end, granularity=granularity
+            tenant=self.tenant,
+            start=start,
+            end=end,
+            granularity=granularity,
+            project_ids=self.project_ids,
         )
         name = f"rollups-{granularity}-{self.tenant.name}-{start:%Y%m%d}-{end:%Y%m%d}.csv"
         return _csv_response(
@@ -459,6 +488,8 @@ def _statement_json(statement, *, lines: bool) -> dict[str, Any]:
 class StatementListView(TenantReportView):
     """GET /api/v1/statements — the tenant's monthly statements, newest first."""
 
+    tenant_wide = True
+
     def get(self, request: Request) -> Response:
         statements = selectors.statement_list(tenant=self.tenant).select_related("tenant")
         return Response(
@@ -469,6 +500,8 @@ class StatementListView(TenantReportView):
 @schema.statement_detail_schema
 class StatementDetailView(TenantReportView):
     """GET /api/v1/statements/<id> — one statement with its lines."""
+
+    tenant_wide = True
 
     def get(self, request: Request, statement_id: int) -> Response:
         statement = selectors.statement_get(tenant=self.tenant, statement_id=statement_id)

@@ -5,7 +5,7 @@ platform-wide and only called from staff views."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -136,11 +136,18 @@ def _split_labels(tenant: Tenant, group: str, values: set[Any]) -> dict[Any, str
 
 
 def usage_charts(
-    *, tenant: Tenant, start: date, end: date, group: str, tag_key: str = ""
+    *,
+    tenant: Tenant,
+    start: date,
+    end: date,
+    group: str,
+    tag_key: str = "",
+    project_ids: Sequence[int] = (),
 ) -> UsageCharts:
     """Requests, tokens and cost per day over [start, end] (whole UTC days, inclusive),
     split by model, key, project, end user or the value of the tag ``tag_key``, from
-    apps.billing.selectors (daily rollups; end users and tags from the ledger)."""
+    apps.billing.selectors (daily rollups; end users and tags from the ledger);
+    ``project_ids``: only those projects' usage ([]: the whole tenant's)."""
     group_by = USAGE_SPLITS[group] if group != "tag" else billing.TAG_GROUP + tag_key
     results = billing.usage_aggregate(
         tenant=tenant,
@@ -148,6 +155,7 @@ def usage_charts(
         end=_midnight(end + timedelta(days=1)),
         width="1d",
         group_by=[group_by],
+        project_ids=project_ids,
     )
 
     def value(row: dict[str, Any]) -> Any:
@@ -231,14 +239,23 @@ def _spend(records: QuerySet, since: datetime | None) -> Decimal:
     return Decimal(records.aggregate(total=Sum("price"))["total"] or 0)
 
 
-def budgets(*, tenant: Tenant, now: datetime | None = None) -> tuple[Decimal, list[BudgetLine]]:
+def budgets(
+    *, tenant: Tenant, now: datetime | None = None, project_ids: Sequence[int] = ()
+) -> tuple[Decimal, list[BudgetLine]]:
     """This month's spend of the tenant, and the current period's spend against each
-    budget (the tenant's and its active keys'), from the ledger."""
+    budget (the tenant's and its active keys'), from the ledger. ``project_ids``: the
+    spend of those projects only, against their keys' budgets (not the tenant's)."""
     now = now or timezone.now()
     records = UsageRecord.objects.for_tenant(tenant)
+    keys = ApiKey.objects.filter(tenant=tenant)
+    if project_ids:
+        records = records.annotate(g_project=billing.ledger_project()).filter(
+            g_project__in=project_ids
+        )
+        keys = keys.filter(project_id__in=project_ids)
     month_spend = _spend(records, period_start("monthly", now))
     lines = []
-    if tenant.budget_amount is not None:
+    if tenant.budget_amount is not None and not project_ids:
         lines.append(
             BudgetLine(
                 label=f"tenant {tenant.name}",
@@ -247,9 +264,9 @@ def budgets(*, tenant: Tenant, now: datetime | None = None) -> tuple[Decimal, li
                 spent=_spend(records, period_start(tenant.budget_period, now)),
             )
         )
-    for api_key in ApiKey.objects.filter(
-        tenant=tenant, revoked_at__isnull=True, budget_amount__isnull=False
-    ).order_by("name"):
+    for api_key in keys.filter(revoked_at__isnull=True, budget_amount__isnull=False).order_by(
+        "name"
+    ):
         lines.append(
             BudgetLine(
                 label=f"key {api_key.name} ({api_key.prefix}…)",
@@ -263,27 +280,31 @@ def budgets(*, tenant: Tenant, now: datetime | None = None) -> tuple[Decimal, li
     return month_spend, lines
 
 
-def recent_requests(*, tenant: Tenant, limit: int = 20) -> list[dict[str, Any]]:
-    """The tenant's latest ledger rows (what just happened, before any rollup)."""
-    rows = (
-        UsageRecord.objects.for_tenant(tenant)
-        .order_by("-created_at", "-id")
-        .values(
-            "request_id",
-            "created_at",
-            "api_key__name",
-            "model",
-            "status",
-            "outcome",
-            "prompt_tokens",
-            "completion_tokens",
-            "latency_ms",
-            "price",
-            "project__name",
-            "end_user",
-            "tags",
-        )[:limit]
-    )
+def recent_requests(
+    *, tenant: Tenant, limit: int = 20, project_ids: Sequence[int] = ()
+) -> list[dict[str, Any]]:
+    """The tenant's latest ledger rows (what just happened, before any rollup);
+    ``project_ids``: of those projects only."""
+    records = UsageRecord.objects.for_tenant(tenant)
+    if project_ids:
+        records = records.annotate(g_project=billing.ledger_project()).filter(
+            g_project__in=project_ids
+        )
+    rows = records.order_by("-created_at", "-id").values(
+        "request_id",
+        "created_at",
+        "api_key__name",
+        "model",
+        "status",
+        "outcome",
+        "prompt_tokens",
+        "completion_tokens",
+        "latency_ms",
+        "price",
+        "project__name",
+        "end_user",
+        "tags",
+    )[:limit]
     # Tags as one text (a template's ``tags.items`` would read a tag named "items").
     return [
         {**row, "tags": " ".join(f"{k}:{v}" for k, v in sorted((row["tags"] or {}).items()))}

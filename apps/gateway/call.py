@@ -46,8 +46,10 @@ from apps.gateway.protocol.attribution import (
     anthropic_end_user,
     end_user_hash,
     openai_end_user,
+    request_tags,
     tags_merge,
     tags_parse,
+    take_metadata_tags,
 )
 from apps.gateway.protocol.bounds import output_bound
 from apps.gateway.protocol.openai import RequestInvalid
@@ -189,21 +191,30 @@ _END_USER_HEADER = END_USER_HEADER.encode()
 _TAGS_HEADER = TAGS_HEADER.encode()
 
 
-def take_attribution(call: "MeteredCall", body: Any, *, anthropic: bool = False) -> None:
+def take_attribution(
+    call: "MeteredCall", body: Any, *, anthropic: bool = False, metadata: str = "never"
+) -> None:
     """The request's end user (the header, else the body's ``user`` or Anthropic's
-    ``metadata.user_id``) and tags (the header over the key's default tags) onto the
-    call's usage event; anything malformed or hostile is a 400 naming where it was."""
+    ``metadata.user_id``) and tags (the header over the body's ``metadata`` where the route
+    reads it as tags — ``metadata``: one of ``METADATA_TAGS``, the tags then taken off the
+    body — over the key's default tags) onto the call's usage event; anything malformed or
+    hostile is a 400 naming where it was."""
     headers = call.exchange.headers
     try:
         header = headers.get(_END_USER_HEADER)
         if header is not None and call.exchange.repeats_any(frozenset({_END_USER_HEADER})):
             raise AttributionInvalid(END_USER_HEADER, "is sent more than once")
         end_user = (anthropic_end_user if anthropic else openai_end_user)(body, header)
+        from_body = take_metadata_tags(body, metadata)
         sent = headers.get(_TAGS_HEADER)
         if sent is not None:
             if call.exchange.repeats_any(frozenset({_TAGS_HEADER})):
                 raise AttributionInvalid(TAGS_HEADER, "is sent more than once")
-            call.event.tags = tags_merge(call.key.default_tags, tags_parse(sent))
+            call.event.tags = tags_merge(
+                call.key.default_tags, request_tags(from_body, tags_parse(sent))
+            )
+        elif from_body:
+            call.event.tags = tags_merge(call.key.default_tags, from_body)
         elif call.key.default_tags:
             call.event.tags = call.key.default_tags
     except AttributionInvalid as exc:
@@ -245,9 +256,12 @@ def json_too_deep(value: Any, limit: int) -> bool:
     return False
 
 
-def parse_openai_request(call: "MeteredCall", validate: Callable[[Any], T]) -> tuple[dict, T]:
+def parse_openai_request(
+    call: "MeteredCall", validate: Callable[[Any], T], *, metadata: str = "never"
+) -> tuple[dict, T]:
     """The request's JSON body (its model noted on the usage event as soon as it is
-    known) and what ``validate`` returns; its RequestInvalid is an OpenAI 400."""
+    known) and what ``validate`` returns; its RequestInvalid is an OpenAI 400.
+    ``metadata``: whether the body's ``metadata`` holds tags (``take_attribution``)."""
     body = parse_json_body(call.raw_body)
     if isinstance(body, dict) and isinstance(body.get("model"), str):
         call.event.model = body["model"]
@@ -256,7 +270,7 @@ def parse_openai_request(call: "MeteredCall", validate: Callable[[Any], T]) -> t
         checked = validate(body)
     except RequestInvalid as exc:
         raise InvalidRequest(exc.message, exc.param) from None
-    take_attribution(call, body)
+    take_attribution(call, body, metadata=metadata)
     return body, checked
 
 

@@ -44,7 +44,12 @@ def _checked_fields(fields: dict) -> dict:
     the offending entry (``model_limits.gemma-270m.rpm``)."""
     try:
         if "model_limits" in fields:
-            fields["model_limits"] = model_limits_validate(fields["model_limits"])
+            from apps.catalog.models import Model
+
+            fields["model_limits"] = model_limits_validate(
+                fields["model_limits"],
+                known_models=frozenset(Model.objects.values_list("name", flat=True)),
+            )
         if "default_tags" in fields:
             fields["default_tags"] = tags_validate(fields["default_tags"])
     except LimitBlockInvalid as exc:

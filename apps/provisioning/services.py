@@ -27,6 +27,7 @@ from apps.catalog.models import MODEL_FALLBACK_FIELDS, Backend, Deployment, Mode
 from apps.catalog.services import FallbacksInvalid, model_fallbacks_clean
 from apps.core.redis import KEYS_INVALIDATE_CHANNEL, publish
 from apps.gateway.backends import backend_kinds
+from apps.gateway.protocol.attribution import AttributionInvalid, tags_validate
 from apps.gateway.protocol.session import (
     DEFAULT_AFFINITY_KEY,
     AffinityKeyInvalid,
@@ -217,6 +218,30 @@ def _content_policy_values(doc: _Doc, name: str) -> dict[str, Any]:
 
 KEY_FIELD_HANDLERS["content_policy"] = _content_policy_values
 TENANT_FIELD_HANDLERS["content_policy"] = _content_policy_values
+
+
+def _key_model_limits_values(doc: _Doc, name: str) -> dict[str, Any]:
+    """model_limits: {<model>: {rpm, tpm, max_concurrent, budget: {amount, period}}} on
+    this key alone (each a model of the catalog); absent = none."""
+    known = frozenset(Model.objects.values_list("name", flat=True))
+    try:
+        limits = model_limits_validate(doc.data.get(name), field=doc.sub(name), known_models=known)
+    except LimitBlockInvalid as exc:
+        raise ConfigError(exc.field, exc.message) from None
+    return {"model_limits": limits}
+
+
+def _key_default_tags_values(doc: _Doc, name: str) -> dict[str, Any]:
+    """default_tags: {<key>: <value>}, the tags of every request of the key (a request's
+    own tags win for a key both name); absent = none."""
+    try:
+        return {"default_tags": tags_validate(doc.data.get(name), doc.sub(name))}
+    except AttributionInvalid as exc:
+        raise ConfigError(exc.param, exc.message) from None
+
+
+KEY_FIELD_HANDLERS["model_limits"] = _key_model_limits_values
+KEY_FIELD_HANDLERS["default_tags"] = _key_default_tags_values
 
 
 def _byok_values(doc: _Doc, name: str) -> dict[str, Any]:

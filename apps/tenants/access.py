@@ -22,8 +22,12 @@ operator-issued tokens) see and manage every project. A tenant *viewer* with no 
 role reads every project, as before projects; a viewer given a role in some projects
 (``ProjectMembership``) sees only those: ``viewer`` reads the project and its keys,
 ``admin`` also manages that project's keys (issue, edit, rotate, revoke). A project the
-caller may not see is a 404, like another tenant's object; one they see but may not
-change is a 403. An admin token created by a user acts with that user's project roles.
+caller may not see is a 404, like another tenant's object (looked up before the role is
+checked, so whatever the method); one they see but may not change is a 403. An admin
+token created by a user acts with that user's project roles. Reports of a member
+narrowed to some projects cover those projects only (``report_project_ids``); the
+tenant-wide figures (statements, the balance) are a 403 for them
+(``require_every_project``).
 
 A role too low for the operation is a 403 (the tenant is theirs, the action is not);
 anything of another tenant is a 404, never a 403, so its existence does not leak.
@@ -32,6 +36,7 @@ objects (projects, keys) through ``for_access(access)`` (apps/tenants/scoping.py
 """
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -60,6 +65,13 @@ class TenantNotSelected(exceptions.ValidationError):
 
     def __init__(self, message: str = "name a tenant with ?tenant=<name>") -> None:
         super().__init__({"tenant": [message]})
+
+
+class ProjectNotVisible(Http404):
+    """A project (or a key of one) the caller may not see: a 404, as another tenant's."""
+
+    def __init__(self, message: str = "No such project.") -> None:
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,24 @@ class TenantAccess:
 
     def can_manage_keys_of(self, project_id: int) -> bool:
         return self.project_role(project_id) == PROJECT_ADMIN
+
+    @property
+    def sees_every_project(self) -> bool:
+        """Whether the caller reads tenant-wide figures (statements, the balance and its
+        journal): everyone but a member narrowed to some projects."""
+        return self.project_roles is None
+
+    def report_project_ids(self, wanted: Iterable[int] = ()) -> list[int]:
+        """The projects a report of this caller covers, as a ``project_ids`` filter ([]:
+        every project). ``wanted``: the projects the caller asked for, which must all be
+        visible to them (``ProjectNotVisible`` otherwise: a 404, like another tenant's)."""
+        wanted = list(wanted)
+        visible = self.visible_project_ids
+        if visible is None:
+            return wanted
+        if any(pk not in visible for pk in wanted):
+            raise ProjectNotVisible()
+        return wanted or sorted(visible)
 
     @property
     def can_manage_some_keys(self) -> bool:
@@ -238,6 +268,16 @@ def require_project_key_manager(access: TenantAccess, project_id: int) -> Tenant
     404 to raise, before this)."""
     if not access.can_manage_keys_of(project_id):
         raise PermissionDenied("This needs the admin role in this project or the tenant.")
+    return access
+
+
+def require_every_project(access: TenantAccess) -> TenantAccess:
+    """PermissionDenied (403) for a member narrowed to some projects: tenant-wide
+    figures (statements, the balance and its journal) are not theirs to read."""
+    if not access.sees_every_project:
+        raise PermissionDenied(
+            "Tenant-wide figures need a role that sees every project (you see some)."
+        )
     return access
 
 

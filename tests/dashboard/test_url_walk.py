@@ -252,3 +252,55 @@ def test_url_walk_isolation_roles_and_no_5xx(team, callers):
                         fail(caller, method, url, status, "a viewer could not read")
     assert walked > 200
     assert not failures, "\n".join(failures)
+
+
+# Tenant-wide reads: the statements and the balance (with its journal) are the tenant's
+# figures as a whole, which a member narrowed to some projects does not read.
+TENANT_WIDE_ROUTES = {
+    "statements",
+    "statement-detail",
+    "api-balance",
+    "api-balance-entries",
+    "api-balance-entries-csv",
+    "dashboard:statements",
+    "dashboard:statement-detail",
+    "dashboard:balance",
+}
+
+
+@pytest.mark.timeout(600)
+def test_url_walk_a_project_member_never_reaches_another_projects_objects(team):
+    """A tenant viewer who is admin of one project, on every route that names a project or
+    a key: another project's object of the same tenant is a 404 whatever the method (as a
+    missing id, as another tenant's), never 2xx/3xx/403; the tenant-wide reads are a 403."""
+    from apps.keys.models import ApiKey
+    from apps.projects.models import Project, ProjectMembership
+
+    own = Project.objects.create(tenant=team.acme, name="own")
+    other = _project_with_key(team.acme)
+    other_key = ApiKey.objects.get(tenant=team.acme, name="walked-key")
+    member = make_user("pam", tenant=team.acme, role=Membership.Role.VIEWER)
+    ProjectMembership.objects.create(project=own, user=member, role="admin")
+    client = Client()
+    client.force_login(member)
+    caller = Caller("project admin", client, "acme", "viewer")
+    hidden = {"key_id": str(other_key.id), "project_id": str(other.id)}
+    failures: list[str] = []
+    walked = 0
+    for route in routes():
+        if route.staff_only or not set(route.params) & set(hidden):
+            continue
+        for method in ["get", *WRITES] if route.api else ["get", "post"]:
+            fill = {name: hidden.get(name, MISSING_ID) for name in route.params}
+            status = request(caller, method, route.fill(fill), route.api)
+            walked += 1
+            if status not in (404, 405):
+                failures.append(f"{method.upper():6} {route.fill(fill)} -> {status}")
+    for route in routes():
+        if route.name in TENANT_WIDE_ROUTES:
+            fill = {name: str(team.statement.id) for name in route.params}
+            status = request(caller, "get", route.fill(fill), route.api)
+            if status != 403:
+                failures.append(f"GET    {route.fill(fill)} -> {status} (tenant-wide: 403)")
+    assert walked > 20
+    assert not failures, "\n".join(failures)

@@ -140,13 +140,13 @@ def test_another_project_is_404_for_a_project_admin(projects):
 
 @pytest.mark.parametrize("method", ["patch", "delete"])
 def test_changing_another_project_is_answered_as_a_missing_one(projects, method):
-    """Refused for the role before any lookup (403), exactly as a missing id is."""
+    """A project the caller does not see is a 404, exactly as a missing id is."""
     client = user_client(projects.pat)
     statuses = {
         getattr(client, method)(f"/api/v1/projects/{pk}", {"rpm": 1}, format="json").status_code
         for pk in (projects.mobile.id, 987654321)
     }
-    assert statuses == {403}
+    assert statuses == {404}
 
 
 def test_another_projects_key_list_is_404_for_a_project_admin(projects):
@@ -470,3 +470,122 @@ def test_dashboard_another_tenants_project_is_404(org, projects):
     client = browser(org.outsider)
     for path in ("", "members/", "delete/"):
         assert client.get(f"/dashboard/projects/{projects.web.id}/{path}").status_code == 404
+
+
+# 404 before 403, on the API and the dashboard alike ---------------------------------------
+# A project (or a key of one) the caller does not see is a 404 whatever the method and
+# whatever their role (as another tenant's); one they see but may not change is a 403.
+
+
+def invisible_api_routes(p: Projects) -> list[tuple[str, str]]:
+    """Every API route on the mobile project and its key (pat and val see only web)."""
+    mobile, key = p.mobile.id, p.mobile_key.id
+    mo = User.objects.create_user("mo", "mo@example.com", "pw")
+    Membership.objects.create(user=mo, tenant=p.mobile.tenant, role="viewer")
+    member_id = ProjectMembership.objects.create(project=p.mobile, user=mo, role="viewer").id
+    return [
+        ("get", f"/api/v1/projects/{mobile}"),
+        ("patch", f"/api/v1/projects/{mobile}"),
+        ("delete", f"/api/v1/projects/{mobile}"),
+        ("get", f"/api/v1/projects/{mobile}/members"),
+        ("post", f"/api/v1/projects/{mobile}/members"),
+        ("patch", f"/api/v1/projects/{mobile}/members/{member_id}"),
+        ("delete", f"/api/v1/projects/{mobile}/members/{member_id}"),
+        ("get", f"/api/v1/projects/{mobile}/keys"),
+        ("post", f"/api/v1/projects/{mobile}/keys"),
+        ("get", f"/api/v1/keys/{key}"),
+        ("patch", f"/api/v1/keys/{key}"),
+        ("post", f"/api/v1/keys/{key}/rotate"),
+        ("post", f"/api/v1/keys/{key}/revoke"),
+    ]
+
+
+@pytest.mark.parametrize("who", ["pat", "val"])
+def test_every_api_route_of_an_invisible_project_is_404(projects, who):
+    client = user_client(getattr(projects, who))
+    body = {"name": "x", "role": "admin", "user": "pat", "rpm": 1}
+    statuses = {
+        (method, path): getattr(client, method)(path, body, format="json").status_code
+        for method, path in invisible_api_routes(projects)
+    }
+    assert {route for route, code in statuses.items() if code != 404} == set()
+
+
+def test_an_invisible_project_is_untouched_by_every_api_route(projects):
+    client = user_client(projects.pat)
+    body = {"name": "x", "role": "admin", "user": "pat", "rpm": 1}
+    for method, path in invisible_api_routes(projects):
+        getattr(client, method)(path, body, format="json")
+    projects.mobile.refresh_from_db()
+    projects.mobile_key.refresh_from_db()
+    assert (projects.mobile.rpm, projects.mobile_key.rpm, projects.mobile_key.revoked_at) == (
+        None,
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix"),
+    [("patch", ""), ("delete", ""), ("get", "/members"), ("post", "/members")],
+)
+def test_a_visible_project_a_project_admin_may_not_change_is_403(projects, method, suffix):
+    path = f"/api/v1/projects/{projects.web.id}{suffix}"
+    body = {"rpm": 1, "user": "val", "role": "admin"}
+    response = getattr(user_client(projects.pat), method)(path, body, format="json")
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize(("method", "suffix"), [("patch", ""), ("post", "/revoke")])
+def test_a_visible_key_a_project_viewer_may_not_change_is_403(projects, method, suffix):
+    path = f"/api/v1/keys/{projects.web_key.id}{suffix}"
+    response = getattr(user_client(projects.val), method)(path, {"rpm": 1}, format="json")
+    assert response.status_code == 403
+
+
+def test_a_project_viewer_issuing_into_an_invisible_project_gets_404(projects):
+    response = user_client(projects.val).post(
+        f"/api/v1/projects/{projects.mobile.id}/keys", {"name": "x"}, format="json"
+    )
+    assert response.status_code == 404
+
+
+def invisible_dashboard_routes(p: Projects) -> list[tuple[str, str]]:
+    mobile, key = p.mobile.id, p.mobile_key.id
+    return [
+        ("get", f"/dashboard/projects/{mobile}/"),
+        ("post", f"/dashboard/projects/{mobile}/"),
+        ("get", f"/dashboard/projects/{mobile}/delete/"),
+        ("post", f"/dashboard/projects/{mobile}/delete/"),
+        ("get", f"/dashboard/projects/{mobile}/members/"),
+        ("post", f"/dashboard/projects/{mobile}/members/"),
+        ("get", f"/dashboard/keys/{key}/"),
+        ("post", f"/dashboard/keys/{key}/"),
+        ("post", f"/dashboard/keys/{key}/policy/"),
+        ("get", f"/dashboard/keys/{key}/rotate/"),
+        ("post", f"/dashboard/keys/{key}/rotate/"),
+        ("get", f"/dashboard/keys/{key}/revoke/"),
+        ("post", f"/dashboard/keys/{key}/revoke/"),
+    ]
+
+
+@pytest.mark.parametrize("who", ["pat", "val"])
+def test_every_dashboard_route_of_an_invisible_project_is_404(projects, who):
+    client = browser(getattr(projects, who))
+    statuses = {
+        (method, path): getattr(client, method)(path).status_code
+        for method, path in invisible_dashboard_routes(projects)
+    }
+    assert {route for route, code in statuses.items() if code != 404} == set()
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix"), [("post", ""), ("get", "delete/"), ("get", "members/")]
+)
+def test_dashboard_a_visible_project_a_project_admin_may_not_change_is_403(
+    projects, method, suffix
+):
+    response = getattr(browser(projects.pat), method)(
+        f"/dashboard/projects/{projects.web.id}/{suffix}"
+    )
+    assert response.status_code == 403

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from apps.dashboard.access import TenantAccess, access_required, staff_required
 from apps.dashboard.forms import GrantForm
 from apps.dashboard.views.common import page
+from apps.tenants.access import require_every_project
 from apps.wallet.selectors import balance_entries, balance_get, balance_usage_by_day
 from apps.wallet.services import BalanceError, balance_entry_add
 
@@ -48,7 +49,7 @@ def balance(request: HttpRequest) -> HttpResponse:
         messages.info(request, "Payment received: the balance grows as soon as Stripe confirms it.")
     elif request.GET.get("top_up") == "cancelled":
         messages.info(request, "Top-up cancelled: nothing was charged.")
-    return _page(request, access_required(request), GrantForm())
+    return _page(request, require_every_project(access_required(request)), GrantForm())
 
 
 @login_required

@@ -1,5 +1,8 @@
 """Usage: charts per day (by model, key, project, end user or a tag's value), spend against budgets, CSV export, statements.
 
+A member narrowed to some projects sees those projects' usage (charts, spend, recent
+requests, the CSV exports) and no statements (the tenant's bill as a whole: 403).
+
 Figures come from apps.billing.selectors (daily rollups, statements); the CSV links are
 the management API's own exports (/api/v1/usage/*.csv), which accept the session."""
 
@@ -19,6 +22,7 @@ from apps.dashboard import selectors
 from apps.dashboard.access import access_required
 from apps.dashboard.forms import UsageRangeForm
 from apps.dashboard.views.common import page
+from apps.tenants.access import require_every_project
 
 DEFAULT_DAYS = 14
 SPLIT_LABELS = {
@@ -44,10 +48,17 @@ def usage(request: HttpRequest) -> HttpResponse:
         tag_key = form.cleaned_data["tag"]
         if end < start:
             start = end
+    # A member narrowed to some projects sees those projects' usage only.
+    project_ids = access.report_project_ids()
     charts = selectors.usage_charts(
-        tenant=access.tenant, start=start, end=end, group=group, tag_key=tag_key
+        tenant=access.tenant,
+        start=start,
+        end=end,
+        group=group,
+        tag_key=tag_key,
+        project_ids=project_ids,
     )
-    month_spend, budgets = selectors.budgets(tenant=access.tenant)
+    month_spend, budgets = selectors.budgets(tenant=access.tenant, project_ids=project_ids)
     start_ts = int(datetime.combine(start, time.min, tzinfo=UTC).timestamp())
     end_ts = int(datetime.combine(end + timedelta(days=1), time.min, tzinfo=UTC).timestamp())
     export = {"start_time": start_ts, "end_time": end_ts, "tenant": access.tenant.name}
@@ -72,14 +83,15 @@ def usage(request: HttpRequest) -> HttpResponse:
         month_spend=month_spend,
         budgets=budgets,
         csv_links=csv_links,
-        recent=selectors.recent_requests(tenant=access.tenant),
+        recent=selectors.recent_requests(tenant=access.tenant, project_ids=project_ids),
+        sees_every_project=access.sees_every_project,
     )
 
 
 @login_required
 @require_GET
 def statement_list(request: HttpRequest) -> HttpResponse:
-    access = access_required(request)
+    access = require_every_project(access_required(request))
     statements = billing.statement_list(tenant=access.tenant)
     return page(request, "dashboard/statements.html", access, "usage", statements=statements)
 
@@ -87,7 +99,7 @@ def statement_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def statement_detail(request: HttpRequest, statement_id: int) -> HttpResponse:
-    access = access_required(request)
+    access = require_every_project(access_required(request))
     statement = billing.statement_get(tenant=access.tenant, statement_id=statement_id)
     if statement is None:
         raise Http404("No such statement.")

@@ -45,7 +45,7 @@ async def handle_chat_completions(state: GatewayState, exchange: Exchange) -> No
 
 
 async def chat_completion(call: MeteredCall) -> None:
-    body, _ = parse_openai_request(call, validate_chat_request)
+    body, _ = parse_openai_request(call, validate_chat_request, metadata="unstored")
     drop_message_nulls(body["messages"])
     model = await call.resolve_model(body["model"], fallbacks=True)
     stream = body.get("stream") is True

@@ -1,7 +1,8 @@
 """POST /v1/embeddings: relayed to the model's OpenAI-compatible deployments and metered
 on the upstream's prompt tokens (an embedding has no output tokens).
 
-Every field the client sent passes through but ``model`` (the SDKs ask for base64
+Every field the client sent passes through but ``model`` and ``metadata`` (tags: OpenAI's
+embeddings take no such object; apps/gateway/protocol/attribution.py) (the SDKs ask for base64
 vectors unless told otherwise: the answer is relayed as the backend gives it)."""
 
 from apps.gateway.call import MeteredCall, authenticate, parse_openai_request
@@ -30,7 +31,9 @@ async def handle_embeddings(state: GatewayState, exchange: Exchange) -> None:
 
 
 async def create_embeddings(call: MeteredCall) -> None:
-    body, (texts, token_ids) = parse_openai_request(call, validate_embeddings_request)
+    body, (texts, token_ids) = parse_openai_request(
+        call, validate_embeddings_request, metadata="always"
+    )
     model = await call.resolve_model(body["model"])
     model = deployments_offering(model, "embeddings", "embeddings")
     estimate = sum(estimate_text_tokens(t) for t in texts) + token_ids

@@ -98,7 +98,7 @@ def parse_messages_body(call: MeteredCall, *, require_max_tokens: bool) -> dict:
     problem = validate_messages_request(body, require_max_tokens=require_max_tokens)
     if problem:
         raise invalid_request(problem)
-    take_attribution(call, body, anthropic=True)
+    take_attribution(call, body, anthropic=True, metadata="user_id")
     return body
 
 

@@ -8,6 +8,9 @@ characters; anything else is refused (a 400 naming the field), never cut or clea
 
 Tags: ``x-tollgate-tags: team:web,env:prod`` — at most ``MAX_TAGS`` ``key:value`` pairs
 after merging with the key's default tags (the request's value wins for a key it names).
+On the routes whose upstream takes no ``metadata`` object of tags, the body's
+``metadata`` carries tags too (``metadata_tags``; which routes: ``METADATA_TAGS``), under
+the same rules; the header wins over it for a key both name.
 A key is 1 to 64 of ``[A-Za-z0-9_.-]`` starting with a letter, digit or ``_``; a value 1 to
 128 of ``[A-Za-z0-9_.:/-]``. Nothing else (spaces, quotes, ``=``, ``+``, ``@``, ``|``,
 control characters) is taken, so a tag can never be a spreadsheet formula's start except
@@ -145,6 +148,76 @@ def tags_validate(value: Any, param: str = "default_tags") -> dict[str, str]:
     if len(value) > MAX_TAGS:
         raise AttributionInvalid(param, f"at most {MAX_TAGS} tags")
     return dict(tag_checked(k, v, f"{param}.{k}") for k, v in value.items())
+
+
+# Where a request body's ``metadata`` object is read as tags and taken off before the
+# request is forwarded: the routes whose upstream would refuse it or takes only some of it.
+#   "always"   – OpenAI embeddings take no ``metadata`` at all.
+#   "unstored" – OpenAI chat completions take ``metadata`` only with ``store: true`` ("The
+#                'metadata' parameter is only allowed when 'store' is enabled"): without
+#                it, the object is Tollgate's tags; with it, the upstream's (stored
+#                completions' filters, any text), forwarded untouched and not read.
+#   "user_id"  – Anthropic Messages take ``metadata.user_id`` only (any other key: "Extra
+#                inputs are not permitted"): every other key is a tag; user_id stays.
+#   "never"    – the Responses API: ``metadata`` is the response object's own (echoed).
+METADATA_TAGS = ("always", "unstored", "user_id", "never")
+_ANTHROPIC_METADATA_KEEP = "user_id"
+
+
+def metadata_tags(metadata: Any, *, keep: str | None = None) -> dict[str, str]:
+    """The tags of a body's ``metadata`` object (``{key: value}`` under the header's rules;
+    the entry ``keep`` is not a tag); AttributionInvalid names ``metadata.<key>``."""
+    if metadata is None:
+        return {}
+    if type(metadata) is not dict:
+        raise AttributionInvalid("metadata", "must be an object of tag keys to values")
+    if len(metadata) > MAX_TAGS + (keep in metadata):
+        raise AttributionInvalid("metadata", f"at most {MAX_TAGS} tags")
+    tags: dict[str, str] = {}
+    for key, value in metadata.items():
+        if key == keep:
+            continue
+        if type(key) is str and type(value) is str and _TAG_KEY.fullmatch(key):
+            if not _TAG_VALUE.fullmatch(value):
+                tag_checked(key, value, f"metadata.{key}")  # raises, naming the entry
+        else:  # a refused key is named by its object only (it may be anything)
+            param = (
+                f"metadata.{key}" if type(key) is str and _TAG_KEY.fullmatch(key) else "metadata"
+            )
+            tag_checked(key, value, param)
+        tags[key] = value
+    return tags
+
+
+def take_metadata_tags(body: Any, where: str) -> dict[str, str]:
+    """The tags the body's ``metadata`` carries on this kind of route (``METADATA_TAGS``),
+    taken off ``body`` so that the upstream never sees them (Anthropic's ``user_id`` is
+    left in place)."""
+    if type(body) is not dict or "metadata" not in body or where == "never":
+        return {}
+    if where == "unstored" and body.get("store") is True:
+        return {}
+    if where == "user_id":
+        metadata = body["metadata"]
+        tags = metadata_tags(metadata, keep=_ANTHROPIC_METADATA_KEEP)
+        if tags:
+            if _ANTHROPIC_METADATA_KEEP in metadata:
+                body["metadata"] = {_ANTHROPIC_METADATA_KEEP: metadata[_ANTHROPIC_METADATA_KEEP]}
+            else:
+                del body["metadata"]
+        return tags
+    return metadata_tags(body.pop("metadata"))
+
+
+def request_tags(from_body: dict[str, str], from_header: dict[str, str]) -> dict[str, str]:
+    """The body's ``metadata`` tags with the header's over them (the header wins for a key
+    both name); at most MAX_TAGS in all."""
+    if not from_body:
+        return from_header
+    merged = {**from_body, **from_header}
+    if len(merged) > MAX_TAGS:
+        raise AttributionInvalid("metadata", f"at most {MAX_TAGS} tags with {TAGS_HEADER}'s")
+    return merged
 
 
 def tags_merge(defaults: Mapping[str, str], sent: dict[str, str]) -> dict[str, str]:

@@ -9,9 +9,11 @@ from apps.gateway.protocol.attribution import (
     anthropic_end_user,
     end_user_hash,
     openai_end_user,
+    request_tags,
     tags_merge,
     tags_parse,
     tags_validate,
+    take_metadata_tags,
 )
 
 
@@ -136,3 +138,78 @@ def test_merged_tags_are_at_most_ten():
 
 def test_stored_tags_name_the_offending_key():
     assert refused(lambda: tags_validate({"team": "=1+1"})).param == "default_tags.team"
+
+
+# Tags from a body's metadata object --------------------------------------------------------
+
+
+def test_chat_metadata_without_store_is_taken_as_tags():
+    body = {"metadata": {"team": "web"}}
+    assert take_metadata_tags(body, "unstored") == {"team": "web"}
+
+
+def test_chat_metadata_without_store_is_taken_off_the_body():
+    body = {"metadata": {"team": "web"}}
+    take_metadata_tags(body, "unstored")
+    assert "metadata" not in body
+
+
+def test_chat_metadata_with_store_stays_and_is_no_tags():
+    body = {"store": True, "metadata": {"purpose": "eval run"}}
+    assert (take_metadata_tags(body, "unstored"), body["metadata"]) == ({}, {"purpose": "eval run"})
+
+
+def test_responses_metadata_is_never_tags():
+    body = {"metadata": {"team": "web"}}
+    assert (take_metadata_tags(body, "never"), body["metadata"]) == ({}, {"team": "web"})
+
+
+def test_anthropic_metadata_keeps_user_id_and_gives_the_rest_as_tags():
+    body = {"metadata": {"user_id": "u-1", "team": "web"}}
+    assert (take_metadata_tags(body, "user_id"), body["metadata"]) == (
+        {"team": "web"},
+        {"user_id": "u-1"},
+    )
+
+
+def test_anthropic_metadata_with_only_user_id_is_left_alone():
+    body = {"metadata": {"user_id": "u-1"}}
+    assert (take_metadata_tags(body, "user_id"), body["metadata"]) == ({}, {"user_id": "u-1"})
+
+
+def test_anthropic_metadata_with_user_id_and_ten_tags_is_taken():
+    tags = {f"k{n}": "v" for n in range(10)}
+    assert take_metadata_tags({"metadata": {"user_id": "u", **tags}}, "user_id") == tags
+
+
+def test_null_metadata_is_no_tags():
+    assert take_metadata_tags({"metadata": None}, "always") == {}
+
+
+@pytest.mark.parametrize(
+    ("metadata", "param"),
+    [
+        ({"team": "=cmd|' /C calc'!A0"}, "metadata.team"),
+        ({"team": 5}, "metadata.team"),
+        ({"team": "x" * 10_240}, "metadata.team"),
+        ({"=HYPERLINK(": "v"}, "metadata"),
+        ({"k" * 65: "v"}, "metadata"),
+        ({f"k{n}": "v" for n in range(11)}, "metadata"),
+        ([["team", "web"]], "metadata"),
+    ],
+)
+def test_hostile_metadata_is_refused_naming_the_field(metadata, param):
+    assert refused(lambda: take_metadata_tags({"metadata": metadata}, "always")).param == param
+
+
+def test_the_header_wins_over_metadata():
+    assert request_tags({"env": "prod", "team": "web"}, {"env": "dev"}) == {
+        "env": "dev",
+        "team": "web",
+    }
+
+
+def test_metadata_and_header_tags_beyond_ten_are_refused():
+    body = {f"b{n}": "v" for n in range(6)}
+    header = {f"h{n}": "v" for n in range(5)}
+    assert refused(lambda: request_tags(body, header)).param == "metadata"
