@@ -140,7 +140,7 @@ def _rollup_hour_rebuild(hour: datetime, high_water: int | None = None) -> int:
         records.order_by()
         .annotate(rollup_project=ledger_project())
         .values("tenant_id", "rollup_project", "api_key_id", "model")
-        .annotate(**_LEDGER_MEASURES, prepaid_price=_PREPAID_PRICE)
+        .annotate(prepaid_price=_PREPAID_PRICE, **_LEDGER_MEASURES)
     )
     rows = [{**row, "project_id": row.pop("rollup_project")} for row in rows]
     return _rollup_replace(UsageRollup.Granularity.HOUR, hour, rows)
