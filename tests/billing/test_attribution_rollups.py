@@ -27,9 +27,9 @@ FEB, MAR = datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def world_mix(request):
+def world_mix(mix):  # noqa: F811 (the fixture imported above)
     """test_usage_attribution's generated mix, rolled up."""
-    return request.getfixturevalue("mix")
+    return mix
 
 
 MEASURES = ("num_model_requests", "input_tokens", "output_tokens", "input_cached_tokens", "price")
@@ -136,9 +136,17 @@ def _rollup_rows() -> tuple[list, list]:
     )
     tags = list(
         TagRollup.objects.order_by(
-            "tenant_id", "bucket_start", "tag_key", "tag_value", "api_key_id", "model"
+            "tenant_id", "bucket_start", "tag_key", "tag_value", "project_id", "api_key_id", "model"
         ).values_list(
-            "tenant_id", "bucket_start", "tag_key", "tag_value", "api_key_id", "model", "requests"
+            "tenant_id",
+            "bucket_start",
+            "tag_key",
+            "tag_value",
+            "project_id",
+            "api_key_id",
+            "model",
+            "requests",
+            "price",
         )
     )
     return users, tags
