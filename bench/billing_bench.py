@@ -55,6 +55,7 @@ from apps.catalog.models import Price  # noqa: E402
 from apps.keys.models import ApiKey  # noqa: E402
 from apps.keys.services import api_key_issue  # noqa: E402
 from apps.ledger.models import UsageRecord  # noqa: E402
+from apps.ledger.partitions import partitions_cover  # noqa: E402
 from apps.projects.models import Project  # noqa: E402
 from apps.tenants.models import Tenant  # noqa: E402
 from apps.tenants.services import admin_token_issue  # noqa: E402
@@ -122,6 +123,7 @@ CROSS JOIN LATERAL (SELECT ((t.prompt - t.cached) * m.input + t.cached * m.cache
 
 def generate(rows: int, start: datetime, end: datetime) -> dict:
     """N ledger rows spread evenly over [start, end), in SQL (no per-row Python)."""
+    partitions_cover(start=start, end=end)  # each month's rows straight into its partition
     command = GenerateUsage()
     rates = command._catalog(start)
     keys = []
