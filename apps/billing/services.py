@@ -162,19 +162,53 @@ def _rollup_day_rebuild(day: datetime) -> int:
 
 
 # The end-user and tag day rollups (EndUserRollup, TagRollup) are added to from ledger id
-# ranges in one INSERT … SELECT … ON CONFLICT DO UPDATE per table; the SELECT is the ORM's
-# own (vendor SQL for the day and the project), wrapped.
-_ADD_COLUMNS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens")
-_ADD_MONEY = ("cost", "price")
+# ranges: on PostgreSQL in one INSERT … SELECT … ON CONFLICT DO UPDATE per table (the
+# SELECT is the ORM's own, vendor SQL for the day and the project, wrapped); elsewhere
+# (SQLite, one process: its unique constraints do not take NULL projects) row by row.
+_ADD_MEASURES = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost",
+    "price",
+)
 
 
-def _rollup_add_sql(table: str, keys: tuple[str, ...], source: str) -> str:
-    measures = (*_ADD_COLUMNS, *_ADD_MONEY)
-    added = ", ".join(f"{m} = {table}.{m} + excluded.{m}" for m in measures)
-    return (
-        f"INSERT INTO {table} ({', '.join(keys)}, {', '.join(measures)}) {source}"
-        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {added}"
-    )
+def _rollup_add(model, keys: tuple[str, ...], source: str, params) -> None:
+    """Add the rows ``source`` selects (``keys`` then _ADD_MEASURES) to ``model``'s."""
+    table = model._meta.db_table
+    if connection.vendor == "postgresql":
+        added = ", ".join(f"{m} = {table}.{m} + excluded.{m}" for m in _ADD_MEASURES)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} ({', '.join(keys)}, {', '.join(_ADD_MEASURES)}) {source}"
+                f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {added}",
+                params,
+            )
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(source, params)
+        rows = cursor.fetchall()
+    for row in rows:
+        lookup = dict(zip(keys, row[: len(keys)], strict=True))
+        day = lookup["bucket_start"]
+        if isinstance(day, str):
+            day = datetime.fromisoformat(day)
+        lookup["bucket_start"] = day if day.tzinfo else day.replace(tzinfo=UTC)
+        values = dict(zip(_ADD_MEASURES, row[len(keys) :], strict=True))
+        values["cost"], values["price"] = (
+            Decimal(str(values["cost"])),
+            Decimal(str(values["price"])),
+        )
+        existing = model.objects.filter(**lookup).first()
+        if existing is None:
+            model.objects.create(**lookup, **values)
+            continue
+        for name, value in values.items():
+            setattr(existing, name, getattr(existing, name) + value)
+        existing.save(update_fields=list(values))
 
 
 def _attribution_add(records) -> None:
@@ -186,14 +220,13 @@ def _attribution_add(records) -> None:
         **_LEDGER_MEASURES
     )
     inner, params = users.query.sql_with_params()
-    zeros = ", ".join(f"COALESCE(s.{m}, 0)" for m in (*_ADD_COLUMNS, *_ADD_MONEY))
+    zeros = ", ".join(f"COALESCE(s.{m}, 0)" for m in _ADD_MEASURES)
     source = (
         f"SELECT s.day, s.tenant_id, s.rollup_project, s.end_user, s.model, {zeros}"
         f" FROM ({inner}) s WHERE true"
     )
     keys = ("bucket_start", "tenant_id", "project_id", "end_user", "model")
-    with connection.cursor() as cursor:
-        cursor.execute(_rollup_add_sql(EndUserRollup._meta.db_table, keys, source), params)
+    _rollup_add(EndUserRollup, keys, source, params)
 
     # A record counts once under each (key, value) of its tags object.
     tagged = records.filter(tags__isnull=False).values(
@@ -228,8 +261,7 @@ def _attribution_add(records) -> None:
         "tag_key",
         "tag_value",
     )
-    with connection.cursor() as cursor:
-        cursor.execute(_rollup_add_sql(TagRollup._meta.db_table, keys, source), params)
+    _rollup_add(TagRollup, keys, source, params)
 
 
 def _attribution_rebuild(*, high_water: int, day: datetime | None = None) -> None:
