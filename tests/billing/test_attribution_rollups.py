@@ -12,6 +12,7 @@ import pytest
 from apps.billing import selectors
 from apps.billing.models import EndUserRollup, Statement, TagRollup
 from apps.billing.services import (
+    reconcile_run,
     rollup_sync,
     rollup_window_recompute,
     statement_ensure,
@@ -264,3 +265,9 @@ def test_statements_sync_refreshes_with_events_not_yet_rolled_up(world_mix):
         tenant=world_mix.acme, created_at__gte=FEB, created_at__lt=MAR
     )
     assert statement.total == sum(r.price for r in records)
+
+
+def test_reconciliation_compares_the_end_user_rollups(world_mix):
+    EndUserRollup.objects.filter(tenant=world_mix.acme, end_user="alice").update(requests=0)
+    run = reconcile_run(window_start=FEB, window_end=MAR)
+    assert {d["check"] for d in run.differences} == {"end_user_rollups"}
