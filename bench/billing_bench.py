@@ -41,11 +41,11 @@ from apps.billing import selectors  # noqa: E402
 from apps.billing.management.commands.generate_usage import (  # noqa: E402
     Command as GenerateUsage,
 )
-from apps.billing.models import UsageRollup  # noqa: E402
+from apps.billing.models import BillingCursor, UsageRollup  # noqa: E402
 from apps.billing.services import (  # noqa: E402
     _rollup_day_rebuild,
+    _rollup_hour_rebuild,
     ledger_high_water_capture,
-    rollup_buckets_recompute,
     rollup_sync,
     rollup_window_recompute,
     statement_ensure,
@@ -344,9 +344,14 @@ def main() -> None:
 
     out["daily_rollup_from_hours"] = timed(day_from_hours, args.repeat)
     middle = start + timedelta(days=14, hours=13)
-    out["hourly_rollup_rebuild"] = timed(
-        lambda: rollup_buckets_recompute(hours=[middle]), args.repeat
-    )
+    high_water = BillingCursor.objects.get(name="rollups").high_water
+
+    def hour_rebuild() -> None:
+        with transaction.atomic():
+            _rollup_hour_rebuild(middle, high_water)
+
+    # One hour from the ledger (what a run does for each hour its new records touch).
+    out["hourly_rollup_rebuild"] = timed(hour_rebuild, args.repeat)
     out["rollup_rows"] = UsageRollup.objects.count()
 
     # A tenant's monthly report: OpenAI-shaped usage and costs for the month, 1d buckets.
