@@ -41,7 +41,12 @@ from apps.billing import selectors  # noqa: E402
 from apps.billing.management.commands.generate_usage import (  # noqa: E402
     Command as GenerateUsage,
 )
-from apps.billing.models import BillingCursor, UsageRollup  # noqa: E402
+from apps.billing.models import (  # noqa: E402
+    BillingCursor,
+    EndUserRollup,
+    TagRollup,
+    UsageRollup,
+)
 from apps.billing.services import (  # noqa: E402
     _rollup_day_rebuild,
     _rollup_hour_rebuild,
@@ -353,6 +358,13 @@ def main() -> None:
     # One hour from the ledger (what a run does for each hour its new records touch).
     out["hourly_rollup_rebuild"] = timed(hour_rebuild, args.repeat)
     out["rollup_rows"] = UsageRollup.objects.count()
+    out["end_user_rollup_rows"] = EndUserRollup.objects.count()
+    out["tag_rollup_rows"] = TagRollup.objects.count()
+    out["tenant_month_end_user_rollup_rows"] = (
+        EndUserRollup.objects.for_tenant(tenant)
+        .filter(bucket_start__gte=start, bucket_start__lt=end)
+        .count()
+    )
 
     # A tenant's monthly report: OpenAI-shaped usage and costs for the month, 1d buckets.
     def report_selector() -> None:
