@@ -213,6 +213,11 @@ def _rollup_add(model, keys: tuple[str, ...], source: str, params) -> None:
 
 def _attribution_add(records) -> None:
     """Add these ledger records' totals to the end-user and tag day rollups."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            # A day's groups (a repair) hashed in memory rather than sorted on disk; for
+            # this transaction only.
+            cursor.execute("SET LOCAL work_mem = '64MB'")
     records = records.order_by().annotate(
         day=TruncDay("created_at", tzinfo=UTC), rollup_project=ledger_project()
     )
@@ -264,17 +269,14 @@ def _attribution_add(records) -> None:
     _rollup_add(TagRollup, keys, source, params)
 
 
-def _attribution_rebuild(*, high_water: int, day: datetime | None = None) -> None:
-    """A day's end-user and tag rollups (every day when ``day`` is None) from the ledger's
-    records with ids up to ``high_water``."""
-    records = UsageRecord.objects.filter(id__lte=high_water)
-    for model in (EndUserRollup, TagRollup):
-        rows = model.objects.all()
-        if day is not None:
-            rows = rows.filter(bucket_start=day)
-        rows.delete()
-    if day is not None:
-        records = records.filter(created_at__gte=day, created_at__lt=day + DAY)
+def _attribution_rebuild(*, high_water: int, day: datetime) -> None:
+    """A day's end-user and tag rollups from the ledger's records with ids up to
+    ``high_water``."""
+    EndUserRollup.objects.filter(bucket_start=day).delete()
+    TagRollup.objects.filter(bucket_start=day).delete()
+    records = UsageRecord.objects.filter(
+        id__lte=high_water, created_at__gte=day, created_at__lt=day + DAY
+    )
     _attribution_add(records)
 
 
@@ -324,7 +326,18 @@ def _rollup_advance(
             )
         hours |= repair_hours
         rows = _rollup_hours_days_rebuild(hours, high_water)
-        _attribution_rebuild(high_water=high_water)
+        # Day by day (each day's groups fit in memory), every day the ledger has: the
+        # days of the day rollups, now complete.
+        EndUserRollup.objects.all().delete()
+        TagRollup.objects.all().delete()
+        days = (
+            UsageRollup.objects.filter(granularity=UsageRollup.Granularity.DAY)
+            .order_by("bucket_start")
+            .values_list("bucket_start", flat=True)
+            .distinct()
+        )
+        for day in days:
+            _attribution_rebuild(high_water=high_water, day=day)
     else:
         # Records above the last mark: exactly those that reached the ledger since (a late
         # one among them lands in its own hour and day).
