@@ -9,8 +9,10 @@
 generate_series, secondary indexes dropped and rebuilt, then VACUUM ANALYZE): 10 tenants
 of 3 projects and 6 keys each, 3 models, 70% of rows with one of 2,000 end users per
 tenant, 60% with tags (team: 8 values, env: 2). (``manage.py generate_usage`` is the older
-COPY generator, without attribution.) Attribution reports (end users, tags) read the
-ledger: their timings come with the plan's index choice (EXPLAIN).
+COPY generator, without attribution.) Attribution reports (end users, tags) read their
+day rollups, or the ledger where none answers: each timing names its source and the
+indexes its plan reads (EXPLAIN). Timings give wall time and the CPU time of this process
+and of the PostgreSQL backend.
 
 Prints one JSON document of timings (median of --repeat runs, milliseconds).
 """
@@ -39,10 +41,17 @@ from apps.billing import selectors  # noqa: E402
 from apps.billing.management.commands.generate_usage import (  # noqa: E402
     Command as GenerateUsage,
 )
-from apps.billing.models import UsageRollup  # noqa: E402
+from apps.billing.models import (  # noqa: E402
+    BillingCursor,
+    EndUserRollup,
+    TagRollup,
+    UsageRollup,
+)
 from apps.billing.services import (  # noqa: E402
     _rollup_day_rebuild,
-    rollup_buckets_recompute,
+    _rollup_hour_rebuild,
+    ledger_high_water_capture,
+    rollup_sync,
     rollup_window_recompute,
     statement_ensure,
     statement_refresh,
@@ -51,18 +60,42 @@ from apps.catalog.models import Price  # noqa: E402
 from apps.keys.models import ApiKey  # noqa: E402
 from apps.keys.services import api_key_issue  # noqa: E402
 from apps.ledger.models import UsageRecord  # noqa: E402
+from apps.ledger.partitions import partitions_cover  # noqa: E402
 from apps.projects.models import Project  # noqa: E402
 from apps.tenants.models import Tenant  # noqa: E402
 from apps.tenants.services import admin_token_issue  # noqa: E402
 
 
+def _backend_cpu_s() -> float:
+    """CPU seconds PostgreSQL's backend of this connection has used (same host: /proc)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(fn, repeat: int) -> dict[str, float]:
-    runs = []
+    """Median and max wall time, and the median CPU time of this process and of the
+    database backend (the machine is shared: CPU is what a run costs)."""
+    runs, cpu, db_cpu = [], [], []
     for _ in range(repeat):
-        started = time.perf_counter()
+        db_before = _backend_cpu_s()
+        started, cpu_started = time.perf_counter(), time.process_time()
         fn()
         runs.append((time.perf_counter() - started) * 1000)
-    return {"median_ms": round(statistics.median(runs), 1), "max_ms": round(max(runs), 1)}
+        cpu.append((time.process_time() - cpu_started) * 1000)
+        db_cpu.append((_backend_cpu_s() - db_before) * 1000)
+    return {
+        "median_ms": round(statistics.median(runs), 1),
+        "min_ms": round(min(runs), 1),
+        "max_ms": round(max(runs), 1),
+        "cpu_median_ms": round(statistics.median(cpu), 1),
+        "db_cpu_median_ms": round(statistics.median(db_cpu), 1),
+    }
 
 
 GENERATE_SQL = """
@@ -95,6 +128,7 @@ CROSS JOIN LATERAL (SELECT ((t.prompt - t.cached) * m.input + t.cached * m.cache
 
 def generate(rows: int, start: datetime, end: datetime) -> dict:
     """N ledger rows spread evenly over [start, end), in SQL (no per-row Python)."""
+    partitions_cover(start=start, end=end)  # each month's rows straight into its partition
     command = GenerateUsage()
     rates = command._catalog(start)
     keys = []
@@ -173,7 +207,11 @@ ATTRIBUTION_REPORTS = {
     "by_end_user": (["user_id"], {}),
     "by_project_and_end_user": (["project_id", "user_id"], {}),
     "one_tag_value": ([], {"tags": {"team": ["team-1"]}}),
+    "one_tag_value_by_model": (["model"], {"tags": {"team": ["team-1"]}}),
     "by_tag": (["tag:team"], {}),
+    "by_tag_and_project": (["tag:team", "project_id"], {}),
+    # Answered by no rollup (the ledger): an end user and a tag together.
+    "one_end_user_one_tag_value": ([], {"user_ids": ["user-42"], "tags": {"team": ["team-1"]}}),
 }
 
 
@@ -193,6 +231,7 @@ def attribution_reports(tenant: Tenant, start: datetime, end: datetime, repeat: 
         )
         plan = queryset.explain(analyze=True, buffers=True)
         out[name] = {
+            "source": selectors.usage_source(width="1d", group_by=group_by, **filters),
             **timed(run, repeat),
             "scans": sorted(
                 {
@@ -205,12 +244,49 @@ def attribution_reports(tenant: Tenant, start: datetime, end: datetime, repeat: 
     return out
 
 
+COPY_HOUR_SQL = """
+INSERT INTO ledger_usagerecord (
+    request_id, tenant_id, api_key_id, project_id, model, deployment, protocol, endpoint,
+    stream, status, outcome, prompt_tokens, completion_tokens, cached_tokens, tokens_estimated,
+    cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens, service_tier, byok,
+    prepaid, latency_ms, created_at, ingested_at, cost, price, cost_rule_id, end_user, tags)
+SELECT request_id || %s, tenant_id, api_key_id, project_id, model, deployment, protocol,
+    endpoint, stream, status, outcome, prompt_tokens, completion_tokens, cached_tokens,
+    tokens_estimated, cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens,
+    service_tier, byok, prepaid, latency_ms, created_at + %s * interval '1 microsecond', now(),
+    cost, price, cost_rule_id, end_user, tags
+FROM ledger_usagerecord WHERE created_at >= %s AND created_at < %s
+"""
+
+
+def rollup_run_after_new_records(hour: datetime, repeat: int) -> dict:
+    """Each run: an hour's worth of new records (copied from ``hour``: that hour's rows
+    again, a microsecond later) reach the ledger, then the rollup job runs; its time."""
+    runs = []
+    added = 0
+    for n in range(repeat):
+        with connection.cursor() as cursor:
+            cursor.execute(COPY_HOUR_SQL, [f"-again-{n}", n + 1, hour, hour + timedelta(hours=1)])
+            added = cursor.rowcount
+        runs.append(timed(rollup_sync, 1))
+    return {
+        "records_per_run": added,
+        "median_ms": round(statistics.median(r["median_ms"] for r in runs), 1),
+        "max_ms": round(max(r["median_ms"] for r in runs), 1),
+        "cpu_median_ms": round(statistics.median(r["cpu_median_ms"] for r in runs), 1),
+        "db_cpu_median_ms": round(statistics.median(r["db_cpu_median_ms"] for r in runs), 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--month", default="2026-10", help="YYYY-MM of the generated data")
     parser.add_argument("--tenant", default="bench-0")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-build", action="store_true", help="rollups already built")
+    parser.add_argument(
+        "--rebuild-days", action="store_true", help="also rebuild every day of the month"
+    )
     parser.add_argument("--generate", type=int, help="first write this many ledger rows (SQL)")
     args = parser.parse_args()
     start = datetime.fromisoformat(args.month + "-01").replace(tzinfo=UTC)
@@ -239,12 +315,19 @@ def main() -> None:
         )
         out["ledger_heap_size"], out["avg_row_bytes"] = cursor.fetchone()
 
-    # Full rebuild of a day from the ledger (backfill / repair): 24 hours + the day row.
+    # The first rollup run: every hour, and the end-user and tag rollups from the whole
+    # ledger (a new ledger, or the first run since they exist).
+    if not args.skip_build:
+        began = time.perf_counter()
+        rollup_sync()
+        out["first_rollup_run_s"] = round(time.perf_counter() - began, 1)
+    # Full rebuild of a day from the ledger (backfill / repair): 24 hours + the day row,
+    # and the day's end-user and tag rollups.
     sample = start + timedelta(days=14)
     days = []
     day = start
     while day < end:
-        if not args.skip_build or day == sample:
+        if day == sample or (args.rebuild_days and not args.skip_build):
             began = time.perf_counter()
             rollup_window_recompute(start=day, end=day + timedelta(days=1))
             days.append((time.perf_counter() - began) * 1000)
@@ -266,10 +349,22 @@ def main() -> None:
 
     out["daily_rollup_from_hours"] = timed(day_from_hours, args.repeat)
     middle = start + timedelta(days=14, hours=13)
-    out["hourly_rollup_rebuild"] = timed(
-        lambda: rollup_buckets_recompute(hours=[middle]), args.repeat
-    )
+    high_water = BillingCursor.objects.get(name="rollups").high_water
+
+    def hour_rebuild() -> None:
+        with transaction.atomic():
+            _rollup_hour_rebuild(middle, high_water)
+
+    # One hour from the ledger (what a run does for each hour its new records touch).
+    out["hourly_rollup_rebuild"] = timed(hour_rebuild, args.repeat)
     out["rollup_rows"] = UsageRollup.objects.count()
+    out["end_user_rollup_rows"] = EndUserRollup.objects.count()
+    out["tag_rollup_rows"] = TagRollup.objects.count()
+    out["tenant_month_end_user_rollup_rows"] = (
+        EndUserRollup.objects.for_tenant(tenant)
+        .filter(bucket_start__gte=start, bucket_start__lt=end)
+        .count()
+    )
 
     # A tenant's monthly report: OpenAI-shaped usage and costs for the month, 1d buckets.
     def report_selector() -> None:
@@ -305,10 +400,22 @@ def main() -> None:
         args.repeat,
     )
 
-    # The statement (from the ledger itself, not rollups): the month's open statement refresh.
+    # The month's open statement refresh: from the rollups (the job's way: rollups
+    # brought up to date, then read), and from the ledger's rows (closing's way).
     statement = statement_ensure(tenant=tenant, month=start.date())
+    out["statement_refresh_from_rollups"] = timed(
+        lambda: statement_refresh(statement=statement), args.repeat
+    )
+    high_water = ledger_high_water_capture()
     out["statement_refresh_from_ledger"] = timed(
-        lambda: statement_refresh(statement=statement), max(1, args.repeat // 2)
+        lambda: statement_refresh(statement=statement, high_water=high_water),
+        max(1, args.repeat // 2),
+    )
+
+    # A rollup run after an hour of this load's records arrived (copies of one hour's rows,
+    # all tenants: a run every minute sees a sixtieth of it).
+    out["rollup_run_after_an_hour_of_records"] = rollup_run_after_new_records(
+        start + timedelta(days=20, hours=9), args.repeat
     )
 
     # CSV export of a tenant's day of raw records, streamed.

@@ -48,6 +48,9 @@ class UsageRollup(models.Model):
     cached_tokens = models.BigIntegerField(default=0)
     cost = models.DecimalField(**MONEY, default=0)
     price = models.DecimalField(**MONEY, default=0, db_default=Decimal(0))
+    # The price of the prepaid records among them (paid from the balance): what an open
+    # statement's amount due leaves out.
+    prepaid_price = models.DecimalField(**MONEY, default=0, db_default=Decimal(0))
 
     objects = TenantScopedQuerySet.as_manager()
 
@@ -71,11 +74,98 @@ class UsageRollup(models.Model):
         )
 
 
+class _AttributionMeasures(models.Model):
+    """The measures of UsageRollup, for the attribution rollups below."""
+
+    bucket_start = models.DateTimeField(help_text="The UTC day")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # The ledger row's project, or its key's (as UsageRollup's).
+    project = models.ForeignKey(
+        "projects.Project", null=True, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    model = models.CharField(max_length=128)
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cached_tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(**MONEY, default=0)
+    price = models.DecimalField(**MONEY, default=0)
+
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+
+class EndUserRollup(_AttributionMeasures):
+    """Ledger totals per day (UTC) × tenant × project × end user × model ("" = none given).
+
+    Unlike UsageRollup these are added to, once per ledger id range: the rollup job adds
+    the records with ids above the rollup cursor's high-water mark (late ones included) in
+    the transaction that moves the mark, so a re-run adds nothing twice; a repair rebuilds
+    a whole day from the ledger (services.rollup_buckets_recompute).
+    """
+
+    end_user = models.CharField(max_length=256)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "bucket_start", "project", "end_user", "model"],
+                name="end_user_rollup_unique",
+                nulls_distinct=False,
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["tenant", "end_user", "bucket_start"], name="end_user_rollup_user"
+            ),
+            models.Index(fields=["bucket_start"], name="end_user_rollup_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bucket_start:%Y-%m-%d} {self.tenant_id}/{self.project_id}/{self.end_user}"
+
+
+class TagRollup(_AttributionMeasures):
+    """Ledger totals per day (UTC) × tenant × project × key × model × (tag key, value): a
+    record counts once under each of its tags (never twice under one key: a record's tags
+    are a {key: value} object). Built like EndUserRollup."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+", db_index=False)
+    tag_key = models.CharField(max_length=64)
+    tag_value = models.CharField(max_length=128)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=[
+                    "tenant",
+                    "bucket_start",
+                    "tag_key",
+                    "tag_value",
+                    "project",
+                    "api_key",
+                    "model",
+                ],
+                name="tag_rollup_unique",
+                nulls_distinct=False,
+            )
+        ]
+        indexes = [models.Index(fields=["bucket_start"], name="tag_rollup_day")]
+
+    def __str__(self) -> str:
+        return f"{self.bucket_start:%Y-%m-%d} {self.tenant_id} {self.tag_key}:{self.tag_value}"
+
+
 class BillingCursor(models.Model):
-    """Progress markers of the billing jobs (e.g. rollups: ingested_at handled so far)."""
+    """Progress markers of the billing jobs (e.g. rollups: ingested_at handled so far, and
+    the ledger high-water id every rollup row covers exactly)."""
 
     name = models.CharField(max_length=64, primary_key=True)
     position = models.DateTimeField(null=True, blank=True)
+    high_water = models.BigIntegerField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

@@ -10,7 +10,7 @@ from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce, TruncDay, TruncHour, TruncMinute
 
-from apps.billing.models import RateCard, Statement, UsageRollup
+from apps.billing.models import EndUserRollup, RateCard, Statement, TagRollup, UsageRollup
 from apps.keys.models import ApiKey
 from apps.ledger.models import UsageRecord
 from apps.projects.models import Project
@@ -113,6 +113,40 @@ def _tag_group_name(n: int) -> str:
     return f"g_tag_{n}"
 
 
+def usage_source(
+    *,
+    width: str,
+    group_by: Sequence[str] = (),
+    api_key_ids: Sequence[int] = (),
+    user_ids: Sequence[str] = (),
+    tags: Mapping[str, Sequence[str]] | None = None,
+    **_ignored: Any,
+) -> str:
+    """Which table answers a report: ``rollup`` (UsageRollup: hour/day × project × key ×
+    model), ``end_user`` (EndUserRollup: day × project × end user × model), ``tag``
+    (TagRollup: day × project × key × model × one tag's value) or ``ledger``.
+
+    Read from the ledger itself (its indexes, ledger 0010): 1m buckets; end users or tags
+    in 1h buckets (their rollups are daily); an end user together with a key (group or
+    filter) or with a tag; more than one tag key among the groups and filters (the
+    rollups hold each tag on its own, not their combinations).
+    """
+    tag_keys = {g.removeprefix(TAG_GROUP) for g in group_by if g.startswith(TAG_GROUP)}
+    tag_keys |= set(tags or {})
+    users = "user_id" in group_by or bool(user_ids)
+    if width == "1m":
+        return "ledger"
+    if not users and not tag_keys:
+        return "rollup"
+    if width != "1d":
+        return "ledger"
+    if users and not tag_keys and "api_key_id" not in group_by and not api_key_ids:
+        return "end_user"
+    if tag_keys and not users and len(tag_keys) == 1:
+        return "tag"
+    return "ledger"
+
+
 def usage_aggregate_queryset(
     *,
     tenant: Tenant,
@@ -132,13 +166,17 @@ def usage_aggregate_queryset(
     user) and ``tag:<key>`` (one group per value of that tag). ``tags`` filters
     ``{key: [values]}``: a row carries one of the values of every key named.
 
-    1h and 1d read the rollups (hour/day × project × key × model), unless an end user or
-    a tag is asked for: those, and 1m, read the ledger itself (indexes: ledger 0010).
+    The table read is usage_source's. From TagRollup, a ``tag:<key>`` group without a
+    filter on that key has no row for the records without the tag: usage_aggregate adds
+    that group (the rollups' totals less the tagged ones).
     """
     tag_keys = [g.removeprefix(TAG_GROUP) for g in group_by if g.startswith(TAG_GROUP)]
     plain = [g for g in group_by if not g.startswith(TAG_GROUP)]
-    from_ledger = width == "1m" or "user_id" in plain or tag_keys or user_ids or tags
-    if from_ledger:
+    source = usage_source(
+        width=width, group_by=group_by, api_key_ids=api_key_ids, user_ids=user_ids, tags=tags
+    )
+    tag_filters = tags or {}
+    if source == "ledger":
         rows = UsageRecord.objects.for_tenant(tenant).filter(
             created_at__gte=start, created_at__lt=end
         )
@@ -147,10 +185,20 @@ def usage_aggregate_queryset(
         if "project_id" in plain or project_ids:
             rows = rows.annotate(g_project=ledger_project())
     else:
-        granularity = UsageRollup.Granularity.HOUR if width == "1h" else UsageRollup.Granularity.DAY
-        rows = UsageRollup.objects.for_tenant(tenant).filter(
-            granularity=granularity, bucket_start__gte=start, bucket_start__lt=end
-        )
+        if source == "rollup":
+            granularity = (
+                UsageRollup.Granularity.HOUR if width == "1h" else UsageRollup.Granularity.DAY
+            )
+            rows = UsageRollup.objects.for_tenant(tenant).filter(granularity=granularity)
+        elif source == "end_user":
+            rows = EndUserRollup.objects.for_tenant(tenant)
+        else:
+            (key,) = {*tag_keys, *tag_filters}
+            rows = TagRollup.objects.for_tenant(tenant).filter(tag_key=key)
+            if key in tag_filters:
+                rows = rows.filter(tag_value__in=tag_filters[key])
+            tag_filters = {}
+        rows = rows.filter(bucket_start__gte=start, bucket_start__lt=end)
         rows = rows.annotate(bucket=F("bucket_start"), g_project=F("project_id"))
         sums = _SUMS
     if api_key_ids:
@@ -161,16 +209,47 @@ def usage_aggregate_queryset(
         rows = rows.filter(g_project__in=project_ids)
     if user_ids:
         rows = rows.filter(end_user__in=user_ids)
-    for key, values in (tags or {}).items():
+    for key, values in tag_filters.items():
         either = Q()
         for value in values:
             either |= Q(tags__contains={key: value})
         rows = rows.filter(either)
     fields = [GROUP_FIELDS[g] for g in plain]
     for n, key in enumerate(tag_keys):
-        rows = rows.annotate(**{_tag_group_name(n): KeyTextTransform(key, "tags")})
+        value = F("tag_value") if source == "tag" else KeyTextTransform(key, "tags")
+        rows = rows.annotate(**{_tag_group_name(n): value})
         fields.append(_tag_group_name(n))
     return rows.order_by().values("bucket", *fields).annotate(**sums).order_by("bucket", *fields)
+
+
+_MEASURE_NAMES = tuple(_SUMS)
+
+
+def _untagged_rows(
+    *,
+    tenant: Tenant,
+    start: datetime,
+    end: datetime,
+    plain: Sequence[str],
+    tagged: list[dict[str, Any]],
+    **filters: Any,
+) -> list[dict[str, Any]]:
+    """The group of the records without the tag, for a ``tag:<key>`` group answered by
+    TagRollup: the day rollups' totals (same groups and filters) less the tagged totals;
+    a group is there when some of its records lack the tag (requests left)."""
+    totals = usage_aggregate_queryset(
+        tenant=tenant, start=start, end=end, width="1d", group_by=plain, **filters
+    )
+    fields = [GROUP_FIELDS[g] for g in plain]
+    left: dict[tuple, dict[str, Any]] = {}
+    for row in totals:
+        left[(row["bucket"], *(row[f] for f in fields))] = row
+    for row in tagged:
+        rest = left.get((row["bucket"], *(row[f] for f in fields)))
+        if rest is not None:
+            for name in _MEASURE_NAMES:
+                rest[name] = (rest[name] or 0) - (row[name] or 0)
+    return [row for row in left.values() if row["num_model_requests"]]
 
 
 def usage_aggregate(
@@ -184,11 +263,29 @@ def usage_aggregate(
 ) -> dict[datetime, list[dict[str, Any]]]:
     """usage_aggregate_queryset's rows by bucket start, each with its group's
     ``project_id``, ``user_id`` (None: no end user) and ``tags`` ({key: value or None})."""
-    rows = usage_aggregate_queryset(
-        tenant=tenant, start=start, end=end, width=width, group_by=group_by, **filters
+    rows = list(
+        usage_aggregate_queryset(
+            tenant=tenant, start=start, end=end, width=width, group_by=group_by, **filters
+        )
     )
     tag_keys = [g.removeprefix(TAG_GROUP) for g in group_by if g.startswith(TAG_GROUP)]
     plain = [g for g in group_by if not g.startswith(TAG_GROUP)]
+    source = usage_source(width=width, group_by=group_by, **filters)
+    if source == "tag" and tag_keys and not (filters.get("tags") or {}):
+        untagged = _untagged_rows(
+            tenant=tenant, start=start, end=end, plain=plain, tagged=rows, **filters
+        )
+        for row in untagged:
+            row[_tag_group_name(0)] = None
+        fields = [GROUP_FIELDS[g] for g in plain]
+        rows = sorted(
+            rows + untagged,
+            key=lambda r: (
+                r["bucket"],
+                *((r[f] is None, r[f]) for f in fields),
+                (r[_tag_group_name(0)] is None, r[_tag_group_name(0)] or ""),
+            ),
+        )
     result: dict[datetime, list[dict[str, Any]]] = {}
     for row in rows:
         row["price"] = Decimal(row["price"] or 0)

@@ -33,11 +33,13 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.billing.models import (
     BillingCursor,
+    EndUserRollup,
     RateCard,
     RateCardPrice,
     ReconciliationRun,
     Statement,
     StatementLine,
+    TagRollup,
     UsageRollup,
 )
 from apps.billing.pricing import PriceRuleInvalid, markup_validate, rule_fields_validate
@@ -68,6 +70,7 @@ _LEDGER_MEASURES: dict[str, Any] = {
 }
 MEASURES = tuple(_LEDGER_MEASURES)
 _ROLLUP_MEASURES = {name: Sum(name) for name in MEASURES}
+_PREPAID_PRICE = Sum("price", filter=Q(prepaid=True))
 
 
 def _advisory_lock(name: str) -> None:
@@ -117,6 +120,7 @@ def _rollup_replace(granularity: str, bucket_start: datetime, rows) -> int:
             project_id=row["project_id"],
             api_key_id=row["api_key_id"],
             model=row["model"],
+            prepaid_price=Decimal(row.get("prepaid_price") or 0),
             **_measures(row),
         )
         for row in rows
@@ -126,15 +130,17 @@ def _rollup_replace(granularity: str, bucket_start: datetime, rows) -> int:
     return len(new)
 
 
-def _rollup_hour_rebuild(hour: datetime) -> int:
-    """An hour from the ledger itself; a record from before projects counts in its key's
-    project (ledger_project)."""
+def _rollup_hour_rebuild(hour: datetime, high_water: int | None = None) -> int:
+    """An hour from the ledger itself (its records with ids up to ``high_water``); a record
+    from before projects counts in its key's project (ledger_project)."""
+    records = UsageRecord.objects.filter(created_at__gte=hour, created_at__lt=hour + HOUR)
+    if high_water is not None:
+        records = records.filter(id__lte=high_water)
     rows = (
-        UsageRecord.objects.filter(created_at__gte=hour, created_at__lt=hour + HOUR)
-        .order_by()
+        records.order_by()
         .annotate(rollup_project=ledger_project())
         .values("tenant_id", "rollup_project", "api_key_id", "model")
-        .annotate(**_LEDGER_MEASURES)
+        .annotate(prepaid_price=_PREPAID_PRICE, **_LEDGER_MEASURES)
     )
     rows = [{**row, "project_id": row.pop("rollup_project")} for row in rows]
     return _rollup_replace(UsageRollup.Granularity.HOUR, hour, rows)
@@ -150,9 +156,128 @@ def _rollup_day_rebuild(day: datetime) -> int:
         )
         .order_by()
         .values("tenant_id", "project_id", "api_key_id", "model")
-        .annotate(**_ROLLUP_MEASURES)
+        .annotate(**_ROLLUP_MEASURES, prepaid_price=Sum("prepaid_price"))
     )
     return _rollup_replace(UsageRollup.Granularity.DAY, day, rows)
+
+
+# The end-user and tag day rollups (EndUserRollup, TagRollup) are added to from ledger id
+# ranges: on PostgreSQL in one INSERT … SELECT … ON CONFLICT DO UPDATE per table (the
+# SELECT is the ORM's own, vendor SQL for the day and the project, wrapped); elsewhere
+# (SQLite, one process: its unique constraints do not take NULL projects) row by row.
+_ADD_MEASURES = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost",
+    "price",
+)
+
+
+def _rollup_add(model, keys: tuple[str, ...], source: str, params) -> None:
+    """Add the rows ``source`` selects (``keys`` then _ADD_MEASURES) to ``model``'s."""
+    table = model._meta.db_table
+    if connection.vendor == "postgresql":
+        added = ", ".join(f"{m} = {table}.{m} + excluded.{m}" for m in _ADD_MEASURES)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} ({', '.join(keys)}, {', '.join(_ADD_MEASURES)}) {source}"
+                f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {added}",
+                params,
+            )
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(source, params)
+        rows = cursor.fetchall()
+    for row in rows:
+        lookup = dict(zip(keys, row[: len(keys)], strict=True))
+        day = lookup["bucket_start"]
+        if isinstance(day, str):
+            day = datetime.fromisoformat(day)
+        lookup["bucket_start"] = day if day.tzinfo else day.replace(tzinfo=UTC)
+        values = dict(zip(_ADD_MEASURES, row[len(keys) :], strict=True))
+        values["cost"], values["price"] = (
+            Decimal(str(values["cost"])),
+            Decimal(str(values["price"])),
+        )
+        existing = model.objects.filter(**lookup).first()
+        if existing is None:
+            model.objects.create(**lookup, **values)
+            continue
+        for name, value in values.items():
+            setattr(existing, name, getattr(existing, name) + value)
+        existing.save(update_fields=list(values))
+
+
+def _attribution_add(records) -> None:
+    """Add these ledger records' totals to the end-user and tag day rollups."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            # A day's groups (a repair) hashed in memory rather than sorted on disk; for
+            # this transaction only.
+            cursor.execute("SET LOCAL work_mem = '64MB'")
+    records = records.order_by().annotate(
+        day=TruncDay("created_at", tzinfo=UTC), rollup_project=ledger_project()
+    )
+    users = records.values("day", "tenant_id", "rollup_project", "end_user", "model").annotate(
+        **_LEDGER_MEASURES
+    )
+    inner, params = users.query.sql_with_params()
+    zeros = ", ".join(f"COALESCE(s.{m}, 0)" for m in _ADD_MEASURES)
+    source = (
+        f"SELECT s.day, s.tenant_id, s.rollup_project, s.end_user, s.model, {zeros}"
+        f" FROM ({inner}) s WHERE true"
+    )
+    keys = ("bucket_start", "tenant_id", "project_id", "end_user", "model")
+    _rollup_add(EndUserRollup, keys, source, params)
+
+    # A record counts once under each (key, value) of its tags object.
+    tagged = records.filter(tags__isnull=False).values(
+        "day",
+        "tenant_id",
+        "rollup_project",
+        "api_key_id",
+        "model",
+        "tags",
+        "status",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "cost",
+        "price",
+    )
+    inner, params = tagged.query.sql_with_params()
+    each = "jsonb_each_text" if connection.vendor == "postgresql" else "json_each"
+    group = "s.day, s.tenant_id, s.rollup_project, s.api_key_id, s.model, t.key, t.value"
+    source = (
+        f"SELECT {group}, count(*), sum(CASE WHEN s.status >= 400 THEN 1 ELSE 0 END),"
+        " sum(s.prompt_tokens), sum(s.completion_tokens), sum(s.cached_tokens),"
+        f" sum(s.cost), sum(s.price) FROM ({inner}) s, {each}(s.tags) t"
+        f" WHERE true GROUP BY {group}"
+    )
+    keys = (
+        "bucket_start",
+        "tenant_id",
+        "project_id",
+        "api_key_id",
+        "model",
+        "tag_key",
+        "tag_value",
+    )
+    _rollup_add(TagRollup, keys, source, params)
+
+
+def _attribution_rebuild(*, high_water: int, day: datetime) -> None:
+    """A day's end-user and tag rollups from the ledger's records with ids up to
+    ``high_water``."""
+    EndUserRollup.objects.filter(bucket_start=day).delete()
+    TagRollup.objects.filter(bucket_start=day).delete()
+    records = UsageRecord.objects.filter(
+        id__lte=high_water, created_at__gte=day, created_at__lt=day + DAY
+    )
+    _attribution_add(records)
 
 
 @dataclass
@@ -160,20 +285,98 @@ class RollupResult:
     hours: list[datetime]
     days: list[datetime]
     rows: int
+    high_water: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"hours": len(self.hours), "days": len(self.days), "rows": self.rows}
 
 
+def _hours_of(records) -> set[datetime]:
+    return set(
+        records.order_by()
+        .annotate(hour=TruncHour("created_at", tzinfo=UTC))
+        .values_list("hour", flat=True)
+        .distinct()
+    )
+
+
+def _rollup_advance(
+    cursor: BillingCursor, captured: int, repair_hours: Iterable[datetime] = ()
+) -> RollupResult:
+    """Bring every rollup to the ledger's records with ids up to ``captured`` (a
+    high-water mark: all of them committed, later ones above it), plus rebuild the
+    ``repair_hours`` (and the attribution rollups of their days) from the ledger. Runs
+    under the rollups lock, the cursor row locked; moves ``cursor.high_water``.
+
+    After it, every rollup row (hour, day, end user, tag) sums exactly the ledger records
+    with ids up to the cursor's high water: what open statements are billed from.
+    """
+    repair_hours = {hour_floor(h) for h in repair_hours}
+    repair_days = {day_floor(h) for h in repair_hours}
+    if cursor.high_water is None:
+        # Never run with a high-water mark (a new ledger, or the first run since): the hours
+        # touched since the ingested_at cursor, the attribution rollups from the whole ledger.
+        high_water = captured
+        if cursor.position is None:
+            hours = _hours_of(UsageRecord.objects.all())
+        else:
+            overlap = timedelta(seconds=settings.BILLING_ROLLUP_OVERLAP_S)
+            hours = _hours_of(
+                UsageRecord.objects.filter(ingested_at__gte=cursor.position - overlap)
+            )
+        hours |= repair_hours
+        rows = _rollup_hours_days_rebuild(hours, high_water)
+        # Day by day (each day's groups fit in memory), every day the ledger has: the
+        # days of the day rollups, now complete.
+        EndUserRollup.objects.all().delete()
+        TagRollup.objects.all().delete()
+        days = (
+            UsageRollup.objects.filter(granularity=UsageRollup.Granularity.DAY)
+            .order_by("bucket_start")
+            .values_list("bucket_start", flat=True)
+            .distinct()
+        )
+        for day in days:
+            _attribution_rebuild(high_water=high_water, day=day)
+    else:
+        # Records above the last mark: exactly those that reached the ledger since (a late
+        # one among them lands in its own hour and day).
+        high_water = max(captured, cursor.high_water)
+        new = UsageRecord.objects.filter(id__gt=cursor.high_water, id__lte=high_water)
+        hours = (_hours_of(new) if high_water > cursor.high_water else set()) | repair_hours
+        rows = _rollup_hours_days_rebuild(hours, high_water)
+        for day in sorted(repair_days):
+            _attribution_rebuild(high_water=high_water, day=day)
+        if high_water > cursor.high_water:
+            for day in repair_days:  # rebuilt whole just above
+                new = new.exclude(created_at__gte=day, created_at__lt=day + DAY)
+            _attribution_add(new)
+    cursor.high_water = high_water
+    hour_list = sorted(hours)
+    return RollupResult(hour_list, sorted({day_floor(h) for h in hour_list}), rows, high_water)
+
+
+def _rollup_hours_days_rebuild(hours: set[datetime], high_water: int) -> int:
+    rows = sum(_rollup_hour_rebuild(h, high_water) for h in sorted(hours))
+    return rows + sum(_rollup_day_rebuild(d) for d in sorted({day_floor(h) for h in hours}))
+
+
+def _rollup_cursor() -> BillingCursor:
+    cursor, _ = BillingCursor.objects.select_for_update().get_or_create(name=ROLLUP_CURSOR)
+    return cursor
+
+
 def rollup_buckets_recompute(*, hours: Iterable[datetime]) -> RollupResult:
-    """Rebuild the given hours and the days containing them, in one transaction."""
-    hour_set = sorted({hour_floor(h) for h in hours})
-    day_set = sorted({day_floor(h) for h in hour_set})
+    """Rebuild the given hours, the days containing them and those days' end-user and tag
+    rollups from the ledger (repair, backfill), in one transaction; records that reached
+    the ledger since the last rollup run are rolled up with them."""
+    captured = ledger_high_water_capture()  # outside: its SHARE lock lasts an instant
     with transaction.atomic():
         _advisory_lock("rollups")
-        rows = sum(_rollup_hour_rebuild(h) for h in hour_set)
-        rows += sum(_rollup_day_rebuild(d) for d in day_set)
-    return RollupResult(hour_set, day_set, rows)
+        cursor = _rollup_cursor()
+        result = _rollup_advance(cursor, captured, hours)
+        cursor.save(update_fields=["high_water", "updated_at"])
+    return result
 
 
 def rollup_window_recompute(*, start: datetime, end: datetime) -> RollupResult:
@@ -185,29 +388,17 @@ def rollup_window_recompute(*, start: datetime, end: datetime) -> RollupResult:
     return rollup_buckets_recompute(hours=hours)
 
 
-def _hours_touched(since: datetime | None) -> list[datetime]:
-    records = UsageRecord.objects.all()
-    if since is not None:
-        records = records.filter(ingested_at__gte=since)
-    return list(
-        records.order_by()
-        .annotate(hour=TruncHour("created_at", tzinfo=UTC))
-        .values_list("hour", flat=True)
-        .distinct()
-    )
-
-
 def rollup_sync(*, now: datetime | None = None) -> RollupResult:
-    """The beat job: rebuild every hour touched by records ingested since the last run."""
+    """The beat job: roll up every record that reached the ledger since the last run (its
+    hours and days rebuilt, its end-user and tag totals added)."""
     now = now or timezone.now()
-    overlap = timedelta(seconds=settings.BILLING_ROLLUP_OVERLAP_S)
+    captured = ledger_high_water_capture()  # outside: its SHARE lock lasts an instant
     with transaction.atomic():
         _advisory_lock("rollups")
-        cursor, _ = BillingCursor.objects.select_for_update().get_or_create(name=ROLLUP_CURSOR)
-        since = None if cursor.position is None else cursor.position - overlap
-        result = rollup_buckets_recompute(hours=_hours_touched(since))
+        cursor = _rollup_cursor()
+        result = _rollup_advance(cursor, captured)
         cursor.position = now
-        cursor.save(update_fields=["position", "updated_at"])
+        cursor.save(update_fields=["position", "high_water", "updated_at"])
     if result.hours:
         log.info("rollups: %s", result.as_dict())
     return result
@@ -240,41 +431,81 @@ def _previous(statement: Statement) -> Statement | None:
     )
 
 
+def _late_lines(statement: Statement, records) -> list[StatementLine]:
+    """Late usage lines: when the previous statement is closed (or there is none), the
+    records of earlier months that reached the ledger after that close (by id: few, read
+    from the older months' partitions)."""
+    previous = _previous(statement)
+    if previous is not None and not previous.is_closed:
+        return []
+    late = records.filter(created_at__lt=_midnight(statement.period_start))
+    if previous is not None:
+        late = late.filter(id__gt=previous.ledger_high_water)
+    rows = (
+        late.order_by()
+        .annotate(month=TruncMonth("created_at", tzinfo=UTC))
+        .values("model", "month")
+        .annotate(**_LEDGER_MEASURES)
+    )
+    return [
+        _line(
+            statement, StatementLine.Kind.LATE_USAGE, row["model"], month_start(row["month"]), row
+        )
+        for row in rows
+    ]
+
+
 def statement_lines_compute(*, statement: Statement, high_water: int) -> list[StatementLine]:
-    """The lines of a statement billing the ledger up to `high_water` (not saved).
+    """The lines of a statement billing the ledger up to `high_water` (not saved), from
+    the ledger's own rows (closing, reconciliation).
 
     Its own month's records, plus — when the previous statement is closed (or there is
     none) — the records of earlier months that reached the ledger after that close.
     """
     start, end = _midnight(statement.period_start), _midnight(statement.period_end)
     records = UsageRecord.objects.for_tenant(statement.tenant_id).filter(id__lte=high_water)
-    lines = []
     own = (
         records.filter(created_at__gte=start, created_at__lt=end)
         .order_by()
         .values("model")
         .annotate(**_LEDGER_MEASURES)
     )
+    lines = [
+        _line(statement, StatementLine.Kind.USAGE, row["model"], statement.period_start, row)
+        for row in own
+    ]
+    lines += _late_lines(statement, records)
+    lines.sort(key=lambda line: (line.kind, line.usage_period, line.model))
+    return lines
+
+
+def _statement_from_rollups(statement: Statement) -> tuple[list[StatementLine], Decimal, int]:
+    """(lines, the prepaid price among them, high water) of an open statement from the day
+    rollups, which sum exactly the ledger's records with ids up to the rollup cursor's
+    high water (the same lines statement_lines_compute gives at that mark). The caller
+    holds the rollups lock, so no rollup run moves them meanwhile."""
+    high_water = BillingCursor.objects.get(name=ROLLUP_CURSOR).high_water
+    start, end = _midnight(statement.period_start), _midnight(statement.period_end)
+    own = (
+        UsageRollup.objects.for_tenant(statement.tenant_id)
+        .filter(
+            granularity=UsageRollup.Granularity.DAY, bucket_start__gte=start, bucket_start__lt=end
+        )
+        .order_by()
+        .values("model")
+        .annotate(**_ROLLUP_MEASURES, prepaid=Sum("prepaid_price"))
+    )
+    lines, prepaid = [], ZERO
     for row in own:
         lines.append(
             _line(statement, StatementLine.Kind.USAGE, row["model"], statement.period_start, row)
         )
-    previous = _previous(statement)
-    if previous is None or previous.is_closed:
-        late = records.filter(created_at__lt=start)
-        if previous is not None:
-            late = late.filter(id__gt=previous.ledger_high_water)
-        rows = (
-            late.order_by()
-            .annotate(month=TruncMonth("created_at", tzinfo=UTC))
-            .values("model", "month")
-            .annotate(**_LEDGER_MEASURES)
-        )
-        for row in rows:
-            month = month_start(row["month"])
-            lines.append(_line(statement, StatementLine.Kind.LATE_USAGE, row["model"], month, row))
+        prepaid += row["prepaid"] or ZERO
+    records = UsageRecord.objects.for_tenant(statement.tenant_id).filter(id__lte=high_water)
+    lines += _late_lines(statement, records)
+    prepaid += _billed_prepaid(statement, high_water, own_month=False)
     lines.sort(key=lambda line: (line.kind, line.usage_period, line.model))
-    return lines
+    return lines, prepaid, high_water
 
 
 def _line(statement: Statement, kind: str, model: str, month: date, row: dict) -> StatementLine:
@@ -304,31 +535,47 @@ def statement_ensure(*, tenant: Tenant, month: date) -> Statement:
     return statement
 
 
-def statement_refresh(*, statement: Statement, high_water: int | None = None) -> Statement:
-    """Recompute an open statement's lines from the ledger; a closed one is left as it is."""
-    high_water = ledger_high_water_capture() if high_water is None else high_water
+def statement_refresh(
+    *, statement: Statement, high_water: int | None = None, rolled_up: bool = False
+) -> Statement:
+    """Recompute an open statement's lines; a closed one is left as it is.
+
+    Without ``high_water``, from the rollups: the rollup job runs first (unless the
+    caller just ran it: ``rolled_up``), then the lines are the day rollups' sums, billing
+    exactly the records up to the rollup cursor's high water. With ``high_water``, from
+    the ledger's rows up to it.
+    """
+    if high_water is None and not rolled_up:
+        rollup_sync()
     with transaction.atomic():
+        if high_water is None:
+            _advisory_lock("rollups")
         statement = Statement.objects.select_for_update().get(id=statement.id)
         if not statement.is_closed:
             _statement_write(statement, high_water)
     return statement
 
 
-def _billed_prepaid(statement: Statement, high_water: int) -> Decimal:
+def _billed_prepaid(statement: Statement, high_water: int, *, own_month: bool = True) -> Decimal:
     """The price of the prepaid records among those the statement's lines bill (the
-    balance paid for them: not due again)."""
+    balance paid for them: not due again); ``own_month=False``: of the late ones only."""
     start = _midnight(statement.period_start)
-    records = UsageRecord.objects.for_tenant(statement.tenant_id).filter(
-        id__lte=high_water, prepaid=True
-    )
-    billed = Q(created_at__gte=start, created_at__lt=_midnight(statement.period_end))
+    billed = []
+    if own_month:
+        billed.append(Q(created_at__gte=start, created_at__lt=_midnight(statement.period_end)))
     previous = _previous(statement)
     if previous is None or previous.is_closed:
         late = Q(created_at__lt=start)
         if previous is not None:
             late &= Q(id__gt=previous.ledger_high_water)
-        billed |= late
-    return records.filter(billed).aggregate(total=Sum("price"))["total"] or ZERO
+        billed.append(late)
+    if not billed:
+        return ZERO
+    either = billed[0] if len(billed) == 1 else billed[0] | billed[1]
+    records = UsageRecord.objects.for_tenant(statement.tenant_id).filter(
+        id__lte=high_water, prepaid=True
+    )
+    return records.filter(either).aggregate(total=Sum("price"))["total"] or ZERO
 
 
 def statement_balance_compute(*, statement: Statement) -> None:
@@ -350,12 +597,18 @@ def statement_balance_compute(*, statement: Statement) -> None:
     )
 
 
-def _statement_write(statement: Statement, high_water: int) -> None:
-    lines = statement_lines_compute(statement=statement, high_water=high_water)
+def _statement_write(statement: Statement, high_water: int | None) -> None:
+    """The statement's lines billing the ledger up to ``high_water`` from the ledger's
+    rows, or (None) up to the rollups' high water from the rollups."""
+    if high_water is None:
+        lines, prepaid, high_water = _statement_from_rollups(statement)
+    else:
+        lines = statement_lines_compute(statement=statement, high_water=high_water)
+        prepaid = _billed_prepaid(statement, high_water)
     statement.lines.all().delete()
     StatementLine.objects.bulk_create(lines)
     statement.total = sum((line.amount for line in lines), ZERO)
-    due = statement.total - _billed_prepaid(statement, high_water)
+    due = statement.total - prepaid
     statement.amount_due = due.quantize(CENT, rounding=ROUND_HALF_UP)
     statement_balance_compute(statement=statement)
     statement.ledger_high_water = high_water
@@ -418,6 +671,9 @@ def statements_sync(*, now: datetime | None = None) -> dict[str, int]:
             )
             created += was_created
             month = month_next(month)
+    # Open statements are refreshed from the rollups (brought up to date first); a month
+    # closes against the ledger's own rows, once.
+    rollup_sync()
     high_water = ledger_high_water_capture()
     for statement in Statement.objects.filter(status=Statement.Status.OPEN).order_by(
         "tenant_id", "period_start"
@@ -426,7 +682,7 @@ def statements_sync(*, now: datetime | None = None) -> dict[str, int]:
             statement_close(statement=statement, now=now, high_water=high_water)
             closed += 1
         else:
-            statement_refresh(statement=statement, high_water=high_water)
+            statement_refresh(statement=statement, rolled_up=True)
             refreshed += 1
     return {"created": created, "closed": closed, "refreshed": refreshed}
 
@@ -457,18 +713,27 @@ def reconcile_run(
     *, window_start: datetime | None = None, window_end: datetime | None = None
 ) -> ReconciliationRun:
     """Compare the ledger with rollups and statements over a window; record and log any
-    difference (none expected)."""
+    difference (none expected). The rollups are compared with the ledger's records up to
+    the rollup cursor's high water (what they cover; later ones wait for the next run)."""
     window_end = window_end or hour_floor(timezone.now())
     window_start = window_start or window_end - timedelta(days=settings.BILLING_RECONCILE_DAYS)
     start_day, differences, checked = day_floor(window_start), [], {}
     fields = ("bucket", "tenant_id", "rollup_project", "api_key_id", "model")
+    covered = UsageRecord.objects.all()
+    high_water = (
+        BillingCursor.objects.filter(name=ROLLUP_CURSOR)
+        .values_list("high_water", flat=True)
+        .first()
+    )
+    if high_water is not None:
+        covered = covered.filter(id__lte=high_water)
     for granularity, trunc, start in (
         (UsageRollup.Granularity.HOUR, TruncHour, hour_floor(window_start)),
         (UsageRollup.Granularity.DAY, TruncDay, start_day),
     ):
         end = window_end if granularity == "hour" else day_floor(window_end)
         ledger = (
-            UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end)
+            covered.filter(created_at__gte=start, created_at__lt=end)
             .order_by()
             .annotate(bucket=trunc("created_at", tzinfo=UTC), rollup_project=ledger_project())
             .values(*fields)
@@ -491,6 +756,27 @@ def reconcile_run(
             _by_bucket(rollup_rows, *fields),
             differences,
         )
+    user_fields = ("bucket", "tenant_id", "rollup_project", "end_user", "model")
+    end = day_floor(window_end)
+    ledger = (
+        covered.filter(created_at__gte=start_day, created_at__lt=end)
+        .order_by()
+        .annotate(bucket=TruncDay("created_at", tzinfo=UTC), rollup_project=ledger_project())
+        .values(*user_fields)
+        .annotate(**_LEDGER_MEASURES)
+    )
+    user_rows = [
+        {**row, "bucket": row["bucket_start"], "rollup_project": row["project_id"]}
+        for row in EndUserRollup.objects.filter(bucket_start__gte=start_day, bucket_start__lt=end)
+        .order_by()
+        .values("bucket_start", "tenant_id", "project_id", "end_user", "model", *MEASURES)
+    ]
+    checked["end_user_rollups"] = _compare(
+        "end_user_rollups",
+        _by_bucket(ledger, *user_fields),
+        _by_bucket(user_rows, *user_fields),
+        differences,
+    )
     statements = Statement.objects.filter(
         period_end__gt=window_start.date(), period_start__lte=window_end.date()
     ).exclude(ledger_high_water=None)
