@@ -39,13 +39,21 @@ def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
-def pack(values: Iterable[str | bytes | int]) -> Packed:
-    """``values`` as command arguments (str as UTF-8, int in decimal, as hiredis sends
-    them)."""
-    parts = [
-        _bulk(v if type(v) is bytes else (v.encode() if type(v) is str else b"%d" % v))
-        for v in values
-    ]
+def _arg(value: str | bytes | int | float) -> bytes:
+    kind = type(value)
+    if kind is bytes:
+        return value
+    if kind is str:
+        return value.encode()
+    if kind is int:
+        return b"%d" % value
+    return str(value).encode()
+
+
+def pack(values: Iterable[str | bytes | int | float]) -> Packed:
+    """``values`` as command arguments (str as UTF-8, numbers in decimal, as hiredis
+    sends them)."""
+    parts = [_bulk(_arg(value)) for value in values]
     return Packed(len(parts), b"".join(parts))
 
 
