@@ -14,7 +14,7 @@ import asyncio
 import collections
 import hashlib
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
@@ -55,9 +55,6 @@ def pack(values: Iterable[str | bytes | int | float]) -> Packed:
     sends them)."""
     parts = [_bulk(_arg(value)) for value in values]
     return Packed(len(parts), b"".join(parts))
-
-
-NOTHING = Packed(0, b"")
 
 
 class _Connection(asyncio.Protocol):
@@ -120,6 +117,7 @@ class FastRedis:
         self._next = itertools.cycle(range(connections))
         self._locks = [asyncio.Lock() for _ in range(connections)]
         self._scripts: dict[str, bytes] = {}  # sha → source
+        self._evalsha: dict[str, bytes] = {}  # sha → the command's start, packed
 
     async def _connection(self, slot: int) -> _Connection:
         conn = self._connections[slot]
@@ -181,6 +179,7 @@ class FastRedis:
     def register(self, source: str) -> str:
         sha = hashlib.sha1(source.encode()).hexdigest()
         self._scripts[sha] = source.encode()
+        self._evalsha[sha] = _bulk(b"EVALSHA") + _bulk(sha.encode())
         return sha
 
     async def evalsha(self, sha: str, keys: list, args: list) -> object:
@@ -189,14 +188,27 @@ class FastRedis:
         except NoScriptError:  # a restarted Redis forgot it: EVAL also caches it again
             return await self.execute("EVAL", self._scripts[sha], len(keys), *keys, *args)
 
-    async def evalsha_packed(self, sha: str, keys: Packed, args: Packed) -> object:
-        """``evalsha`` of arguments packed beforehand (``pack``)."""
-        tail = _bulk(b"%d" % keys.count) + keys.data + args.data
-        head = b"*%d\r\n" % (3 + keys.count + args.count)
+    async def evalsha_packed(
+        self, sha: str, keys: Sequence[Packed], head: tuple, args: Sequence[Packed]
+    ) -> object:
+        """``evalsha`` of keys packed beforehand (``pack``), then the arguments ``head``
+        (packed here) and ``args`` (packed beforehand)."""
+        nkeys = sum(part.count for part in keys)
+        argc = 3 + nkeys + len(head) + sum(part.count for part in args)
+        packed_head = hiredis.pack_command(head)
+        body = b"".join(
+            [
+                _bulk(b"%d" % nkeys),
+                *[part.data for part in keys],
+                packed_head[packed_head.index(b"\n") + 1 :],  # without its own count
+                *[part.data for part in args],
+            ]
+        )
         try:
-            return await self._execute(head + _bulk(b"EVALSHA") + _bulk(sha.encode()) + tail)
+            return await self._execute(b"*%d\r\n%b%b" % (argc, self._evalsha[sha], body))
         except NoScriptError:
-            return await self._execute(head + _bulk(b"EVAL") + _bulk(self._scripts[sha]) + tail)
+            script = _bulk(b"EVAL") + _bulk(self._scripts[sha])
+            return await self._execute(b"*%d\r\n%b%b" % (argc, script, body))
 
     async def close(self) -> None:
         for conn in self._connections:

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
-from apps.core.fastredis import NOTHING, FastRedis, Packed, pack
+from apps.core.fastredis import FastRedis, Packed, pack
 from apps.ledger.events import UsageEvent
 from apps.limits.blocks import budget_of
 from apps.limits.lua import ADMIT, LOAD, SETTLE, STANDING
@@ -388,7 +388,7 @@ class Limiter:
     ):
         """``script`` with ``head``, the number of scopes and the layouts' arguments; the
         layouts' keys, then ``balance`` (a prepaid tenant's balance keys) and, with
-        ``stream``, the usage stream. Only ``head`` is packed here: the rest was, once."""
+        ``stream``, the usage stream. Only ``head`` is packed per call: the rest was, once."""
         head = [*head, sum(len(layout.scopes) for layout in layouts)]
         if self._fast is None:
             keys = [k for x in layouts for k in (x.settle_keys if settle else x.admit_keys)]
@@ -397,19 +397,17 @@ class Limiter:
             if stream:
                 keys.append(self._stream)
             return await self._scripts[script](keys=keys, args=args)
-        packed_keys, packed_args = NOTHING, pack(head)
-        for layout in layouts:
-            if settle:
-                packed_keys += layout.packed_settle_keys
-                packed_args += layout.packed_settle_args
-            else:
-                packed_keys += layout.packed_admit_keys
-                packed_args += layout.packed_admit_args
+        if settle:
+            keys = [layout.packed_settle_keys for layout in layouts]
+            args = [layout.packed_settle_args for layout in layouts]
+        else:
+            keys = [layout.packed_admit_keys for layout in layouts]
+            args = [layout.packed_admit_args for layout in layouts]
         if balance:
-            packed_keys += _packed_keys(balance)
+            keys.append(_packed_keys(balance))
         if stream:
-            packed_keys += self._packed_stream
-        return await self._fast.evalsha_packed(self._shas[script], packed_keys, packed_args)
+            keys.append(self._packed_stream)
+        return await self._fast.evalsha_packed(self._shas[script], keys, tuple(head), args)
 
     def _plan(self, key, model: str, day: int) -> Layout:
         """The key's, its project's, its tenant's and the model's scopes (all but the end

@@ -31,7 +31,9 @@ def _run(keys, args, packed: bool):
         sha = fast.register(ECHO)
         try:
             if packed:
-                return await fast.evalsha_packed(sha, pack(keys), pack(args))
+                return await fast.evalsha_packed(
+                    sha, [pack(keys)], tuple(args[:1]), [pack(args[1:])]
+                )
             return await fast.evalsha(sha, keys, args)
         finally:
             await fast.close()
