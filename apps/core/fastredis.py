@@ -208,10 +208,10 @@ class FastRedis:
             conn.waiters.append(waiter)
             conn.queue(hiredis.pack_command(("ASKING",)))  # the same write as the command
             try:
-                return await self._send(conn, args)
+                return await self._send(conn, hiredis.pack_command(args))
             finally:
                 waiter.add_done_callback(_retrieve)
-        return await self._send(conn, args)
+        return await self._send(conn, hiredis.pack_command(args))
 
     async def execute(self, *args) -> object:
         return await self._execute(hiredis.pack_command(args))
