@@ -15,7 +15,13 @@ every scenario alike):
 only ``plain`` exists there) on its own database, in the same alternating rounds, to
 compare against what a request cost before.
 
+``--redis-db N`` puts both gateways on Redis database N (of BENCH_REDIS_URL's server;
+default: 13, and 12 for the baseline). Sharing one is harmless here: the limits are far
+above what a run sends, so counters both gateways may use (the same ids in their two
+databases) refuse nothing.
+
     .venv/bin/python bench/attribution_bench.py [--seconds 5] [--rounds 5] [--baseline DIR]
+        [--redis-db N]
 """
 
 import argparse
@@ -149,6 +155,11 @@ def main() -> None:
         type=Path,
         help="also run a gateway from this checkout (an older commit), its own database",
     )
+    parser.add_argument(
+        "--redis-db",
+        type=int,
+        help="the Redis database both gateways use (default: 13, the baseline 12)",
+    )
     args = parser.parse_args()
     base_env = {
         **os.environ,
@@ -159,6 +170,10 @@ def main() -> None:
         "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tollgate_attribution_bench"
     )
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+    server = redis_url.rsplit("/", 1)[0]
+    baseline_redis = f"{server}/12"
+    if args.redis_db is not None:
+        redis_url = baseline_redis = f"{server}/{args.redis_db}"
     # (label, checkout, environment): the baseline's database and Redis are its own.
     targets = [("new", ROOT, {**base_env, "DATABASE_URL": database, "REDIS_URL": redis_url})]
     if args.baseline:
@@ -170,7 +185,7 @@ def main() -> None:
                 {
                     **base_env,
                     "DATABASE_URL": database + "_baseline",
-                    "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/12",
+                    "REDIS_URL": baseline_redis,
                 },
             ),
         )

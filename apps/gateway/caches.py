@@ -25,7 +25,7 @@ from apps.gateway.protocol.session import (
 )
 from apps.keys.models import ApiKey
 from apps.keys.selectors import api_key_get_by_hash
-from apps.limits.limiter import LimitSpec, Scope, base_scopes, model_scopes
+from apps.limits.limiter import Layout, LimitSpec, Scope, base_scopes, model_scopes
 from apps.moderation.policy import EffectivePolicy
 from apps.moderation.services import content_policy_effective
 
@@ -72,6 +72,9 @@ class KeyInfo:
     scopes: tuple[Scope, ...] = ()
     # Per model name, the scopes of its limits in the key and the project (model_scopes).
     model_scopes: dict[str, tuple[Scope, ...]] = field(default_factory=dict)
+    # Per model name, those scopes as admission sends them on one day (Limiter.admit
+    # fills it: once per load, model and day).
+    admission_plans: dict[str, Layout] = field(default_factory=dict, compare=False, repr=False)
 
     def may_use(self, model_name: str) -> bool:
         if self.project_models is not None and model_name not in self.project_models:

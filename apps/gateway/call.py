@@ -130,6 +130,7 @@ async def resolve_model(state: GatewayState, key: KeyInfo, name: Any) -> ModelIn
 CALLER_KEY_FIELD = "openai_api_key"
 CALLER_KEY_HEADER = b"x-upstream-authorization"
 _CALLER_KEY_HEADER_NAME = CALLER_KEY_HEADER.decode()
+_CALLER_KEY_HEADERS = frozenset({CALLER_KEY_HEADER})
 MIN_CALLER_KEY_LENGTH = 8  # shorter, it could not be told from other words to scrub it
 MAX_CALLER_KEY_LENGTH = 1024
 
@@ -157,7 +158,7 @@ def _header_caller_key(exchange: Exchange) -> str | None:
     raw = exchange.headers.get(CALLER_KEY_HEADER)
     if raw is None:
         return None
-    if exchange.repeats_any(frozenset({CALLER_KEY_HEADER})):
+    if exchange.repeats_any(_CALLER_KEY_HEADERS):
         raise CallerKeyInvalid(_CALLER_KEY_HEADER_NAME, "is sent more than once")
     value = raw.decode("latin-1").strip()
     scheme, _, token = value.partition(" ")
@@ -188,7 +189,9 @@ def take_caller_key(call: "MeteredCall", body: Any) -> None:
 
 
 _END_USER_HEADER = END_USER_HEADER.encode()
+_END_USER_HEADERS = frozenset({_END_USER_HEADER})
 _TAGS_HEADER = TAGS_HEADER.encode()
+_TAGS_HEADERS = frozenset({_TAGS_HEADER})
 
 
 def take_attribution(
@@ -202,13 +205,13 @@ def take_attribution(
     headers = call.exchange.headers
     try:
         header = headers.get(_END_USER_HEADER)
-        if header is not None and call.exchange.repeats_any(frozenset({_END_USER_HEADER})):
+        if header is not None and call.exchange.repeats_any(_END_USER_HEADERS):
             raise AttributionInvalid(END_USER_HEADER, "is sent more than once")
         end_user = (anthropic_end_user if anthropic else openai_end_user)(body, header)
         from_body = take_metadata_tags(body, metadata)
         sent = headers.get(_TAGS_HEADER)
         if sent is not None:
-            if call.exchange.repeats_any(frozenset({_TAGS_HEADER})):
+            if call.exchange.repeats_any(_TAGS_HEADERS):
                 raise AttributionInvalid(TAGS_HEADER, "is sent more than once")
             call.event.tags = tags_merge(
                 call.key.default_tags, request_tags(from_body, tags_parse(sent))

@@ -4,14 +4,16 @@ gateway process and host (see apps/limits/lua.py for the data layout)."""
 import calendar
 import functools
 import math
-from dataclasses import dataclass, field
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from apps.core.fastredis import FastRedis
+from apps.core.fastredis import FastRedis, Packed, pack
 from apps.core.shards import shard_tag, sharded
 from apps.ledger.events import UsageEvent
 from apps.limits.blocks import budget_of
@@ -27,6 +29,9 @@ DEFAULT_MAX_OUTPUT_TOKENS = 4096
 # How long a slot or reservation outlives a process that died holding it.
 LEASE_MS = 15 * 60 * 1000
 MAX_RESERVATION = 2**50
+# A scope's flags: which limits it sets, so which of its keys the scripts are sent.
+RPM, TPM, CONCURRENCY, BUDGET = 1, 2, 4, 8
+DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +135,8 @@ class RateState:
 @dataclass(slots=True)
 class Admission:
     request_id: str
-    keys: list[str] = field(default_factory=list)
-    budget_expiries: list[int] = field(default_factory=list)
+    # The scopes admitted, as settlement sends them (the layouts admission sent).
+    layouts: tuple["Layout", ...] = ()
     rate: RateState | None = None
     # A prepaid tenant's: its balance keys (the reservation is settled against them).
     balance_keys: tuple[str, ...] = ()
@@ -231,6 +236,127 @@ def admission_scopes(key, model: str = "", end_user_hash: str | None = None) -> 
     return scopes
 
 
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """What some scopes, in order, send the scripts (apps/limits/lua.py) on one UTC day:
+    the keys and arguments of the limits they set only, as lists and packed. Budget
+    periods are days or months, so a scope's keys and arguments hold for a whole day:
+    made once per scope and day (``scope_layout``), or per key, model and day
+    (``Limiter.admit``), never per request."""
+
+    scopes: tuple[Scope, ...]
+    day: int  # days since the epoch, UTC
+    flags: tuple[int, ...]  # per scope
+    admit_keys: tuple[str, ...]
+    admit_args: tuple[int, ...]
+    settle_keys: tuple[str, ...]
+    settle_args: tuple[int, ...]
+    packed_admit_keys: Packed
+    packed_admit_args: Packed
+    packed_settle_keys: Packed
+    packed_settle_args: Packed
+    # The first scope's rpm and tpm limit among them (what the headers report): None if none.
+    rpm: int | None
+    tpm: int | None
+
+
+def layout_join(layouts: Iterable[Layout], day: int) -> Layout:
+    """One layout of ``layouts``' scopes, in order."""
+    parts = list(layouts)
+
+    def joined(name: str) -> tuple:
+        return tuple(item for layout in parts for item in getattr(layout, name))
+
+    def packed(name: str) -> Packed:
+        found = [getattr(layout, name) for layout in parts]
+        return Packed(sum(p.count for p in found), b"".join(p.data for p in found))
+
+    rpms = [layout.rpm for layout in parts if layout.rpm is not None]
+    tpms = [layout.tpm for layout in parts if layout.tpm is not None]
+    return Layout(
+        scopes=joined("scopes"),
+        day=day,
+        flags=joined("flags"),
+        admit_keys=joined("admit_keys"),
+        admit_args=joined("admit_args"),
+        settle_keys=joined("settle_keys"),
+        settle_args=joined("settle_args"),
+        packed_admit_keys=packed("packed_admit_keys"),
+        packed_admit_args=packed("packed_admit_args"),
+        packed_settle_keys=packed("packed_settle_keys"),
+        packed_settle_args=packed("packed_settle_args"),
+        rpm=rpms[0] if rpms else None,
+        tpm=tpms[0] if tpms else None,
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def scope_layout(scope: Scope, day: int, tag: str = "") -> Layout:
+    """``scope``'s keys and arguments on ``day``: its flags, then only the keys of the
+    limits it sets (``scope_keys`` names all nine)."""
+    spec = scope.spec
+    period_id, reset_ms = "", -1
+    if spec.budget_nanos is not None:
+        period_id, reset_ms = budget_period_bounds(
+            spec.budget_period, datetime.fromtimestamp(day * DAY_MS / 1000, UTC)
+        )
+    names = scope_keys(scope.name, period_id, tag)
+    flags = 0
+    admit_keys: list[str] = []
+    admit_args: list[int] = []
+    settle_keys: list[str] = []
+    settle_args: list[int] = []
+    if spec.rpm is not None:
+        flags |= RPM
+        admit_keys += names[0:1]
+        admit_args.append(spec.rpm)
+    if spec.tpm is not None:
+        flags |= TPM
+        admit_keys += names[1:4]
+        admit_args.append(spec.tpm)
+        settle_keys += names[2:4]  # settlement moves the tokens, not the window
+    if spec.max_concurrent is not None:
+        flags |= CONCURRENCY
+        admit_keys += names[4:5]
+        admit_args.append(spec.max_concurrent)
+        settle_keys += names[4:5]
+    if spec.budget_nanos is not None:
+        flags |= BUDGET
+        admit_keys += names[5:9]
+        admit_args += [spec.budget_nanos, reset_ms]
+        settle_keys += names[5:9]
+        # The period's money outlives it by a day (budget reconciliation reads it).
+        settle_args.append(reset_ms + DAY_MS if reset_ms >= 0 else -1)
+    admit_args.insert(0, flags)
+    settle_args.insert(0, flags)
+    return Layout(
+        scopes=(scope,),
+        day=day,
+        flags=(flags,),
+        admit_keys=tuple(admit_keys),
+        admit_args=tuple(admit_args),
+        settle_keys=tuple(settle_keys),
+        settle_args=tuple(settle_args),
+        packed_admit_keys=pack(admit_keys),
+        packed_admit_args=pack(admit_args),
+        packed_settle_keys=pack(settle_keys),
+        packed_settle_args=pack(settle_args),
+        rpm=spec.rpm,
+        tpm=spec.tpm,
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def end_user_layout(end_user_hash: str, spec: LimitSpec, day: int, tag: str = "") -> Layout:
+    """An end user's scope (``admission_scopes``' last) on ``day``."""
+    return scope_layout(Scope("end_user", f"u:{end_user_hash}", spec, "end user"), day, tag)
+
+
+@functools.lru_cache(maxsize=4096)
+def _packed_keys(keys: tuple[str, ...]) -> Packed:
+    return pack(keys)
+
+
 class Limiter:
     def __init__(self, redis: aioredis.Redis, stream: str, fast: FastRedis | None = None) -> None:
         self._redis = redis
@@ -238,6 +364,9 @@ class Limiter:
         # 0: names untagged, one stream (apps/core/shards.py); else the number of shards.
         self._shards = settings.LEDGER_SHARDS if sharded() else 0
         self._fast = fast
+        # The single-server client takes pre-packed parts; the cluster and Sentinel clients
+        # route or re-resolve by the keys, so they are sent the lists.
+        self._packs = type(fast) is FastRedis
         self._scripts = {
             "admit": redis.register_script(ADMIT),
             "settle": redis.register_script(SETTLE),
@@ -260,6 +389,50 @@ class Limiter:
             return await self._fast.evalsha(self._shas[script], keys, args)
         return await self._scripts[script](keys=keys, args=args)
 
+    async def _run_layouts(
+        self,
+        script: str,
+        layouts: tuple[Layout, ...],
+        settle: bool,
+        head: list,
+        balance: tuple[str, ...],
+        stream: str | None = None,
+    ):
+        """``script`` with ``head``, the number of scopes and the layouts' arguments; the
+        layouts' keys, then ``balance`` (a prepaid tenant's balance keys) and ``stream``
+        (the tenant's usage stream) if given. Only ``head`` is packed per call: the rest
+        was, once."""
+        head = [*head, sum(len(layout.scopes) for layout in layouts)]
+        if not self._packs:
+            keys = [k for x in layouts for k in (x.settle_keys if settle else x.admit_keys)]
+            args = head + [a for x in layouts for a in (x.settle_args if settle else x.admit_args)]
+            keys.extend(balance)
+            if stream is not None:
+                keys.append(stream)
+            return await self._run(script, keys, args)
+        if settle:
+            keys = [layout.packed_settle_keys for layout in layouts]
+            args = [layout.packed_settle_args for layout in layouts]
+        else:
+            keys = [layout.packed_admit_keys for layout in layouts]
+            args = [layout.packed_admit_args for layout in layouts]
+        if balance:
+            keys.append(_packed_keys(balance))
+        if stream is not None:
+            keys.append(_packed_keys((stream,)))
+        return await self._fast.evalsha_packed(self._shas[script], keys, tuple(head), args)
+
+    def _plan(self, key, model: str, day: int) -> Layout:
+        """The key's, its project's, its tenant's and the model's scopes (all but the end
+        user) as admission sends them today: made once per key load, model and day."""
+        plans = key.admission_plans
+        plan = plans.get(model)
+        if plan is None or plan.day != day:
+            tag = self._tag(key.tenant_id)
+            layouts = [scope_layout(scope, day, tag) for scope in admission_scopes(key, model)]
+            plan = plans[model] = layout_join(layouts, day)
+        return plan
+
     async def admit(
         self,
         *,
@@ -278,57 +451,46 @@ class Limiter:
         the model's limits in the key and the project, the end user) is checked and
         reserved in the same round trip, all or none. A prepaid tenant's balance reserves
         it too; ``LimitExceeded("nobalance")`` asks the caller to ``balance_load``."""
-        scopes = admission_scopes(key, model, end_user_hash)
+        day = int(time.time() * 1000) // DAY_MS
+        plan = self._plan(key, model, day)
+        layouts: tuple[Layout, ...] = (plan,) if plan.scopes else ()
+        if end_user_hash is not None and key.end_user_limits is not None:
+            tag = self._tag(key.tenant_id)
+            layouts = (*layouts, end_user_layout(end_user_hash, key.end_user_limits, day, tag))
         admission = Admission(request_id=request_id)
         prepaid = key.prepaid
-        if not scopes and not prepaid:
+        if not layouts and not prepaid:
             return admission  # nothing to enforce: no round trip
         output = max_output_tokens if max_output_tokens is not None else DEFAULT_MAX_OUTPUT_TOKENS
         # Lua numbers are doubles: keep absurd client values (max_tokens=1e18) exact
         # integers so they are refused by the limits rather than break the script.
         tokens = min(prompt_tokens + output, MAX_RESERVATION)
         worst_cost = min(worst_price_nanos, MAX_RESERVATION)
-        now = datetime.now(UTC)
-        args: list = [request_id, tokens, worst_cost, LEASE_MS, 1 if prepaid else 0]
-        tag = self._tag(key.tenant_id)
-        for scope in scopes:
-            spec = scope.spec
-            period_id, reset_ms = budget_period_bounds(spec.budget_period, now)
-            admission.keys.extend(scope_keys(scope.name, period_id, tag))
-            args.extend(
-                [
-                    _or_none(spec.rpm),
-                    _or_none(spec.tpm),
-                    _or_none(spec.max_concurrent),
-                    _or_none(spec.budget_nanos),
-                    reset_ms,
-                ]
-            )
-            if spec.budget_nanos is None:
-                admission.budget_expiries.append(-2)
-            else:
-                admission.budget_expiries.append(reset_ms + 86_400_000 if reset_ms >= 0 else -1)
-        keys = admission.keys
+        admission.layouts = layouts
         if prepaid:
-            admission.balance_keys = _balance_keys(key.tenant_id, tag)
-            keys = [*keys, *admission.balance_keys]
-        result = await self._run("admit", keys, args)
-        rpm_at, tpm_at = _first(scopes, "rpm"), _first(scopes, "tpm")
-        rate = RateState(
-            rpm=scopes[rpm_at].spec.rpm if rpm_at >= 0 else None,
-            tpm=scopes[tpm_at].spec.tpm if tpm_at >= 0 else None,
+            admission.balance_keys = _balance_keys(key.tenant_id, self._tag(key.tenant_id))
+        result = await self._run_layouts(
+            "admit",
+            layouts,
+            False,
+            [request_id, tokens, worst_cost, LEASE_MS, 1 if prepaid else 0],
+            admission.balance_keys,
         )
+        rpms = [layout.rpm for layout in layouts if layout.rpm is not None]
+        tpms = [layout.tpm for layout in layouts if layout.tpm is not None]
+        rate = RateState(rpm=rpms[0] if rpms else None, tpm=tpms[0] if tpms else None)
         if result[0] == 0:
             reason = result[1].decode() if isinstance(result[1], bytes) else result[1]
             at = int(result[2])  # 0: the tenant's balance
+            scopes = [scope for layout in layouts for scope in layout.scopes]
             scope = scopes[at - 1] if at else BALANCE_SCOPE
             raise LimitExceeded(reason, scope.label, int(result[3]), rate, scope.description)
-        if rpm_at >= 0:
-            rate.rpm_remaining = max(int(result[1 + 4 * rpm_at]), 0)
-            rate.rpm_reset_ms = int(result[2 + 4 * rpm_at])
-        if tpm_at >= 0:
-            rate.tpm_remaining = max(int(result[3 + 4 * tpm_at]), 0)
-            rate.tpm_reset_ms = int(result[4 + 4 * tpm_at])
+        if rate.rpm is not None:
+            rate.rpm_remaining = max(int(result[1]), 0)
+            rate.rpm_reset_ms = int(result[2])
+        if rate.tpm is not None:
+            rate.tpm_remaining = max(int(result[3]), 0)
+            rate.tpm_reset_ms = int(result[4])
         if rate.rpm is not None or rate.tpm is not None:
             admission.rate = rate
         return admission
@@ -337,14 +499,12 @@ class Limiter:
         """``{"key": …, "tenant": …, "balance": …}``: each scope's use now and a prepaid
         tenant's balance, read in one round trip without changing anything; None for a
         scope without limits (nothing is counted for it) and for a postpaid tenant's
-        balance. Raises Redis' errors."""
+        balance; 0 for a limit a scope does not set. Raises Redis' errors."""
         scopes = [
-            ("key", f"k:{key.id}", key.limits),
-            ("tenant", f"t:{key.tenant_id}", key.tenant_limits),
+            Scope("key", f"k:{key.id}", key.limits, "API key"),
+            Scope("tenant", f"t:{key.tenant_id}", key.tenant_limits, "organization (tenant)"),
         ]
-        counted = [
-            (label, name, spec) for label, name, spec in scopes if spec is not None and spec.active
-        ]
+        counted = [scope for scope in scopes if scope.spec is not None and scope.spec.active]
         standing: dict[str, ScopeUse | BalanceUse | None] = {
             "key": None,
             "tenant": None,
@@ -353,17 +513,16 @@ class Limiter:
         prepaid = key.prepaid
         if not counted and not prepaid:
             return standing
-        now = datetime.now(UTC)
-        keys: list[str] = []
+        day = int(time.time() * 1000) // DAY_MS
         tag = self._tag(key.tenant_id)
-        for _label, name, spec in counted:
-            keys.extend(scope_keys(name, budget_period_bounds(spec.budget_period, now)[0], tag))
+        layout = layout_join((scope_layout(scope, day, tag) for scope in counted), day)
+        keys = list(layout.admit_keys)
         if prepaid:
             keys.extend(_balance_keys(key.tenant_id, tag))
-        result = await self._run("standing", keys, [1 if prepaid else 0])
-        for index, (label, _name, _spec) in enumerate(counted):
+        result = await self._run("standing", keys, [1 if prepaid else 0, *layout.flags])
+        for index, scope in enumerate(counted):
             values = [int(v) for v in result[5 * index : 5 * index + 5]]
-            standing[label] = ScopeUse(*values)
+            standing[scope.label] = ScopeUse(*values)
         if prepaid:
             balance, reserved = result[5 * len(counted) :]
             standing["balance"] = BalanceUse(int(balance) if balance else None, int(reserved))
@@ -382,38 +541,30 @@ class Limiter:
         round trip. The stream is the tenant's shard's: the same hash slot as its
         counters, so the settlement and the append stay one atomic script."""
         stream = self._stream + self._tag(event.tenant_id)
-        if admission is None or not (admission.keys or admission.balance_keys):
+        if admission is None or not (admission.layouts or admission.balance_keys):
             if self._fast is not None:
                 await self._fast.execute("XADD", stream, "*", "e", event.to_bytes())
             else:
                 await self._redis.xadd(stream, {"e": event.to_bytes()})
             return
-        tokens = event.prompt_tokens + event.completion_tokens
-        args = [
-            admission.request_id,
-            tokens,
-            cost,
-            event.to_bytes(),
-            1 if admission.balance_keys else 0,
-            *admission.budget_expiries,
-        ]
-        keys = [*admission.keys, *admission.balance_keys, stream]
-        await self._run("settle", keys, args)
+        await self._run_layouts(
+            "settle",
+            admission.layouts,
+            True,
+            [
+                admission.request_id,
+                event.prompt_tokens + event.completion_tokens,
+                cost,
+                event.to_bytes(),
+                1 if admission.balance_keys else 0,
+            ],
+            admission.balance_keys,
+            stream=stream,
+        )
 
     def _tag(self, tenant_id: int) -> str:
         shards = self._shards
         return f"{{s{tenant_id % shards}}}" if shards else ""
-
-
-def _or_none(value: int | None) -> int:
-    return -1 if value is None else value
-
-
-def _first(scopes: list["Scope"], attribute: str) -> int:
-    for index, scope in enumerate(scopes):
-        if getattr(scope.spec, attribute) is not None:
-            return index
-    return -1
 
 
 def reset_duration(ms: int) -> str:
