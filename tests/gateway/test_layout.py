@@ -19,7 +19,7 @@ LAYERS = (
     ("backends",),
     ("errors",),
     ("exchange",),
-    ("caches", "metrics", "limits", "metering", "estimates"),
+    ("caches", "metrics", "limits", "metering", "estimates", "load"),
     ("upstream",),
     ("state",),
     ("call", "filtering"),

@@ -4,6 +4,7 @@ of its own tenant; limit blocks and tags are checked naming the field."""
 import pytest
 from django.db import IntegrityError, transaction
 
+from apps.catalog.models import Model
 from apps.keys.services import ApiKeyError, api_key_issue, api_key_update
 from apps.limits.blocks import (
     LimitBlockInvalid,
@@ -61,6 +62,7 @@ def test_a_key_cannot_go_into_another_tenants_project():
 
 
 def test_key_model_limits_are_stored_normalised():
+    Model.objects.create(name="gemma")
     tenant = Tenant.objects.create(name="limited")
     api_key, _ = api_key_issue(
         tenant=tenant,
@@ -73,6 +75,7 @@ def test_key_model_limits_are_stored_normalised():
 
 
 def test_a_bad_key_model_limit_names_the_field():
+    Model.objects.create(name="gemma")
     tenant = Tenant.objects.create(name="badlimit")
     with pytest.raises(ApiKeyError) as caught:
         api_key_issue(tenant=tenant, name="k", model_limits={"gemma": {"rpm": -1}})
