@@ -116,6 +116,12 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Test runs only (the suite sets it for itself and the servers it starts): a fast password
+# hash, since PBKDF2's deliberate cost per user made up a large share of the suite's time.
+# A deployment never sets it and keeps Django's default hashers.
+if os.environ.get("TOLLGATE_TEST_FAST_PASSWORD_HASH") == "1":
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
 # Empty REDIS_URL = the in-process stand-in (fakeredis): one process only.
 REDIS_URL = os.environ.get("REDIS_URL", "")
 # The test suite's parallel workers (pytest-xdist, worker gwN) share this machine's Redis:

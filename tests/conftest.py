@@ -439,6 +439,11 @@ def _flush_with_retries() -> None:
 def pytest_configure(config) -> None:
     import logging
 
+    # Quick password hashes here and in every server process the suite starts (they
+    # inherit the environment): platform/settings.py.
+    os.environ["TOLLGATE_TEST_FAST_PASSWORD_HASH"] = "1"
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
     _flush_with_retries()
 
     for noisy in ("httpx", "httpx2", "httpcore", "openai", "anthropic"):
