@@ -19,8 +19,14 @@ LAG_PROBE_S = 0.25
 
 def default_max_in_flight() -> int:
     """Half the process's open-file limit (a stream holds a client and an upstream
-    socket), less a margin for the database, Redis and the log."""
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    socket), less a margin for the database, Redis and the log. The soft limit is raised
+    to the hard one first: a distribution's default soft limit (often 1,024) would
+    otherwise cap a process at a few hundred streams."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20
     return max((soft - 256) // 2, 64)

@@ -192,3 +192,20 @@ def test_an_event_loop_running_late_refuses_new_requests(make_gateway, seed, set
 
     error = gateway.run(scenario())
     assert error.status_code == 503
+
+
+def test_the_default_bound_is_taken_from_the_hard_open_file_limit():
+    """A distribution's soft limit (1,024) would cap a process at a few hundred streams:
+    the default bound raises the soft limit to the hard one first."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))\n"
+        "from apps.gateway.load import default_max_in_flight\n"
+        "print(default_max_in_flight() == max((hard - 256) // 2, 64))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.stdout.strip() == "True"
