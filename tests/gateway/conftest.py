@@ -3,6 +3,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from apps.tenants.models import Tenant
 from tests.conftest import Seed, seed_document
 from tests.gateway.inprocess import Handler, InProcessGateway, ScriptedUpstream
 
@@ -11,6 +12,18 @@ from tests.gateway.inprocess import Handler, InProcessGateway, ScriptedUpstream
 SCRIPTED_UPSTREAM_URL = "http://scripted-upstream.invalid/v1"
 # The scripted gateways' usage events go to a stream no Celery worker drains.
 USAGE_STREAM = "tollgate:usage:inprocess-tests"
+
+
+@pytest.fixture
+def acme(seed) -> Tenant:
+    """The seeded tenant."""
+    return Tenant.objects.get(name=seed.tenant_name)
+
+
+@pytest.fixture
+def gw(inprocess_gateway) -> InProcessGateway:
+    """The in-process gateway, by its short name."""
+    return inprocess_gateway
 
 
 @pytest.fixture

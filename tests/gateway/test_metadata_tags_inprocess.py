@@ -5,8 +5,6 @@ header's tags, merged under the header's (the header wins for a key both name) o
 key's default tags, recorded on the ledger row, and taken off the body before it is
 forwarded. Hostile values are a 400 in the protocol's shape naming ``metadata.<key>``."""
 
-from collections.abc import Iterator
-
 import orjson
 import pytest
 
@@ -19,16 +17,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 MODELS = ["test-model", "claude-fake"]
 HOSTILE = "=cmd|' /C calc'!A0"
-
-
-@pytest.fixture
-def acme(seed) -> Tenant:
-    return Tenant.objects.get(name=seed.tenant_name)
-
-
-@pytest.fixture
-def gw(inprocess_gateway) -> Iterator[InProcessGateway]:
-    return inprocess_gateway
 
 
 def issue(tenant: Tenant, **fields) -> str:

@@ -7,7 +7,6 @@ neutralised."""
 import csv
 import io
 import time
-from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -25,16 +24,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 MODELS = ["test-model", "other-model"]
 SCOPE = "x-tollgate-limit-scope"
-
-
-@pytest.fixture
-def acme(seed) -> Tenant:
-    return Tenant.objects.get(name=seed.tenant_name)
-
-
-@pytest.fixture
-def gw(inprocess_gateway) -> Iterator[InProcessGateway]:
-    return inprocess_gateway
 
 
 def project(tenant: Tenant, name: str = "web", **fields) -> Project:
