@@ -176,6 +176,10 @@ CELERY_BEAT_SCHEDULE = {
     # Payments (apps/payments): auto-recharge of prepaid balances (one query when nobody has it on).
     "payments-auto-recharge": {"task": "payments.auto_recharge", "schedule": 15.0},
 }
+# A beat that runs only some of the schedules (comma-separated names above); default all.
+_beat_only = {n.strip() for n in os.environ.get("CELERY_BEAT_ONLY", "").split(",") if n.strip()}
+if _beat_only:
+    CELERY_BEAT_SCHEDULE = {n: e for n, e in CELERY_BEAT_SCHEDULE.items() if n in _beat_only}
 
 # Alerts: webhooks and email (apps/alerts). Email goes through Django's backend: SMTP when
 # EMAIL_HOST is set, else the console (the embedded default prints alerts to stdout).

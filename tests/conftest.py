@@ -255,6 +255,10 @@ def celery_worker(server_env) -> Iterator[Process]:
 
 
 def start_celery_worker(server_env: dict[str, str], name: str = "worker") -> Process:
+    """A worker with beat that runs only the usage ingest: the tests run rollups,
+    statements, alerts and the rest themselves, and a session worker's beat committing
+    them at random moments would race every test that does."""
+    server_env = {"CELERY_BEAT_ONLY": "ledger-ingest", **server_env}
     process = Process(
         name,
         [
