@@ -43,6 +43,7 @@ from apps.billing.management.commands.generate_usage import (  # noqa: E402
 )
 from apps.billing.models import (  # noqa: E402
     BillingCursor,
+    EndUserDayTotal,
     EndUserRollup,
     TagRollup,
     UsageRollup,
@@ -359,6 +360,7 @@ def main() -> None:
     out["hourly_rollup_rebuild"] = timed(hour_rebuild, args.repeat)
     out["rollup_rows"] = UsageRollup.objects.count()
     out["end_user_rollup_rows"] = EndUserRollup.objects.count()
+    out["end_user_day_total_rows"] = EndUserDayTotal.objects.count()
     out["tag_rollup_rows"] = TagRollup.objects.count()
     out["tenant_month_end_user_rollup_rows"] = (
         EndUserRollup.objects.for_tenant(tenant)

@@ -74,16 +74,12 @@ class UsageRollup(models.Model):
         )
 
 
-class _AttributionMeasures(models.Model):
-    """The measures of UsageRollup, for the attribution rollups below."""
+class _DayMeasures(models.Model):
+    """A tenant's day (UTC) with the measures of UsageRollup, for the attribution rollups
+    below."""
 
     bucket_start = models.DateTimeField(help_text="The UTC day")
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
-    # The ledger row's project, or its key's (as UsageRollup's).
-    project = models.ForeignKey(
-        "projects.Project", null=True, on_delete=models.CASCADE, related_name="+", db_index=False
-    )
-    model = models.CharField(max_length=128)
     requests = models.BigIntegerField(default=0)
     errors = models.BigIntegerField(default=0)
     prompt_tokens = models.BigIntegerField(default=0)
@@ -93,6 +89,17 @@ class _AttributionMeasures(models.Model):
     price = models.DecimalField(**MONEY, default=0)
 
     objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+
+class _AttributionMeasures(_DayMeasures):
+    # The ledger row's project, or its key's (as UsageRollup's).
+    project = models.ForeignKey(
+        "projects.Project", null=True, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    model = models.CharField(max_length=128)
 
     class Meta:
         abstract = True
@@ -126,6 +133,27 @@ class EndUserRollup(_AttributionMeasures):
 
     def __str__(self) -> str:
         return f"{self.bucket_start:%Y-%m-%d} {self.tenant_id}/{self.project_id}/{self.end_user}"
+
+
+class EndUserDayTotal(_DayMeasures):
+    """EndUserRollup summed over projects and models: day × tenant × end user, the rows of
+    a report grouped by end user alone (no project or model in its groups or filters),
+    read without aggregating. Built with EndUserRollup, from the same ledger id ranges.
+    On PostgreSQL a covering index (end_user_day_total_report, migration 0006) serves that
+    report from the index alone."""
+
+    end_user = models.CharField(max_length=256)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "bucket_start", "end_user"], name="end_user_day_total_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["bucket_start"], name="end_user_day_total_day")]
+
+    def __str__(self) -> str:
+        return f"{self.bucket_start:%Y-%m-%d} {self.tenant_id}/{self.end_user}"
 
 
 class TagRollup(_AttributionMeasures):

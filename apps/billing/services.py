@@ -33,6 +33,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.billing.models import (
     BillingCursor,
+    EndUserDayTotal,
     EndUserRollup,
     RateCard,
     RateCardPrice,
@@ -176,6 +177,9 @@ _ADD_MEASURES = (
 )
 
 
+ATTRIBUTION_ROLLUPS = (EndUserRollup, EndUserDayTotal, TagRollup)
+
+
 def _rollup_add(model, keys: tuple[str, ...], source: str, params) -> None:
     """Add the rows ``source`` selects (``keys`` then _ADD_MEASURES) to ``model``'s."""
     table = model._meta.db_table
@@ -233,6 +237,11 @@ def _attribution_add(records) -> None:
     keys = ("bucket_start", "tenant_id", "project_id", "end_user", "model")
     _rollup_add(EndUserRollup, keys, source, params)
 
+    totals = records.values("day", "tenant_id", "end_user").annotate(**_LEDGER_MEASURES)
+    inner, params = totals.query.sql_with_params()
+    source = f"SELECT s.day, s.tenant_id, s.end_user, {zeros} FROM ({inner}) s WHERE true"
+    _rollup_add(EndUserDayTotal, ("bucket_start", "tenant_id", "end_user"), source, params)
+
     # A record counts once under each (key, value) of its tags object.
     tagged = records.filter(tags__isnull=False).values(
         "day",
@@ -272,8 +281,8 @@ def _attribution_add(records) -> None:
 def _attribution_rebuild(*, high_water: int, day: datetime) -> None:
     """A day's end-user and tag rollups from the ledger's records with ids up to
     ``high_water``."""
-    EndUserRollup.objects.filter(bucket_start=day).delete()
-    TagRollup.objects.filter(bucket_start=day).delete()
+    for model in ATTRIBUTION_ROLLUPS:
+        model.objects.filter(bucket_start=day).delete()
     records = UsageRecord.objects.filter(
         id__lte=high_water, created_at__gte=day, created_at__lt=day + DAY
     )
@@ -328,8 +337,8 @@ def _rollup_advance(
         rows = _rollup_hours_days_rebuild(hours, high_water)
         # Day by day (each day's groups fit in memory), every day the ledger has: the
         # days of the day rollups, now complete.
-        EndUserRollup.objects.all().delete()
-        TagRollup.objects.all().delete()
+        for model in ATTRIBUTION_ROLLUPS:
+            model.objects.all().delete()
         days = (
             UsageRollup.objects.filter(granularity=UsageRollup.Granularity.DAY)
             .order_by("bucket_start")
@@ -756,27 +765,27 @@ def reconcile_run(
             _by_bucket(rollup_rows, *fields),
             differences,
         )
-    user_fields = ("bucket", "tenant_id", "rollup_project", "end_user", "model")
     end = day_floor(window_end)
-    ledger = (
-        covered.filter(created_at__gte=start_day, created_at__lt=end)
-        .order_by()
-        .annotate(bucket=TruncDay("created_at", tzinfo=UTC), rollup_project=ledger_project())
-        .values(*user_fields)
-        .annotate(**_LEDGER_MEASURES)
-    )
-    user_rows = [
-        {**row, "bucket": row["bucket_start"], "rollup_project": row["project_id"]}
-        for row in EndUserRollup.objects.filter(bucket_start__gte=start_day, bucket_start__lt=end)
-        .order_by()
-        .values("bucket_start", "tenant_id", "project_id", "end_user", "model", *MEASURES)
-    ]
-    checked["end_user_rollups"] = _compare(
-        "end_user_rollups",
-        _by_bucket(ledger, *user_fields),
-        _by_bucket(user_rows, *user_fields),
-        differences,
-    )
+    days = covered.filter(created_at__gte=start_day, created_at__lt=end).order_by()
+    days = days.annotate(bucket=TruncDay("created_at", tzinfo=UTC), rollup_project=ledger_project())
+    for check, model, groups in (
+        ("end_user_rollups", EndUserRollup, ("tenant_id", "project_id", "end_user", "model")),
+        ("end_user_day_totals", EndUserDayTotal, ("tenant_id", "end_user")),
+    ):
+        # The ledger's groups by the rollup's keys (its project: the row's or its key's).
+        ledger_keys = ["bucket", *(g.replace("project_id", "rollup_project") for g in groups)]
+        ledger = days.values(*ledger_keys).annotate(**_LEDGER_MEASURES)
+        rows = model.objects.filter(bucket_start__gte=start_day, bucket_start__lt=end)
+        rollup_rows = [
+            {**row, "bucket": row["bucket_start"], "rollup_project": row.get("project_id")}
+            for row in rows.order_by().values("bucket_start", *groups, *MEASURES)
+        ]
+        checked[check] = _compare(
+            check,
+            _by_bucket(ledger, *ledger_keys),
+            _by_bucket(rollup_rows, *ledger_keys),
+            differences,
+        )
     statements = Statement.objects.filter(
         period_end__gt=window_start.date(), period_start__lte=window_end.date()
     ).exclude(ledger_high_water=None)

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from apps.billing import selectors
-from apps.billing.models import EndUserRollup, Statement, TagRollup
+from apps.billing.models import EndUserDayTotal, EndUserRollup, Statement, TagRollup
 from apps.billing.services import (
     reconcile_run,
     rollup_sync,
@@ -96,10 +96,12 @@ def report(tenant, group_by: list[str], filters: dict) -> dict:
 def _cases(world_mix) -> list[tuple[list[str], dict, str]]:
     web, default = world_mix.web.id, world_mix.acme_default.id
     return [
-        (["user_id"], {}, "end_user"),
+        (["user_id"], {}, "end_user_total"),
+        (["user_id"], {"user_ids": ["alice"]}, "end_user_total"),
         (["project_id", "user_id"], {}, "end_user"),
         (["user_id", "model"], {"models": ["test-model"]}, "end_user"),
-        ([], {"user_ids": ["alice", "bob"]}, "end_user"),
+        ([], {"user_ids": ["alice", "bob"]}, "end_user_total"),
+        (["user_id"], {"project_ids": [web]}, "end_user"),
         (["model"], {"user_ids": ["alice"], "project_ids": [web]}, "end_user"),
         (["tag:team"], {}, "tag"),
         (["tag:team", "project_id", "api_key_id", "model"], {}, "tag"),
@@ -118,7 +120,7 @@ def _cases(world_mix) -> list[tuple[list[str], dict, str]]:
     ]
 
 
-@pytest.mark.parametrize("case", range(14))
+@pytest.mark.parametrize("case", range(16))
 def test_reports_from_the_rollups_equal_the_ledger(world_mix, case):
     group_by, filters, source = _cases(world_mix)[case]
     assert selectors.usage_source(width="1d", group_by=group_by, **filters) == source
@@ -127,7 +129,12 @@ def test_reports_from_the_rollups_equal_the_ledger(world_mix, case):
     )
 
 
-def _rollup_rows() -> tuple[list, list]:
+def _rollup_rows() -> tuple[list, list, list]:
+    totals = list(
+        EndUserDayTotal.objects.order_by("tenant_id", "bucket_start", "end_user").values_list(
+            "tenant_id", "bucket_start", "end_user", "requests", "price"
+        )
+    )
     users = list(
         EndUserRollup.objects.order_by(
             "tenant_id", "bucket_start", "project_id", "end_user", "model"
@@ -150,7 +157,7 @@ def _rollup_rows() -> tuple[list, list]:
             "price",
         )
     )
-    return users, tags
+    return totals, users, tags
 
 
 def test_a_rerun_adds_nothing(world_mix):
@@ -178,6 +185,19 @@ def test_a_late_event_is_added_once_to_its_day(world_mix):
     rollup_sync()
     users = EndUserRollup.objects.filter(tenant=world_mix.acme, end_user="late-user")
     assert list(users.values_list("bucket_start", "requests")) == [
+        (datetime(2026, 2, 2, tzinfo=UTC), 1)
+    ]
+
+
+def test_a_late_event_is_added_once_to_its_days_end_user_total(world_mix):
+    late = attributed(
+        world_mix.acme_key, "2026-02-02 03:04:05", project=None, user="late-user", tags=None
+    )
+    ingest(late)
+    rollup_sync()
+    rollup_sync()
+    totals = EndUserDayTotal.objects.filter(tenant=world_mix.acme, end_user="late-user")
+    assert list(totals.values_list("bucket_start", "requests")) == [
         (datetime(2026, 2, 2, tzinfo=UTC), 1)
     ]
 
@@ -271,3 +291,9 @@ def test_reconciliation_compares_the_end_user_rollups(world_mix):
     EndUserRollup.objects.filter(tenant=world_mix.acme, end_user="alice").update(requests=0)
     run = reconcile_run(window_start=FEB, window_end=MAR)
     assert {d["check"] for d in run.differences} == {"end_user_rollups"}
+
+
+def test_reconciliation_compares_the_end_user_day_totals(world_mix):
+    EndUserDayTotal.objects.filter(tenant=world_mix.acme, end_user="alice").update(requests=0)
+    run = reconcile_run(window_start=FEB, window_end=MAR)
+    assert {d["check"] for d in run.differences} == {"end_user_day_totals"}
