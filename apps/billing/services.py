@@ -26,7 +26,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Max, Min, Q, Sum
+from django.db.models import Count, F, Max, Min, Q, Sum
 from django.db.models.functions import TruncDay, TruncHour, TruncMonth
 from django.utils import timezone
 
@@ -180,6 +180,13 @@ _ADD_MEASURES = (
 ATTRIBUTION_ROLLUPS = (EndUserRollup, EndUserDayTotal, TagRollup)
 
 
+def _utc_day(day: datetime | str) -> datetime:
+    """A day from raw SQL as the ORM reads it: an aware UTC datetime (SQLite sends text)."""
+    if isinstance(day, str):
+        day = datetime.fromisoformat(day)
+    return day if day.tzinfo else day.replace(tzinfo=UTC)
+
+
 def _rollup_add(model, keys: tuple[str, ...], source: str, params) -> None:
     """Add the rows ``source`` selects (``keys`` then _ADD_MEASURES) to ``model``'s."""
     table = model._meta.db_table
@@ -197,10 +204,7 @@ def _rollup_add(model, keys: tuple[str, ...], source: str, params) -> None:
         rows = cursor.fetchall()
     for row in rows:
         lookup = dict(zip(keys, row[: len(keys)], strict=True))
-        day = lookup["bucket_start"]
-        if isinstance(day, str):
-            day = datetime.fromisoformat(day)
-        lookup["bucket_start"] = day if day.tzinfo else day.replace(tzinfo=UTC)
+        lookup["bucket_start"] = _utc_day(lookup["bucket_start"])
         values = dict(zip(_ADD_MEASURES, row[len(keys) :], strict=True))
         values["cost"], values["price"] = (
             Decimal(str(values["cost"])),
@@ -242,7 +246,25 @@ def _attribution_add(records) -> None:
     source = f"SELECT s.day, s.tenant_id, s.end_user, {zeros} FROM ({inner}) s WHERE true"
     _rollup_add(EndUserDayTotal, ("bucket_start", "tenant_id", "end_user"), source, params)
 
-    # A record counts once under each (key, value) of its tags object.
+    source, params = _tag_groups(records)
+    _rollup_add(TagRollup, _TAG_KEYS, source, params)
+
+
+_TAG_KEYS = (
+    "bucket_start",
+    "tenant_id",
+    "project_id",
+    "api_key_id",
+    "model",
+    "tag_key",
+    "tag_value",
+)
+
+
+def _tag_groups(records) -> tuple[str, Any]:
+    """SQL (and its parameters) of these records' totals per TagRollup row (_TAG_KEYS,
+    then _ADD_MEASURES): a record counts once under each (key, value) of its tags object.
+    ``records`` carry the ``day`` and ``rollup_project`` annotations."""
     tagged = records.filter(tags__isnull=False).values(
         "day",
         "tenant_id",
@@ -266,16 +288,7 @@ def _attribution_add(records) -> None:
         f" sum(s.cost), sum(s.price) FROM ({inner}) s, {each}(s.tags) t"
         f" WHERE true GROUP BY {group}"
     )
-    keys = (
-        "bucket_start",
-        "tenant_id",
-        "project_id",
-        "api_key_id",
-        "model",
-        "tag_key",
-        "tag_value",
-    )
-    _rollup_add(TagRollup, keys, source, params)
+    return source, params
 
 
 def _attribution_rebuild(*, high_water: int, day: datetime) -> None:
@@ -786,6 +799,23 @@ def reconcile_run(
             _by_bucket(rollup_rows, *ledger_keys),
             differences,
         )
+    source, params = _tag_groups(days.annotate(day=F("bucket")))
+    with connection.cursor() as cursor:
+        cursor.execute(source, params)
+        ledger_tags = [
+            {
+                **dict(zip(_TAG_KEYS + _ADD_MEASURES, row, strict=True)),
+                "bucket_start": _utc_day(row[0]),
+            }
+            for row in cursor.fetchall()
+        ]
+    tag_rows = TagRollup.objects.filter(bucket_start__gte=start_day, bucket_start__lt=end)
+    checked["tag_rollups"] = _compare(
+        "tag_rollups",
+        _by_bucket(ledger_tags, *_TAG_KEYS),
+        _by_bucket(tag_rows.order_by().values(*_TAG_KEYS, *MEASURES), *_TAG_KEYS),
+        differences,
+    )
     statements = Statement.objects.filter(
         period_end__gt=window_start.date(), period_start__lte=window_end.date()
     ).exclude(ledger_high_water=None)

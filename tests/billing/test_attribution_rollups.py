@@ -297,3 +297,14 @@ def test_reconciliation_compares_the_end_user_day_totals(world_mix):
     EndUserDayTotal.objects.filter(tenant=world_mix.acme, end_user="alice").update(requests=0)
     run = reconcile_run(window_start=FEB, window_end=MAR)
     assert {d["check"] for d in run.differences} == {"end_user_day_totals"}
+
+
+def test_reconciliation_compares_the_tag_rollups(world_mix):
+    TagRollup.objects.filter(tenant=world_mix.acme, tag_value="web").update(requests=0)
+    run = reconcile_run(window_start=FEB, window_end=MAR)
+    assert {d["check"] for d in run.differences} == {"tag_rollups"}
+
+
+def test_reconciliation_finds_the_rollups_equal_to_the_ledger(world_mix):
+    run = reconcile_run(window_start=FEB, window_end=MAR)
+    assert run.differences == []
