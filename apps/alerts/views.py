@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from apps.alerts import selectors, services
 from apps.alerts import serializers as s
 from apps.alerts.services import AlertsError
-from apps.tenants.access import ReadOrWrite, TenantAccess
+from apps.tenants.access import EveryProject, ReadOrWrite, TenantAccess
 from apps.tenants.models import Tenant
 
 TENANT_PARAM = OpenApiParameter(
@@ -29,7 +29,8 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 class AlertsAPIView(APIView):
-    permission_classes = [IsAuthenticated, ReadOrWrite]
+    # Alerts and webhooks are the tenant's as a whole: not for a member narrowed to projects.
+    permission_classes = [IsAuthenticated, ReadOrWrite, EveryProject]
     access: TenantAccess
     tenant: Tenant
 

@@ -366,6 +366,16 @@ class ReadOrWrite(_TenantRole):
         return VIEWER if request.method in SAFE_METHODS else ADMIN
 
 
+class EveryProject(BasePermission):
+    """After a role class: tenant-wide data (alerts, webhooks) is not for a member narrowed
+    to some projects (403, as require_every_project)."""
+
+    message = "Tenant-wide settings need a role that sees every project (you see some)."
+
+    def has_permission(self, request, view) -> bool:
+        return view.access.sees_every_project
+
+
 class ManagesKeys(_TenantRole):
     """Members read keys; writing needs the tenant's admin role or a project's (which
     project is the view's to check, with ``require_project_key_manager``)."""

@@ -589,3 +589,32 @@ def test_dashboard_a_visible_project_a_project_admin_may_not_change_is_403(
         f"/dashboard/projects/{projects.web.id}/{suffix}"
     )
     assert response.status_code == 403
+
+
+# Tenant-wide alerts and webhooks: not for a member narrowed to some projects ----------------
+
+TENANT_WIDE_API = [
+    "/api/v1/alerts/settings",
+    "/api/v1/alerts/events",
+    "/api/v1/webhooks",
+]
+
+
+@pytest.mark.parametrize("path", TENANT_WIDE_API)
+def test_a_narrowed_member_cannot_read_the_tenants_alerts_or_webhooks(projects, path):
+    assert user_client(projects.pat).get(path).status_code == 403
+
+
+@pytest.mark.parametrize("path", TENANT_WIDE_API)
+def test_a_tenant_owner_reads_the_tenants_alerts_and_webhooks(org, projects, path):
+    assert user_client(org.owner).get(path).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/dashboard/alerts/", "/dashboard/webhooks/"])
+def test_dashboard_a_narrowed_member_cannot_open_alerts_or_webhooks(projects, path):
+    assert browser(projects.pat).get(path).status_code == 403
+
+
+def test_dashboard_a_narrowed_member_has_no_alerts_link(projects):
+    page = browser(projects.pat).get("/dashboard/keys/").content.decode()
+    assert 'href="/dashboard/alerts/"' not in page

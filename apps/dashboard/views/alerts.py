@@ -13,6 +13,7 @@ from apps.alerts import events, selectors, services
 from apps.alerts.services import AlertsError
 from apps.dashboard.access import TenantAccess, access_required
 from apps.dashboard.views.common import one_time_put, page
+from apps.tenants.access import require_every_project
 from apps.tenants.models import Membership
 
 WRITE = Membership.Role.ADMIN
@@ -43,7 +44,7 @@ def _alerts_page(request: HttpRequest, access: TenantAccess, error: AlertsError 
 @login_required
 @require_http_methods(["GET", "POST"])
 def alert_settings(request: HttpRequest) -> HttpResponse:
-    access = access_required(request)
+    access = require_every_project(access_required(request))
     if request.method == "GET":
         return _alerts_page(request, access)
     access = access_required(request, WRITE)
@@ -90,7 +91,7 @@ def _webhooks_page(request, access, error: AlertsError | None = None, values=Non
 @login_required
 @require_http_methods(["GET", "POST"])
 def webhook_list(request: HttpRequest) -> HttpResponse:
-    access = access_required(request)
+    access = require_every_project(access_required(request))
     if request.method == "GET":
         return _webhooks_page(request, access)
     access = access_required(request, WRITE)
@@ -125,7 +126,7 @@ def _endpoint_page(request, access, endpoint, error: AlertsError | None = None):
 @login_required
 @require_http_methods(["GET", "POST"])
 def webhook_detail(request: HttpRequest, endpoint_id: int) -> HttpResponse:
-    access = access_required(request)
+    access = require_every_project(access_required(request))
     if request.method == "GET":
         endpoint = selectors.webhook_endpoint_get(tenant=access.tenant, endpoint_id=endpoint_id)
         return _endpoint_page(request, access, endpoint)
