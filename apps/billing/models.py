@@ -139,8 +139,8 @@ class EndUserDayTotal(_DayMeasures):
     """EndUserRollup summed over projects and models: day × tenant × end user, the rows of
     a report grouped by end user alone (no project or model in its groups or filters),
     read without aggregating. Built with EndUserRollup, from the same ledger id ranges.
-    On PostgreSQL a covering index (end_user_day_total_report, migration 0006) serves that
-    report from the index alone."""
+    On PostgreSQL a covering index (end_user_day_total_report, migration 0006; and
+    end_user_rollup_report for EndUserRollup) serves that report from the index alone."""
 
     end_user = models.CharField(max_length=256)
 

@@ -239,7 +239,7 @@ def usage_aggregate_queryset(
         rows = UsageRecord.objects.for_tenant(tenant).filter(
             created_at__gte=start, created_at__lt=end
         )
-        rows = rows.annotate(bucket=_EpochSeconds(_LEDGER_BUCKETS[width]("created_at", tzinfo=UTC)))
+        bucket = _LEDGER_BUCKETS[width]("created_at", tzinfo=UTC)
         sums = _LEDGER_SUMS
         if "project_id" in plain or project_ids:
             rows = rows.annotate(g_project=ledger_project())
@@ -260,7 +260,7 @@ def usage_aggregate_queryset(
                 rows = rows.filter(tag_value__in=tag_filters[key])
             tag_filters = {}
         rows = rows.filter(bucket_start__gte=start, bucket_start__lt=end)
-        rows = rows.annotate(bucket=_EpochSeconds("bucket_start"))
+        bucket = F("bucket_start")
         if source != "end_user_total":
             rows = rows.annotate(g_project=F("project_id"))
         sums = _SUMS
@@ -282,7 +282,10 @@ def usage_aggregate_queryset(
         value = F("tag_value") if source == "tag" else KeyTextTransform(key, "tags")
         rows = rows.annotate(**{_tag_group_name(n): value})
         fields.append(_tag_group_name(n))
-    return rows.order_by().values("bucket", *fields).annotate(**sums).order_by("bucket", *fields)
+    rows = rows.annotate(bucket=_EpochSeconds(bucket)).order_by().values("bucket", *fields)
+    # Ordered by the timestamp, not its epoch: a rollup's index on (tenant, bucket_start, …)
+    # then hands the rows over in (nearly) group order, without a sort of them all.
+    return rows.annotate(**sums).order_by(bucket, *fields)
 
 
 _MEASURE_NAMES = tuple(_SUMS)
