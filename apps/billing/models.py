@@ -75,11 +75,15 @@ class UsageRollup(models.Model):
 
 
 class _DayMeasures(models.Model):
-    """A tenant's day (UTC) with the measures of UsageRollup, for the attribution rollups
-    below."""
+    """A tenant's day (UTC) and project with the measures of UsageRollup, for the
+    attribution rollups below."""
 
     bucket_start = models.DateTimeField(help_text="The UTC day")
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # The ledger row's project, or its key's (as UsageRollup's).
+    project = models.ForeignKey(
+        "projects.Project", null=True, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     requests = models.BigIntegerField(default=0)
     errors = models.BigIntegerField(default=0)
     prompt_tokens = models.BigIntegerField(default=0)
@@ -95,10 +99,6 @@ class _DayMeasures(models.Model):
 
 
 class _AttributionMeasures(_DayMeasures):
-    # The ledger row's project, or its key's (as UsageRollup's).
-    project = models.ForeignKey(
-        "projects.Project", null=True, on_delete=models.CASCADE, related_name="+", db_index=False
-    )
     model = models.CharField(max_length=128)
 
     class Meta:
@@ -136,24 +136,26 @@ class EndUserRollup(_AttributionMeasures):
 
 
 class EndUserDayTotal(_DayMeasures):
-    """EndUserRollup summed over projects and models: day × tenant × end user, the rows of
-    a report grouped by end user alone (no project or model in its groups or filters),
-    read without aggregating. Built with EndUserRollup, from the same ledger id ranges.
-    On PostgreSQL a covering index (end_user_day_total_report, migration 0006; and
-    end_user_rollup_report for EndUserRollup) serves that report from the index alone."""
+    """EndUserRollup summed over models: day × tenant × project × end user, the rows of a
+    report by end user (and project) without a model in its groups or filters, read
+    without aggregating them again. Built with EndUserRollup, from the same ledger id
+    ranges. On PostgreSQL a covering index (end_user_day_total_report, migration 0006)
+    serves those reports from the index alone, in its order."""
 
     end_user = models.CharField(max_length=256)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["tenant", "bucket_start", "end_user"], name="end_user_day_total_unique"
+                fields=["tenant", "bucket_start", "project", "end_user"],
+                name="end_user_day_total_unique",
+                nulls_distinct=False,
             )
         ]
         indexes = [models.Index(fields=["bucket_start"], name="end_user_day_total_day")]
 
     def __str__(self) -> str:
-        return f"{self.bucket_start:%Y-%m-%d} {self.tenant_id}/{self.end_user}"
+        return f"{self.bucket_start:%Y-%m-%d} {self.tenant_id}/{self.project_id}/{self.end_user}"
 
 
 class TagRollup(_AttributionMeasures):

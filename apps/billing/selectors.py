@@ -173,8 +173,8 @@ def usage_source(
 ) -> str:
     """Which table answers a report: ``rollup`` (UsageRollup: hour/day × project × key ×
     model), ``end_user`` (EndUserRollup: day × project × end user × model),
-    ``end_user_total`` (EndUserDayTotal: day × end user, when nothing else is grouped or
-    filtered), ``tag``
+    ``end_user_total`` (EndUserDayTotal: day × project × end user, without a model in the
+    groups or filters), ``tag``
     (TagRollup: day × project × key × model × one tag's value) or ``ledger``.
 
     Read from the ledger itself (its indexes, ledger 0010): 1m buckets; end users or tags
@@ -192,7 +192,7 @@ def usage_source(
     if width != "1d":
         return "ledger"
     if users and not tag_keys and "api_key_id" not in group_by and not api_key_ids:
-        if set(group_by) <= {"user_id"} and not models and not project_ids:
+        if set(group_by) <= {"user_id", "project_id"} and not models:
             return "end_user_total"
         return "end_user"
     if tag_keys and not users and len(tag_keys) == 1:
@@ -261,8 +261,7 @@ def usage_aggregate_queryset(
             tag_filters = {}
         rows = rows.filter(bucket_start__gte=start, bucket_start__lt=end)
         bucket = F("bucket_start")
-        if source != "end_user_total":
-            rows = rows.annotate(g_project=F("project_id"))
+        rows = rows.annotate(g_project=F("project_id"))
         sums = _SUMS
     if api_key_ids:
         rows = rows.filter(api_key_id__in=api_key_ids)

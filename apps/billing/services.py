@@ -241,10 +241,13 @@ def _attribution_add(records) -> None:
     keys = ("bucket_start", "tenant_id", "project_id", "end_user", "model")
     _rollup_add(EndUserRollup, keys, source, params)
 
-    totals = records.values("day", "tenant_id", "end_user").annotate(**_LEDGER_MEASURES)
-    inner, params = totals.query.sql_with_params()
-    source = f"SELECT s.day, s.tenant_id, s.end_user, {zeros} FROM ({inner}) s WHERE true"
-    _rollup_add(EndUserDayTotal, ("bucket_start", "tenant_id", "end_user"), source, params)
+    totals = records.values("day", "tenant_id", "rollup_project", "end_user")
+    inner, params = totals.annotate(**_LEDGER_MEASURES).query.sql_with_params()
+    source = (
+        f"SELECT s.day, s.tenant_id, s.rollup_project, s.end_user, {zeros}"
+        f" FROM ({inner}) s WHERE true"
+    )
+    _rollup_add(EndUserDayTotal, keys[:-1], source, params)
 
     source, params = _tag_groups(records)
     _rollup_add(TagRollup, _TAG_KEYS, source, params)
@@ -783,7 +786,7 @@ def reconcile_run(
     days = days.annotate(bucket=TruncDay("created_at", tzinfo=UTC), rollup_project=ledger_project())
     for check, model, groups in (
         ("end_user_rollups", EndUserRollup, ("tenant_id", "project_id", "end_user", "model")),
-        ("end_user_day_totals", EndUserDayTotal, ("tenant_id", "end_user")),
+        ("end_user_day_totals", EndUserDayTotal, ("tenant_id", "project_id", "end_user")),
     ):
         # The ledger's groups by the rollup's keys (its project: the row's or its key's).
         ledger_keys = ["bucket", *(g.replace("project_id", "rollup_project") for g in groups)]

@@ -98,10 +98,10 @@ def _cases(world_mix) -> list[tuple[list[str], dict, str]]:
     return [
         (["user_id"], {}, "end_user_total"),
         (["user_id"], {"user_ids": ["alice"]}, "end_user_total"),
-        (["project_id", "user_id"], {}, "end_user"),
+        (["project_id", "user_id"], {}, "end_user_total"),
         (["user_id", "model"], {"models": ["test-model"]}, "end_user"),
         ([], {"user_ids": ["alice", "bob"]}, "end_user_total"),
-        (["user_id"], {"project_ids": [web]}, "end_user"),
+        (["user_id"], {"project_ids": [web]}, "end_user_total"),
         (["model"], {"user_ids": ["alice"], "project_ids": [web]}, "end_user"),
         (["tag:team"], {}, "tag"),
         (["tag:team", "project_id", "api_key_id", "model"], {}, "tag"),
@@ -131,9 +131,9 @@ def test_reports_from_the_rollups_equal_the_ledger(world_mix, case):
 
 def _rollup_rows() -> tuple[list, list, list]:
     totals = list(
-        EndUserDayTotal.objects.order_by("tenant_id", "bucket_start", "end_user").values_list(
-            "tenant_id", "bucket_start", "end_user", "requests", "price"
-        )
+        EndUserDayTotal.objects.order_by(
+            "tenant_id", "bucket_start", "project_id", "end_user"
+        ).values_list("tenant_id", "bucket_start", "project_id", "end_user", "requests", "price")
     )
     users = list(
         EndUserRollup.objects.order_by(

@@ -169,3 +169,42 @@ def test_a_cluster_without_a_broker_is_refused_at_startup(tmp_path):
         timeout=60,
     )
     assert "set CELERY_BROKER_URL" in result.stderr
+
+
+def test_a_gateway_and_a_worker_on_sentinel_meter_a_request(
+    sentinel_setup, server_env, seed, upstream
+):
+    """The hot path and the usage stream on the Sentinel's primary, Celery's broker on a
+    single Redis (CELERY_BROKER_URL): a request lands in the ledger once."""
+    import uuid
+
+    import httpx
+
+    from apps.ledger.models import UsageRecord
+    from tests.conftest import start_celery_worker, start_gateway
+
+    _primary, _replica, sentinel = sentinel_setup
+    env = {
+        **server_env,
+        "REDIS_URL": f"redis+sentinel://127.0.0.1:{sentinel}/{SERVICE}",
+        "CELERY_BROKER_URL": server_env["REDIS_URL"],
+        "LEDGER_STREAM": f"tollgate:sentinel-usage:{uuid.uuid4().hex[:8]}",
+    }
+    gateway = start_gateway(env, name="sentinel-gateway")
+    worker = start_celery_worker(env, name="sentinel-worker")
+    try:
+        response = httpx.post(
+            f"http://127.0.0.1:{gateway.port}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {seed.secret}"},
+            json={"model": "test-model", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=30,
+        )
+        request_id = response.headers.get("x-request-id")
+        landed = wait_until(
+            lambda: UsageRecord.objects.filter(request_id=request_id).count() == 1, timeout=60
+        )
+    finally:
+        worker.stop()
+        gateway.stop()
+    assert response.status_code == 200
+    assert landed
