@@ -71,6 +71,14 @@ _SUMS = {
     "input_cached_tokens": _IntSum("cached_tokens"),
     "price": _DecimalSum("price"),
 }
+# A rollup row's own measures, when its rows are the report's groups (the groups name its
+# whole key: nothing to add up).
+_COLUMNS = {name: F(sum_.source_expressions[0].name) for name, sum_ in _SUMS.items()}
+# The groups that name the whole key of a rollup's day rows (besides tenant and day).
+_GRAIN = {
+    "end_user_total": {"project_id", "user_id"},
+    "end_user": {"project_id", "user_id", "model"},
+}
 _LEDGER_SUMS = {
     "num_model_requests": Count("id"),
     "input_tokens": _IntSum("prompt_tokens"),
@@ -262,7 +270,7 @@ def usage_aggregate_queryset(
         rows = rows.filter(bucket_start__gte=start, bucket_start__lt=end)
         bucket = F("bucket_start")
         rows = rows.annotate(g_project=F("project_id"))
-        sums = _SUMS
+        sums = _COLUMNS if _GRAIN.get(source) == set(plain) else _SUMS
     if api_key_ids:
         rows = rows.filter(api_key_id__in=api_key_ids)
     if models:
@@ -353,17 +361,18 @@ def usage_aggregate(
             ),
         )
     result: dict[datetime, list[dict[str, Any]]] = {}
-    buckets: dict[int, list[dict[str, Any]]] = {}
-    for row in rows:
+    by_project, by_user = "project_id" in plain, "user_id" in plain
+    epoch_now, bucket = None, []
+    for row in rows:  # in bucket order
         epoch = row.pop("bucket")
-        bucket = buckets.get(epoch)
-        if bucket is None:
-            bucket = buckets[epoch] = result[datetime.fromtimestamp(epoch, UTC)] = []
+        if epoch != epoch_now:
+            epoch_now = epoch
+            bucket = result.setdefault(datetime.fromtimestamp(epoch, UTC), [])
         if row["price"] is None:
             row["price"] = _ZERO
-        if "project_id" in plain:
+        if by_project:
             row["project_id"] = row.pop("g_project")
-        if "user_id" in plain:
+        if by_user:
             row["user_id"] = row.pop("end_user") or None
         if tag_keys:
             row["tags"] = {key: row.pop(_tag_group_name(n)) for n, key in enumerate(tag_keys)}
