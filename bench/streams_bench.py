@@ -12,14 +12,16 @@ the gateway's figures are then given as added to it:
     CPU/chunk        the gateway process's utime+stime / content chunks relayed, while
                      every stream is open (steady), and over the whole run (setup and
                      settlement included)
-    KB/stream        (gateway RSS with every stream open − its RSS idle, warmed up) / C
+    KB/stream        (gateway RSS with every stream open − its RSS idle, warmed up, before
+                     the first run) / C
 
-Starts its own gateway (uvicorn as ``make serve`` does) on Postgres and Redis with the
+Starts its own gateway (uvicorn as ``make serve`` does; ``--server granian`` for granian) on Postgres and Redis with the
 setup of ``bench/gateway_bench.py`` (DATABASE_URL: BENCH_DATABASE_URL, default database
 tollgate_streams_bench; Redis: ``--redis-db``, default 4). Needs node (v20).
 
     .venv/bin/python bench/streams_bench.py --streams 1000 [--interval-ms 50]
         [--duration-s 30] [--repeat 3] [--direct] [--gateway-workers 1] [--redis-db 4]
+        [--server uvicorn|granian]
 """
 
 import argparse
@@ -137,6 +139,9 @@ def main() -> None:
         "--direct", action="store_true", help="only the floor: straight to the upstream"
     )
     parser.add_argument("--gateway-workers", type=int, default=1, help="web processes")
+    parser.add_argument(
+        "--server", choices=sorted(SERVERS), default="uvicorn", help="granian: pip install granian"
+    )
     parser.add_argument("--redis-db", type=int, default=4)
     parser.add_argument("--json", help="write every run's raw figures to this file")
     args = parser.parse_args()  # fmt: skip
@@ -185,7 +190,7 @@ def main() -> None:
         secret = setup(env, upstream_port)
         gateway_port = free_port()
         gateway = subprocess.Popen(
-            SERVERS["uvicorn"](gateway_port, args.gateway_workers), cwd=ROOT, env=env
+            SERVERS[args.server](gateway_port, args.gateway_workers), cwd=ROOT, env=env
         )
         wait_port(gateway_port)
         url = f"http://127.0.0.1:{gateway_port}/v1/chat/completions"
@@ -210,7 +215,6 @@ def main() -> None:
                 f"{result['cpu_us_per_chunk']:.1f} µs; {result['kb_per_stream']:.1f} KB/stream",
                 flush=True,
             )
-            idle_kb = rss_kb(gateway.pid)
         rows = runs["gateway"]
 
         def added(path: tuple[str, str]) -> list[float]:
