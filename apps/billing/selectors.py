@@ -4,13 +4,17 @@
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
+from django.db import connections
 from django.db.models import BigIntegerField, Count, F, Func, Q, QuerySet, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce, TruncDay, TruncHour, TruncMinute
 
 from apps.billing.models import (
+    MONEY,
     EndUserDayTotal,
     EndUserRollup,
     RateCard,
@@ -326,6 +330,41 @@ def _untagged_rows(
     return [row for row in left.values() if row["num_model_requests"]]
 
 
+_MONEY_PLACES = Decimal(10) ** -MONEY["decimal_places"]
+# The report's names of usage_aggregate_queryset's group columns.
+_REPORT_NAMES = {"g_project": "project_id", "end_user": "user_id"}
+
+
+def _report_buckets(queryset: QuerySet, *, by_user: bool) -> dict[datetime, list[dict[str, Any]]]:
+    """usage_aggregate without tag groups: the rows fetched at once and made into the
+    report's dicts in one pass. A month by project and end user is ~100,000 rows, and
+    Django's iterator (fetches of 100, a dict per row, renamed after) cost more than the
+    query. The values need no conversion (_Loaded sums, plain columns; money is never
+    NULL) but SQLite's sums of money (floats)."""
+    connection = connections[queryset.db]
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        names = [_REPORT_NAMES.get(column[0], column[0]) for column in cursor.description]
+        rows = cursor.fetchall()
+    at = names.index("bucket")
+    names[at] = "_bucket"
+    user = names.index("user_id") if by_user else -1
+    money = names.index("price") if connection.vendor != "postgresql" else -1
+    result: dict[datetime, list[dict[str, Any]]] = {}
+    for epoch, group in groupby(rows, key=itemgetter(at)):  # in bucket order
+        bucket = result[datetime.fromtimestamp(epoch, UTC)] = []
+        for values in group:
+            row = dict(zip(names, values, strict=True))
+            del row["_bucket"]
+            if user >= 0 and not values[user]:
+                row["user_id"] = None  # "" in the rollups: no end user given
+            if money >= 0:
+                row["price"] = Decimal(str(values[money])).quantize(_MONEY_PLACES)
+            bucket.append(row)
+    return result
+
+
 def usage_aggregate(
     *,
     tenant: Tenant,
@@ -337,13 +376,14 @@ def usage_aggregate(
 ) -> dict[datetime, list[dict[str, Any]]]:
     """usage_aggregate_queryset's rows by bucket start, each with its group's
     ``project_id``, ``user_id`` (None: no end user) and ``tags`` ({key: value or None})."""
-    rows = list(
-        usage_aggregate_queryset(
-            tenant=tenant, start=start, end=end, width=width, group_by=group_by, **filters
-        )
+    queryset = usage_aggregate_queryset(
+        tenant=tenant, start=start, end=end, width=width, group_by=group_by, **filters
     )
     tag_keys = [g.removeprefix(TAG_GROUP) for g in group_by if g.startswith(TAG_GROUP)]
     plain = [g for g in group_by if not g.startswith(TAG_GROUP)]
+    if not tag_keys:
+        return _report_buckets(queryset, by_user="user_id" in plain)
+    rows = list(queryset)
     source = usage_source(width=width, group_by=group_by, **filters)
     if source == "tag" and tag_keys and not (filters.get("tags") or {}):
         untagged = _untagged_rows(
