@@ -111,7 +111,19 @@ def _retrieve(future: asyncio.Future) -> None:
         future.exception()  # an ASKING's reply or error: nobody waits for it
 
 
-class FastRedis:
+class _Scripts:
+    """Lua scripts by SHA1: EVALSHA first, EVAL (which caches it again) when a Redis has
+    forgotten it. Every client keeps ``_scripts`` (sha → source)."""
+
+    _scripts: dict[str, bytes]
+
+    def register(self, source: str) -> str:
+        sha = hashlib.sha1(source.encode()).hexdigest()
+        self._scripts[sha] = source.encode()
+        return sha
+
+
+class FastRedis(_Scripts):
     """One server (a single Redis, a cluster node, a Sentinel's primary)."""
 
     def __init__(self, url: str, connections: int = 2, timeout_s: float = 5.0) -> None:
@@ -227,8 +239,7 @@ class FastRedis:
         return reply
 
     def register(self, source: str) -> str:
-        sha = hashlib.sha1(source.encode()).hexdigest()
-        self._scripts[sha] = source.encode()
+        sha = super().register(source)
         self._evalsha[sha] = _bulk(b"EVALSHA") + _bulk(sha.encode())
         return sha
 
@@ -285,7 +296,7 @@ _MAX_REDIRECTS = 40
 _BACKOFF_S = 0.002
 
 
-class ClusterFastRedis:
+class ClusterFastRedis(_Scripts):
     """The same two commands on a Redis Cluster: each routed to the node serving the slot
     of its first key (every key of one script shares it: apps/core/shards.py), over that
     node's pipelined connections.
@@ -405,13 +416,6 @@ class ClusterFastRedis:
                 raise _reply_error(message)
         raise RedisConnectionError(f"cluster kept redirecting slot {slot}")
 
-    def register(self, source: str) -> str:
-        import hashlib
-
-        sha = hashlib.sha1(source.encode()).hexdigest()
-        self._scripts[sha] = source.encode()
-        return sha
-
     async def evalsha(self, sha: str, keys: list, args: list) -> object:
         return await self._routed(
             keys[0],
@@ -435,7 +439,7 @@ def _ignore_failure(task: asyncio.Task) -> None:
         task.exception()  # retrieved: a failed background refresh is retried on next use
 
 
-class SentinelFastRedis:
+class SentinelFastRedis(_Scripts):
     """The same two commands on the primary the Sentinels name for ``service``: asked
     again after a lost connection or a READONLY reply (a demoted primary). READONLY means
     the command did not run, so it is retried once at the new primary; a lost connection
@@ -519,13 +523,6 @@ class SentinelFastRedis:
                 continue
             raise _reply_error(message)
         raise RedisConnectionError("the primary stayed read-only")
-
-    def register(self, source: str) -> str:
-        import hashlib
-
-        sha = hashlib.sha1(source.encode()).hexdigest()
-        self._scripts[sha] = source.encode()
-        return sha
 
     async def evalsha(self, sha: str, keys: list, args: list) -> object:
         return await self._call(
