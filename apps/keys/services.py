@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_changes, audit_record
+from apps.catalog.models import Model
 from apps.core.redis import KEYS_INVALIDATE_CHANNEL, publish
 from apps.gateway.protocol.attribution import AttributionInvalid, tags_validate
 from apps.keys.hashing import secret_generate, secret_hash, secret_visible_prefix
@@ -44,8 +45,6 @@ def _checked_fields(fields: dict) -> dict:
     the offending entry (``model_limits.gemma-270m.rpm``)."""
     try:
         if "model_limits" in fields:
-            from apps.catalog.models import Model
-
             fields["model_limits"] = model_limits_validate(
                 fields["model_limits"],
                 known_models=frozenset(Model.objects.values_list("name", flat=True)),
