@@ -100,6 +100,7 @@ def _cases(world_mix) -> list[tuple[list[str], dict, str]]:
         (["user_id"], {"user_ids": ["alice"]}, "end_user_total"),
         (["project_id", "user_id"], {}, "end_user_total"),
         (["project_id", "user_id"], {"user_ids": ["alice"]}, "end_user_total"),
+        (["project_id", "user_id"], {"project_ids": [web]}, "end_user_total"),
         (["project_id", "user_id", "model"], {}, "end_user"),
         (["user_id", "model"], {"models": ["test-model"]}, "end_user"),
         ([], {"user_ids": ["alice", "bob"]}, "end_user_total"),
@@ -122,7 +123,7 @@ def _cases(world_mix) -> list[tuple[list[str], dict, str]]:
     ]
 
 
-@pytest.mark.parametrize("case", range(18))
+@pytest.mark.parametrize("case", range(19))
 def test_reports_from_the_rollups_equal_the_ledger(world_mix, case):
     group_by, filters, source = _cases(world_mix)[case]
     assert selectors.usage_source(width="1d", group_by=group_by, **filters) == source
