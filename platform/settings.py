@@ -178,10 +178,8 @@ CELERY_BEAT_SCHEDULE = {
 }
 # A beat that runs only some of the schedules (comma-separated names above); default all.
 _beat_only = {n.strip() for n in os.environ.get("CELERY_BEAT_ONLY", "").split(",") if n.strip()}
-if _beat_only - set(CELERY_BEAT_SCHEDULE):
-    raise ImproperlyConfigured(
-        f"CELERY_BEAT_ONLY names no schedule: {', '.join(sorted(_beat_only - set(CELERY_BEAT_SCHEDULE)))}"
-    )
+if _unknown := sorted(_beat_only - set(CELERY_BEAT_SCHEDULE)):
+    raise ImproperlyConfigured(f"CELERY_BEAT_ONLY names no schedule: {', '.join(_unknown)}")
 if _beat_only:
     CELERY_BEAT_SCHEDULE = {n: e for n, e in CELERY_BEAT_SCHEDULE.items() if n in _beat_only}
 

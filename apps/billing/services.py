@@ -177,7 +177,7 @@ _ADD_MEASURES = (
 )
 
 
-ATTRIBUTION_ROLLUPS = (EndUserRollup, EndUserDayTotal, TagRollup)
+_ATTRIBUTION_ROLLUPS = (EndUserRollup, EndUserDayTotal, TagRollup)
 
 
 def _utc_day(day: datetime | str) -> datetime:
@@ -297,7 +297,7 @@ def _tag_groups(records) -> tuple[str, Any]:
 def _attribution_rebuild(*, high_water: int, day: datetime) -> None:
     """A day's end-user and tag rollups from the ledger's records with ids up to
     ``high_water``."""
-    for model in ATTRIBUTION_ROLLUPS:
+    for model in _ATTRIBUTION_ROLLUPS:
         model.objects.filter(bucket_start=day).delete()
     records = UsageRecord.objects.filter(
         id__lte=high_water, created_at__gte=day, created_at__lt=day + DAY
@@ -353,7 +353,7 @@ def _rollup_advance(
         rows = _rollup_hours_days_rebuild(hours, high_water)
         # Day by day (each day's groups fit in memory), every day the ledger has: the
         # days of the day rollups, now complete.
-        for model in ATTRIBUTION_ROLLUPS:
+        for model in _ATTRIBUTION_ROLLUPS:
             model.objects.all().delete()
         days = (
             UsageRollup.objects.filter(granularity=UsageRollup.Granularity.DAY)
