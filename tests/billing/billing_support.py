@@ -1,6 +1,7 @@
 """Shared helpers for the billing tests: two tenants with keys and admin tokens, events
 put through the real ingest (Redis stream → Postgres), and independent cost arithmetic."""
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -59,7 +60,11 @@ def world_make(upstream_url: str = "http://127.0.0.1:9/v1") -> World:
 
 
 @pytest.fixture
-def stream(redis_url):
+def stream(redis_url, settings):
+    """A usage stream of this test's own. The session's Celery worker (started by an
+    end-to-end test of this process) ingests the shared one every second, and would take
+    events whose tenant this test has not committed (and lose them to the dead letters)."""
+    settings.LEDGER_STREAM = f"{settings.LEDGER_STREAM}:billing-{os.getpid()}"
     client = sync_client()
     client.delete(settings.LEDGER_STREAM, settings.LEDGER_STREAM + ":dead")
     usage_stream_ensure_group(client)
@@ -112,8 +117,8 @@ def ingest(*events: UsageEvent) -> None:
     for e in events:
         client.xadd(settings.LEDGER_STREAM, {"e": e.to_bytes()})
     usage_ingest(consumer="billing-test", max_seconds=30)
-    # A Celery worker that an earlier end-to-end test of this test process started reads
-    # the same stream and may hold some of them: the stream is drained when either is done.
+    # Without the stream fixture (tests on committed data), the session's Celery worker
+    # reads the same stream and may hold some: drained when either is done.
     wait_until(lambda: client.xlen(settings.LEDGER_STREAM) == 0, timeout=30)
 
 
