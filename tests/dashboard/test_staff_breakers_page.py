@@ -11,7 +11,7 @@ from django.urls import reverse
 from apps.catalog.models import Backend, Deployment
 from apps.core.redis import async_client
 from apps.gateway.caches import _load_catalog
-from apps.gateway.upstream.health import BREAKERS_KEY, KEY_PREFIX, DeploymentHealth
+from apps.gateway.upstream.health import DeploymentHealth, breakers_forget
 
 
 @pytest.fixture
@@ -21,10 +21,7 @@ def page(client, team, redis_url):
         return client.get(reverse("dashboard:staff-backends")).content.decode()
 
     yield get
-    connection = redis.Redis.from_url(settings.REDIS_URL)
-    for member in connection.smembers(BREAKERS_KEY):
-        connection.delete(KEY_PREFIX + member.decode())
-    connection.delete(BREAKERS_KEY)
+    breakers_forget(redis.Redis.from_url(settings.REDIS_URL))
 
 
 def open_breaker(deployment: Deployment) -> None:

@@ -44,12 +44,16 @@ def forget_breakers() -> None:
     import redis
     from django.conf import settings
 
-    from apps.gateway.upstream.health import BREAKERS_KEY, KEY_PREFIX
+    from apps.gateway.upstream.health import breakers_forget
 
-    connection = redis.Redis.from_url(settings.REDIS_URL)
-    for member in connection.smembers(BREAKERS_KEY):
-        connection.delete(KEY_PREFIX + member.decode())
-    connection.delete(BREAKERS_KEY)
+    breakers_forget(redis.Redis.from_url(settings.REDIS_URL))
+
+
+@pytest.fixture
+def fresh_breakers(redis_url) -> None:
+    """No breaker of an earlier test: a flush between tests deletes deployments without
+    their breakers, which would show under the same labels as this test's."""
+    forget_breakers()
 
 
 @pytest.fixture(scope="module")

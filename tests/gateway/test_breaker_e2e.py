@@ -15,7 +15,7 @@ from django.conf import settings
 from apps.gateway.upstream.health import KEY_PREFIX
 from tests.conftest import openai_client, seed_document, start_gateway, wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("fresh_breakers")]
 
 LONG_COOLDOWN_S = 30
 PROBE_COOLDOWN_S = 1

@@ -2,14 +2,16 @@
 Lua): the same scripts open, share, probe and close them as on Redis."""
 
 import asyncio
+import dataclasses
 import time
 
 import fakeredis
 import pytest
+from prometheus_client import REGISTRY
 
 from apps.gateway.backends import adapter_for
 from apps.gateway.caches import DeploymentInfo
-from apps.gateway.upstream.health import DeploymentHealth
+from apps.gateway.upstream.health import DeploymentHealth, breakers_forget
 from tests.conftest import wait_until
 
 COOLDOWN_S = 0.2
@@ -90,3 +92,30 @@ def test_a_successful_probe_closes_it_for_every_process(loop, server):
     loop.run_until_complete(first.succeeded(deployment()))
     loop.run_until_complete(second.refresh())
     assert second.quiet()
+
+
+def shared(deployment_id: int) -> DeploymentInfo:
+    """Deployments of different models on one backend and upstream model: one label."""
+    return dataclasses.replace(deployment(deployment_id), backend="shared", upstream_model="m")
+
+
+def gauge(label: str) -> float | None:
+    return REGISTRY.get_sample_value("tollgate_deployment_breaker_state", {"deployment": label})
+
+
+def test_a_label_of_several_deployments_shows_the_worst_breaker(loop, server):
+    writer = health(server)
+    for _ in range(3):
+        loop.run_until_complete(writer.failed(shared(8), "connect"))
+    loop.run_until_complete(writer.failed(shared(9), "connect"))  # closed, one failure
+    reader = health(server)
+    loop.run_until_complete(reader.refresh())
+    assert gauge("shared/m") == 1.0  # open, whichever deployment was read last
+
+
+def test_a_forgotten_deployment_leaves_every_view(loop, server):
+    fail(loop, health(server))
+    breakers_forget(fakeredis.FakeRedis(server=server), [deployment().id])
+    other = health(server)
+    loop.run_until_complete(other.refresh())
+    assert other.quiet()

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
@@ -51,6 +52,7 @@ CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
 STATE_VALUES = {CLOSED: 0, OPEN: 1, HALF_OPEN: 2}
+_SEVERITY = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
 # KEYS: hash, set. ARGV: deployment id, now ms, failures to open, cool-down ms, rest ms
 # (a 429: open for that long without counting; 0 otherwise), hash TTL ms, its label.
@@ -289,12 +291,20 @@ class DeploymentHealth:
                     self._labels[deployment_id] = row[b"label"].decode()
             if stale:
                 await self._redis.srem(BREAKERS_KEY, *stale)
+        # A label (backend/upstream model) may name several deployments (models sharing
+        # one upstream model): its gauge shows the worst of their states.
+        states: dict[str, str] = {}
         for deployment_id in self._view.keys() - view.keys():
             if (label := self._labels.get(deployment_id)) is not None:
-                breaker_series(label).state.set(STATE_VALUES[CLOSED])
+                states.setdefault(label, CLOSED)
         for deployment_id, breaker in view.items():
-            if (label := self._labels.get(deployment_id)) is not None:
-                breaker_series(label).state.set(STATE_VALUES.get(breaker.state, 0))
+            label = self._labels.get(deployment_id)
+            if label is not None and _SEVERITY.get(breaker.state, 0) >= _SEVERITY.get(
+                states.get(label, ""), -1
+            ):
+                states[label] = breaker.state
+        for label, state in states.items():
+            breaker_series(label).state.set(STATE_VALUES.get(state, 0))
         self._view = view
         return view
 
@@ -307,6 +317,19 @@ class DeploymentHealth:
             except (redis.RedisError, OSError) as exc:
                 log.warning("breaker view not refreshed (%s); retrying", exc)
             await asyncio.sleep(interval_s)
+
+
+def breakers_forget(client: redis.Redis, deployment_ids: Iterable[int] | None = None) -> None:
+    """Drop the breakers of ``deployment_ids`` (every breaker: None): deployments that
+    are gone. Their hashes would otherwise stay for a day under a label (backend/upstream
+    model) that a deployment made again later shares."""
+    if deployment_ids is None:
+        deployment_ids = [int(m) for m in client.smembers(BREAKERS_KEY)]
+    ids = list(deployment_ids)
+    if not ids:
+        return
+    client.delete(*(KEY_PREFIX + str(i) for i in ids))
+    client.srem(BREAKERS_KEY, *ids)
 
 
 def breakers_read(client: redis.Redis) -> dict[int, BreakerView]:
