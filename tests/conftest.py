@@ -410,6 +410,23 @@ def seed_document(upstream_base_url: str, tenant: str = "acme") -> dict:
 
 
 @pytest.fixture
+def clean_stream(redis_url, settings):
+    """An empty usage stream of this test's own, its consumer group made: settings'
+    LEDGER_STREAM names it while the test runs. The session's Celery worker (started by an
+    end-to-end test of this process) ingests the shared stream every second, and would
+    take this test's events: ingest them before the test does, or lose them to the dead
+    letters when their tenant is not committed yet."""
+    from apps.core.redis import sync_client
+    from apps.ledger.services import usage_stream_ensure_group
+
+    settings.LEDGER_STREAM = f"{settings.LEDGER_STREAM}:own-{os.getpid()}"
+    client = sync_client()
+    client.delete(settings.LEDGER_STREAM, settings.LEDGER_STREAM + ":dead")
+    usage_stream_ensure_group(client)
+    return client
+
+
+@pytest.fixture
 def seed(transactional_db, upstream) -> Seed:
     from apps.provisioning.services import config_apply
 

@@ -657,7 +657,7 @@ def test_a_models_maximum_output_must_be_positive(org):
     assert "max_output_tokens" in refused.json()
 
 
-def test_staff_pipeline_state(org, stream_clean):
+def test_staff_pipeline_state(org, clean_stream):
     body = user_client(org.staff).get("/api/v1/staff/pipeline").json()
     assert set(body) == {
         "stream_length",
@@ -670,12 +670,3 @@ def test_staff_pipeline_state(org, stream_clean):
         "beat",
     }
     assert body["lag_seconds"] == 0.0 and body["last_ingest_at"] is None
-
-
-@pytest.fixture
-def stream_clean(redis_url):
-    from django.conf import settings
-
-    from apps.core.redis import sync_client
-
-    sync_client().delete(settings.LEDGER_STREAM, settings.LEDGER_STREAM + ":dead")

@@ -1,7 +1,6 @@
 """Shared helpers for the billing tests: two tenants with keys and admin tokens, events
 put through the real ingest (Redis stream → Postgres), and independent cost arithmetic."""
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -13,7 +12,7 @@ from django.conf import settings
 from apps.core.redis import sync_client
 from apps.keys.models import ApiKey
 from apps.ledger.events import UsageEvent
-from apps.ledger.services import usage_ingest, usage_stream_ensure_group
+from apps.ledger.services import usage_ingest
 from apps.provisioning.services import config_apply
 from apps.tenants.models import Tenant
 from tests.conftest import seed_document, wait_until
@@ -60,15 +59,9 @@ def world_make(upstream_url: str = "http://127.0.0.1:9/v1") -> World:
 
 
 @pytest.fixture
-def stream(redis_url, settings):
-    """A usage stream of this test's own. The session's Celery worker (started by an
-    end-to-end test of this process) ingests the shared one every second, and would take
-    events whose tenant this test has not committed (and lose them to the dead letters)."""
-    settings.LEDGER_STREAM = f"{settings.LEDGER_STREAM}:billing-{os.getpid()}"
-    client = sync_client()
-    client.delete(settings.LEDGER_STREAM, settings.LEDGER_STREAM + ":dead")
-    usage_stream_ensure_group(client)
-    return client
+def stream(clean_stream):
+    """A usage stream of this test's own (tests/conftest.py)."""
+    return clean_stream
 
 
 @pytest.fixture

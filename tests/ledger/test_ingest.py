@@ -8,20 +8,11 @@ import orjson
 import pytest
 from django.conf import settings
 
-from apps.core.redis import sync_client
 from apps.keys.models import ApiKey
 from apps.ledger.events import UsageEvent
 from apps.ledger.models import UsageRecord
-from apps.ledger.services import usage_ingest, usage_ingest_batch, usage_stream_ensure_group
+from apps.ledger.services import usage_ingest, usage_ingest_batch
 from tests.conftest import start_celery_worker, wait_until
-
-
-@pytest.fixture
-def clean_stream(redis_url):
-    client = sync_client()
-    client.delete(settings.LEDGER_STREAM, settings.LEDGER_STREAM + ":dead")
-    usage_stream_ensure_group(client)
-    return client
 
 
 def event_for(key: ApiKey, request_id: str, **fields) -> UsageEvent:
@@ -96,7 +87,12 @@ def test_a_worker_killed_mid_batch_loses_nothing(seed, clean_stream, server_env)
     key = ApiKey.objects.get(name="main")
     for i in range(2000):
         append(clean_stream, event_for(key, f"req_kill_{i}"))
-    env = {**server_env, "LEDGER_RECLAIM_IDLE_MS": "500", "LEDGER_BATCH_SIZE": "100"}
+    env = {
+        **server_env,
+        "LEDGER_STREAM": settings.LEDGER_STREAM,
+        "LEDGER_RECLAIM_IDLE_MS": "500",
+        "LEDGER_BATCH_SIZE": "100",
+    }
     victim = start_celery_worker(env, name="victim")
     # Kill it hard as soon as it has taken entries but before the stream is drained.
     wait_until(

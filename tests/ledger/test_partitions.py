@@ -12,7 +12,6 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from apps.billing.models import BillingCursor, Statement
-from apps.core.redis import sync_client
 from apps.keys.models import ApiKey
 from apps.ledger.models import UsageRecord
 from apps.ledger.partitions import (
@@ -25,20 +24,12 @@ from apps.ledger.partitions import (
     partitions_ensure,
     partitions_retire,
 )
-from apps.ledger.services import usage_ingest, usage_ingest_batch, usage_stream_ensure_group
+from apps.ledger.services import usage_ingest, usage_ingest_batch
 from tests.ledger.test_ingest import append, event_for
 
 pytestmark = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="partitions are PostgreSQL's"
 )
-
-
-@pytest.fixture
-def clean_stream(redis_url, settings):
-    client = sync_client()
-    client.delete(settings.LEDGER_STREAM, settings.LEDGER_STREAM + ":dead")
-    usage_stream_ensure_group(client)
-    return client
 
 
 def _where(request_id: str) -> str:

@@ -7,19 +7,10 @@ import orjson
 import pytest
 from django.conf import settings
 
-from apps.core.redis import sync_client
 from apps.keys.models import ApiKey
 from apps.ledger.models import UsageRecord
-from apps.ledger.services import usage_ingest, usage_stream_ensure_group
+from apps.ledger.services import usage_ingest
 from tests.ledger.test_ingest import append, event_for
-
-
-@pytest.fixture
-def clean_stream(redis_url):
-    client = sync_client()
-    client.delete(settings.LEDGER_STREAM, settings.LEDGER_STREAM + ":dead")
-    usage_stream_ensure_group(client)
-    return client
 
 
 def fallback_event(key: ApiKey):

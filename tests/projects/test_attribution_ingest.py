@@ -5,23 +5,18 @@ without them."""
 import pytest
 from django.conf import settings as django_settings
 
-from apps.core.redis import sync_client
 from apps.keys.services import api_key_issue
 from apps.ledger.events import UsageEvent
 from apps.ledger.models import UsageRecord
-from apps.ledger.services import usage_ingest, usage_stream_ensure_group
+from apps.ledger.services import usage_ingest
 from apps.tenants.models import Tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def stream(redis_url, settings):
-    settings.LEDGER_STREAM = f"{django_settings.LEDGER_STREAM}:attribution-tests"
-    client = sync_client()
-    client.delete(settings.LEDGER_STREAM, settings.LEDGER_STREAM + ":dead")
-    usage_stream_ensure_group(client)
-    return client
+def stream(clean_stream):
+    return clean_stream
 
 
 @pytest.fixture
