@@ -9,9 +9,9 @@ from operator import itemgetter
 from typing import Any
 
 from django.db import connections
-from django.db.models import BigIntegerField, Count, F, Func, Q, QuerySet, Sum
+from django.db.models import BigIntegerField, Count, F, Func, Q, QuerySet, Sum, TextField
 from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Coalesce, TruncDay, TruncHour, TruncMinute
+from django.db.models.functions import Cast, Coalesce, TruncDay, TruncHour, TruncMinute
 
 from apps.billing.models import (
     MONEY,
@@ -283,11 +283,17 @@ def usage_aggregate_queryset(
         rows = rows.filter(g_project__in=project_ids)
     if user_ids:
         rows = rows.filter(end_user__in=user_ids)
-    for key, values in tag_filters.items():
-        either = Q()
-        for value in values:
-            either |= Q(tags__contains={key: value})
-        rows = rows.filter(either)
+    for n, (key, values) in enumerate(tag_filters.items()):
+        if connections[rows.db].vendor == "postgresql":  # jsonb @>, which its index serves
+            either = Q()
+            for value in values:
+                either |= Q(tags__contains={key: value})
+            rows = rows.filter(either)
+        else:  # SQLite (the embedded default) has no JSON containment
+            name = f"_tag_filter_{n}"
+            # Cast: a key transform's own IN would read the values as JSON there.
+            rows = rows.alias(**{name: Cast(KeyTextTransform(key, "tags"), TextField())})
+            rows = rows.filter(**{f"{name}__in": list(values)})
     fields = [GROUP_FIELDS[g] for g in plain]
     for n, key in enumerate(tag_keys):
         value = F("tag_value") if source == "tag" else KeyTextTransform(key, "tags")

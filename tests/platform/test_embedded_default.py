@@ -5,13 +5,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import anthropic
 import httpx
 import openai
 import pytest
 
-from tests.conftest import BIN, ROOT, Process, free_port
+from tests.conftest import BIN, ROOT, Process, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -40,12 +41,26 @@ def embedded(tmp_path_factory):
         env,
         port,
     )
-    yield f"http://127.0.0.1:{port}", secret
+    yield f"http://127.0.0.1:{port}", secret, env
     server.stop()
 
 
+def _admin_token(env: dict[str, str]) -> str:
+    """A management API token of the demo tenant."""
+    code = (
+        "from apps.tenants.models import Tenant;"
+        "from apps.tenants.services import admin_token_issue;"
+        "print(admin_token_issue(tenant=Tenant.objects.get(name='demo'), name='t')[1])"
+    )
+    made = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return made.stdout.strip().splitlines()[-1]
+
+
 def test_the_demo_key_works_with_both_sdks(embedded):
-    url, secret = embedded
+    url, secret, _env = embedded
     gpt = openai.OpenAI(base_url=url + "/v1", api_key=secret, max_retries=0)
     assert [m.id for m in gpt.models.list()] == ["tollgate-demo"]
     answer = gpt.chat.completions.create(
@@ -68,3 +83,31 @@ def test_the_demo_key_works_with_both_sdks(embedded):
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=url + "/v1", api_key="tg-wrong", max_retries=0).models.list()
     assert httpx.get(url + "/healthz").status_code == 200
+
+
+def test_a_tagged_request_is_reported_by_its_tag(embedded):
+    """SQLite has no JSON containment: the tag filter of the usage API works there too."""
+    url, secret, env = embedded
+    gpt = openai.OpenAI(base_url=url + "/v1", api_key=secret, max_retries=0)
+    gpt.chat.completions.create(
+        model="tollgate-demo",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-tollgate-tags": "team:web"},
+    )
+    token = _admin_token(env)
+
+    def tagged_requests() -> int:
+        answer = httpx.get(
+            url + "/api/v1/organization/usage/completions",
+            params={
+                "start_time": int(time.time()) - 3600,
+                "bucket_width": "1h",  # read from the ledger itself
+                "tags": "team:web",
+                "limit": 2,
+            },
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        answer.raise_for_status()
+        return sum(r["num_model_requests"] for b in answer.json()["data"] for r in b["results"])
+
+    assert wait_until(tagged_requests, timeout=30) == 1
