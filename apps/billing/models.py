@@ -139,8 +139,9 @@ class EndUserDayTotal(_DayMeasures):
     """EndUserRollup summed over models: day × tenant × project × end user, the rows of a
     report by end user (and project) without a model in its groups or filters, read
     without aggregating them again. Built with EndUserRollup, from the same ledger id
-    ranges. On PostgreSQL a covering index (end_user_day_total_report, migration 0006)
-    serves those reports from the index alone, in its order."""
+    ranges. On PostgreSQL a covering index (end_user_day_total_report_by_user, migration
+    0007: end user before project) serves those reports from the index alone, in its
+    order."""
 
     end_user = models.CharField(max_length=256)
 

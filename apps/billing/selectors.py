@@ -302,6 +302,8 @@ def usage_aggregate_queryset(
     rows = rows.annotate(bucket=_EpochSeconds(bucket)).order_by().values("bucket", *fields)
     # Ordered by the timestamp, not its epoch: a rollup's index on (tenant, bucket_start, …)
     # then hands the rows over in (nearly) group order, without a sort of them all.
+    if source == "end_user_total":  # its report index's order: the end user, then project
+        fields.sort(key=lambda field: field != "end_user")
     return rows.annotate(**sums).order_by(bucket, *fields)
 
 
@@ -354,20 +356,23 @@ def _report_buckets(queryset: QuerySet, *, by_user: bool) -> dict[datetime, list
         names = [_REPORT_NAMES.get(column[0], column[0]) for column in cursor.description]
         rows = cursor.fetchall()
     at = names.index("bucket")
-    names[at] = "_bucket"
-    user = names.index("user_id") if by_user else -1
-    money = names.index("price") if connection.vendor != "postgresql" else -1
+    keep = [i for i in range(len(names)) if i != at]
+    keys = [names[i] for i in keep]
+    pick = itemgetter(*keep)
+    money = connection.vendor != "postgresql"
     result: dict[datetime, list[dict[str, Any]]] = {}
     for epoch, group in groupby(rows, key=itemgetter(at)):  # in bucket order
-        bucket = result[datetime.fromtimestamp(epoch, UTC)] = []
-        for values in group:
-            row = dict(zip(names, values, strict=True))
-            del row["_bucket"]
-            if user >= 0 and not values[user]:
-                row["user_id"] = None  # "" in the rollups: no end user given
-            if money >= 0:
-                row["price"] = Decimal(str(values[money])).quantize(_MONEY_PLACES)
-            bucket.append(row)
+        bucket = result[datetime.fromtimestamp(epoch, UTC)] = [
+            dict(zip(keys, pick(values), strict=False))
+            for values in group  # equal lengths
+        ]
+        if by_user:
+            for row in bucket:
+                if not row["user_id"]:
+                    row["user_id"] = None  # "" in the rollups: no end user given
+        if money:
+            for row in bucket:
+                row["price"] = Decimal(str(row["price"])).quantize(_MONEY_PLACES)
     return result
 
 
