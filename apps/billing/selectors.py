@@ -1,9 +1,10 @@
 """Reads for tenant reports. Every function takes the tenant and reads through
 ``for_tenant(tenant)``: nothing here can return another tenant's rows."""
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
@@ -343,29 +344,34 @@ _MONEY_PLACES = Decimal(10) ** -MONEY["decimal_places"]
 _REPORT_NAMES = {"g_project": "project_id", "end_user": "user_id"}
 
 
+@lru_cache(maxsize=64)
+def _row_maker(names: tuple[str, ...], skip: int) -> Callable[[tuple], dict[str, Any]]:
+    """A function making one result row (a tuple of the columns ``names``) into the
+    report's dict, column ``skip`` left out: a dict display of the row's items, made once
+    per column layout (as namedtuple makes its class), builds a row in a third of the time
+    of ``dict(zip(names, row))``, and a month by project and end user is ~100,000 rows.
+    The names are the queryset's own column aliases (identifiers), quoted with repr."""
+    items = ", ".join(f"{name!r}: row[{i}]" for i, name in enumerate(names) if i != skip)
+    return eval(f"lambda row: {{{items}}}", {})  # noqa: S307 (our own aliases only)
+
+
 def _report_buckets(queryset: QuerySet, *, by_user: bool) -> dict[datetime, list[dict[str, Any]]]:
     """usage_aggregate without tag groups: the rows fetched at once and made into the
-    report's dicts in one pass. A month by project and end user is ~100,000 rows, and
-    Django's iterator (fetches of 100, a dict per row, renamed after) cost more than the
-    query. The values need no conversion (_Loaded sums, plain columns; money is never
-    NULL) but SQLite's sums of money (floats)."""
+    report's dicts in one pass (_row_maker). Django's iterator (fetches of 100, a dict per
+    row, renamed after) cost more than the query. The values need no conversion (_Loaded
+    sums, plain columns; money is never NULL) but SQLite's sums of money (floats)."""
     connection = connections[queryset.db]
     sql, params = queryset.query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        names = [_REPORT_NAMES.get(column[0], column[0]) for column in cursor.description]
+        names = tuple(_REPORT_NAMES.get(column[0], column[0]) for column in cursor.description)
         rows = cursor.fetchall()
     at = names.index("bucket")
-    keep = [i for i in range(len(names)) if i != at]
-    keys = [names[i] for i in keep]
-    pick = itemgetter(*keep)
+    make = _row_maker(names, at)
     money = connection.vendor != "postgresql"
     result: dict[datetime, list[dict[str, Any]]] = {}
     for epoch, group in groupby(rows, key=itemgetter(at)):  # in bucket order
-        bucket = result[datetime.fromtimestamp(epoch, UTC)] = [
-            dict(zip(keys, pick(values), strict=False))
-            for values in group  # equal lengths
-        ]
+        bucket = result[datetime.fromtimestamp(epoch, UTC)] = [make(values) for values in group]
         if by_user:
             for row in bucket:
                 if not row["user_id"]:
