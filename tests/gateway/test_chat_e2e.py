@@ -233,6 +233,45 @@ def test_upstream_cut_mid_stream_is_reported_not_silent(gateway, seed, upstream,
     assert record.outcome == "upstream_stream_error" and record.completion_tokens == 3
 
 
+def test_a_stream_paused_past_its_timeout_ends_with_an_error_event(
+    gateway, seed, upstream, celery_worker
+):
+    # slow-model's backend: timeout_s 0.5; the upstream pauses 5 s after its first word.
+    with httpx.stream(
+        "POST",
+        gateway + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {seed.secret}"},
+        json={"model": "slow-model", "stream": True, "messages": user("#chunks=3 #delay_ms=5000")},
+        timeout=4,
+    ) as r:
+        events = sse_events(r.read())
+        request_id = r.headers["x-request-id"]
+    assert b'"error"' in events[-1]
+    record = record_for(request_id)
+    assert (record.outcome, record.completion_tokens) == ("upstream_stream_error", 1)
+
+
+def test_a_stream_longer_than_its_timeout_with_short_pauses_completes(
+    gateway, seed, upstream, celery_worker
+):
+    # timeout_s 0.5 bounds each pause (0.2 s), not the stream (about 1.2 s).
+    stream = client(gateway, seed.secret).chat.completions.create(
+        model="slow-model", messages=user("#chunks=6 #delay_ms=200"), stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "w0 w1 w2 w3 w4 w5"
+
+
+def test_a_stream_silent_after_its_headers_is_a_504(gateway, seed, upstream):
+    r = httpx.post(
+        gateway + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {seed.secret}"},
+        json={"model": "slow-model", "stream": True, "messages": user("#silent")},
+        timeout=4,
+    )
+    assert r.status_code == 504
+
+
 def test_stream_to_a_server_that_refuses_stream_options(gateway, seed, upstream, celery_worker):
     stream = client(gateway, seed.secret).chat.completions.create(
         model="test-model", messages=user("hi #chunks=4 #reject_stream_options"), stream=True
