@@ -91,9 +91,13 @@ class UpstreamResponse:
 
     def watch_idle(self, seconds: float) -> None:
         """Break the body off (ReadError) once ``seconds`` pass without a byte: a
-        stream's pause between chunks. One timer a response, moved on only when it
-        fires: a read costs a clock read, not the cancel and new timer per read that
-        aiohttp's ``sock_read`` costs (~2.4 µs, a twentieth of a relayed chunk)."""
+        stream's pause between chunks, in place of the connection's ``sock_read`` (which
+        every request sets again). One timer a response, moved on only when it fires: a
+        read costs a clock read, not the cancel and new timer per read that ``sock_read``
+        costs (~2.4 µs, a twentieth of a relayed chunk)."""
+        connection = self._response.connection
+        if connection is not None and connection.protocol is not None:
+            connection.protocol.read_timeout = None
         loop = asyncio.get_running_loop()
         self._clock = loop.time
         self._idle_s = seconds
@@ -217,17 +221,22 @@ class UpstreamClient:
         first_byte = deployment.first_byte_timeout_s
         # sock_connect, not connect: aiohttp's connect includes the wait for a pooled
         # connection, which is load, not an unreachable upstream.
-        if stream:  # no total: a stream's end is its own; its pauses are watch_idle's
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=deployment.connect_timeout_s)
+        # A stream's sock_read times its first byte; after it, watch_idle its pauses.
+        if stream:
+            timeout = aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=deployment.connect_timeout_s,
+                sock_read=deployment.timeout_s,
+            )
         else:
             timeout = aiohttp.ClientTimeout(total=budget, sock_connect=deployment.connect_timeout_s)
         # A timer of our own only when aiohttp's do not say it already (an asyncio
-        # timeout costs a few µs): a first-byte deadline, or a stream's first byte within
-        # what is left of the overall deadline.
+        # timeout costs ~4.5 µs): a first-byte deadline, or a stream retried late, which
+        # only has what is left of the overall deadline.
         first_byte_bound = first_byte is not None and first_byte < budget
         if first_byte_bound:
             limit: float | None = first_byte
-        elif stream:
+        elif stream and budget < deployment.timeout_s:
             limit = budget
         else:
             limit = None
@@ -255,7 +264,7 @@ class UpstreamClient:
         except (aiohttp.ClientError, OSError) as exc:
             raise ConnectError(str(exc)) from exc
         response.first_byte_s = time.monotonic() - sent
-        if stream:  # after the first byte, a stream may pause up to timeout_s
+        if stream and response.status < 300:  # after the first byte: pauses of timeout_s
             response.watch_idle(deployment.timeout_s)
         return response
 
