@@ -28,6 +28,18 @@ def sse_events(raw: bytes) -> list[bytes]:
     return [line[6:] for line in raw.split(b"\n") if line.startswith(b"data: ")]
 
 
+def streamed(gateway: str, secret: str, model: str, text: str) -> tuple[list[bytes], str]:
+    """A chat stream read to its end: its SSE events and the request id."""
+    with httpx.stream(
+        "POST",
+        gateway + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {secret}"},
+        json={"model": model, "stream": True, "messages": user(text)},
+        timeout=4,
+    ) as r:
+        return sse_events(r.read()), r.headers["x-request-id"]
+
+
 def test_non_stream_completion_is_relayed_and_metered(gateway, seed, upstream, celery_worker):
     raw = client(gateway, seed.secret).chat.completions.with_raw_response.create(
         model="test-model",
@@ -220,14 +232,7 @@ def test_mid_stream_upstream_failure_ends_with_an_error_event(
 
 
 def test_upstream_cut_mid_stream_is_reported_not_silent(gateway, seed, upstream, celery_worker):
-    with httpx.stream(
-        "POST",
-        gateway + "/v1/chat/completions",
-        headers={"Authorization": f"Bearer {seed.secret}"},
-        json={"model": "test-model", "stream": True, "messages": user("hi #chunks=10 #cut=3")},
-    ) as r:
-        events = sse_events(r.read())
-        request_id = r.headers["x-request-id"]
+    events, request_id = streamed(gateway, seed.secret, "test-model", "hi #chunks=10 #cut=3")
     assert b'"error"' in events[-1]
     record = record_for(request_id)
     assert record.outcome == "upstream_stream_error" and record.completion_tokens == 3
@@ -237,15 +242,7 @@ def test_a_stream_paused_past_its_timeout_ends_with_an_error_event(
     gateway, seed, upstream, celery_worker
 ):
     # slow-model's backend: timeout_s 0.5; the upstream pauses 5 s after its first word.
-    with httpx.stream(
-        "POST",
-        gateway + "/v1/chat/completions",
-        headers={"Authorization": f"Bearer {seed.secret}"},
-        json={"model": "slow-model", "stream": True, "messages": user("#chunks=3 #delay_ms=5000")},
-        timeout=4,
-    ) as r:
-        events = sse_events(r.read())
-        request_id = r.headers["x-request-id"]
+    events, request_id = streamed(gateway, seed.secret, "slow-model", "#chunks=3 #delay_ms=5000")
     assert b'"error"' in events[-1]
     record = record_for(request_id)
     assert (record.outcome, record.completion_tokens) == ("upstream_stream_error", 1)
