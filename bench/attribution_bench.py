@@ -15,13 +15,20 @@ every scenario alike):
 only ``plain`` exists there) on its own database, in the same alternating rounds, to
 compare against what a request cost before.
 
+``--instructions N`` counts instead of timing: each gateway runs under valgrind's
+callgrind (instrumentation off until its scenarios start) and each scenario's N requests
+(``--connections 1`` makes them repeatable: concurrent requests share Redis writes and
+loop wake-ups as their timing falls) are counted in instructions executed per request (user space: the Python and C the
+gateway runs, not the kernel's socket work), the same on a busy machine as on a quiet one.
+Two rounds per scenario show that the count repeats.
+
 ``--redis-db N`` puts both gateways on Redis database N (of BENCH_REDIS_URL's server;
 default: 13, and 12 for the baseline). Sharing one is harmless here: the limits are far
 above what a run sends, so counters both gateways may use (the same ids in their two
 databases) refuse nothing.
 
     .venv/bin/python bench/attribution_bench.py [--seconds 5] [--rounds 5] [--baseline DIR]
-        [--redis-db N]
+        [--redis-db N] [--instructions N]
 """
 
 import argparse
@@ -31,6 +38,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -122,11 +130,64 @@ async def load(url: str, headers: dict[str, str], seconds: float, connections: i
     return done
 
 
-def start_gateway(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+async def load_count(url: str, headers: dict[str, str], requests: int, connections: int) -> None:
+    """Exactly ``requests`` requests, ``connections`` at a time."""
+    import aiohttp
+
+    left = requests
+
+    async with aiohttp.ClientSession() as session:
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                async with session.post(url, data=BODY, headers=headers) as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise RuntimeError(f"answered {r.status}")
+
+        await asyncio.gather(*[worker() for _ in range(connections)])
+
+
+def callgrind_count(process: subprocess.Popen, out: Path, run) -> int:
+    """Instructions the gateway (under callgrind) executes while ``run()`` runs."""
+    pid = str(process.pid)
+    subprocess.run(["callgrind_control", "-z", pid], check=True, capture_output=True)
+    subprocess.run(["callgrind_control", "-i", "on", pid], check=True, capture_output=True)
+    run()
+    subprocess.run(["callgrind_control", "-i", "off", pid], check=True, capture_output=True)
+    before = set(out.glob(f"cg.{pid}*"))
+    subprocess.run(["callgrind_control", "-d", pid], check=True, capture_output=True)
+    deadline = time.monotonic() + 60
+    while not (new := set(out.glob(f"cg.{pid}*")) - before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # the dump is written in one go, but let it finish
+    dump = max(new, key=lambda path: path.stat().st_mtime).read_text()
+    totals = [line for line in dump.splitlines() if line.startswith("totals:")]
+    if not totals:
+        raise RuntimeError("no totals in the callgrind dump")
+    return int(totals[-1].split()[1])
+
+
+def start_gateway(
+    root: Path, env: dict[str, str], callgrind: Path | None = None
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    prefix = [sys.executable]
+    if callgrind is not None:
+        prefix = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={callgrind}/cg.%p",
+            sys.executable,
+        ]
     process = subprocess.Popen(
         [
-            str(Path(sys.executable).parent / "uvicorn"),
+            *prefix,
+            "-m",
+            "uvicorn",
             "apps.platform.asgi:application",
             "--port",
             str(port),
@@ -140,9 +201,28 @@ def start_gateway(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen, st
         ],
         cwd=root,
         env=env,
+        stderr=subprocess.DEVNULL if callgrind is not None else None,
     )
-    wait_port(port)
+    wait_port(port, timeout=30 if callgrind is None else 300)
     return process, f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
+def instructions(
+    scenarios: dict[str, tuple[subprocess.Popen, str, dict[str, str]]],
+    json: dict[str, str],
+    requests: int,
+    connections: int,
+    out: Path,
+) -> dict[str, list[float]]:
+    counted: dict[str, list[float]] = {name: [] for name in scenarios}
+    for _ in range(2):
+        for name, (process, url, headers) in scenarios.items():
+
+            def run(url=url, headers=headers) -> None:
+                asyncio.run(load_count(url, {**headers, **json}, requests, connections))
+
+            counted[name].append(callgrind_count(process, out, run) / requests)
+    return counted
 
 
 def main() -> None:
@@ -160,7 +240,14 @@ def main() -> None:
         type=int,
         help="the Redis database both gateways use (default: 13, the baseline 12)",
     )
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        metavar="N",
+        help="count instructions per request over N requests a scenario (callgrind)",
+    )
     args = parser.parse_args()
+    callgrind = Path(tempfile.mkdtemp(prefix="callgrind-")) if args.instructions else None
     base_env = {
         **os.environ,
         "LEDGER_STREAM": "tollgate:bench:attribution",
@@ -202,7 +289,7 @@ def main() -> None:
             ensure_database(env["DATABASE_URL"])
             all_on = (root / "apps" / "projects").is_dir()
             secrets = setup(env, root, upstream_port, all_on)
-            process, url = start_gateway(root, env)
+            process, url = start_gateway(root, env, callgrind)
             gateways.append(process)
             auth = {"Authorization": f"Bearer {secrets['plain']}"}
             scenarios[f"plain@{label}"] = (process, url, auth)
@@ -211,7 +298,18 @@ def main() -> None:
                 scenarios[f"all-on@{label}"] = (process, url, all_auth)
         json = {"Content-Type": "application/json"}
         for _process, url, headers in scenarios.values():  # warm up: caches, pools
-            asyncio.run(load(url, {**headers, **json}, 1, 4))
+            asyncio.run(load(url, {**headers, **json}, 1 if callgrind is None else 10, 4))
+        if callgrind is not None:
+            counted = instructions(scenarios, json, args.instructions, args.connections, callgrind)
+            print(f"instructions per request, 2 rounds of {args.instructions} (callgrind)")
+            for name, values in counted.items():
+                print(f"{name:<18}{values[0]:>12,.0f}{values[1]:>12,.0f}")
+            reference = counted.get("plain@baseline")
+            for name, values in counted.items():
+                if reference is not None and name != "plain@baseline":
+                    more = statistics.mean(values) / statistics.mean(reference) - 1
+                    print(f"{name} - plain@baseline: {more:+.2%}")
+            return
         cpu: dict[str, list[float]] = {name: [] for name in scenarios}
         for _ in range(args.rounds):
             for name, (process, url, headers) in scenarios.items():
