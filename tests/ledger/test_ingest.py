@@ -180,6 +180,21 @@ def test_a_hostile_event_goes_to_the_dead_letters_and_its_batch_lands(seed, clea
     assert landed == {"req_before", "req_after"}
 
 
+@pytest.mark.parametrize(
+    "raw", [b"[1, 2]", b"42", b'"event"', b"null", b"{not json", b'{"unknown_field": 1}']
+)
+def test_an_entry_that_is_no_event_goes_to_the_dead_letters_and_its_batch_lands(
+    seed, clean_stream, raw
+):
+    key = ApiKey.objects.get(name="main")
+    append(clean_stream, event_for(key, "req_before"))
+    clean_stream.xadd(settings.LEDGER_STREAM, {"e": raw})
+    append(clean_stream, event_for(key, "req_after"))
+    usage_ingest(consumer="t")
+    landed = set(UsageRecord.objects.values_list("request_id", flat=True))
+    assert landed == {"req_before", "req_after"}
+
+
 def test_a_hostile_event_is_kept_in_the_dead_letter_stream(seed, clean_stream):
     key = ApiKey.objects.get(name="main")
     append(clean_stream, replace(event_for(key, "req_nul"), model="a\x00b"))
