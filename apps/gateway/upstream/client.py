@@ -126,7 +126,7 @@ class UpstreamResponse:
         """Read the body's first chunk now (a stream's first byte), to replay it."""
         try:
             self._first = await self._readany()
-        except TimeoutError as exc:
+        except TimeoutError as exc:  # sock_read: timeout_s without a byte
             raise ReadTimeout(str(exc)) from exc
         except aiohttp.ClientError as exc:
             raise ReadError(str(exc)) from exc
