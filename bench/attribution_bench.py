@@ -16,11 +16,11 @@ only ``plain`` exists there) on its own database, in the same alternating rounds
 compare against what a request cost before.
 
 ``--instructions N`` counts instead of timing: each gateway runs under valgrind's
-callgrind (instrumentation off until its scenarios start) and each scenario's N requests
-(``--connections 1`` makes them repeatable: concurrent requests share Redis writes and
-loop wake-ups as their timing falls) are counted in instructions executed per request (user space: the Python and C the
-gateway runs, not the kernel's socket work), the same on a busy machine as on a quiet one.
-Two rounds per scenario show that the count repeats.
+callgrind (instrumentation off until its scenarios start), and each scenario's N requests
+are counted in instructions executed per request (user space: the Python and C the
+gateway runs, not the kernel's socket work), the same on a busy machine as on a quiet
+one. Two rounds per scenario show that the count repeats; ``--connections 1`` makes it
+repeat (concurrent requests share Redis writes and loop wake-ups as their timing falls).
 
 ``--redis-db N`` puts both gateways on Redis database N (of BENCH_REDIS_URL's server;
 default: 13, and 12 for the baseline). Sharing one is harmless here: the limits are far

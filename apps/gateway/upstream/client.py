@@ -117,11 +117,6 @@ class UpstreamResponse:
         content.set_exception(aiohttp.ServerTimeoutError(f"no data for {self._idle_s:g} s"))
         self._response.close()  # the upstream stops generating
 
-    def _unwatch(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
     async def _peek(self) -> None:
         """Read the body's first chunk now (a stream's first byte), to replay it."""
         try:
@@ -136,8 +131,6 @@ class UpstreamResponse:
             rest = await self._response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ReadError(str(exc)) from exc
-        finally:
-            self._unwatch()
         first, self._first = self._first, None
         return first + rest if first else rest
 
@@ -166,7 +159,9 @@ class UpstreamResponse:
     async def close(self) -> None:
         """Give the connection back (closed when the body was left unread, which stops a
         server still generating)."""
-        self._unwatch()
+        if self._timer is not None:  # watch_idle's
+            self._timer.cancel()
+            self._timer = None
         response = self._response
         response.release()
         await response.wait_for_close()
